@@ -1,0 +1,3 @@
+from egressaudit.cli import app
+
+app(prog_name="egressaudit")

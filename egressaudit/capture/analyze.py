@@ -1,0 +1,271 @@
+"""Offline audit: capture files -> flows -> classified ``flows.parquet`` + ``session.json``."""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import communityid
+
+from egressaudit.capture.flows import Flow, FlowTable, ip_str
+from egressaudit.capture.frames import PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, SUPPORTED_LINKTYPES, decode
+from egressaudit.capture.reader import CaptureError, ReadStats, iter_frames, sha256_file
+from egressaudit.classify.engine import FlowFacts, Verdict, assign_party, choose_audited_client, classify, first_party_vendors
+from egressaudit.signatures import SignatureDB, default_db
+from egressaudit.taxonomy import DataClass
+
+TRANSPORT_NAMES = {PROTO_TCP: "tcp", PROTO_UDP: "udp", PROTO_ICMP: "icmp", PROTO_ICMPV6: "icmp6"}
+_NETS = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass
+class AnalyzeOptions:
+    local_nets: Sequence[str] = ()
+    client: str | None = None
+    idle_timeout: float = 120.0
+    session_id: str | None = None
+
+
+@dataclass
+class AnalyzeResult:
+    rows: list[dict[str, Any]]
+    session: dict[str, Any]
+    inputs: list[ReadStats] = field(default_factory=list)
+
+
+def _is_nonunicast(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if addr.is_multicast or addr.is_unspecified:
+        return True
+    if addr.version == 4 and (int(addr) == 0xFFFFFFFF or (int(addr) & 0xFF) == 0xFF):
+        return True  # limited or (likely) directed broadcast
+    return False
+
+
+def _is_local_range(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    return bool(addr.is_private or addr.is_link_local or addr.is_loopback or addr.is_multicast or addr.is_unspecified or _is_nonunicast(addr))
+
+
+class Orientation:
+    """Decides which end of each flow is the audited host.
+
+    With ``--local-net`` the ends inside those networks are local.  Otherwise
+    the audited hosts are the private (RFC 1918 / ULA / link-local) unicast
+    addresses; when both or neither end is private, the end seen in more flows
+    (the capturing host is in nearly all of them) is local, then the client
+    (the TCP SYN's sender or the first packet's sender).
+    """
+
+    def __init__(self, flows: Sequence[Flow], local_nets: Sequence[str]) -> None:
+        self.nets: list[_NETS] = [ipaddress.ip_network(n, strict=False) for n in local_nets]
+        self.degree: Counter[bytes] = Counter()
+        for f in flows:
+            self.degree[f.a_ip] += 1
+            self.degree[f.b_ip] += 1
+        self._addr: dict[bytes, ipaddress.IPv4Address | ipaddress.IPv6Address] = {}
+
+    def addr(self, packed: bytes) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+        a = self._addr.get(packed)
+        if a is None:
+            a = self._addr[packed] = ipaddress.ip_address(packed)
+        return a
+
+    def _candidate(self, packed: bytes) -> bool:
+        a = self.addr(packed)
+        if self.nets:
+            return any(a.version == n.version and a in n for n in self.nets)
+        return (a.is_private or a.is_link_local or a.is_loopback) and not _is_nonunicast(a)
+
+    def a_is_local(self, f: Flow) -> bool:
+        ca, cb = self._candidate(f.a_ip), self._candidate(f.b_ip)
+        if ca != cb:
+            return ca
+        if _is_nonunicast(self.addr(f.b_ip)):
+            return True
+        if _is_nonunicast(self.addr(f.a_ip)):
+            return False
+        da, db = self.degree[f.a_ip], self.degree[f.b_ip]
+        if da != db and not (ca and cb and self.nets):
+            return da > db
+        return f.client_is_a
+
+
+def analyze(
+    inputs: Sequence[Path], opts: AnalyzeOptions, db: SignatureDB | None = None, progress: Callable[[int], None] | None = None
+) -> AnalyzeResult:
+    """Read the captures and classify every flow.  Raises CaptureError for unreadable inputs."""
+    db = db or default_db()
+    finished: list[Flow] = []
+    table = FlowTable(finished.append, idle_timeout=opts.idle_timeout)
+    skipped: Counter[str] = Counter()
+    stats_list: list[ReadStats] = []
+    linktypes: Counter[int] = Counter()
+    started = time.time()
+    for path in inputs:
+        stats = ReadStats(path=str(path))
+        stats_list.append(stats)
+        for frame in iter_frames(path, stats):
+            linktypes[frame.linktype] += 1
+            r = decode(frame.linktype, frame.data)
+            if isinstance(r, str):
+                skipped[r] += 1
+                continue
+            table.add(r, frame.ts)
+            if progress is not None and stats.frames % 65536 == 0:
+                progress(stats.frames)
+        stats.sha256 = sha256_file(path)
+        if stats.truncated:
+            skipped["truncated_record"] += stats.truncated
+    table.flush()
+    skipped["orphan_fragment"] += table.orphan_fragments
+
+    orient = Orientation(finished, opts.local_nets)
+    rows, verdicts = _rows(finished, orient, db)
+    client = opts.client or choose_audited_client(((v, r["bytes_out"] + r["bytes_in"]) for v, r in zip(verdicts, rows, strict=True)), db)
+    first = first_party_vendors(client, db)
+    session_id = opts.session_id or "session"
+    for v, r in zip(verdicts, rows, strict=True):
+        r["session_id"] = session_id
+        r["party"] = assign_party(v, first).value
+
+    local_hosts = Counter[str]()
+    for r in rows:
+        local_hosts[r["local_ip"]] += r["packets_out"] + r["packets_in"]
+    session = {
+        "session_id": session_id,
+        "audited_client": client,
+        "audited_client_source": "option" if opts.client else ("auto" if client else None),
+        "local_nets": list(opts.local_nets),
+        "local_hosts": [ip for ip, _ in local_hosts.most_common(8)],
+        "idle_timeout_s": opts.idle_timeout,
+        "inputs": [
+            {
+                "path": s.path,
+                "sha256": s.sha256,
+                "bytes": s.file_bytes,
+                "format": s.format,
+                "packets": s.frames,
+                "truncated_records": s.truncated,
+                "snapped_packets": s.snapped,
+                "interfaces": s.interfaces,
+            }
+            for s in stats_list
+        ],
+        "counts": {
+            "packets": sum(s.frames for s in stats_list),
+            "packets_in_flows": table.packets - table.orphan_fragments,
+            "flows": len(rows),
+            "fragments": sum(r["fragments"] for r in rows),
+            "skipped": dict(sorted(skipped.items())),
+            "skipped_total": sum(skipped.values()),
+            "linktypes": {SUPPORTED_LINKTYPES.get(k, str(k)): n for k, n in sorted(linktypes.items())},
+            "by_data_class_bytes_out": _sum_by(rows, "data_class"),
+        },
+        "elapsed_s": round(time.time() - started, 3),
+    }
+    return AnalyzeResult(rows, session, stats_list)
+
+
+def _sum_by(rows: list[dict[str, Any]], key: str) -> dict[str, int]:
+    out: Counter[str] = Counter()
+    for r in rows:
+        if not r["is_local"]:
+            out[r[key]] += r["bytes_out"]
+    return {k: out.get(k, 0) for k in [d.value for d in DataClass]}
+
+
+def _rows(flows: list[Flow], orient: Orientation, db: SignatureDB) -> tuple[list[dict[str, Any]], list[Verdict]]:
+    cid = communityid.CommunityID()
+    rows: list[dict[str, Any]] = []
+    verdicts: list[Verdict] = []
+    flows.sort(key=lambda f: f.ts_first)
+    for i, f in enumerate(flows):
+        a_local = orient.a_is_local(f)
+        if a_local:
+            lip, lport, rip, rport = f.a_ip, f.a_port, f.b_ip, f.b_port
+            p_out, p_in, b_out, b_in, pl_out, pl_in = f.pkts_ab, f.pkts_ba, f.bytes_ab, f.bytes_ba, f.pay_ab, f.pay_ba
+        else:
+            lip, lport, rip, rport = f.b_ip, f.b_port, f.a_ip, f.a_port
+            p_out, p_in, b_out, b_in, pl_out, pl_in = f.pkts_ba, f.pkts_ab, f.bytes_ba, f.bytes_ab, f.pay_ba, f.pay_ab
+        transport = TRANSPORT_NAMES.get(f.proto, str(f.proto))
+        remote_addr = orient.addr(rip)
+        is_local = _is_local_range(remote_addr)
+        hostname, hsource = f.hostname, f.hostname_source
+        if hostname is None and f.dns_name:
+            hostname, hsource = f.dns_name, "dns"
+        facts = FlowFacts(
+            transport=transport,
+            remote_ip=str(remote_addr),
+            remote_port=rport,
+            local_port=lport,
+            hostname=hostname,
+            hostname_source=hsource,
+            app_protocol=f.app_protocol,
+            packets=p_out + p_in,
+            payload_bytes=pl_out + pl_in,
+            duration_s=f.ts_last - f.ts_first,
+            packets_out=p_out,
+            packets_in=p_in,
+            stun=f.stun,
+            rtp=f.rtp,
+            rtcp=f.rtcp,
+            dtls=f.dtls,
+            media_kinds=tuple(sorted(f.media_kinds)),
+            vendor_hints=tuple(sorted(f.vendor_hints)),
+            is_local=is_local,
+            alpn=f.alpn,
+        )
+        v = classify(facts, db)
+        verdicts.append(v)
+        try:
+            community = cid.calc(communityid.FlowTuple(f.proto, f.a_ip, f.b_ip, f.a_port or None, f.b_port or None))
+        except (communityid.FlowTupleError, ValueError, TypeError):
+            community = None
+        rows.append(
+            {
+                "flow_id": i,
+                "community_id": community,
+                "transport": transport,
+                "ip_version": f.version,
+                "local_ip": ip_str(lip),
+                "local_port": lport,
+                "remote_ip": str(remote_addr),
+                "remote_port": rport,
+                "is_local": is_local,
+                "bytes_out": b_out,
+                "bytes_in": b_in,
+                "packets_out": p_out,
+                "packets_in": p_in,
+                "payload_bytes_out": pl_out,
+                "payload_bytes_in": pl_in,
+                "ts_start": round(f.ts_first * 1e6),
+                "ts_end": round(f.ts_last * 1e6),
+                "duration_s": round(f.ts_last - f.ts_first, 6),
+                "fragments": f.fragments,
+                "hostname": hostname,
+                "hostname_source": hsource,
+                "alpn": ",".join(f.alpn) or None,
+                "app_protocol": f.app_protocol,
+                "stun_packets": f.stun,
+                "rtp_packets": f.rtp,
+                "rtcp_packets": f.rtcp,
+                "dtls_packets": f.dtls,
+                "rtp_payload_types": sorted(f.pts) or None,
+                "ssrc_count": len(f.ssrcs),
+                "media_kinds": sorted(f.media_kinds) or None,
+                "vendor": v.vendor,
+                "service": v.service,
+                "category": v.category.value,
+                "data_class": v.data_class.value,
+                "rule": v.rule,
+                "evidence": v.evidence,
+            }
+        )
+    return rows, verdicts
+
+
+__all__ = ["AnalyzeOptions", "AnalyzeResult", "CaptureError", "analyze"]

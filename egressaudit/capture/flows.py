@@ -1,0 +1,329 @@
+"""Bidirectional 5-tuple flows with an idle timeout, and the evidence they carry.
+
+A :class:`FlowTable` takes decoded :class:`~egressaudit.capture.frames.IPPacket`
+objects in time order.  Flows are keyed by the unordered pair of endpoints and
+the transport; they end after ``idle_timeout`` seconds without a packet, on a
+new TCP SYN after the previous connection closed, or at the end of the input.
+Memory grows with the number of live flows; finished flows are handed to the
+``on_flow`` callback.
+
+Only the first packets of a flow are dissected (``INSPECT_PACKETS`` each way,
+then one in ``SAMPLE_EVERY``): enough to read the TLS/QUIC ClientHello, the
+HTTP Host, STUN attributes and RTP headers, at a fraction of the cost of
+dissecting every packet.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections import OrderedDict
+from collections.abc import Callable
+
+from egressaudit.capture.frames import PROTO_TCP, PROTO_UDP, IPPacket
+from egressaudit.dissect import dns as dns_d
+from egressaudit.dissect import http as http_d
+from egressaudit.dissect import quic as quic_d
+from egressaudit.dissect import stun as stun_d
+from egressaudit.dissect import tls as tls_d
+from egressaudit.dissect import webrtc
+from egressaudit.dissect import zoom as zoom_d
+from egressaudit.dissect.rtp import parse_rtp
+
+INSPECT_PACKETS = 48
+SAMPLE_EVERY = 32
+TLS_BUFFER_MAX = 16384
+DNS_PORTS = frozenset((53, 5353, 5355))
+ZOOM_PORTS = range(8801, 8811)
+TCP_FIN = 0x01
+TCP_SYN = 0x02
+TCP_RST = 0x04
+TCP_ACK = 0x10
+
+
+def ip_str(addr: bytes) -> str:
+    return socket.inet_ntop(socket.AF_INET if len(addr) == 4 else socket.AF_INET6, addr)
+
+
+class Flow:
+    """Counters and evidence of one flow.  ``a`` is the endpoint that sent the first packet."""
+
+    __slots__ = (
+        "proto", "version", "a_ip", "a_port", "b_ip", "b_port", "ts_first", "ts_last",
+        "pkts_ab", "pkts_ba", "bytes_ab", "bytes_ba", "pay_ab", "pay_ba", "fragments", "vlan",
+        "syn_from_b", "closed", "hostname", "hostname_source", "dns_name", "alpn", "app_protocol",
+        "stun", "rtp", "rtcp", "dtls", "pts", "ssrcs", "media_kinds", "vendor_hints",
+        "tls_buf", "tls_done", "quic", "seen", "http_host", "dns_query",
+    )  # fmt: skip
+
+    def __init__(self, pkt: IPPacket, ts: float) -> None:
+        self.proto = pkt.proto
+        self.version = pkt.version
+        self.a_ip, self.a_port, self.b_ip, self.b_port = pkt.src, pkt.sport, pkt.dst, pkt.dport
+        self.ts_first = self.ts_last = ts
+        self.pkts_ab = self.pkts_ba = self.bytes_ab = self.bytes_ba = self.pay_ab = self.pay_ba = 0
+        self.fragments = 0
+        self.vlan = pkt.vlan
+        self.syn_from_b = False
+        self.closed = False
+        self.hostname: str | None = None
+        self.hostname_source: str | None = None
+        self.dns_name: str | None = None
+        self.alpn: tuple[str, ...] = ()
+        self.app_protocol: str | None = None
+        self.stun = self.rtp = self.rtcp = self.dtls = 0
+        self.pts: set[int] = set()
+        self.ssrcs: set[int] = set()
+        self.media_kinds: set[str] = set()
+        self.vendor_hints: set[str] = set()
+        self.tls_buf = b""
+        self.tls_done = False
+        self.quic: quic_d.QuicClientHelloAssembler | None = None
+        self.seen = 0
+        self.http_host: str | None = None
+        self.dns_query: str | None = None
+
+    @property
+    def client_is_a(self) -> bool:
+        return not self.syn_from_b
+
+    def set_hostname(self, name: str | None, source: str) -> None:
+        if name and self.hostname is None:
+            self.hostname = name.lower().rstrip(".")
+            self.hostname_source = source
+
+
+FlowKey = tuple[int, bytes, int, bytes, int]
+
+
+class FlowTable:
+    def __init__(self, on_flow: Callable[[Flow], None], idle_timeout: float = 120.0) -> None:
+        self.on_flow = on_flow
+        self.idle_timeout = idle_timeout
+        self.flows: OrderedDict[FlowKey, Flow] = OrderedDict()
+        self.dns_map: dict[bytes, str] = {}
+        self.frag_map: dict[tuple[bytes, bytes, int, int], FlowKey] = {}
+        self.orphan_fragments = 0
+        self.packets = 0
+        self._last_expire = 0.0
+
+    # -- packets -------------------------------------------------------------
+    def add(self, pkt: IPPacket, ts: float) -> None:
+        self.packets += 1
+        if ts - self._last_expire >= 1.0:
+            self._expire(ts)
+            self._last_expire = ts
+        if pkt.frag == 2:
+            fk = self.frag_map.get((pkt.src, pkt.dst, pkt.proto, pkt.frag_id))
+            flow = self.flows.get(fk) if fk else None
+            if flow is None:
+                self.orphan_fragments += 1
+                return
+            self.flows.move_to_end(fk)  # type: ignore[arg-type]
+            self._count(flow, pkt, ts, pkt.src == flow.a_ip)
+            flow.fragments += 1
+            return
+        src, dst, sp, dp = pkt.src, pkt.dst, pkt.sport, pkt.dport
+        key: FlowKey = (pkt.proto, src, sp, dst, dp) if (src, sp) <= (dst, dp) else (pkt.proto, dst, dp, src, sp)
+        flow = self.flows.get(key)
+        if flow is not None:
+            if ts - flow.ts_last > self.idle_timeout or (pkt.proto == PROTO_TCP and flow.closed and pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN):
+                del self.flows[key]
+                self.on_flow(flow)
+                flow = None
+            else:
+                self.flows.move_to_end(key)
+        if flow is None:
+            flow = Flow(pkt, ts)
+            flow.dns_name = self.dns_map.get(dst) or self.dns_map.get(src)
+            self.flows[key] = flow
+        from_a = src == flow.a_ip and sp == flow.a_port
+        if pkt.frag == 1:
+            flow.fragments += 1
+            if len(self.frag_map) > 65536:
+                self.frag_map.clear()
+            self.frag_map[(src, dst, pkt.proto, pkt.frag_id)] = key
+        self._count(flow, pkt, ts, from_a)
+        if pkt.proto == PROTO_TCP:
+            fl = pkt.tcp_flags
+            if fl & (TCP_FIN | TCP_RST):
+                flow.closed = True
+            syn = fl & (TCP_SYN | TCP_ACK)
+            if syn == TCP_SYN:
+                flow.syn_from_b = not from_a  # the SYN's sender is the client
+            elif syn == (TCP_SYN | TCP_ACK) and flow.pkts_ab + flow.pkts_ba == 1:
+                flow.syn_from_b = from_a  # capture starts at the SYN-ACK: its receiver is the client
+        flow.seen += 1
+        if pkt.payload and (flow.seen <= INSPECT_PACKETS * 2 or flow.seen % SAMPLE_EVERY == 0):
+            self._inspect(flow, pkt, from_a)
+
+    @staticmethod
+    def _count(flow: Flow, pkt: IPPacket, ts: float, from_a: bool) -> None:
+        if from_a:
+            flow.pkts_ab += 1
+            flow.bytes_ab += pkt.ip_len
+            flow.pay_ab += len(pkt.payload)
+        else:
+            flow.pkts_ba += 1
+            flow.bytes_ba += pkt.ip_len
+            flow.pay_ba += len(pkt.payload)
+        if ts > flow.ts_last:
+            flow.ts_last = ts
+
+    def _expire(self, now: float) -> None:
+        flows = self.flows
+        while flows:
+            key, flow = next(iter(flows.items()))
+            if now - flow.ts_last <= self.idle_timeout:
+                break
+            del flows[key]
+            self.on_flow(flow)
+
+    def flush(self) -> None:
+        """End every live flow (end of input)."""
+        for flow in self.flows.values():
+            self.on_flow(flow)
+        self.flows.clear()
+
+    # -- evidence ------------------------------------------------------------
+    def _inspect(self, flow: Flow, pkt: IPPacket, from_a: bool) -> None:
+        payload = pkt.payload
+        from_client = from_a == flow.client_is_a
+        if pkt.proto == PROTO_TCP:
+            self._inspect_tcp(flow, payload, from_client, pkt)
+        elif pkt.proto == PROTO_UDP:
+            self._inspect_udp(flow, payload, from_client, pkt)
+
+    def _inspect_tcp(self, flow: Flow, payload: bytes, from_client: bool, pkt: IPPacket) -> None:
+        if pkt.sport in DNS_PORTS or pkt.dport in DNS_PORTS:
+            msg = dns_d.parse_dns_tcp(payload)
+            if msg is not None:
+                flow.app_protocol = "dns"
+                self._note_dns(flow, msg)
+            return
+        if not from_client or flow.tls_done:
+            return
+        if not flow.tls_buf:
+            first = payload[0]
+            if first == 0x16:
+                flow.app_protocol = "tls"
+            elif 0x41 <= first <= 0x5A:
+                req = http_d.parse_request(payload)
+                flow.tls_done = True
+                if req is not None:
+                    flow.app_protocol = "http"
+                    flow.http_host = req.host
+                    flow.set_hostname(_strip_port(req.host), "http_host")
+                return
+            else:
+                st = stun_d.parse_stun_tcp(payload)
+                if st is not None:
+                    flow.app_protocol = "stun"
+                    flow.stun += 1
+                    if st.vendor_hint:
+                        flow.vendor_hints.add(st.vendor_hint)
+                    return
+                flow.tls_done = True
+                return
+        buf = flow.tls_buf + payload
+        ch = tls_d.parse_client_hello(buf)
+        if ch is not None:
+            flow.tls_done = True
+            flow.tls_buf = b""
+            flow.set_hostname(ch.sni, "tls_sni")
+            flow.alpn = ch.alpn
+            return
+        if tls_d.needs_more(buf) and len(buf) < TLS_BUFFER_MAX:
+            flow.tls_buf = buf
+        else:
+            flow.tls_done = True
+            flow.tls_buf = b""
+
+    def _inspect_udp(self, flow: Flow, payload: bytes, from_client: bool, pkt: IPPacket) -> None:
+        sp, dp = pkt.sport, pkt.dport
+        if sp in DNS_PORTS or dp in DNS_PORTS:
+            msg = dns_d.parse_dns(payload)
+            if msg is not None:
+                flow.app_protocol = "dns"
+                self._note_dns(flow, msg)
+                return
+        if (dp == 443 or sp == 443) and flow.app_protocol in (None, "quic"):
+            if flow.quic is None and from_client and quic_d.is_quic_long_header(payload):
+                flow.quic = quic_d.QuicClientHelloAssembler()
+                flow.app_protocol = "quic"
+            if flow.quic is not None and from_client and flow.hostname is None:
+                ch = flow.quic.feed(payload)
+                if ch is not None:
+                    flow.set_hostname(ch.sni, "quic_sni")
+                    flow.alpn = ch.alpn
+            if flow.app_protocol == "quic":
+                return
+        if sp in ZOOM_PORTS or dp in ZOOM_PORTS:
+            zp = zoom_d.parse_zoom(payload, server_side=True)
+            if zp is not None:
+                self._note_zoom(flow, zp)
+                return
+        kind = webrtc.demux(payload)
+        if kind is None:
+            zp = zoom_d.parse_zoom(payload, server_side=False)
+            if zp is not None and zp.kind in ("audio", "video", "screen_share"):
+                self._note_zoom(flow, zp)
+            return
+        if kind == "stun":
+            st = stun_d.parse_stun(payload)
+            if st is not None:
+                flow.stun += 1
+                if st.vendor_hint:
+                    flow.vendor_hints.add(st.vendor_hint)
+        elif kind == "rtp":
+            h = parse_rtp(payload)
+            if h is not None:
+                flow.rtp += 1
+                flow.pts.add(h.payload_type)
+                flow.ssrcs.add(h.ssrc)
+        elif kind == "rtcp":
+            flow.rtcp += 1
+        elif kind == "dtls":
+            flow.dtls += 1
+        elif kind == "turn_channel":
+            flow.stun += 1
+        if flow.app_protocol is None or flow.app_protocol == "stun":
+            flow.app_protocol = "turn" if kind == "turn_channel" else kind
+
+    @staticmethod
+    def _note_zoom(flow: Flow, zp: zoom_d.ZoomPacket) -> None:
+        flow.app_protocol = "zoom_media"
+        if zp.kind in ("audio", "video", "screen_share"):
+            flow.media_kinds.add(zp.kind)
+        if zp.rtp is not None:
+            flow.rtp += 1
+            flow.pts.add(zp.rtp.payload_type)
+            flow.ssrcs.add(zp.rtp.ssrc)
+        elif zp.kind == "rtcp":
+            flow.rtcp += 1
+        flow.vendor_hints.add("zoom")
+
+    def _note_dns(self, flow: Flow, msg: dns_d.DnsMessage) -> None:
+        if msg.qname and flow.dns_query is None:
+            flow.dns_query = msg.qname.lower().rstrip(".")
+        if not msg.is_response:
+            return
+        # Map each answered address to the name the client asked for (the start of the CNAME chain).
+        name = (msg.qname or "").lower().rstrip(".")
+        for owner, addr in msg.answers:
+            try:
+                packed = socket.inet_pton(socket.AF_INET6 if ":" in addr else socket.AF_INET, addr)
+            except OSError:
+                continue
+            if packed in (b"\x00\x00\x00\x00",):
+                continue
+            self.dns_map[packed] = name or owner.lower().rstrip(".")
+
+
+def _strip_port(host: str | None) -> str | None:
+    if not host:
+        return None
+    if host.startswith("["):
+        return host[1:].split("]")[0]
+    if host.count(":") == 1:
+        return host.split(":")[0]
+    return host

@@ -1,0 +1,185 @@
+"""Classification of a flow: signatures first, then evidence-based heuristics.
+
+Every verdict records the ``rule`` that decided it (``zoom/telemetry-log`` for
+a signature rule, ``heuristic/rtp`` for a heuristic) and an ``evidence``
+string listing the facts it rested on, so that a user can ask "why is this
+telemetry?" and get an answer.
+
+Media is recognised without any signature too: STUN/TURN, DTLS, RTP/RTCP and
+Zoom's media encapsulation seen in the payload, or the flow's shape
+(sustained UDP at audio/video packet rates).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from egressaudit.signatures import Match, SignatureDB
+from egressaudit.taxonomy import Category, DataClass, Party, data_class_of
+
+MEDIA_PROTOCOLS = frozenset({"stun", "turn", "dtls", "rtp", "rtcp", "zoom_media"})
+#: categories that media evidence may override (a telemetry host stays telemetry)
+OVERRIDABLE_BY_MEDIA = frozenset({None, Category.signaling, Category.other, Category.unknown, Category.media})
+DNS_PORTS = frozenset({53, 5353, 5355, 853})
+
+# Flow shape of real-time media: sustained UDP at audio/video packet rates.
+SHAPE_MIN_PACKETS = 50
+SHAPE_MIN_RATE_PPS = 8.0
+SHAPE_MIN_DURATION_S = 1.0
+SHAPE_MEAN_PAYLOAD = (40, 1400)
+
+
+@dataclass
+class FlowFacts:
+    """What the classifier needs to know about a flow (packet path) or an exchange."""
+
+    transport: str
+    remote_ip: str | None
+    remote_port: int
+    local_port: int = 0
+    hostname: str | None = None
+    hostname_source: str | None = None
+    app_protocol: str | None = None
+    packets: int = 0
+    payload_bytes: int = 0
+    duration_s: float = 0.0
+    packets_out: int = 0
+    packets_in: int = 0
+    stun: int = 0
+    rtp: int = 0
+    rtcp: int = 0
+    dtls: int = 0
+    media_kinds: tuple[str, ...] = ()
+    vendor_hints: tuple[str, ...] = ()
+    is_local: bool = False
+    alpn: tuple[str, ...] = ()
+
+
+@dataclass
+class Verdict:
+    vendor: str | None
+    service: str | None
+    category: Category
+    rule: str
+    evidence: str
+    vendor_kind: str | None = None
+    party: Party = Party.unknown
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def data_class(self) -> DataClass:
+        return data_class_of(self.category)
+
+
+def media_evidence(f: FlowFacts) -> tuple[str, str] | None:
+    """(heuristic rule, evidence) when the flow carries real-time media, else None."""
+    if f.media_kinds:
+        return "heuristic/zoom-media", f"zoom media encapsulation ({', '.join(sorted(f.media_kinds))})"
+    if f.rtp >= 2 or f.rtcp >= 2:
+        return "heuristic/rtp", f"rtp={f.rtp} rtcp={f.rtcp}"
+    if f.dtls and (f.stun or f.rtp or f.transport == "udp"):
+        return "heuristic/dtls", f"dtls={f.dtls} stun={f.stun}"
+    if f.stun:
+        return "heuristic/stun", f"stun/turn={f.stun}"
+    if f.app_protocol in MEDIA_PROTOCOLS:
+        return f"heuristic/{f.app_protocol}", f"payload recognised as {f.app_protocol}"
+    if shape_is_media(f):
+        rate = f.packets / f.duration_s
+        return "heuristic/udp-shape", f"sustained UDP: {f.packets} packets at {rate:.0f}/s, mean payload {f.payload_bytes // max(f.packets, 1)} B"
+    return None
+
+
+def shape_is_media(f: FlowFacts) -> bool:
+    if f.transport != "udp" or f.app_protocol in ("dns", "quic") or f.remote_port in DNS_PORTS:
+        return False
+    if f.packets < SHAPE_MIN_PACKETS or f.duration_s < SHAPE_MIN_DURATION_S:
+        return False
+    if f.packets / f.duration_s < SHAPE_MIN_RATE_PPS:
+        return False
+    mean = f.payload_bytes / max(f.packets, 1)
+    return SHAPE_MEAN_PAYLOAD[0] <= mean <= SHAPE_MEAN_PAYLOAD[1]
+
+
+def classify(f: FlowFacts, db: SignatureDB) -> Verdict:
+    """Vendor, service, category, rule and evidence of one flow (party is set by :func:`assign_party`)."""
+    ev: list[str] = []
+    if f.hostname:
+        ev.append(f"{f.hostname_source or 'host'}={f.hostname}")
+    if f.alpn:
+        ev.append(f"alpn={','.join(f.alpn)}")
+
+    if f.app_protocol == "dns" or (f.transport == "udp" and (f.remote_port in DNS_PORTS or f.local_port in (5353, 5355))):
+        m = db.match(None, f.remote_ip, f.remote_port, f.transport)
+        return Verdict(
+            m.vendor if m else None,
+            m.service if m else None,
+            Category.dns,
+            "heuristic/dns",
+            "; ".join(ev + [f"dns on port {f.remote_port}"]),
+            m.kind if m else None,
+        )
+
+    m: Match | None = db.match(f.hostname, f.remote_ip, f.remote_port, f.transport)
+    media = media_evidence(f)
+    if m is not None:
+        ev.append(f"{m.reason} [{m.rule_id}: {m.source}]")
+        category = m.category
+        rule = m.rule_id
+        if media is not None and category in OVERRIDABLE_BY_MEDIA:
+            if category != Category.media:
+                rule = f"{m.rule_id}+{media[0]}"
+            category = Category.media
+            ev.append(media[1])
+        if category is None:
+            category = _fallback_category(f)
+            rule = f"{m.rule_id}+heuristic/{category.value}"
+        return Verdict(m.vendor, m.service, category, rule, "; ".join(ev), m.kind)
+
+    if media is not None:
+        ev.append(media[1])
+        vendor = None
+        kind = None
+        if len(f.vendor_hints) == 1:
+            vendor = f.vendor_hints[0]
+            kind = db.vendor_kind(vendor)
+            ev.append(f"vendor from protocol attributes: {vendor}")
+        return Verdict(vendor, None, Category.media, media[0], "; ".join(ev), kind)
+    category = _fallback_category(f)
+    ev.append("no signature matched")
+    return Verdict(None, None, category, f"heuristic/{category.value}", "; ".join(ev))
+
+
+def _fallback_category(f: FlowFacts) -> Category:
+    if f.transport not in ("tcp", "udp"):
+        return Category.other
+    if f.is_local and f.transport == "udp" and f.packets_in == 0:
+        return Category.other  # local broadcast/discovery chatter
+    return Category.unknown
+
+
+def choose_audited_client(verdicts: Iterable[tuple[Verdict, int]], db: SignatureDB) -> str | None:
+    """The conferencing vendor the capture is most about: most bytes of media and signaling."""
+    score: dict[str, int] = {}
+    for v, nbytes in verdicts:
+        if v.vendor and db.vendor_kind(v.vendor) == "conferencing" and v.category in (Category.media, Category.signaling, Category.telemetry):
+            weight = 2 if v.category == Category.media else 1
+            score[v.vendor] = score.get(v.vendor, 0) + weight * nbytes
+    if not score:
+        return None
+    return max(score.items(), key=lambda kv: kv[1])[0]
+
+
+def first_party_vendors(client: str | None, db: SignatureDB) -> frozenset[str]:
+    if not client:
+        return frozenset()
+    vf = db.vendors.get(client)
+    return frozenset({client, *(vf.affiliates if vf else ())})
+
+
+def assign_party(v: Verdict, first: frozenset[str]) -> Party:
+    if v.vendor is None:
+        return Party.unknown
+    if v.vendor in first:
+        return Party.first
+    return Party.third

@@ -1,0 +1,205 @@
+"""The ``egressaudit`` command.
+
+Exit codes (also in the README):
+
+* 0: success
+* 2: wrong usage (unknown option, missing argument)
+* 3: an input cannot be used (not a capture, empty, unreadable, not a session folder)
+* 4: the output cannot be written
+* 5: the signature database is invalid
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from egressaudit import __version__
+
+EXIT_INPUT = 3
+EXIT_OUTPUT = 4
+EXIT_SIGNATURES = 5
+
+app = typer.Typer(
+    name="egressaudit",
+    help="Measure what a video-conferencing client sends, to whom, and of what kind (customer content or service-generated data).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+
+def _fail(msg: str, code: int) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"egressaudit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    """egressaudit: network egress privacy auditor for video-conferencing clients."""
+
+
+def _check_cidr(values: list[str]) -> list[str]:
+    for v in values:
+        try:
+            ipaddress.ip_network(v, strict=False)
+        except ValueError as e:
+            raise typer.BadParameter(f"{v!r} is not a network (CIDR), e.g. 192.168.1.0/24") from e
+    return values
+
+
+@app.command()
+def analyze(
+    inputs: Annotated[list[Path], typer.Argument(help="Capture files (pcap or pcapng, optionally gzip-compressed).", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Session folder to write (created if missing).")],
+    local_net: Annotated[
+        list[str] | None,
+        typer.Option("--local-net", help="Network(s) of the audited host, e.g. 192.168.1.0/24; repeatable. Default: detected.", callback=_check_cidr),
+    ] = None,
+    client: Annotated[
+        str | None, typer.Option("--client", help="Vendor of the audited client (zoom, microsoft, google, ...). Default: detected.")
+    ] = None,
+    idle_timeout: Annotated[float, typer.Option("--idle-timeout", min=1.0, help="Seconds without a packet after which a flow ends.")] = 120.0,
+    extra_signatures: Annotated[
+        list[Path] | None,
+        typer.Option("--signatures", help="Extra vendor signature files (.yaml) or folders of them, added to the packaged ones; repeatable."),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors.")] = False,
+) -> None:
+    """Read captures, build and classify flows, write OUT/flows.parquet and OUT/session.json."""
+    from egressaudit import session as sess
+    from egressaudit.capture.analyze import AnalyzeOptions
+    from egressaudit.capture.analyze import analyze as run
+    from egressaudit.capture.reader import CaptureError
+    from egressaudit.signatures import SignatureError, data_dir, default_db, load
+
+    try:
+        if extra_signatures:
+            files = list(data_dir().glob("*.yaml"))
+            for p in extra_signatures:
+                if not p.exists():
+                    raise SignatureError(f"{p}: no such signature file or folder")
+                files += sorted(p.glob("*.yaml")) if p.is_dir() else [p]
+            db = load(files)
+        else:
+            db = default_db()
+    except SignatureError as e:
+        raise _fail(str(e), EXIT_SIGNATURES) from None
+    if client is not None and client not in db.vendors:
+        raise typer.BadParameter(f"unknown vendor {client!r}; known: {', '.join(sorted(db.vendors))}", param_hint="--client")
+    for p in inputs:
+        if not p.exists():
+            raise _fail(f"{p}: no such file", EXIT_INPUT)
+        if p.is_dir():
+            raise _fail(f"{p}: is a folder, not a capture file", EXIT_INPUT)
+    try:
+        sess.prepare(out)
+    except sess.SessionError as e:
+        raise _fail(str(e), EXIT_OUTPUT) from None
+    opts = AnalyzeOptions(local_nets=local_net or (), client=client, idle_timeout=idle_timeout, session_id=sess.session_id_for(out))
+    try:
+        if quiet:
+            result = run(inputs, opts, db)
+        else:
+            with console.status("reading captures...") as status:
+                result = run(inputs, opts, db, progress=lambda n: status.update(f"reading captures... {n:,} packets"))
+    except CaptureError as e:
+        raise _fail(str(e), EXIT_INPUT) from None
+    try:
+        sess.write_table(out, "flows", result.rows)
+        sess.write_session_json(out, result.session, {"version": db.version, "vendors": len(db.vendors), "rules": len(db)})
+    except OSError as e:
+        raise _fail(f"{out}: cannot write: {e.strerror or e}", EXIT_OUTPUT) from None
+    if not quiet:
+        _print_analyze_summary(result.session, out)
+
+
+def _print_analyze_summary(session: dict[str, object], out: Path) -> None:
+    counts = session["counts"]
+    assert isinstance(counts, dict)
+    t = Table(title=f"egressaudit analyze -> {out}", show_header=False)
+    t.add_row("packets", f"{counts['packets']:,}")
+    t.add_row("flows", f"{counts['flows']:,}")
+    t.add_row("audited client", str(session.get("audited_client") or "not detected (use --client)"))
+    skipped = counts.get("skipped") or {}
+    assert isinstance(skipped, dict)
+    t.add_row("skipped packets", ", ".join(f"{k}: {v:,}" for k, v in skipped.items() if v) or "none")
+    by = counts.get("by_data_class_bytes_out") or {}
+    assert isinstance(by, dict)
+    for k, v in by.items():
+        t.add_row(f"egress {k}", f"{v:,} B")
+    console.print(t)
+    console.print(f"next: egressaudit report {out}")
+
+
+@app.command()
+def report(
+    session_dir: Annotated[Path, typer.Argument(help="Session folder written by `egressaudit analyze`.", show_default=False)],
+    no_redact: Annotated[bool, typer.Option("--no-redact", help="Show local addresses instead of redacted tokens.")] = False,
+) -> None:
+    """Print the audit's tables and write SESSION_DIR/report.html with PNG figures."""
+    from egressaudit.report import ReportError, build_report
+
+    if not session_dir.is_dir():
+        raise _fail(f"{session_dir}: not a folder", EXIT_INPUT)
+    try:
+        path = build_report(session_dir, console=console, redact=not no_redact)
+    except ReportError as e:
+        raise _fail(str(e), EXIT_INPUT) from None
+    except OSError as e:
+        raise _fail(f"{session_dir}: cannot write the report: {e.strerror or e}", EXIT_OUTPUT) from None
+    console.print(f"report: {path}")
+
+
+@app.command()
+def schema(
+    table: Annotated[str | None, typer.Argument(help="Only this table (e.g. flows).")] = None,
+) -> None:
+    """Print the session tables' columns as Markdown (generated from the schema definition)."""
+    from egressaudit.schema import TABLES, markdown
+
+    if table is not None and table not in TABLES:
+        raise typer.BadParameter(f"unknown table {table!r}; known: {', '.join(TABLES)}")
+    typer.echo(markdown(table))
+
+
+@app.command()
+def signatures(
+    check: Annotated[
+        list[Path] | None, typer.Option("--check", help="Validate these vendor YAML files instead of listing the packaged ones.")
+    ] = None,
+) -> None:
+    """List the vendor signature database (or validate vendor files)."""
+    from egressaudit.signatures import SignatureError, load
+
+    try:
+        db = load(check) if check else load()
+    except SignatureError as e:
+        raise _fail(str(e), EXIT_SIGNATURES) from None
+    t = Table(title=f"signature database {db.version}: {len(db.vendors)} vendors, {len(db)} rules")
+    t.add_column("vendor")
+    t.add_column("kind")
+    t.add_column("rules", justify="right")
+    t.add_column("name")
+    for v in sorted(db.vendors.values(), key=lambda v: v.vendor):
+        t.add_row(v.vendor, v.kind, str(len(v.rules)), v.display_name)
+    console.print(t)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
