@@ -54,8 +54,8 @@ def main(
     """egressaudit: network egress privacy auditor for video-conferencing clients."""
 
 
-def _check_cidr(values: list[str]) -> list[str]:
-    for v in values:
+def _check_cidr(values: list[str] | None) -> list[str] | None:
+    for v in values or ():
         try:
             ipaddress.ip_network(v, strict=False)
         except ValueError as e:

@@ -20,7 +20,9 @@ RESOLVER = "192.168.50.1"
 
 
 def client_hello(sni: str) -> bytes:
-    ch = TLSClientHello(ciphers=[0x1301, 0xC02F], ext=[TLS_Ext_ServerName(servernames=[ServerName(servername=sni.encode())]), TLS_Ext_SupportedGroups(groups=[29])])
+    ch = TLSClientHello(
+        ciphers=[0x1301, 0xC02F], ext=[TLS_Ext_ServerName(servernames=[ServerName(servername=sni.encode())]), TLS_Ext_SupportedGroups(groups=[29])]
+    )
     return bytes(TLS(msg=[ch]))
 
 
@@ -65,7 +67,12 @@ def rtp_stream(server: str, sport: int, dport: int, t: float, seconds: float = 3
     for i in range(n):
         hdr = struct.pack("!BBHII", 0x80, 111, i & 0xFFFF, i * 960, ssrc)
         out = Ether() / IP(src=CLIENT, dst=server) / UDP(sport=sport, dport=dport) / Raw(hdr + os.urandom(120))
-        back = Ether() / IP(src=server, dst=CLIENT) / UDP(sport=dport, dport=sport) / Raw(struct.pack("!BBHII", 0x80, 111, i & 0xFFFF, i * 960, ssrc + 1) + os.urandom(100))
+        back = (
+            Ether()
+            / IP(src=server, dst=CLIENT)
+            / UDP(sport=dport, dport=sport)
+            / Raw(struct.pack("!BBHII", 0x80, 111, i & 0xFFFF, i * 960, ssrc + 1) + os.urandom(100))
+        )
         out.time = t + i / pps
         back.time = t + i / pps + 0.002
         pkts += [out, back]

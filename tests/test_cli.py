@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from scapy.layers.inet import IP, UDP
+from scapy.layers.inet import IP
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 from typer.testing import CliRunner
@@ -97,7 +97,11 @@ def test_truncated_capture_is_a_counted_skip(tmp_path: Path) -> None:
 
 def test_garbage_packets_inside_a_good_capture_are_counted(tmp_path: Path) -> None:
     good = factories.rtp_stream("203.0.113.50", 50000, 3478, 0.0, seconds=1.0)
-    bad = [Ether(type=0x0800) / Raw(b"\x45\x00\x00"), Ether(type=0x0806) / Raw(b"arp?" * 7), Ether() / IP(src="10.0.0.1", dst="10.0.0.2", proto=17) / Raw(b"\x01")]
+    bad = [
+        Ether(type=0x0800) / Raw(b"\x45\x00\x00"),
+        Ether(type=0x0806) / Raw(b"arp?" * 7),
+        Ether() / IP(src="10.0.0.1", dst="10.0.0.2", proto=17) / Raw(b"\x01"),
+    ]
     for i, p in enumerate(bad):
         p.time = 0.5 + i * 0.001
     cap = factories.write_pcap(tmp_path / "mixed.pcap", good + bad)
@@ -171,7 +175,9 @@ def test_extra_signature_file_and_broken_signature_file(tmp_path: Path) -> None:
     assert (media["vendor"], media["rule"]) == ("mylab", "mylab/sfu")
 
     broken = tmp_path / "broken.yaml"
-    broken.write_text("vendor: broken\ndisplay_name: B\nkind: conferencing\nrules:\n  - id: r1\n    domains: [x.example]\n    category: nonsense\n    source: s\n")
+    broken.write_text(
+        "vendor: broken\ndisplay_name: B\nkind: conferencing\nrules:\n  - id: r1\n    domains: [x.example]\n    category: nonsense\n    source: s\n"
+    )
     code, text = run("analyze", str(cap), "--out", str(tmp_path / "b"), "--signatures", str(broken))
     assert code == EXIT_SIGNATURES
     assert "broken.yaml" in text and "r1" in text

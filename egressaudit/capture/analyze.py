@@ -110,11 +110,11 @@ def analyze(
         stats_list.append(stats)
         for frame in iter_frames(path, stats):
             linktypes[frame.linktype] += 1
-            r = decode(frame.linktype, frame.data)
-            if isinstance(r, str):
-                skipped[r] += 1
+            pkt = decode(frame.linktype, frame.data)
+            if isinstance(pkt, str):
+                skipped[pkt] += 1
                 continue
-            table.add(r, frame.ts)
+            table.add(pkt, frame.ts)
             if progress is not None and stats.frames % 65536 == 0:
                 progress(stats.frames)
         stats.sha256 = sha256_file(path)

@@ -222,6 +222,8 @@ class FlowTable:
                     if st.vendor_hint:
                         flow.vendor_hints.add(st.vendor_hint)
                     return
+                if _rtp_over_tcp(flow, payload):
+                    return
                 flow.tls_done = True
                 return
         buf = flow.tls_buf + payload
@@ -317,6 +319,27 @@ class FlowTable:
             if packed in (b"\x00\x00\x00\x00",):
                 continue
             self.dns_map[packed] = name or owner.lower().rstrip(".")
+
+
+def _rtp_over_tcp(flow: Flow, data: bytes) -> bool:
+    """RTP or RTCP framed by a 2-byte length on TCP (RFC 4571), as RTSP and some SFUs send it."""
+    size = int.from_bytes(data[:2], "big")
+    if len(data) < 14 or size < 12 or data[2] >> 6 != 2:
+        return False
+    framed = data[2 : 2 + size]
+    kind = webrtc.demux(framed)
+    if kind == "rtp":
+        h = parse_rtp(framed)
+        if h is not None:
+            flow.rtp += 1
+            flow.pts.add(h.payload_type)
+            flow.ssrcs.add(h.ssrc)
+    elif kind == "rtcp":
+        flow.rtcp += 1
+    else:
+        return False
+    flow.app_protocol = flow.app_protocol or kind
+    return True
 
 
 def _strip_port(host: str | None) -> str | None:

@@ -110,14 +110,14 @@ def classify(f: FlowFacts, db: SignatureDB) -> Verdict:
         ev.append(f"alpn={','.join(f.alpn)}")
 
     if f.app_protocol == "dns" or (f.transport == "udp" and (f.remote_port in DNS_PORTS or f.local_port in (5353, 5355))):
-        m = db.match(None, f.remote_ip, f.remote_port, f.transport)
+        dm = db.match(None, f.remote_ip, f.remote_port, f.transport)
         return Verdict(
-            m.vendor if m else None,
-            m.service if m else None,
+            dm.vendor if dm else None,
+            dm.service if dm else None,
             Category.dns,
             "heuristic/dns",
             "; ".join(ev + [f"dns on port {f.remote_port}"]),
-            m.kind if m else None,
+            dm.kind if dm else None,
         )
 
     m: Match | None = db.match(f.hostname, f.remote_ip, f.remote_port, f.transport)

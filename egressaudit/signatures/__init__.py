@@ -247,7 +247,9 @@ class SignatureDB:
                 src = c.vendor.sources.get(r.source, r.source)
                 best = (
                     score,
-                    Match(c.vendor.vendor, c.vendor.kind, r.service or c.vendor.default_service, r.category, f"{c.vendor.vendor}/{r.id}", src, reason),
+                    Match(
+                        c.vendor.vendor, c.vendor.kind, r.service or c.vendor.default_service, r.category, f"{c.vendor.vendor}/{r.id}", src, reason
+                    ),
                 )
 
         if hostname:
