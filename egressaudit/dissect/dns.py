@@ -51,22 +51,23 @@ def parse_dns(payload: bytes) -> DnsMessage | None:
         msg = DNS(payload)
         questions = list(msg.qd or [])
         records = list(msg.an or [])
-    except Exception:  # scapy raises many kinds of errors on garbage
+        qname = qtype = None
+        if questions:
+            qname = _name(questions[0].qname)
+            qtype = int(questions[0].qtype)
+        answers: list[tuple[str, str]] = []
+        cnames: list[tuple[str, str]] = []
+        for rr in records:
+            rtype = getattr(rr, "type", None)
+            rdata = getattr(rr, "rdata", None)
+            if rtype in (TYPE_A, TYPE_AAAA) and isinstance(rdata, str):
+                answers.append((_name(rr.rrname), rdata))
+            elif rtype == TYPE_CNAME and rdata is not None:
+                cnames.append((_name(rr.rrname), _name(rdata)))
+        ident, qr, rcode = int(msg.id), bool(msg.qr), int(msg.rcode)
+    except Exception:  # scapy raises many kinds of errors on garbage (struct, Attribute, Index, ...)
         return None
-    qname = qtype = None
-    if questions:
-        qname = _name(questions[0].qname)
-        qtype = int(questions[0].qtype)
-    answers: list[tuple[str, str]] = []
-    cnames: list[tuple[str, str]] = []
-    for rr in records:
-        rtype = getattr(rr, "type", None)
-        rdata = getattr(rr, "rdata", None)
-        if rtype in (TYPE_A, TYPE_AAAA) and isinstance(rdata, str):
-            answers.append((_name(rr.rrname), rdata))
-        elif rtype == TYPE_CNAME and rdata is not None:
-            cnames.append((_name(rr.rrname), _name(rdata)))
-    return DnsMessage(int(msg.id), bool(msg.qr), int(msg.rcode), qname, qtype, tuple(answers), tuple(cnames))
+    return DnsMessage(ident, qr, rcode, qname, qtype, tuple(answers), tuple(cnames))
 
 
 def parse_dns_tcp(data: bytes) -> DnsMessage | None:
