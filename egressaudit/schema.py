@@ -46,7 +46,8 @@ FLOWS: list[Column] = [
     Column("local_port", pa.int32(), "Port on the audited host's end (0 where the transport has none).", False),
     Column("remote_ip", pa.string(), "Address of the remote end.", False),
     Column("remote_port", pa.int32(), "Port on the remote end (0 where the transport has none).", False),
-    Column("is_local", pa.bool_(), "Remote end is on the local network (private, link-local, multicast, loopback): not internet egress.", False),
+    Column("is_local", pa.bool_(), "Remote end is on the local network (not egress): inside --local-net, or any private address "
+        "without it; link-local, multicast and loopback always.", False),
     Column("bytes_out", pa.int64(), "IP bytes (headers included) sent by the audited host.", False),
     Column("bytes_in", pa.int64(), "IP bytes (headers included) received by the audited host.", False),
     Column("packets_out", pa.int64(), "Packets sent by the audited host.", False),

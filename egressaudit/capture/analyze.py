@@ -80,6 +80,20 @@ class Orientation:
             return any(a.version == n.version and a in n for n in self.nets)
         return (a.is_private or a.is_link_local or a.is_loopback) and not _is_nonunicast(a)
 
+    def remote_is_local(self, a: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        """Whether traffic to ``a`` stays on the local network (is not egress).
+
+        With ``--local-net`` only those networks (and link-local, loopback,
+        multicast addresses) are local, so a server on a private address
+        outside them (a self-hosted Jitsi or Janus, a lab namespace) counts as
+        egress; without it every private address is local.
+        """
+        if self.nets:
+            return any(a.version == n.version and a in n for n in self.nets) or bool(
+                a.is_link_local or a.is_loopback or a.is_multicast or a.is_unspecified or _is_nonunicast(a)
+            )
+        return _is_local_range(a)
+
     def a_is_local(self, f: Flow) -> bool:
         ca, cb = self._candidate(f.a_ip), self._candidate(f.b_ip)
         if ca != cb:
@@ -193,7 +207,7 @@ def _rows(flows: list[Flow], orient: Orientation, db: SignatureDB) -> tuple[list
             p_out, p_in, b_out, b_in, pl_out, pl_in = f.pkts_ba, f.pkts_ab, f.bytes_ba, f.bytes_ab, f.pay_ba, f.pay_ab
         transport = TRANSPORT_NAMES.get(f.proto, str(f.proto))
         remote_addr = orient.addr(rip)
-        is_local = _is_local_range(remote_addr)
+        is_local = orient.remote_is_local(remote_addr)
         hostname, hsource = f.hostname, f.hostname_source
         if hostname is None and f.dns_name:
             hostname, hsource = f.dns_name, "dns"
