@@ -1,0 +1,106 @@
+"""Flow building on scapy-made packets: idle timeout, direction, fragments, Community ID, DNS names, streaming."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import communityid
+from scapy.layers.inet import IP, TCP, UDP, fragment
+from scapy.layers.inet6 import IPv6
+from scapy.layers.l2 import Dot1Q, Ether
+from scapy.packet import Packet, Raw
+
+from egressaudit.capture.analyze import AnalyzeOptions, analyze
+from egressaudit.capture.flows import Flow, FlowTable
+from egressaudit.capture.frames import decode
+from tests import factories
+
+
+def _rows(tmp_path: Path, pkts: list[Packet], **opts: object) -> list[dict[str, object]]:
+    cap = factories.write_pcap(tmp_path / "c.pcap", pkts)
+    return analyze([cap], AnalyzeOptions(**opts)).rows  # type: ignore[arg-type]
+
+
+def _udp(src: str, dst: str, sport: int, dport: int, t: float, size: int = 50) -> Packet:
+    p = Ether() / IP(src=src, dst=dst) / UDP(sport=sport, dport=dport) / Raw(b"x" * size)
+    p.time = t
+    return p
+
+
+def test_idle_timeout_splits_a_flow(tmp_path: Path) -> None:
+    pkts = [_udp(factories.CLIENT, "198.51.100.7", 4000, 9000, t) for t in (0, 1, 2, 200, 201)]
+    rows = _rows(tmp_path, pkts, idle_timeout=60.0)
+    assert sorted(r["packets_out"] for r in rows) == [2, 3]  # type: ignore[type-var]
+    rows = _rows(tmp_path, pkts, idle_timeout=300.0)
+    assert [r["packets_out"] for r in rows] == [5]
+
+
+def test_counts_and_timestamps_each_way(tmp_path: Path) -> None:
+    pkts = [_udp(factories.CLIENT, "198.51.100.7", 4000, 9000, 10.0, 100), _udp("198.51.100.7", factories.CLIENT, 9000, 4000, 10.5, 300)]
+    (r,) = _rows(tmp_path, pkts)
+    assert (r["bytes_out"], r["bytes_in"], r["packets_out"], r["packets_in"]) == (128, 328, 1, 1)
+    assert (r["payload_bytes_out"], r["payload_bytes_in"]) == (100, 300)
+    assert (r["ts_start"], r["ts_end"]) == (10_000_000, 10_500_000)
+    assert (r["local_ip"], r["local_port"], r["remote_ip"], r["remote_port"]) == (factories.CLIENT, 4000, "198.51.100.7", 9000)
+
+
+def test_direction_from_local_net_even_when_the_server_speaks_first(tmp_path: Path) -> None:
+    pkts = [_udp("203.0.113.9", "198.51.100.7", 9000, 4000, 0.0), _udp("198.51.100.7", "203.0.113.9", 4000, 9000, 0.1)]
+    (r,) = _rows(tmp_path, pkts, local_nets=("198.51.100.0/24",))
+    assert (r["local_ip"], r["remote_ip"], r["packets_out"]) == ("198.51.100.7", "203.0.113.9", 1)
+    assert r["is_local"] is False
+
+
+def test_tcp_client_is_the_syn_sender(tmp_path: Path) -> None:
+    pkts = factories.tls_flow("203.0.113.20", "example.org", 40000, 0.0)
+    (r,) = _rows(tmp_path, pkts, local_nets=("0.0.0.0/0",))  # both ends "local": the SYN decides
+    assert (r["local_ip"], r["remote_port"], r["hostname"], r["hostname_source"]) == (factories.CLIENT, 443, "example.org", "tls_sni")
+
+
+def test_community_id_matches_the_reference_implementation(tmp_path: Path) -> None:
+    pkts = factories.tls_flow("203.0.113.20", "example.org", 40000, 0.0)
+    (r,) = _rows(tmp_path, pkts)
+    ref = communityid.CommunityID().calc(communityid.FlowTuple.make_tcp(factories.CLIENT, "203.0.113.20", 40000, 443))
+    assert r["community_id"] == ref
+
+
+def test_fragments_are_counted_into_their_flow(tmp_path: Path) -> None:
+    big = Ether() / IP(src=factories.CLIENT, dst="198.51.100.7", id=77) / UDP(sport=5000, dport=6000) / Raw(b"y" * 3000)
+    frags = fragment(big[IP], fragsize=1000)
+    pkts = []
+    for i, f in enumerate(frags):
+        p = Ether() / f
+        p.time = i * 0.001
+        pkts.append(p)
+    (r,) = _rows(tmp_path, pkts)
+    assert len(frags) >= 3
+    assert r["fragments"] == r["packets_out"] == len(frags) and r["remote_port"] == 6000
+    assert r["bytes_out"] == sum(len(f) for f in frags)
+
+
+def test_vlan_and_ipv6(tmp_path: Path) -> None:
+    p1 = Ether() / Dot1Q(vlan=10) / Dot1Q(vlan=20) / IP(src=factories.CLIENT, dst="198.51.100.7") / UDP(sport=1, dport=2) / Raw(b"a")
+    p2 = Ether() / IPv6(src="2001:db8::1", dst="2001:db8:ffff::2") / TCP(sport=3333, dport=443, flags="S")
+    p1.time, p2.time = 0.0, 0.1
+    rows = _rows(tmp_path, [p1, p2], local_nets=(factories.CLIENT + "/32", "2001:db8::1/128"))
+    assert {(r["ip_version"], r["transport"], r["remote_ip"]) for r in rows} == {(4, "udp", "198.51.100.7"), (6, "tcp", "2001:db8:ffff::2")}
+
+
+def test_dns_answer_names_a_later_flow(tmp_path: Path) -> None:
+    pkts = factories.dns_exchange("stats.example.net", "198.51.100.44") + [_udp(factories.CLIENT, "198.51.100.44", 4444, 443, 1.0)]
+    rows = {r["remote_ip"]: r for r in _rows(tmp_path, pkts)}
+    assert (rows["198.51.100.44"]["hostname"], rows["198.51.100.44"]["hostname_source"]) == ("stats.example.net", "dns")
+
+
+def test_flow_table_holds_only_live_flows() -> None:
+    """Streaming: finished flows leave the table as soon as they idle out, so memory follows live flows."""
+    done: list[Flow] = []
+    table = FlowTable(done.append, idle_timeout=5.0)
+    for i in range(2000):
+        frame = bytes(Ether() / IP(src=factories.CLIENT, dst="198.51.100.7") / UDP(sport=10000 + i, dport=53) / Raw(b"q"))
+        pkt = decode(1, frame)
+        assert not isinstance(pkt, str)
+        table.add(pkt, float(i))  # one new flow a second, each idle after 5 s
+        assert len(table.flows) <= 7
+    table.flush()
+    assert len(done) == 2000 and not table.flows
