@@ -46,8 +46,13 @@ FLOWS: list[Column] = [
     Column("local_port", pa.int32(), "Port on the audited host's end (0 where the transport has none).", False),
     Column("remote_ip", pa.string(), "Address of the remote end.", False),
     Column("remote_port", pa.int32(), "Port on the remote end (0 where the transport has none).", False),
-    Column("is_local", pa.bool_(), "Remote end is on the local network (not egress): inside --local-net, or any private address "
-        "without it; link-local, multicast and loopback always.", False),
+    Column(
+        "is_local",
+        pa.bool_(),
+        "Remote end is on the local network (not egress): inside --local-net, or any private address "
+        "without it; link-local, multicast and loopback always.",
+        False,
+    ),
     Column("bytes_out", pa.int64(), "IP bytes (headers included) sent by the audited host.", False),
     Column("bytes_in", pa.int64(), "IP bytes (headers included) received by the audited host.", False),
     Column("packets_out", pa.int64(), "Packets sent by the audited host.", False),
@@ -82,7 +87,80 @@ FLOWS: list[Column] = [
     Column("evidence", pa.string(), "Why: the facts the decision rested on, as a short human-readable string.", False),
 ]
 
-TABLES: dict[str, list[Column]] = {"flows": FLOWS}
+HTTP: list[Column] = [
+    Column("session_id", pa.string(), "Identifier of the session folder; join key across tables.", False),
+    Column("exchange_id", pa.string(), "Identifier of the exchange (mitmproxy flow id, plus the message number for WebSocket messages).", False),
+    Column("kind", pa.string(), '"http" for a request-response, "websocket" for one WebSocket message.', False),
+    Column("ts", TS, "When the request (or WebSocket message) was sent, UTC.", False),
+    Column("client_ip", pa.string(), "Address of the client as the proxy saw it (joins with flows.local_ip)."),
+    Column("client_port", pa.int32(), "Source port of the client connection (joins with flows.local_port)."),
+    Column("server_ip", pa.string(), "Address of the upstream server, when connected."),
+    Column("server_port", pa.int32(), "Port of the upstream server."),
+    Column("host", pa.string(), "Host name of the request (Host / :authority / SNI)."),
+    Column("scheme", pa.string(), '"http", "https", "ws" or "wss".'),
+    Column("http_version", pa.string(), '"HTTP/1.1", "HTTP/2.0", ...'),
+    Column("method", pa.string(), "Request method (null for WebSocket messages)."),
+    Column("path", pa.string(), 'Request path; query values are redacted ("?k=…") unless the session keeps them.'),
+    Column("status", pa.int32(), "Response status code, null when there was no response."),
+    Column("direction", pa.string(), '"out" (client to server) or "in" for WebSocket messages; "out" for HTTP exchanges.', False),
+    Column("request_content_type", pa.string(), "Content-Type of the request body (parameters dropped)."),
+    Column("response_content_type", pa.string(), "Content-Type of the response body (parameters dropped)."),
+    Column("request_encoding", pa.string(), "Content-Encoding of the request body (gzip, br, zstd, deflate) or null."),
+    Column("request_wire_bytes", pa.int64(), "Request size on the wire: head plus body as sent (compressed).", False),
+    Column("request_body_bytes", pa.int64(), "Request body as sent (compressed size when encoded).", False),
+    Column("request_decoded_bytes", pa.int64(), "Request body after removing the content encoding."),
+    Column("response_wire_bytes", pa.int64(), "Response size on the wire: head plus body as received.", False),
+    Column("response_body_bytes", pa.int64(), "Response body as received (compressed size when encoded).", False),
+    Column("response_decoded_bytes", pa.int64(), "Response body after removing the content encoding."),
+    Column(
+        "body_format",
+        pa.string(),
+        "What the request (or message) body was decoded as: json, ndjson, form, multipart, protobuf, bond, "
+        "sentry_envelope, text, binary:<type>, empty, or error:<reason>.",
+    ),
+    Column("body_sha256", pa.string(), "SHA-256 of the decoded request body (salted per session unless values are kept)."),
+    Column("field_count", pa.int32(), "Leaf fields inventoried from the body (rows in fields.parquet).", False),
+    Column("identifier_fields", pa.int32(), "Of those, fields whose values look like identifiers or personal data.", False),
+    Column("vendor", pa.string(), "Operator of the server, from the same signature files as flows."),
+    Column("service", pa.string(), "Vendor service."),
+    Column("party", pa.string(), '"first", "third" or "unknown" relative to the audited client.', False),
+    Column("category", pa.string(), "Same categories as flows.category.", False),
+    Column("data_class", pa.string(), "Same data classes as flows.data_class.", False),
+    Column("rule", pa.string(), "Signature rule or heuristic that decided.", False),
+    Column("evidence", pa.string(), "Why, as a short human-readable string.", False),
+    Column("error", pa.string(), "Connection or protocol error reported by the proxy, if any."),
+]
+
+FIELDS: list[Column] = [
+    Column("session_id", pa.string(), "Identifier of the session folder.", False),
+    Column("exchange_id", pa.string(), "The exchange (http.exchange_id) whose body held the field.", False),
+    Column("host", pa.string(), "Host the body was sent to."),
+    Column("vendor", pa.string(), "Vendor of that host."),
+    Column("category", pa.string(), "Category of the exchange.", False),
+    Column(
+        "key_path",
+        pa.string(),
+        'Path of the field in the body, list indexes folded: "events[].device.model", "#3.1" for protobuf field numbers.',
+        False,
+    ),
+    Column("value_type", pa.string(), "string, int, float, bool, null, bytes, varint, fixed32, fixed64, ...", False),
+    Column("count", pa.int32(), "How many times the path occurs in this body.", False),
+    Column(
+        "detectors",
+        pa.list_(pa.string()),
+        'What the values look like: "email", "phone", "ipv4", "ipv6", "mac", "uuid", "device_id", "serial", '
+        '"meeting_id", "seen_name", and content leaks "meeting_title", "chat_text", "file_name", "transcript".',
+    ),
+    Column("value_hash", pa.string(), "Salted SHA-256 (per session) of the first value: equal values join across exchanges without being stored."),
+    Column("value", pa.string(), "The first value in clear, only with --keep-values."),
+    Column(
+        "value_length",
+        pa.int32(),
+        "Length of the first value's text.",
+    ),
+]
+
+TABLES: dict[str, list[Column]] = {"flows": FLOWS, "http": HTTP, "fields": FIELDS}
 
 
 def arrow_schema(table: str) -> pa.Schema:
