@@ -24,6 +24,7 @@ from egressaudit import __version__
 EXIT_INPUT = 3
 EXIT_OUTPUT = 4
 EXIT_SIGNATURES = 5
+FLOW_FILE_SUFFIXES = (".mitm", ".flows", ".har")
 
 app = typer.Typer(
     name="egressaudit",
@@ -65,7 +66,10 @@ def _check_cidr(values: list[str] | None) -> list[str] | None:
 
 @app.command()
 def analyze(
-    inputs: Annotated[list[Path], typer.Argument(help="Capture files (pcap or pcapng, optionally gzip-compressed).", show_default=False)],
+    inputs: Annotated[
+        list[Path],
+        typer.Argument(help="Capture files (pcap, pcapng), saved mitmproxy flows (.mitm, .flows) or HAR files (.har).", show_default=False),
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Session folder to write (created if missing).")],
     local_net: Annotated[
         list[str] | None,
@@ -79,9 +83,15 @@ def analyze(
         list[Path] | None,
         typer.Option("--signatures", help="Extra vendor signature files (.yaml) or folders of them, added to the packaged ones; repeatable."),
     ] = None,
+    keep_values: Annotated[bool, typer.Option("--keep-values", help="HTTP inputs: store field values in clear (default: salted hashes).")] = False,
+    keep_query: Annotated[bool, typer.Option("--keep-query", help="HTTP inputs: keep query-string values (default: redacted).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors.")] = False,
 ) -> None:
-    """Read captures, build and classify flows, write OUT/flows.parquet and OUT/session.json."""
+    """Read captures (pcap, pcapng) and saved HTTP flows (mitmproxy files, HAR); write the session tables.
+
+    Captures give OUT/flows.parquet; mitmproxy flow files (.mitm, .flows) and HAR files (.har) give
+    OUT/http.parquet and OUT/fields.parquet. OUT/session.json records inputs, versions and skipped counts.
+    """
     from egressaudit import session as sess
     from egressaudit.capture.analyze import AnalyzeOptions
     from egressaudit.capture.analyze import analyze as run
@@ -111,22 +121,44 @@ def analyze(
         sess.prepare(out)
     except sess.SessionError as e:
         raise _fail(str(e), EXIT_OUTPUT) from None
-    opts = AnalyzeOptions(local_nets=local_net or (), client=client, idle_timeout=idle_timeout, session_id=sess.session_id_for(out))
-    try:
-        if quiet:
-            result = run(inputs, opts, db)
-        else:
-            with console.status("reading captures...") as status:
-                result = run(inputs, opts, db, progress=lambda n: status.update(f"reading captures... {n:,} packets"))
-    except CaptureError as e:
-        raise _fail(str(e), EXIT_INPUT) from None
-    try:
-        sess.write_table(out, "flows", result.rows)
-        sess.write_session_json(out, result.session, {"version": db.version, "vendors": len(db.vendors), "rules": len(db)})
-    except OSError as e:
-        raise _fail(f"{out}: cannot write: {e.strerror or e}", EXIT_OUTPUT) from None
-    if not quiet:
-        _print_analyze_summary(result.session, out)
+    flow_files = [p for p in inputs if p.suffix.lower() in FLOW_FILE_SUFFIXES]
+    captures = [p for p in inputs if p not in flow_files]
+    session_id = sess.session_id_for(out)
+    if captures:
+        opts = AnalyzeOptions(local_nets=local_net or (), client=client, idle_timeout=idle_timeout, session_id=session_id)
+        try:
+            if quiet:
+                result = run(captures, opts, db)
+            else:
+                with console.status("reading captures...") as status:
+                    result = run(captures, opts, db, progress=lambda n: status.update(f"reading captures... {n:,} packets"))
+        except CaptureError as e:
+            raise _fail(str(e), EXIT_INPUT) from None
+        try:
+            sess.write_table(out, "flows", result.rows)
+            sess.write_session_json(out, result.session, {"version": db.version, "vendors": len(db.vendors), "rules": len(db)})
+        except OSError as e:
+            raise _fail(f"{out}: cannot write: {e.strerror or e}", EXIT_OUTPUT) from None
+        if not quiet:
+            _print_analyze_summary(result.session, out)
+    if flow_files:
+        from egressaudit.http.recorder import FlowFileError, RecorderOptions, record_files
+
+        ropts = RecorderOptions(session_id=session_id, client=client, keep_values=keep_values, keep_query=keep_query)
+        try:
+            rec = record_files(flow_files, out, db, ropts)
+        except FlowFileError as e:
+            raise _fail(str(e), EXIT_INPUT) from None
+        except OSError as e:
+            raise _fail(f"{out}: cannot write: {e.strerror or e}", EXIT_OUTPUT) from None
+        if not quiet:
+            st = rec.stats
+            skipped = ", ".join(f"{k}: {v}" for k, v in st.skipped.items()) or "none"
+            console.print(
+                f"http: {st.exchanges:,} exchanges, {st.websocket_messages:,} websocket messages, {st.fields:,} fields inventoried; "
+                f"undecodable bodies: {skipped}"
+            )
+            console.print(f"next: egressaudit inventory {out}")
 
 
 def _print_analyze_summary(session: dict[str, object], out: Path) -> None:
@@ -199,6 +231,77 @@ def signatures(
     for v in sorted(db.vendors.values(), key=lambda v: v.vendor):
         t.add_row(v.vendor, v.kind, str(len(v.rules)), v.display_name)
     console.print(t)
+
+
+@app.command()
+def proxy(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Session folder to write http.parquet and fields.parquet into.")],
+    port: Annotated[int, typer.Option("--port", "-p", min=1, max=65535, help="Port to listen on.")] = 8080,
+    listen_host: Annotated[str, typer.Option("--listen-host", help="Address to listen on. Default: loopback only.")] = "127.0.0.1",
+    mode: Annotated[
+        list[str] | None,
+        typer.Option("--mode", "-m", help="mitmproxy mode: regular (default), upstream:URL, reverse:URL, transparent, wireguard; repeatable."),
+    ] = None,
+    client: Annotated[str | None, typer.Option("--client", help="Vendor of the audited client. Default: detected.")] = None,
+    keep_values: Annotated[bool, typer.Option("--keep-values", help="Store field values in clear (default: salted hashes).")] = False,
+    keep_query: Annotated[bool, typer.Option("--keep-query", help="Keep query-string values (default: redacted).")] = False,
+    keep_bodies: Annotated[bool, typer.Option("--keep-bodies", help="Also save complete flows with bodies to OUT/flows.mitm.")] = False,
+    confdir: Annotated[
+        Path | None, typer.Option("--confdir", help="mitmproxy configuration folder holding the CA (default: ~/.egressaudit/mitmproxy, mode 0700).")
+    ] = None,
+    extra: Annotated[list[str] | None, typer.Argument(help="Further mitmdump arguments, after --.", show_default=False)] = None,
+) -> None:
+    """Run mitmproxy (mitmdump) with the egressaudit addon, recording every HTTP exchange into OUT."""
+    from egressaudit import session as sess
+    from egressaudit.http.proxy import ProxyError, ca_instructions, ensure_ca, run_mitmdump
+
+    try:
+        sess.prepare(out)
+    except sess.SessionError as e:
+        raise _fail(str(e), EXIT_OUTPUT) from None
+    try:
+        conf = ensure_ca(confdir)
+    except ProxyError as e:
+        raise _fail(str(e), EXIT_OUTPUT) from None
+    err.print(ca_instructions(conf, listen_host, port), highlight=False)
+    code = run_mitmdump(
+        out, conf, port=port, listen_host=listen_host, modes=mode or ["regular"], client=client, keep_values=keep_values,
+        keep_query=keep_query, keep_bodies=keep_bodies, extra=extra or [],
+    )  # fmt: skip
+    raise typer.Exit(code)
+
+
+@app.command()
+def inventory(
+    session_dir: Annotated[Path, typer.Argument(help="Session folder with http.parquet / fields.parquet.", show_default=False)],
+    all_fields: Annotated[bool, typer.Option("--all", help="List every field, not only those that look like identifiers or content.")] = False,
+    category: Annotated[str, typer.Option("--category", help="Only fields of exchanges of this category ('any' for all).")] = "telemetry",
+) -> None:
+    """Which fields the telemetry carries, and which of them identify someone or leak content."""
+    from egressaudit.http.inventory_report import InventoryError, print_inventory
+
+    try:
+        print_inventory(session_dir, console, all_fields=all_fields, category=None if category == "any" else category)
+    except InventoryError as e:
+        raise _fail(str(e), EXIT_INPUT) from None
+
+
+@app.command()
+def har(
+    session_dir: Annotated[Path, typer.Argument(help="Session folder recorded by the proxy or from flow files.", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="HAR file to write.")],
+    bodies: Annotated[bool, typer.Option("--bodies", help="Include bodies (needs a session recorded with --keep-bodies).")] = False,
+) -> None:
+    """Export the session's HTTP exchanges as a HAR 1.2 file (no bodies unless --bodies)."""
+    from egressaudit.http.har import HarError, export_har
+
+    try:
+        n = export_har(session_dir, out, bodies=bodies)
+    except HarError as e:
+        raise _fail(str(e), EXIT_INPUT) from None
+    except OSError as e:
+        raise _fail(f"{out}: cannot write: {e.strerror or e}", EXIT_OUTPUT) from None
+    console.print(f"{n:,} entries -> {out}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -76,6 +76,10 @@ class Rule(BaseModel):
     cidrs: tuple[str, ...] = ()
     ports: tuple[int | str, ...] = ()
     transport: Literal["tcp", "udp", "any"] = "any"
+    #: HTTP rules: regular expressions searched in the request path (query removed), and methods.
+    #: A rule with ``paths`` only applies to HTTP exchanges, where it beats host-only rules.
+    paths: tuple[str, ...] = ()
+    methods: tuple[str, ...] = ()
     service: str | None = None
     category: Category | None = None
     source: str
@@ -104,6 +108,21 @@ class Rule(BaseModel):
                 raise ValueError(f"bad pattern {p!r}: {e}") from e
         return v
 
+    @field_validator("paths")
+    @classmethod
+    def _paths(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for p in v:
+            try:
+                re.compile(p)
+            except re.error as e:
+                raise ValueError(f"bad path pattern {p!r}: {e}") from e
+        return v
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(m.upper() for m in v)
+
     @field_validator("cidrs")
     @classmethod
     def _cidrs(cls, v: tuple[str, ...]) -> tuple[str, ...]:
@@ -118,8 +137,8 @@ class Rule(BaseModel):
 
     @model_validator(mode="after")
     def _has_condition(self) -> Rule:
-        if not (self.domains or self.patterns or self.cidrs or self.ports):
-            raise ValueError("a rule needs at least one of domains, patterns, cidrs, ports")
+        if not (self.domains or self.patterns or self.cidrs or self.ports or self.paths):
+            raise ValueError("a rule needs at least one of domains, patterns, cidrs, ports, paths")
         return self
 
 
@@ -175,6 +194,7 @@ class SignatureDB:
         self._net_index: dict[tuple[int, int], dict[int, list[tuple[_Compiled, str]]]] = {}
         self._pattern_rules: list[_Compiled] = []
         self._port_only: list[_Compiled] = []
+        self._http_rules: list[tuple[_Compiled, tuple[re.Pattern[str], ...]]] = []
         self.version = version
         for v in vendors:
             if v.vendor in self.vendors:
@@ -189,6 +209,9 @@ class SignatureDB:
                     tuple(ipaddress.ip_network(n) for n in r.cidrs),
                 )
                 self._rules.append(c)
+                if r.paths:
+                    self._http_rules.append((c, tuple(re.compile(p, re.IGNORECASE) for p in r.paths)))
+                    continue
                 for d in r.domains:
                     self._domain_index.setdefault(d, []).append(c)
                 if r.patterns:
@@ -290,6 +313,52 @@ class SignatureDB:
             if self._conditions_hold(c, port, transport):
                 consider((1, 0, 1), c, f"port {transport or ''}/{port}")
         return best[1] if best else None
+
+    def match_http(self, hostname: str | None, ip: str | None, port: int | None, method: str | None, path: str | None) -> Match | None:
+        """The most specific rule for an HTTP exchange: HTTP (path) rules first, then the host's rule."""
+        host = (hostname or "").lower().rstrip(".") or None
+        best: tuple[tuple[int, int], Match] | None = None
+        bare_path = (path or "").split("?", 1)[0]
+        for c, rxs in self._http_rules:
+            r = c.rule
+            if r.methods and (method or "").upper() not in r.methods:
+                continue
+            if not any(rx.search(bare_path) for rx in rxs):
+                continue
+            if not self._conditions_hold(c, port, "tcp") or self._ip_in_rule(c, ip) is None:
+                continue
+            spec = 0
+            if r.domains or r.patterns:
+                if not host:
+                    continue
+                hit = [d for d in r.domains if host == d or host.endswith("." + d)]
+                if hit:
+                    spec = 2 + max(len(d) for d in hit)
+                elif any(rx.fullmatch(host) for rx in c.regexes):
+                    spec = 1
+                else:
+                    continue
+            score = (spec, max(len(p) for p in r.paths))
+            if best is None or score > best[0]:
+                src = c.vendor.sources.get(r.source, r.source)
+                reason = f"path {bare_path} ~ {'|'.join(r.paths)}" + (f" on {host}" if spec else "")
+                m = Match(c.vendor.vendor, c.vendor.kind, r.service or c.vendor.default_service, r.category, f"{c.vendor.vendor}/{r.id}", src, reason)
+                best = (score, m)
+        host_match = self.match(host, ip, port, "tcp")
+        if best is None:
+            return host_match
+        if best[0][0] == 0 and host_match is not None and host_match.vendor != best[1].vendor:
+            # a generic path rule (no host condition) says what, the host rule says who
+            return Match(
+                host_match.vendor,
+                host_match.kind,
+                host_match.service,
+                best[1].category,
+                best[1].rule_id,
+                best[1].source,
+                f"{best[1].reason}; {host_match.reason}",
+            )
+        return best[1]
 
 
 @lru_cache(maxsize=65536)

@@ -1,0 +1,90 @@
+"""HAR 1.2 export of a session's HTTP exchanges.
+
+Without bodies (the default) the HAR is built from ``http.parquet``: methods,
+URLs (query values redacted as recorded), status, content types and sizes, and
+egressaudit's verdict per entry under ``_egressaudit``.  With ``--bodies`` it
+is built by mitmproxy's own HAR exporter from ``flows.mitm``, which exists
+only when the session was recorded with ``--keep-bodies``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from egressaudit import __version__
+from egressaudit.http.store import read_rows
+
+
+class HarError(Exception):
+    """The HAR cannot be produced; one line for the user."""
+
+
+def _entry(r: dict[str, Any]) -> dict[str, Any]:
+    ts = r["ts"]
+    started = ts if isinstance(ts, datetime) else datetime.fromtimestamp(0, UTC)
+    url = f"{r['scheme'] or 'http'}://{r['host'] or r['server_ip'] or ''}{r['path'] or ''}"
+    return {
+        "startedDateTime": started.isoformat(),
+        "time": 0,
+        "request": {
+            "method": r["method"] or "WEBSOCKET",
+            "url": url,
+            "httpVersion": r["http_version"] or "",
+            "cookies": [],
+            "headers": [],
+            "queryString": [],
+            "headersSize": -1,
+            "bodySize": r["request_body_bytes"],
+            **({"postData": {"mimeType": r["request_content_type"] or "", "text": ""}} if r["request_body_bytes"] else {}),
+        },
+        "response": {
+            "status": r["status"] or 0,
+            "statusText": "",
+            "httpVersion": r["http_version"] or "",
+            "cookies": [],
+            "headers": [],
+            "content": {"size": r["response_decoded_bytes"] or 0, "mimeType": r["response_content_type"] or ""},
+            "redirectURL": "",
+            "headersSize": -1,
+            "bodySize": r["response_body_bytes"],
+        },
+        "cache": {},
+        "timings": {"send": 0, "wait": 0, "receive": 0},
+        "serverIPAddress": r["server_ip"] or "",
+        "_egressaudit": {k: r[k] for k in ("kind", "direction", "vendor", "service", "party", "category", "data_class", "rule", "body_format")},
+    }
+
+
+def export_har(session_dir: Path, out: Path, bodies: bool = False) -> int:
+    """Write the HAR file; returns the number of entries."""
+    if not session_dir.is_dir():
+        raise HarError(f"{session_dir}: not a folder")
+    if bodies:
+        mitm = session_dir / "flows.mitm"
+        if not mitm.exists():
+            raise HarError(f"{session_dir}: no bodies were kept (record with --keep-bodies to export them)")
+        from mitmproxy.addons.savehar import SaveHar
+
+        from egressaudit.http.recorder import read_flow_file
+
+        har = SaveHar().make_har(list(read_flow_file(mitm)))
+    else:
+        if not (session_dir / "http.parquet").exists() and not (session_dir / ".parts" / "http").is_dir():
+            raise HarError(f"{session_dir}: no http.parquet (record with `egressaudit proxy` or analyze .mitm/.har files)")
+        rows = read_rows(session_dir, "http").to_pylist()
+        har = {
+            "log": {
+                "version": "1.2",
+                "creator": {"name": "egressaudit", "version": __version__, "comment": "bodies omitted; query values redacted"},
+                "pages": [],
+                "entries": [_entry(r) for r in rows if r["kind"] == "http"],
+            }
+        }
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(json.dumps(har, indent=1, default=str), encoding="utf-8")
+    os.replace(tmp, out)
+    return len(har["log"]["entries"])

@@ -1,0 +1,285 @@
+"""The HTTP-level audit end to end: a real mitmdump with the addon, real TLS interception, real clients and SDKs.
+
+Every client talks to its vendor's real host name through the proxy; a test
+addon (tests/support/redirect_addon.py) sends every upstream connection to a
+local HTTPS sink and refuses any other, so nothing leaves the machine.  The
+sink records each request as it arrived, which is what the client sent.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from egressaudit.cli import app
+from egressaudit.http.store import part_files, read_rows
+from tests.support.sink import Sink
+
+ROOT = Path(__file__).resolve().parents[1]
+ADDON = ROOT / "addons" / "egressaudit_addon.py"
+REDIRECT = ROOT / "tests" / "support" / "redirect_addon.py"
+CURL = shutil.which("curl")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Proxy:
+    def __init__(self, tmp: Path, sink: Sink, out: Path, *settings: str) -> None:
+        self.port = _free_port()
+        self.conf = tmp / "mitmconf"
+        self.out = out
+        exe = shutil.which("mitmdump")
+        cmd = [exe] if exe else [sys.executable, "-c", "from mitmproxy.tools.main import mitmdump; mitmdump()"]
+        cmd += ["-q", "-s", str(ADDON), "-s", str(REDIRECT), "--listen-host", "127.0.0.1", "--listen-port", str(self.port)]
+        cmd += ["--set", f"confdir={self.conf}", "--set", "connection_strategy=lazy", "--set", "ssl_insecure=true"]
+        cmd += ["--set", f"sink=127.0.0.1:{sink.port}", "--set", f"egressaudit_dir={out}"]
+        for s in settings:
+            cmd += ["--set", s]
+        self.log = open(tmp / "mitmdump.log", "w")  # noqa: SIM115
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    break
+            except OSError:
+                assert self.proc.poll() is None, (tmp / "mitmdump.log").read_text()
+                time.sleep(0.1)
+        else:
+            raise AssertionError("mitmdump did not start")
+        self.ca = self.conf / "mitmproxy-ca-cert.pem"
+        assert self.ca.exists()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+        env.update(HTTPS_PROXY=self.url, HTTP_PROXY=self.url, SSL_CERT_FILE=str(self.ca), REQUESTS_CA_BUNDLE=str(self.ca), NO_PROXY="")
+        return env
+
+    def stop(self, sig: int = signal.SIGINT) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def sink(tmp_path: Path) -> Iterator[Sink]:
+    s = Sink(tmp_path)
+    yield s
+    s.close()
+
+
+def curl(proxy: Proxy, *args: str) -> None:
+    assert CURL, "curl is needed"
+    r = subprocess.run(
+        [CURL, "-sS", "--fail", "--proxy", proxy.url, "--cacert", str(proxy.ca), "-o", "/dev/null", *args], capture_output=True, text=True, timeout=60
+    )
+    assert r.returncode == 0, r.stderr
+
+
+def sdk(proxy: Proxy, name: str) -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "tests.support.sdk_clients", name], cwd=ROOT, env=proxy.env(), capture_output=True, text=True, timeout=120
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+def _decoded(body: bytes, encoding: str | None) -> bytes:
+    if encoding == "gzip":
+        return gzip.decompress(body)
+    if encoding == "deflate":
+        return zlib.decompress(body)
+    if encoding == "br":
+        import brotli
+
+        return bytes(brotli.decompress(body))
+    return body
+
+
+def _by_host(rows: list[dict[str, Any]], host: str) -> list[dict[str, Any]]:
+    return [r for r in rows if r["host"] == host and r["kind"] == "http"]
+
+
+@pytest.mark.skipif(CURL is None, reason="curl not installed")
+def test_real_clients_and_sdks_through_mitmdump(tmp_path: Path, sink: Sink) -> None:
+    out = tmp_path / "audit"
+    proxy = Proxy(tmp_path, sink, out, "egressaudit_client=zoom")
+    try:
+        for name in ("sentry", "segment", "amplitude", "posthog"):
+            sdk(proxy, name)
+        upload = tmp_path / "board-minutes.pdf"
+        upload.write_bytes(b"%PDF-1.7\n" + os.urandom(40_000))
+        curl(proxy, "-F", f"file=@{upload};type=application/pdf", "https://zoom.us/upload/v2/files")
+        curl(proxy, "https://zoom.us/wc/join?token=s3cr3t-t0ken&meeting=85012345678")
+        gz = "@" + str(_gzip_json(tmp_path))
+        curl(proxy, "-H", "content-encoding: gzip", "-H", "content-type: application/json", "--data-binary", gz, "https://log.zoom.us/v1/log")
+    finally:
+        assert proxy.stop() == 0, (tmp_path / "mitmdump.log").read_text()
+
+    table = pq.read_table(out / "http.parquet")  # compacted on shutdown
+    assert not part_files(out, "http")
+    rows = table.to_pylist()
+    fields = pq.read_table(out / "fields.parquet").to_pylist()
+    received = {(r.host.split(":")[0], r.path.split("?")[0]): r for r in sink.received}
+
+    def check_sizes(row: dict[str, Any]) -> None:
+        got = received[(row["host"], row["path"].split("?")[0])]
+        assert row["request_body_bytes"] == len(got.body)
+        enc = got.headers.get("Content-Encoding") or got.headers.get("content-encoding")
+        assert row["request_decoded_bytes"] == len(_decoded(got.body, enc))
+
+    def fields_of(row: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        return {f["key_path"]: f for f in fields if f["exchange_id"] == row["exchange_id"]}
+
+    (sentry,) = _by_host(rows, "o4501.ingest.sentry.io")
+    assert (sentry["vendor"], sentry["category"], sentry["data_class"], sentry["party"]) == ("sentry", "telemetry", "service_generated", "third")
+    assert sentry["body_format"] == "sentry_envelope" and sentry["method"] == "POST"
+    check_sizes(sentry)
+    sf = fields_of(sentry)
+    assert any("email" in f["detectors"] for f in sf.values()), sorted(sf)
+    assert all(f["value"] is None and f["value_hash"] for f in sf.values())  # no clear values by default
+
+    seg = _by_host(rows, "api.segment.io")
+    assert seg and all(r["category"] == "telemetry" and r["vendor"] == "segment" for r in seg)
+    check_sizes(seg[0])
+    detected = {d for r in seg for f in fields_of(r).values() for d in f["detectors"]}
+    assert {"email", "meeting_id", "meeting_title"} <= detected, detected
+
+    amp = _by_host(rows, "api2.amplitude.com")
+    assert amp and amp[0]["category"] == "telemetry" and amp[0]["vendor"] == "amplitude"
+    check_sizes(amp[0])
+    assert "email" in {d for f in fields_of(amp[0]).values() for d in f["detectors"]}
+
+    ph = _by_host(rows, "us.i.posthog.com")
+    assert ph and all(r["category"] == "telemetry" for r in ph), ph  # no signature: recognised by body shape / path
+    check_sizes(ph[0])
+
+    (up,) = _by_host(rows, "zoom.us")[:1] if False else [r for r in _by_host(rows, "zoom.us") if r["method"] == "POST"]
+    assert (up["category"], up["data_class"], up["party"], up["body_format"]) == ("content_upload", "customer_content", "first", "multipart")
+    check_sizes(up)
+
+    (join,) = [r for r in _by_host(rows, "zoom.us") if r["method"] == "GET"]
+    assert join["path"] == "/wc/join?token=…&meeting=…" and "s3cr3t" not in json.dumps(rows, default=str)
+
+    (log,) = _by_host(rows, "log.zoom.us")
+    assert (log["category"], log["party"], log["request_encoding"]) == ("telemetry", "first", "gzip")
+    check_sizes(log)
+    assert log["request_decoded_bytes"] > log["request_body_bytes"]
+
+    session = json.loads((out / "session.json").read_text())
+    assert session["http"]["exchanges"] == len([r for r in rows if r["kind"] == "http"]) >= 7
+
+    # the inventory command shows the identifying fields of the telemetry
+    res = CliRunner().invoke(app, ["inventory", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "o4501.ingest.sentry.io" in res.output and "email" in res.output
+
+
+def _gzip_json(tmp: Path) -> Path:
+    doc = {
+        "events": [
+            {"event": "qos", "device_id": "5f0c7e2a-1b7d-4c1e-9a53-2f1d2f7e9a10", "jitter_ms": i % 7, "ts": 1763880000 + i} for i in range(200)
+        ]
+    }
+    p = tmp / "log.json.gz"
+    p.write_bytes(gzip.compress(json.dumps(doc).encode()))
+    return p
+
+
+@pytest.mark.skipif(CURL is None, reason="curl not installed")
+def test_a_killed_proxy_loses_at_most_the_last_second(tmp_path: Path, sink: Sink) -> None:
+    out = tmp_path / "audit"
+    proxy = Proxy(tmp_path, sink, out)
+    try:
+        for i in range(5):
+            curl(
+                proxy,
+                "-H",
+                "content-type: application/json",
+                "--data",
+                json.dumps({"n": i, "email": "bob@example.org"}),
+                "https://api.segment.io/v1/batch",
+            )
+        time.sleep(2.5)  # more than the flush interval
+    finally:
+        proxy.stop(signal.SIGKILL)
+    assert not (out / "http.parquet").exists()  # never compacted: the process was killed
+    rows = read_rows(out, "http").to_pylist()
+    assert len(rows) == 5 and {r["category"] for r in rows} == {"telemetry"}
+    assert read_rows(out, "fields").num_rows >= 5
+
+
+@pytest.mark.skipif(CURL is None, reason="curl not installed")
+def test_saved_flows_and_har_read_offline_into_the_same_tables(tmp_path: Path, sink: Sink) -> None:
+    out = tmp_path / "live"
+    proxy = Proxy(tmp_path, sink, out, "egressaudit_keep_bodies=true", "egressaudit_client=zoom")
+    try:
+        curl(
+            proxy,
+            "-H",
+            "content-type: application/json",
+            "--data",
+            '{"event":"join","email":"carol@example.org"}',
+            "https://api2.amplitude.com/2/httpapi",
+        )
+        curl(proxy, "https://zoom.us/signin?next=%2Fprofile")
+    finally:
+        assert proxy.stop() == 0
+    live = sorted((r["host"], r["path"], r["category"], r["request_body_bytes"]) for r in pq.read_table(out / "http.parquet").to_pylist())
+    assert oct((out / "flows.mitm").stat().st_mode & 0o777) == "0o600"
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["analyze", str(out / "flows.mitm"), "--out", str(tmp_path / "offline"), "--client", "zoom", "--quiet"])
+    assert res.exit_code == 0, res.output
+    offline = sorted(
+        (r["host"], r["path"], r["category"], r["request_body_bytes"]) for r in pq.read_table(tmp_path / "offline" / "http.parquet").to_pylist()
+    )
+    assert offline == live
+
+    # HAR with bodies (mitmproxy's exporter), read back offline
+    res = runner.invoke(app, ["har", str(out), "--out", str(tmp_path / "s.har"), "--bodies"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["analyze", str(tmp_path / "s.har"), "--out", str(tmp_path / "fromhar"), "--client", "zoom", "--quiet"])
+    assert res.exit_code == 0, res.output
+    fromhar = sorted((r["host"], r["path"], r["category"]) for r in pq.read_table(tmp_path / "fromhar" / "http.parquet").to_pylist())
+    assert fromhar == [x[:3] for x in live]
+
+    # HAR without bodies: built from the table, no body text, query values redacted
+    res = runner.invoke(app, ["har", str(out), "--out", str(tmp_path / "nobody.har")])
+    assert res.exit_code == 0, res.output
+    text = (tmp_path / "nobody.har").read_text()
+    assert "carol@example.org" not in text and "%2Fprofile" not in text and len(json.loads(text)["log"]["entries"]) == 2
+
+    # bad offline input: one line, exit code 3
+    bad = tmp_path / "broken.har"
+    bad.write_text("{not json")
+    res = runner.invoke(app, ["analyze", str(bad), "--out", str(tmp_path / "x")])
+    assert res.exit_code == 3 and "broken.har" in res.output and "Traceback" not in res.output
