@@ -25,7 +25,7 @@ import json
 import ssl
 import sys
 import threading
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer, BaseHTTPRequestHandler
+from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 MAX_BODY = 4 * 1024 * 1024
@@ -40,7 +40,7 @@ class PageHandler(SimpleHTTPRequestHandler):
         super().end_headers()
 
     def log_message(self, fmt: str, *args: object) -> None:
-        sys.stderr.write("web   %s %s\n" % (self.address_string(), fmt % args))
+        sys.stderr.write(f"web   {self.address_string()} {fmt % args}\n")
 
 
 class StatsHandler(BaseHTTPRequestHandler):
@@ -92,7 +92,7 @@ class StatsHandler(BaseHTTPRequestHandler):
         self._reply(200, b'{"accepted":true}')
 
     def log_message(self, fmt: str, *args: object) -> None:
-        sys.stderr.write("stats %s %s\n" % (self.address_string(), fmt % args))
+        sys.stderr.write(f"stats {self.address_string()} {fmt % args}\n")
 
 
 def main() -> int:
