@@ -71,10 +71,27 @@ FLOWS: list[Column] = [
         pa.string(),
         'What the payload was recognised as: "tls", "quic", "http", "dns", "stun", "dtls", "rtp", "rtcp", "zoom_media", ... or null.',
     ),
-    Column("stun_packets", pa.int64(), "STUN/TURN messages seen (both directions).", False),
-    Column("rtp_packets", pa.int64(), "RTP packets seen (both directions).", False),
-    Column("rtcp_packets", pa.int64(), "RTCP packets seen (both directions).", False),
-    Column("dtls_packets", pa.int64(), "DTLS records seen (both directions).", False),
+    Column(
+        "stun_packets",
+        pa.int64(),
+        "STUN/TURN messages among the packets inspected (both directions; the first 96 packets of a flow, then one in 32).",
+        False,
+    ),
+    Column(
+        "rtp_packets", pa.int64(), "RTP packets among the packets inspected (both directions; the first 96 packets of a flow, then one in 32).", False
+    ),
+    Column(
+        "rtcp_packets",
+        pa.int64(),
+        "RTCP packets among the packets inspected (both directions; the first 96 packets of a flow, then one in 32).",
+        False,
+    ),
+    Column(
+        "dtls_packets",
+        pa.int64(),
+        "DTLS records among the packets inspected (both directions; the first 96 packets of a flow, then one in 32).",
+        False,
+    ),
     Column("rtp_payload_types", pa.list_(pa.int16()), "Distinct RTP payload types seen."),
     Column("ssrc_count", pa.int32(), "Distinct RTP SSRCs seen.", False),
     Column("media_kinds", pa.list_(pa.string()), 'Media kinds recognised: "audio", "video", "screen_share".'),

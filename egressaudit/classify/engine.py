@@ -120,7 +120,26 @@ def classify(f: FlowFacts, db: SignatureDB) -> Verdict:
             dm.kind if dm else None,
         )
 
+    if f.transport not in ("tcp", "udp"):
+        am = db.match(None, f.remote_ip, None, None)
+        ev.append(f"{f.transport} (no ports, no payload evidence)")
+        return Verdict(
+            am.vendor if am else None, am.service if am else None, Category.other, f"heuristic/{f.transport}", "; ".join(ev), am.kind if am else None
+        )
+
     m: Match | None = db.match(f.hostname, f.remote_ip, f.remote_port, f.transport)
+    if f.hostname:
+        # A rule naming the address and the port/transport describes this traffic more closely than a
+        # host-name rule without ports, above all when the name only came from DNS (several names can share an address).
+        pm = db.match(None, f.remote_ip, f.remote_port, f.transport)
+        if (
+            pm is not None
+            and m is not None
+            and pm.vendor == m.vendor
+            and "port" in _rule_conditions(db, pm)
+            and "port" not in _rule_conditions(db, m)
+        ):
+            m = pm
     media = media_evidence(f)
     if m is not None:
         ev.append(f"{m.reason} [{m.rule_id}: {m.source}]")
@@ -148,6 +167,15 @@ def classify(f: FlowFacts, db: SignatureDB) -> Verdict:
     category = _fallback_category(f)
     ev.append("no signature matched")
     return Verdict(None, None, category, f"heuristic/{category.value}", "; ".join(ev))
+
+
+def _rule_conditions(db: SignatureDB, m: Match) -> set[str]:
+    vendor, _, rid = m.rule_id.partition("/")
+    vf = db.vendors.get(vendor)
+    rule = next((r for r in vf.rules if r.id == rid), None) if vf else None
+    if rule is None:
+        return set()
+    return {name for name, val in (("port", rule.ports), ("cidr", rule.cidrs), ("domain", rule.domains or rule.patterns)) if val}
 
 
 def _fallback_category(f: FlowFacts) -> Category:

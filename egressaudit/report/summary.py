@@ -1,0 +1,390 @@
+"""The report's numbers: pure pandas functions on the flows table.
+
+*Egress* is what left the audited host towards a remote network: the
+``bytes_out`` of flows whose remote end is not on the local network
+(``is_local`` false).  ``bytes_in`` is carried along for context only; it
+never counts as egress.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from egressaudit.schema import FLOWS
+from egressaudit.taxonomy import Category, DataClass, Party
+
+#: Placeholder for a missing vendor / service / hostname in tables.
+NONE = "(none)"
+
+#: Order of the data classes in tables and figures.
+DATA_CLASS_ORDER: list[str] = [d.value for d in DataClass]
+CATEGORY_ORDER: list[str] = [c.value for c in Category]
+PARTY_ORDER: list[str] = [p.value for p in Party]
+
+#: Candidate widths (seconds) of the bins of the over-time series.
+BIN_WIDTHS_S: tuple[int, ...] = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
+MAX_BINS = 120
+
+
+def empty_flows() -> pd.DataFrame:
+    """A flows DataFrame with every column of the schema and no rows."""
+    from egressaudit.schema import to_table
+
+    df: pd.DataFrame = to_table("flows", []).to_pandas()
+    return df
+
+
+def check_columns(flows: pd.DataFrame) -> list[str]:
+    """Names of the schema's flows columns that ``flows`` lacks."""
+    return [c.name for c in FLOWS if c.name not in flows.columns]
+
+
+def egress(flows: pd.DataFrame) -> pd.DataFrame:
+    """The flows whose remote end is not local: the ones whose ``bytes_out`` is egress."""
+    if flows.empty:
+        return flows
+    return flows[~flows["is_local"].astype(bool)]
+
+
+def _label(s: pd.Series) -> pd.Series:
+    """Strings with nulls (and empty strings) shown as :data:`NONE`."""
+    out = s.astype(object).where(s.notna(), NONE)
+    return out.map(lambda v: NONE if v == "" else str(v))
+
+
+def _order(values: Iterable[Any], order: list[str]) -> list[int]:
+    rank = {v: i for i, v in enumerate(order)}
+    return [rank.get(str(v), len(order)) for v in values]
+
+
+def share(part: float, total: float) -> float | None:
+    """``part / total``, or None when there is nothing to divide."""
+    return part / total if total else None
+
+
+def _grouped(df: pd.DataFrame, keys: list[str], total: int) -> pd.DataFrame:
+    cols = [*keys, "flows", "bytes_out", "bytes_in", "share"]
+    if df.empty:
+        return pd.DataFrame({c: pd.Series([], dtype=object if c in keys else ("float64" if c == "share" else "int64")) for c in cols})
+    g = (
+        df.assign(**{k: _label(df[k]) for k in keys})
+        .groupby(keys, sort=False)
+        .agg(flows=("flow_id", "size"), bytes_out=("bytes_out", "sum"), bytes_in=("bytes_in", "sum"))
+        .reset_index()
+    )
+    g["flows"] = g["flows"].astype("int64")
+    g["bytes_out"] = g["bytes_out"].astype("int64")
+    g["bytes_in"] = g["bytes_in"].astype("int64")
+    g["share"] = g["bytes_out"] / total if total else 0.0
+    return g[cols]
+
+
+def by_data_class_category(flows: pd.DataFrame) -> pd.DataFrame:
+    """Egress by data class and category: data_class, category, flows, bytes_out, bytes_in, share (of all egress)."""
+    eg = egress(flows)
+    total = int(eg["bytes_out"].sum()) if not eg.empty else 0
+    g = _grouped(eg, ["data_class", "category"], total)
+    if g.empty:
+        return g
+    g = g.assign(_d=_order(g["data_class"], DATA_CLASS_ORDER), _c=_order(g["category"], CATEGORY_ORDER))
+    return g.sort_values(["_d", "bytes_out", "_c"], ascending=[True, False, True]).drop(columns=["_d", "_c"]).reset_index(drop=True)
+
+
+def by_data_class(flows: pd.DataFrame) -> pd.DataFrame:
+    """Egress by data class: data_class, flows, bytes_out, bytes_in, share; every data class listed, zero or not."""
+    eg = egress(flows)
+    total = int(eg["bytes_out"].sum()) if not eg.empty else 0
+    g = _grouped(eg, ["data_class"], total).set_index("data_class")
+    known = [d for d in DATA_CLASS_ORDER] + [d for d in g.index if d not in DATA_CLASS_ORDER]
+    g = g.reindex(known)
+    for c in ("flows", "bytes_out", "bytes_in"):
+        g[c] = g[c].fillna(0).astype("int64")
+    g["share"] = g["share"].astype("float64").fillna(0.0)
+    return g.reset_index()
+
+
+def by_vendor(flows: pd.DataFrame) -> pd.DataFrame:
+    """Egress by vendor, service and party: vendor, service, party, flows, bytes_out, bytes_in, share; largest first."""
+    eg = egress(flows)
+    total = int(eg["bytes_out"].sum()) if not eg.empty else 0
+    g = _grouped(eg, ["vendor", "service", "party"], total)
+    if g.empty:
+        return g
+    return g.sort_values(["bytes_out", "vendor", "service"], ascending=[False, True, True]).reset_index(drop=True)
+
+
+def by_party(flows: pd.DataFrame) -> pd.DataFrame:
+    """Egress by party (first, third, unknown): party, flows, bytes_out, bytes_in, share."""
+    eg = egress(flows)
+    total = int(eg["bytes_out"].sum()) if not eg.empty else 0
+    g = _grouped(eg, ["party"], total)
+    if g.empty:
+        return g
+    return g.assign(_p=_order(g["party"], PARTY_ORDER)).sort_values("_p").drop(columns="_p").reset_index(drop=True)
+
+
+def top_destinations(flows: pd.DataFrame, n: int = 20) -> pd.DataFrame:
+    """The ``n`` remote destinations that received the most egress.
+
+    A destination is the flow's host name, or its remote address when no name
+    was seen.  Columns: destination, vendor, party, category, flows,
+    bytes_out, bytes_in, share.
+    """
+    eg = egress(flows)
+    total = int(eg["bytes_out"].sum()) if not eg.empty else 0
+    if not eg.empty:
+        host = eg["hostname"].astype(object)
+        has = host.notna() & (host != "")
+        eg = eg.assign(destination=host.where(has, eg["remote_ip"].astype(object)))
+    else:
+        eg = eg.assign(destination=pd.Series([], dtype=object))
+    g = _grouped(eg, ["destination", "vendor", "party", "category"], total)
+    if g.empty:
+        return g
+    return g.sort_values(["bytes_out", "destination"], ascending=[False, True]).head(n).reset_index(drop=True)
+
+
+def by_local_host(flows: pd.DataFrame) -> pd.DataFrame:
+    """Egress per address of the audited host: local_ip, flows, bytes_out, bytes_in, share."""
+    eg = egress(flows)
+    total = int(eg["bytes_out"].sum()) if not eg.empty else 0
+    g = _grouped(eg, ["local_ip"], total)
+    if g.empty:
+        return g
+    return g.sort_values(["bytes_out", "local_ip"], ascending=[False, True]).reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class Headline:
+    """The few numbers at the top of the report.  Shares are fractions of egress, None without egress."""
+
+    egress_bytes: int
+    ingress_bytes: int
+    service_generated_bytes: int
+    service_generated_share: float | None
+    customer_content_bytes: int
+    customer_content_share: float | None
+    third_party_bytes: int
+    third_party_share: float | None
+    flows: int
+    egress_flows: int
+    local_flows: int
+    local_bytes_out: int
+    vendors: list[str] = field(default_factory=list)
+    third_party_vendors: list[str] = field(default_factory=list)
+
+
+def headline(flows: pd.DataFrame) -> Headline:
+    """Total egress, and how much of it was service-generated data, customer content, and sent to third parties."""
+    eg = egress(flows)
+    local = flows[flows["is_local"].astype(bool)] if not flows.empty else flows
+
+    def out(mask: pd.Series | None = None) -> int:
+        if eg.empty:
+            return 0
+        return int(eg["bytes_out"][mask].sum()) if mask is not None else int(eg["bytes_out"].sum())
+
+    total = out()
+    sg = out(eg["data_class"] == DataClass.service_generated.value) if not eg.empty else 0
+    cc = out(eg["data_class"] == DataClass.customer_content.value) if not eg.empty else 0
+    third_mask = eg["party"] == Party.third.value if not eg.empty else None
+    tp = out(third_mask) if third_mask is not None else 0
+    vendors = sorted({str(v) for v in eg["vendor"] if isinstance(v, str) and v}) if not eg.empty else []
+    tpv = sorted({str(v) for v in eg["vendor"][third_mask] if isinstance(v, str) and v}) if third_mask is not None else []
+    return Headline(
+        egress_bytes=total,
+        ingress_bytes=int(eg["bytes_in"].sum()) if not eg.empty else 0,
+        service_generated_bytes=sg,
+        service_generated_share=share(sg, total),
+        customer_content_bytes=cc,
+        customer_content_share=share(cc, total),
+        third_party_bytes=tp,
+        third_party_share=share(tp, total),
+        flows=len(flows),
+        egress_flows=len(eg),
+        local_flows=len(local),
+        local_bytes_out=int(local["bytes_out"].sum()) if not local.empty else 0,
+        vendors=vendors,
+        third_party_vendors=tpv,
+    )
+
+
+def choose_bin_width(span_s: float, max_bins: int = MAX_BINS) -> int:
+    """The smallest of :data:`BIN_WIDTHS_S` giving at most ``max_bins`` bins over ``span_s`` seconds."""
+    for w in BIN_WIDTHS_S:
+        if span_s / w <= max_bins:
+            return w
+    return int(math.ceil(span_s / max_bins / 86400.0)) * 86400
+
+
+def _seconds(ts: pd.Series) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """Timestamps (tz-aware UTC) as seconds since the epoch."""
+    return np.asarray((ts - pd.Timestamp(0, tz="UTC")).dt.total_seconds(), dtype=np.float64)
+
+
+def egress_over_time(flows: pd.DataFrame, bin_s: int | None = None) -> tuple[pd.DataFrame, int]:
+    """Egress bytes per time bin and data class, and the bin width in seconds.
+
+    Each flow's ``bytes_out`` is spread evenly over its duration
+    (``ts_start`` to ``ts_end``); a flow of zero duration falls into the bin
+    of its start.  The bin width is chosen from the session's length unless
+    given.  The frame is indexed by the bins' start times (UTC) with one
+    column per data class; it is empty when there is no egress.
+    """
+    eg = egress(flows)
+    if eg.empty:
+        return pd.DataFrame({d: pd.Series([], dtype="float64") for d in DATA_CLASS_ORDER}), bin_s or BIN_WIDTHS_S[0]
+    start = _seconds(eg["ts_start"])
+    end = np.maximum(_seconds(eg["ts_end"]), start)
+    t0 = math.floor(float(start.min()))
+    w = bin_s or choose_bin_width(float(end.max()) - t0)
+    t0 = t0 - t0 % w
+    nbins = int((float(end.max()) - t0) // w) + 1
+    bytes_out = eg["bytes_out"].to_numpy(dtype=np.float64)
+    classes = [d for d in DATA_CLASS_ORDER] + sorted(set(map(str, eg["data_class"])) - set(DATA_CLASS_ORDER))
+    cls = np.asarray([classes.index(str(d)) for d in eg["data_class"]], dtype=np.int64)
+    i0 = np.minimum(((start - t0) // w).astype(np.int64), nbins - 1)
+    i1 = np.minimum(((end - t0) // w).astype(np.int64), nbins - 1)
+    acc = np.zeros((len(classes), nbins + 1), dtype=np.float64)
+    same = i0 == i1
+    np.add.at(acc, (cls[same], i0[same]), bytes_out[same])
+    m = ~same
+    if m.any():
+        rate = bytes_out[m] / (end[m] - start[m])
+        np.add.at(acc, (cls[m], i0[m]), rate * ((i0[m] + 1) * w + t0 - start[m]))
+        np.add.at(acc, (cls[m], i1[m]), rate * (end[m] - t0 - i1[m] * w))
+        # the whole bins in between, as a difference array summed below
+        diff = np.zeros_like(acc)
+        np.add.at(diff, (cls[m], i0[m] + 1), rate * w)
+        np.add.at(diff, (cls[m], i1[m]), -rate * w)
+        acc += np.cumsum(diff, axis=1)
+    index = pd.to_datetime((t0 + np.arange(nbins) * w) * 1_000_000, unit="us", utc=True)
+    out = pd.DataFrame(acc[:, :nbins].T, index=index, columns=classes)
+    out.index.name = "bin_start"
+    return out, w
+
+
+class Redactor:
+    """Replaces the local host's addresses by stable tokens ("local-1", "local-2", ...).
+
+    The local addresses are those of the audited host (``local_ip``), of the
+    remote ends on the local network (``remote_ip`` of local flows) and the
+    session's ``local_hosts``; they are numbered in the order of
+    ``local_hosts`` first, then by address.  Remote addresses (the vendors'
+    servers) are left as they are.  A disabled redactor changes nothing.
+    """
+
+    def __init__(self, flows: pd.DataFrame, session: dict[str, Any] | None = None, enabled: bool = True) -> None:
+        self.enabled = enabled
+        hosts = [str(h) for h in (session or {}).get("local_hosts") or [] if h]
+        found: set[str] = set()
+        if not flows.empty:
+            found.update(str(x) for x in flows["local_ip"].dropna())
+            found.update(str(x) for x in flows.loc[flows["is_local"].astype(bool), "remote_ip"].dropna())
+        rest = sorted(found - set(hosts), key=_ip_sort_key)
+        self.tokens: dict[str, str] = {}
+        for ip in [*hosts, *rest]:
+            self.tokens.setdefault(ip, f"local-{len(self.tokens) + 1}")
+
+    def __call__(self, value: Any) -> Any:
+        if self.enabled and isinstance(value, str):
+            return self.tokens.get(value, value)
+        return value
+
+    def frame(self, df: pd.DataFrame, columns: Iterable[str]) -> pd.DataFrame:
+        """``df`` with the addresses in ``columns`` replaced."""
+        if not self.enabled or df.empty:
+            return df
+        return df.assign(**{c: df[c].astype(object).map(self) for c in columns if c in df.columns})
+
+
+def _ip_sort_key(s: str) -> tuple[int, int, str]:
+    try:
+        a = ipaddress.ip_address(s)
+    except ValueError:
+        return (9, 0, s)
+    return (a.version, int(a), s)
+
+
+def human_bytes(n: float | int | None) -> str:
+    """Bytes in decimal units: "0 B", "950 B", "1.2 kB", "3.4 MB", "1.0 GB"."""
+    if n is None or (isinstance(n, float) and math.isnan(n)):
+        return "-"
+    v = float(n)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if unit == "B" and abs(v) < 1000:
+            return f"{int(v)} B"
+        if round(abs(v), 1) < 1000 or unit == "TB":
+            return f"{v:.1f} {unit}"
+        v /= 1000
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def percent(x: float | None) -> str:
+    """A share as "12.3%", or "-" when undefined."""
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+@dataclass
+class ReportData:
+    """Everything the HTML page and the terminal tables show, addresses already redacted."""
+
+    session: dict[str, Any]
+    headline: Headline
+    by_data_class: pd.DataFrame
+    by_data_class_category: pd.DataFrame
+    by_vendor: pd.DataFrame
+    by_party: pd.DataFrame
+    top_destinations: pd.DataFrame
+    local_hosts: pd.DataFrame
+    over_time: pd.DataFrame
+    bin_s: int
+    skipped: dict[str, int]
+    redacted: bool
+    redactor: Redactor
+    figures: dict[str, str] = field(default_factory=dict)
+
+
+def skipped_counts(session: dict[str, Any]) -> dict[str, int]:
+    """``counts.skipped`` of session.json: packets not analysed, by reason (reasons with a zero count left out)."""
+    counts = session.get("counts")
+    raw = counts.get("skipped") if isinstance(counts, dict) else None
+    if not isinstance(raw, dict):
+        return {}
+    out: dict[str, int] = {}
+    for k, v in raw.items():
+        try:
+            n = int(v)
+        except (TypeError, ValueError):
+            continue
+        if n:
+            out[str(k)] = n
+    return out
+
+
+def summarize(flows: pd.DataFrame, session: dict[str, Any], redact: bool = True, top: int = 20) -> ReportData:
+    """All the report's tables from a flows DataFrame and the session's metadata."""
+    red = Redactor(flows, session, enabled=redact)
+    series, bin_s = egress_over_time(flows)
+    return ReportData(
+        session=session,
+        headline=headline(flows),
+        by_data_class=by_data_class(flows),
+        by_data_class_category=by_data_class_category(flows),
+        by_vendor=by_vendor(flows),
+        by_party=by_party(flows),
+        top_destinations=red.frame(top_destinations(flows, top), ["destination"]),
+        local_hosts=red.frame(by_local_host(flows), ["local_ip"]),
+        over_time=series,
+        bin_s=bin_s,
+        skipped=skipped_counts(session),
+        redacted=redact,
+        redactor=red,
+    )
