@@ -14,6 +14,7 @@ import pytest
 from scapy.layers.inet import IP
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
+from scapy.utils import PcapNgReader
 from typer.testing import CliRunner
 
 from egressaudit.cli import EXIT_INPUT, EXIT_OUTPUT, EXIT_SIGNATURES, app
@@ -208,3 +209,17 @@ def test_console_script_runs_as_a_process(tmp_path: Path) -> None:
     assert (tmp_path / "a" / "report.html").is_file()
     p = subprocess.run(["egressaudit", "analyze", str(tmp_path / "nope"), "--out", str(tmp_path / "b")], capture_output=True, text=True, timeout=60)
     assert p.returncode == EXIT_INPUT and "Traceback" not in p.stderr
+
+
+def test_truncated_pcapng_is_a_counted_skip(tmp_path: Path) -> None:
+    cap = factories.sample_call(tmp_path / "call.pcapng", ng=True)
+    data = cap.read_bytes()
+    cut = tmp_path / "cut.pcapng"
+    cut.write_bytes(data[: len(data) - 37])
+    code, text = run("analyze", str(cut), "--out", str(tmp_path / "a"), "--quiet")
+    assert code == 0, text
+    session = json.loads((tmp_path / "a" / "session.json").read_text())
+    assert session["counts"]["skipped"]["truncated_record"] == 1
+    with PcapNgReader(str(cap)) as reader:
+        total = sum(1 for _ in reader)
+    assert session["counts"]["packets"] == total - 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,12 +79,15 @@ def open_capture(path: Path) -> tuple[Any, str]:
         raise CaptureError(f"{path}: cannot read: {e.strerror or e}") from e
     if size == 0:
         raise CaptureError(f"{path}: empty file, not a capture")
+    fh = open(path, "rb")  # noqa: SIM115 - handed to the reader, closed with it or below
     try:
-        reader = RawPcapReader(str(path))
+        reader = RawPcapReader(fh)
     except Scapy_Exception as e:
-        raise CaptureError(f"{path}: not a pcap or pcapng capture ({e})") from e
-    except (OSError, EOFError, ValueError) as e:
-        raise CaptureError(f"{path}: not a readable capture ({e})") from e
+        fh.close()
+        raise CaptureError(f"{path}: not a pcap or pcapng capture ({str(e).splitlines()[0] if str(e) else 'unknown format'})") from e
+    except (OSError, EOFError, ValueError, struct.error) as e:
+        fh.close()
+        raise CaptureError(f"{path}: not a readable capture ({e or type(e).__name__})") from e
     fmt = "pcapng" if isinstance(reader, RawPcapNgReader) else "pcap"
     return reader, fmt
 
@@ -97,7 +101,7 @@ def iter_frames(path: Path, stats: ReadStats) -> Iterator[Frame]:
     counter = _CountingHandler()
     logger.addHandler(counter)
     old_level = logger.level
-    logger.setLevel(logging.ERROR + 1)  # keep scapy quiet; the handler above still counts
+    logger.setLevel(logging.WARNING)  # not propagated: only the counting handler above sees these
     logger.propagate = False
     try:
         with reader:
@@ -113,8 +117,9 @@ def iter_frames(path: Path, stats: ReadStats) -> Iterator[Frame]:
         logger.removeHandler(counter)
         logger.setLevel(old_level)
         logger.propagate = True
-    stats.truncated += counter.count
-    if fmt == "pcap" and pos < stats.file_bytes and counter.count == 0:
+    if fmt == "pcapng":
+        stats.truncated += counter.count  # scapy warns (and stops) on a block cut short
+    elif pos < stats.file_bytes and stats.truncated == 0:
         stats.truncated += 1  # trailing bytes too short to be a record header
     if fmt == "pcapng":
         stats.interfaces = [
@@ -127,6 +132,9 @@ def _iter_pcap(reader: Any, stats: ReadStats) -> Iterator[Frame]:
     stats.interfaces = [{"linktype": linktype, "snaplen": int(getattr(reader, "snaplen", 0) or 0), "name": ""}]
     div = 1e9 if getattr(reader, "nano", False) else 1e6
     for data, meta in reader:
+        if len(data) < meta.caplen:  # the file ends inside this record
+            stats.truncated += 1
+            break
         stats.frames += 1
         stats.bytes_read += len(data)
         if meta.caplen < meta.wirelen:
