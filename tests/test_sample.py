@@ -27,7 +27,12 @@ def test_quick_start_sample(tmp_path: Path) -> None:
     assert set(media["rtp_payload_types"]) == {96, 97, 111}  # VP8, RTX, Opus (README)
     assert media["packets_out"] + media["packets_in"] > 3000 and media["bytes_out"] > 500_000
     (tel,) = [r for r in rows if r["category"] == "telemetry"]
-    assert (tel["hostname"], tel["hostname_source"], tel["remote_port"], tel["data_class"]) == ("stats.selfhosted.test", "tls_sni", 443, "service_generated")
+    assert (tel["hostname"], tel["hostname_source"], tel["remote_port"], tel["data_class"]) == (
+        "stats.selfhosted.test",
+        "tls_sni",
+        443,
+        "service_generated",
+    )
     assert all(r["category"] != "unknown" for r in rows if r["transport"] in ("tcp", "udp")), [r for r in rows if r["category"] == "unknown"]
     assert not any(r["is_local"] for r in rows if r["remote_ip"] == "10.77.0.1")
     session = json.loads((out / "session.json").read_text())

@@ -81,7 +81,7 @@ def open_capture(path: Path) -> tuple[Any, str]:
         raise CaptureError(f"{path}: empty file, not a capture")
     fh = open(path, "rb")  # noqa: SIM115 - handed to the reader, closed with it or below
     try:
-        reader = RawPcapReader(fh)
+        reader = RawPcapReader(fh)  # type: ignore[arg-type]  # scapy accepts an open file too
     except Scapy_Exception as e:
         fh.close()
         raise CaptureError(f"{path}: not a pcap or pcapng capture ({str(e).splitlines()[0] if str(e) else 'unknown format'})") from e
