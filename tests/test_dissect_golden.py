@@ -22,7 +22,7 @@ import pytest
 
 from egressaudit.capture.frames import PROTO_TCP, PROTO_UDP, IPPacket, decode
 from egressaudit.capture.reader import ReadStats, iter_frames
-from egressaudit.dissect import dns, dtls, http, quic, rtp, stun, tls, webrtc, zoom
+from egressaudit.dissect import discord, dns, dtls, http, quic, rtp, stun, tls, webrtc, zoom
 from tests.ndpi_expected import NDPI, SHARED, SKIP_REASON, parse
 
 GOLDEN = Path(__file__).parent / "golden" / "dissect"
@@ -52,6 +52,7 @@ def summarise(path: Path) -> dict[str, Any]:
     rtcp_types: Counter[str] = Counter()
     zoom_kinds: Counter[str] = Counter()
     http_hosts: Counter[str] = Counter()
+    discord_ip: Counter[str] = Counter()
     assemblers: dict[tuple[bytes, int], quic.QuicClientHelloAssembler] = {}
     for frame in iter_frames(path, ReadStats(str(path))):
         pkt = decode(frame.linktype, frame.data)
@@ -107,6 +108,12 @@ def summarise(path: Path) -> dict[str, Any]:
             zp = zoom.parse_zoom(pl, server_side=False)
             if zp is not None:
                 zoom_kinds[f"p2p/{zp.kind}"] += 1
+            elif zoom.is_p2p_control(pl):
+                zoom_kinds["p2p/control"] += 1
+            else:
+                disc = discord.parse_ip_discovery(pl)
+                if disc is not None:
+                    discord_ip[f"{'response' if disc.is_response else 'request'} {disc.address or '-'}"] += 1
             continue
         demux[kind] += 1
         if kind == "stun":
@@ -146,6 +153,7 @@ def summarise(path: Path) -> dict[str, Any]:
         "rtp_ssrc_count": len(ssrcs),
         "rtcp_packet_types": dict(sorted(rtcp_types.items())),
         "zoom": dict(sorted(zoom_kinds.items())),
+        "discord_ip_discovery": dict(sorted(discord_ip.items())),
     }
 
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 from scapy.layers.inet import UDP
 
-from egressaudit.dissect import dns, dtls, http, quic, rtp, stun, tls, webrtc, zoom
+from egressaudit.dissect import discord, dns, dtls, http, quic, rtp, stun, tls, webrtc, zoom
 from tests import factories
 
 PARSERS: dict[str, Callable[[bytes], object]] = {
@@ -28,6 +28,8 @@ PARSERS: dict[str, Callable[[bytes], object]] = {
     "webrtc.demux": webrtc.demux,
     "zoom.server": lambda b: zoom.parse_zoom(b, server_side=True),
     "zoom.p2p": lambda b: zoom.parse_zoom(b, server_side=False),
+    "zoom.is_p2p_control": zoom.is_p2p_control,
+    "discord.parse_ip_discovery": discord.parse_ip_discovery,
 }
 
 

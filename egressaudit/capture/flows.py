@@ -20,6 +20,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from egressaudit.capture.frames import PROTO_TCP, PROTO_UDP, IPPacket
+from egressaudit.dissect import discord as discord_d
 from egressaudit.dissect import dns as dns_d
 from egressaudit.dissect import http as http_d
 from egressaudit.dissect import quic as quic_d
@@ -269,6 +270,12 @@ class FlowTable:
             zp = zoom_d.parse_zoom(payload, server_side=False)
             if zp is not None and zp.kind in ("audio", "video", "screen_share"):
                 self._note_zoom(flow, zp)
+            elif zoom_d.is_p2p_control(payload):
+                flow.vendor_hints.add("zoom")
+                flow.app_protocol = flow.app_protocol or "zoom_p2p"
+            elif discord_d.parse_ip_discovery(payload) is not None:
+                flow.vendor_hints.add("discord")
+                flow.app_protocol = flow.app_protocol or "discord_voice"
             return
         if kind == "stun":
             st = stun_d.parse_stun(payload)
