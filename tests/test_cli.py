@@ -60,7 +60,7 @@ def test_analyze_then_report_on_a_small_call(tmp_path: Path) -> None:
     session = json.loads((out / "session.json").read_text())
     assert session["inputs"][0]["sha256"] and session["inputs"][0]["format"] == "pcap"
     assert session["audited_client"] == "zoom"
-    assert session["counts"]["flows"] == len(rows) == 5
+    assert session["counts"]["flows"] == len(rows) == 4  # DNS, two TLS connections, RTP
     assert session["signatures"]["version"] and session["schema_version"]
 
     code, text = run("report", str(out))
