@@ -1,0 +1,380 @@
+"""The fields a parsed body carries, and what their values look like.
+
+:func:`inventory` walks a JSON-like tree (from :func:`egressaudit.http.bodies.parse_body`)
+and returns one row per distinct key path, list indexes folded
+(``events[].device.model``; protobuf fields ``#3.#1``), with the
+``fields.parquet`` columns that describe the field: its type, how often it
+occurs, what detectors fire on its key name and values, and the first value as
+a salted hash (in clear only when asked).
+
+Detectors: identifiers and personal data (email, phone, ipv4, ipv6, mac,
+uuid, device_id, serial, meeting_id, seen_name) and customer content leaking
+into telemetry (meeting_title, chat_text, file_name, transcript).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import math
+import re
+import secrets
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from egressaudit.http.bodies import Fixed32, Fixed64, Varint
+
+MAX_DEPTH = 64
+MAX_PATHS = 5000
+"""Distinct key paths kept per body; further ones are folded into ``<more>``."""
+MAX_SCANNED = 1000
+"""Values per key path that detectors look at (all are counted)."""
+MAX_TEXT = 10_000
+"""Longer strings are searched for embedded e-mail addresses only in their first this many characters."""
+
+FIELD_KEYS = ("key_path", "value_type", "count", "detectors", "value_hash", "value", "value_length")
+"""The keys of each row :func:`inventory` returns (a subset of ``egressaudit.schema.FIELDS``)."""
+
+
+# -- salt and hashing ------------------------------------------------------------------
+
+
+def salt_new() -> bytes:
+    """A fresh random 32-byte salt (one per session)."""
+    return secrets.token_bytes(32)
+
+
+def canonical_text(value: object) -> str:
+    """The text a value is hashed and stored as: strings as is, JSON spelling for scalars, hex for bytes."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, int):
+        return str(int(value))
+    if isinstance(value, float):
+        return json.dumps(value) if math.isfinite(value) else str(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).hex()
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def hash_value(salt: bytes, value: object) -> str:
+    """Hex SHA-256 of ``salt`` + the value's canonical text (UTF-8): equal values join across exchanges."""
+    return hashlib.sha256(salt + canonical_text(value).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def value_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, Varint):
+        return "varint"
+    if isinstance(value, Fixed32):
+        return "fixed32"
+    if isinstance(value, Fixed64):
+        return "fixed64"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bytes | bytearray | memoryview):
+        return "bytes"
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, list | tuple):
+        return "list"
+    return type(value).__name__
+
+
+# -- detectors ---------------------------------------------------------------------
+
+
+def _norm(key: str) -> str:
+    return re.sub(r"[\s_.\-]", "", key).lower()
+
+
+EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9][A-Za-z0-9._%+\-]{0,63}@(?:[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![\w-])")
+UUID = re.compile(r"^\{?[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\}?$")
+MAC = re.compile(r"^[0-9A-Fa-f]{2}([:-])[0-9A-Fa-f]{2}(?:\1[0-9A-Fa-f]{2}){4}$|^[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}$")
+IPV4 = re.compile(r"^\d{1,3}(?:\.\d{1,3}){3}$")
+PHONE_PLUS = re.compile(r"^\+[1-9][\d \-().]{5,22}$")
+PHONE_NANP = re.compile(r"^(?:\+?1[ .\-]?)?\(?[2-9]\d{2}\)?[ .\-]?[2-9]\d{2}[ .\-]\d{4}$")
+PHONE_NATIONAL = re.compile(r"^0\d{1,4}[ \-/]\d{2,4}(?:[ \-]?\d{2,4}){1,3}$")
+DATE_LIKE = re.compile(r"^\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|^\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}$")
+ID_LIKE = re.compile(r"^[A-Za-z0-9:_\-{}.=+/|]{6,256}$")
+IDENT = re.compile(r"^[a-z0-9]+(?:[._:/\-][a-z0-9]+)+$")
+MEETING_NUMBER = re.compile(r"^\d{3}[ \-]?\d{3,4}[ \-]?\d{3,4}$")
+TEAMS_THREAD = re.compile(r"19:meeting_[A-Za-z0-9_\-]{10,}@thread\.(?:v2|skype)")
+ZOOM_URL = re.compile(r"\bzoom(?:gov)?\.(?:us|com)/(?:j|w|wc(?:/join)?|s|my)/\d{9,11}\b")
+MEET_CODE = re.compile(r"^(?:https://meet\.google\.com/)?[a-z]{3}-[a-z]{4}-[a-z]{3}$")
+FILE_EXT = (
+    "pdf doc docx xls xlsx ppt pptx key pages numbers odt ods odp rtf txt md csv tsv json xml html htm eml msg ics vcf "
+    "png jpg jpeg gif bmp tif tiff heic heif webp svg psd ai raw "
+    "mp4 mov avi mkv webm m4v wmv mp3 m4a wav aac flac ogg opus wma "
+    "zip rar 7z tar gz tgz bz2 xz dmg iso apk ipa"
+).split()
+FILE_NAME = re.compile(r"^[^/\\:*?\"<>|\r\n\t]{1,200}\.(" + "|".join(FILE_EXT) + r")$", re.IGNORECASE)
+
+PHONE_KEYS = frozenset(("phone phonenumber mobile mobilenumber msisdn tel telephone cellphone phoneno callerid callernumber").split())
+DEVICE_KEYS = frozenset(
+    (
+        "deviceid deviceuuid deviceguid deviceidentifier devid installid installationid appinstanceid advertisingid adid idfa "
+        "idfv gaid aaid androidid hardwareid hwid machineid machineguid anonymousid anonid udid imei meid deviceserial "
+        "devicefingerprint clientinstallid localid sqmid msftinternalmachineid telemetryid"
+    ).split()
+)
+DEVICE_PARENT = re.compile(r"device|machine|hardware|install", re.IGNORECASE)
+SERIAL_KEY = re.compile(r"serial|^sn$|^serialno$", re.IGNORECASE)
+MEETING_KEYS = frozenset(
+    (
+        "meetingid meetingnumber meetingno meetingnum meetinguuid meetingcode confid conferenceid confno conferencenumber "
+        "conferencecode confnumber zoommeetingid webinarid mn meeting callid threadid roomid meetingroomid mtid meetinglink "
+        "joinurl meetingurl"
+    ).split()
+)
+MEETING_NUMBER_KEYS = frozenset(("meeting mn meetingid meetingnumber meetingno meetingnum confno confid conferenceid zoommeetingid id").split())
+TITLE_KEYS = frozenset(
+    (
+        "meetingtitle meetingtopic topic subject meetingsubject conferencename conferencetitle meetingname roomname callsubject "
+        "calltitle eventtitle webinartitle webinartopic"
+    ).split()
+)
+TITLE_GENERIC = {"title", "name"}
+TITLE_PARENT = re.compile(r"meeting|conference|webinar|conf$|^call$|calendar", re.IGNORECASE)
+CHAT_KEYS = frozenset(("chat chatmessage chattext chatcontent messagetext messagebody chatbody imtext").split())
+CHAT_GENERIC = {"message", "text", "body", "content", "msg", "plaintext", "richtext", "html"}
+CHAT_PARENT = re.compile(r"chat|messag|conversation|^im$|^dm$|comment|reply|reaction", re.IGNORECASE)
+FILE_KEYS = frozenset(("filename originalfilename attachmentname documentname uploadfilename fname file filepath localpath").split())
+TRANSCRIPT_KEYS = frozenset(
+    (
+        "transcript transcription transcripttext caption captions captiontext closedcaption closedcaptions subtitle subtitles "
+        "livecaption speechtext recognizedtext utterance recognition"
+    ).split()
+)
+
+
+def _digits(s: str) -> int:
+    return sum(c.isdigit() for c in s)
+
+
+def _id_like(s: str) -> bool:
+    s = s.strip()
+    if not ID_LIKE.match(s) or not any(c.isdigit() for c in s):
+        return False
+    core = s.replace("-", "").replace("{", "").replace("}", "")
+    return len(set(core)) > 2  # 00000000-0000-..., ffffffff: placeholders
+
+
+def _is_phone(s: str, phone_key: bool) -> bool:
+    s = s.strip()
+    if len(s) > 32 or DATE_LIKE.match(s):
+        return False
+    d = _digits(s)
+    if PHONE_PLUS.match(s) and 7 <= d <= 15 and not IPV4.match(s.lstrip("+")):
+        return True
+    if (PHONE_NANP.match(s) or PHONE_NATIONAL.match(s)) and 7 <= d <= 15:
+        return True
+    return phone_key and bool(re.fullmatch(r"\+?[\d \-().]{7,24}", s)) and 7 <= d <= 15
+
+
+def _is_ipv4(s: str) -> bool:
+    if not IPV4.match(s):
+        return False
+    try:
+        ipaddress.IPv4Address(s)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_ipv6(s: str) -> bool:
+    if s.count(":") < 2 or len(s) > 64:
+        return False
+    s = s.strip("[]").split("%", 1)[0]
+    try:
+        ip = ipaddress.IPv6Address(s)
+    except ValueError:
+        return False
+    return not ip.is_unspecified
+
+
+def _has_letters(s: str) -> bool:
+    return any(c.isalpha() for c in s)
+
+
+def _wordy(s: str) -> bool:
+    """Natural-language-ish text (not an identifier, number, enum or URL)."""
+    s = s.strip()
+    if not s or not _has_letters(s) or "://" in s[:12]:
+        return False
+    if " " in s:
+        return True
+    if IDENT.match(s):  # client.metrics, audio_device, api/v1: names, not prose
+        return False
+    return not (UUID.match(s) or (_id_like(s) and _digits(s) * 3 >= len(s)))
+
+
+@dataclass
+class _Ctx:
+    key: str  # normalised key of the value (the list's key for list items; "" at the root)
+    parent: str  # normalised key above it
+    path_keys: tuple[str, ...]  # normalised named keys from the root
+
+
+def value_detectors(value: object, ctx: _Ctx, seen: frozenset[str]) -> set[str]:
+    """What a single value, under its key, looks like."""
+    out: set[str] = set()
+    key, parent = ctx.key, ctx.parent
+    if value is None or isinstance(value, bool):
+        return out
+    if isinstance(value, bytes | bytearray | memoryview):
+        return out
+    if isinstance(value, int | float):
+        if isinstance(value, float) and not value.is_integer():
+            return out
+        iv = int(value)
+        text = str(iv)
+        if key in PHONE_KEYS and 7 <= len(text.lstrip("-")) <= 15:
+            out.add("phone")
+        if key in MEETING_NUMBER_KEYS and (key != "id" or TITLE_PARENT.search(parent)) and 9 <= len(text) <= 11:
+            out.add("meeting_id")
+        elif key in MEETING_KEYS and key not in ("meeting", "mn") and iv > 0 and len(text) >= 6:
+            out.add("meeting_id")
+        if (key in DEVICE_KEYS or (key in ("id", "uuid") and DEVICE_PARENT.search(parent))) and len(text) >= 6:
+            out.add("device_id")
+        if SERIAL_KEY.search(key) and len(text) >= 4:
+            out.add("serial")
+        return out
+    if not isinstance(value, str):
+        return out
+    s = value.strip()
+    if not s:
+        return out
+    low = s.casefold()
+    if seen and low in seen:
+        out.add("seen_name")
+    short = len(s) <= 256
+    # identifiers by shape
+    if "@" in s and EMAIL.search(s[:MAX_TEXT]):
+        out.add("email")
+    if short:
+        if UUID.match(s) and len(set(s.replace("-", "").strip("{}"))) > 1:
+            out.add("uuid")
+        if MAC.match(s) and s.replace(":", "").replace("-", "").replace(".", "").strip("0") and low != "ff:ff:ff:ff:ff:ff":
+            out.add("mac")
+        if not re.search(r"version|ver$|build|release", key) and _is_ipv4(s):
+            out.add("ipv4")
+        if ":" in s and _is_ipv6(s):
+            out.add("ipv6")
+        if _digits(s) >= 7 and _is_phone(s, key in PHONE_KEYS):
+            out.add("phone")
+    # identifiers by key name
+    if short and (key in DEVICE_KEYS or (key in ("id", "uuid", "guid", "localid") and DEVICE_PARENT.search(parent))):
+        if _id_like(s) or UUID.match(s):
+            out.add("device_id")
+    if short and SERIAL_KEY.search(key) and len(s) >= 4 and re.fullmatch(r"[A-Za-z0-9\-_./: ]+", s) and low not in ("unknown", "none", "null"):
+        out.add("serial")
+    if short and key in MEETING_KEYS and (key not in ("meeting", "mn") or MEETING_NUMBER.match(s)) and (_id_like(s) or MEETING_NUMBER.match(s)):
+        out.add("meeting_id")
+    elif short and key in MEETING_NUMBER_KEYS and (key != "id" or TITLE_PARENT.search(parent)) and MEETING_NUMBER.match(s):
+        out.add("meeting_id")
+    if TEAMS_THREAD.search(s[:MAX_TEXT]) or ZOOM_URL.search(s[:MAX_TEXT]) or (short and MEET_CODE.match(s)):
+        out.add("meeting_id")
+    # customer content
+    if key in TITLE_KEYS or (key in TITLE_GENERIC and TITLE_PARENT.search(parent)):
+        if _wordy(s):
+            out.add("meeting_title")
+    if key in CHAT_KEYS or (key in CHAT_GENERIC and any(CHAT_PARENT.search(k) for k in ctx.path_keys[:-1])):
+        if _wordy(s):
+            out.add("chat_text")
+    if key in TRANSCRIPT_KEYS and _wordy(s):
+        out.add("transcript")
+    if short and "://" not in s:
+        base = re.split(r"[/\\]", s)[-1]
+        if FILE_NAME.match(base) and not _is_ipv4(s) and not re.fullmatch(r"[\d.]+", base):
+            out.add("file_name")
+        elif key in FILE_KEYS and "." in base and _has_letters(base) and " " not in base.strip()[:1]:
+            out.add("file_name")
+    return out
+
+
+# -- walking -----------------------------------------------------------------------
+
+
+@dataclass
+class _Acc:
+    first: object
+    types: set[str] = field(default_factory=set)
+    count: int = 0
+    scanned: int = 0
+    detectors: set[str] = field(default_factory=set)
+
+
+def _leaves(tree: object) -> Iterator[tuple[str, _Ctx, object]]:
+    """(key path, context, value) for every leaf; empty dicts and lists are not leaves."""
+    stack: list[tuple[object, str, tuple[str, ...], int]] = [(tree, "", (), 0)]
+    while stack:
+        node, path, keys, depth = stack.pop()
+        if isinstance(node, dict) and depth < MAX_DEPTH:
+            items = list(node.items())
+            for k, v in reversed(items):
+                ks = str(k)
+                stack.append((v, f"{path}.{ks}" if path else ks, (*keys, _norm(ks)), depth + 1))
+        elif isinstance(node, list | tuple) and depth < MAX_DEPTH:
+            for v in reversed(node):
+                stack.append((v, f"{path}[]", keys, depth + 1))
+        else:
+            if isinstance(node, dict | list | tuple):  # too deep: one leaf
+                node = json.dumps(node, default=str)[:MAX_TEXT]
+            # a value's key is its dict key, or the list's name for list items ("tags[]")
+            key = keys[-1] if keys else ""
+            parent = keys[-2] if len(keys) > 1 else ""
+            yield (path or "$"), _Ctx(key, parent, keys), node
+
+
+def inventory(tree: object, *, salt: bytes, keep_values: bool = False, seen_names: Collection[str] = ()) -> list[dict[str, Any]]:
+    """One row per distinct key path of ``tree``: key_path, value_type, count, detectors, value_hash, value, value_length.
+
+    ``value_hash`` is :func:`hash_value` of the first value at the path;
+    ``value`` is that value's canonical text only when ``keep_values``.
+    ``seen_names`` (e.g. display names seen in other bodies) fire
+    ``seen_name`` on equal values, compared case-insensitively.
+    """
+    seen = frozenset(n.strip().casefold() for n in seen_names if isinstance(n, str) and len(n.strip()) >= 2)
+    accs: dict[str, _Acc] = {}
+    for path, ctx, value in _leaves(tree):
+        acc = accs.get(path)
+        if acc is None:
+            if len(accs) >= MAX_PATHS:
+                path = "<more>"
+                acc = accs.get(path)
+            if acc is None:
+                acc = accs[path] = _Acc(first=value)
+        acc.count += 1
+        acc.types.add(value_type(value))
+        if acc.scanned < MAX_SCANNED:
+            acc.scanned += 1
+            acc.detectors |= value_detectors(value, ctx, seen)
+    rows: list[dict[str, Any]] = []
+    for path, acc in accs.items():
+        text = canonical_text(acc.first)
+        types = acc.types - {"null"} or acc.types
+        first = acc.first
+        rows.append(
+            {
+                "key_path": path,
+                "value_type": ",".join(sorted(types)),
+                "count": acc.count,
+                "detectors": sorted(acc.detectors),
+                "value_hash": hash_value(salt, first),
+                "value": text if keep_values else None,
+                "value_length": len(bytes(first)) if isinstance(first, bytes | bytearray | memoryview) else len(text),
+            }
+        )
+    return rows
