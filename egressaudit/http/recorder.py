@@ -157,7 +157,7 @@ class Recorder:
         self.fields.flush()
 
     # -- rows ------------------------------------------------------------------
-    def _body(self, raw: bytes | None, encoding: str | None, content_type: str | None) -> tuple[str, int | None, Any, Any]:
+    def _body(self, raw: bytes | None, encoding: str | None, content_type: str | None, host: str | None) -> tuple[str, int | None, Any, Any]:
         """(format, decoded size, parsed body, decoded bytes)"""
         if not raw:
             return "empty", 0, None, b""
@@ -165,7 +165,7 @@ class Recorder:
         if decoded is None:
             self.stats.skipped[(err or "error:decode").removeprefix("error:")] += 1
             return err or "error:decode", None, None, None
-        parsed = bodies.parse_body(decoded, content_type)
+        parsed = bodies.parse_body(decoded, content_type, host)
         if parsed.format.startswith("error:"):
             self.stats.skipped[parsed.format.removeprefix("error:")] += 1
         return parsed.format, len(decoded), parsed, decoded
@@ -231,7 +231,7 @@ class Recorder:
         req, resp = flow.request, flow.response
         host = req.pretty_host or req.host
         ctype = _mime(req.headers.get("content-type"))
-        fmt, decoded_len, parsed, decoded = self._body(req.raw_content, req.headers.get("content-encoding"), ctype)
+        fmt, decoded_len, parsed, decoded = self._body(req.raw_content, req.headers.get("content-encoding"), ctype, host)
         tree = getattr(parsed, "tree", None)
         parts = getattr(parsed, "parts", None) or []
         files = sum(1 for p in parts if getattr(p, "filename", None))
