@@ -104,3 +104,28 @@ def test_flow_table_holds_only_live_flows() -> None:
         assert len(table.flows) <= 7
     table.flush()
     assert len(done) == 2000 and not table.flows
+
+
+def _encrypted_udp(seconds: float, pps: int, both_ways: bool) -> list[Packet]:
+    import os
+
+    pkts = []
+    for i in range(int(seconds * pps)):
+        t = i / pps
+        pkts.append(_udp(factories.CLIENT, "198.51.100.80", 40000, 9999, t, 0))
+        pkts[-1][Raw].load = b"\xf0" + os.urandom(159)  # no RTP/STUN/DTLS first byte: only the shape can tell
+        if both_ways:
+            back = _udp("198.51.100.80", factories.CLIENT, 9999, 40000, t + 0.003, 0)
+            back[Raw].load = b"\xf0" + os.urandom(119)
+            pkts.append(back)
+    return pkts
+
+
+def test_unknown_encrypted_call_is_media_by_flow_shape(tmp_path: Path) -> None:
+    (r,) = _rows(tmp_path, _encrypted_udp(4.0, 50, both_ways=True))
+    assert (r["category"], r["data_class"], r["rule"], r["vendor"]) == ("media", "customer_content", "heuristic/udp-shape", None)
+
+
+def test_one_way_udp_burst_is_not_called_media(tmp_path: Path) -> None:
+    (r,) = _rows(tmp_path, _encrypted_udp(4.0, 50, both_ways=False))
+    assert r["category"] != "media" and r["rule"] != "heuristic/udp-shape"

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from egressaudit.signatures import Match, SignatureDB
 from egressaudit.taxonomy import Category, DataClass, Party, data_class_of
 
-MEDIA_PROTOCOLS = frozenset({"stun", "turn", "dtls", "rtp", "rtcp", "zoom_media"})
+#: payloads that belong to a real-time media path (set-up included: STUN, Zoom P2P hole punching, Discord IP discovery)
+MEDIA_PROTOCOLS = frozenset({"stun", "turn", "dtls", "rtp", "rtcp", "zoom_media", "zoom_p2p", "discord_voice"})
 #: categories that media evidence may override (a telemetry host stays telemetry)
 OVERRIDABLE_BY_MEDIA = frozenset({None, Category.signaling, Category.other, Category.unknown, Category.media})
 DNS_PORTS = frozenset({53, 5353, 5355, 853})
@@ -96,6 +97,9 @@ def shape_is_media(f: FlowFacts) -> bool:
     if f.packets < SHAPE_MIN_PACKETS or f.duration_s < SHAPE_MIN_DURATION_S:
         return False
     if f.packets / f.duration_s < SHAPE_MIN_RATE_PPS:
+        return False
+    # bidirectional: each way carries at least a fifth of the rate threshold (a call both sends and receives)
+    if min(f.packets_out, f.packets_in) / f.duration_s < SHAPE_MIN_RATE_PPS / 5:
         return False
     mean = f.payload_bytes / max(f.packets, 1)
     return SHAPE_MEAN_PAYLOAD[0] <= mean <= SHAPE_MEAN_PAYLOAD[1]
