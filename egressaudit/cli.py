@@ -13,13 +13,17 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from egressaudit import __version__
+
+if TYPE_CHECKING:
+    from egressaudit.capture.analyze import AnalyzeOptions
+    from egressaudit.signatures import SignatureDB
 
 EXIT_INPUT = 3
 EXIT_OUTPUT = 4
@@ -94,24 +98,8 @@ def analyze(
     """
     from egressaudit import session as sess
     from egressaudit.capture.analyze import AnalyzeOptions
-    from egressaudit.capture.analyze import analyze as run
-    from egressaudit.capture.reader import CaptureError
-    from egressaudit.signatures import SignatureError, data_dir, default_db, load
 
-    try:
-        if extra_signatures:
-            files = list(data_dir().glob("*.yaml"))
-            for p in extra_signatures:
-                if not p.exists():
-                    raise SignatureError(f"{p}: no such signature file or folder")
-                files += sorted(p.glob("*.yaml")) if p.is_dir() else [p]
-            db = load(files)
-        else:
-            db = default_db()
-    except SignatureError as e:
-        raise _fail(str(e), EXIT_SIGNATURES) from None
-    if client is not None and client not in db.vendors:
-        raise typer.BadParameter(f"unknown vendor {client!r}; known: {', '.join(sorted(db.vendors))}", param_hint="--client")
+    db = _load_db(extra_signatures, client)
     for p in inputs:
         if not p.exists():
             raise _fail(f"{p}: no such file", EXIT_INPUT)
@@ -125,22 +113,9 @@ def analyze(
     captures = [p for p in inputs if p not in flow_files]
     session_id = sess.session_id_for(out)
     if captures:
-        opts = AnalyzeOptions(local_nets=local_net or (), client=client, idle_timeout=idle_timeout, session_id=session_id)
-        try:
-            if quiet:
-                result = run(captures, opts, db)
-            else:
-                with console.status("reading captures...") as status:
-                    result = run(captures, opts, db, progress=lambda n: status.update(f"reading captures... {n:,} packets"))
-        except CaptureError as e:
-            raise _fail(str(e), EXIT_INPUT) from None
-        try:
-            sess.write_table(out, "flows", result.rows)
-            sess.write_session_json(out, result.session, {"version": db.version, "vendors": len(db.vendors), "rules": len(db)})
-        except OSError as e:
-            raise _fail(f"{out}: cannot write: {e.strerror or e}", EXIT_OUTPUT) from None
-        if not quiet:
-            _print_analyze_summary(result.session, out)
+        _analyze_captures(
+            captures, out, db, AnalyzeOptions(local_nets=local_net or (), client=client, idle_timeout=idle_timeout, session_id=session_id), quiet
+        )
     if flow_files:
         from egressaudit.http.recorder import FlowFileError, RecorderOptions, record_files
 
@@ -161,6 +136,48 @@ def analyze(
             console.print(f"next: egressaudit inventory {out}")
 
 
+def _load_db(extra_signatures: list[Path] | None, client: str | None) -> SignatureDB:
+    from egressaudit.signatures import SignatureError, data_dir, default_db, load
+
+    try:
+        if extra_signatures:
+            files = list(data_dir().glob("*.yaml"))
+            for p in extra_signatures:
+                if not p.exists():
+                    raise SignatureError(f"{p}: no such signature file or folder")
+                files += sorted(p.glob("*.yaml")) if p.is_dir() else [p]
+            db = load(files)
+        else:
+            db = default_db()
+    except SignatureError as e:
+        raise _fail(str(e), EXIT_SIGNATURES) from None
+    if client is not None and client not in db.vendors:
+        raise typer.BadParameter(f"unknown vendor {client!r}; known: {', '.join(sorted(db.vendors))}", param_hint="--client")
+    return db
+
+
+def _analyze_captures(captures: list[Path], out: Path, db: SignatureDB, opts: AnalyzeOptions, quiet: bool) -> None:
+    from egressaudit import session as sess
+    from egressaudit.capture.analyze import analyze as run
+    from egressaudit.capture.reader import CaptureError
+
+    try:
+        if quiet:
+            result = run(captures, opts, db)
+        else:
+            with console.status("reading captures...") as status:
+                result = run(captures, opts, db, progress=lambda n: status.update(f"reading captures... {n:,} packets"))
+    except CaptureError as e:
+        raise _fail(str(e), EXIT_INPUT) from None
+    try:
+        sess.write_table(out, "flows", result.rows)
+        sess.write_session_json(out, result.session, {"version": db.version, "vendors": len(db.vendors), "rules": len(db)})
+    except OSError as e:
+        raise _fail(f"{out}: cannot write: {e.strerror or e}", EXIT_OUTPUT) from None
+    if not quiet:
+        _print_analyze_summary(result.session, out)
+
+
 def _print_analyze_summary(session: dict[str, object], out: Path) -> None:
     counts = session["counts"]
     assert isinstance(counts, dict)
@@ -177,6 +194,59 @@ def _print_analyze_summary(session: dict[str, object], out: Path) -> None:
         t.add_row(f"egress {k}", f"{v:,} B")
     console.print(t)
     console.print(f"next: egressaudit report {out}")
+
+
+@app.command()
+def capture(
+    iface: Annotated[str, typer.Option("--iface", "-i", help="Interface to capture on (e.g. lo, eth0, a veth of a test namespace).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Session folder: capture.pcapng, flows.parquet, session.json.")],
+    duration: Annotated[float | None, typer.Option("--duration", min=0.1, help="Seconds to capture. Default: until Ctrl-C.")] = None,
+    bpf: Annotated[str | None, typer.Option("--filter", help="BPF capture filter (tcpdump syntax).")] = None,
+    local_net: Annotated[
+        list[str] | None, typer.Option("--local-net", help="Network(s) of the audited host; repeatable. Default: detected.", callback=_check_cidr)
+    ] = None,
+    client: Annotated[str | None, typer.Option("--client", help="Vendor of the audited client. Default: detected.")] = None,
+    idle_timeout: Annotated[float, typer.Option("--idle-timeout", min=1.0, help="Seconds without a packet after which a flow ends.")] = 120.0,
+    extra_signatures: Annotated[list[Path] | None, typer.Option("--signatures", help="Extra vendor signature files or folders; repeatable.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors.")] = False,
+) -> None:
+    """Capture live traffic to OUT/capture.pcapng (needs root or CAP_NET_RAW), then analyse it like `analyze`."""
+    from egressaudit import session as sess
+    from egressaudit.capture.analyze import AnalyzeOptions
+    from egressaudit.capture.live import CaptureSetupError
+    from egressaudit.capture.live import capture as live_capture
+
+    db = _load_db(extra_signatures, client)
+    try:
+        sess.prepare(out)
+    except sess.SessionError as e:
+        raise _fail(str(e), EXIT_OUTPUT) from None
+    try:
+        if quiet:
+            stats = live_capture(iface, out, duration, bpf=bpf, idle_timeout=idle_timeout)
+        else:
+            with console.status(f"capturing on {iface}... (Ctrl-C to stop)") as st:
+                stats = live_capture(
+                    iface, out, duration, bpf=bpf, idle_timeout=idle_timeout,
+                    on_progress=lambda s: st.update(f"capturing on {iface}: {s.frames:,} packets, {s.flows_live:,} live flows, {s.kernel_drops:,} dropped"),
+                )  # fmt: skip
+    except CaptureSetupError as e:
+        raise _fail(str(e), EXIT_INPUT) from None
+    except OSError as e:
+        raise _fail(f"{out}: cannot write: {e.strerror or e}", EXIT_OUTPUT) from None
+    if not quiet:
+        console.print(f"captured {stats.frames:,} packets ({stats.kernel_drops:,} dropped by the kernel) -> {stats.path}")
+    opts = AnalyzeOptions(local_nets=local_net or (), client=client, idle_timeout=idle_timeout, session_id=sess.session_id_for(out))
+    _analyze_captures([Path(stats.path)], out, db, opts, quiet)
+    sess.update_session_json(
+        out,
+        "capture",
+        {
+            "iface": stats.iface, "elapsed_s": round(stats.elapsed, 3), "frames": stats.frames, "kernel_packets": stats.kernel_packets,
+            "kernel_drops": stats.kernel_drops, "decode_skips": stats.decode_skips, "stopped_by": stats.stopped_by, "filter": bpf,
+            "rcvbuf": stats.rcvbuf,
+        },
+    )  # fmt: skip
 
 
 @app.command()

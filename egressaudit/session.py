@@ -61,6 +61,17 @@ def write_session_json(out: Path, session: dict[str, Any], signatures: dict[str,
     return path
 
 
+def update_session_json(out: Path, key: str, value: Any) -> Path:
+    """Set one top-level key of ``session.json`` (atomically), keeping the rest."""
+    path = out / "session.json"
+    doc = read_session_json(out) if path.exists() else {}
+    doc[key] = value
+    tmp = out / ".session.json.tmp"
+    tmp.write_text(json.dumps(doc, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
 def read_session_json(folder: Path) -> dict[str, Any]:
     path = folder / "session.json"
     try:

@@ -1,0 +1,651 @@
+"""egressaudit benchmarks: offline ingest, live capture, pcapng writer, report time.
+
+    python benchmarks/run.py                       # everything, full size (2M packets, 60 s per capture rate)
+    python benchmarks/run.py --quick               # 300k packets, 5 s per capture rate
+    python benchmarks/run.py --only ingest --packets 2000000
+    python benchmarks/run.py --only capture --rates 10000,50000,100000,200000 --duration 60
+
+Prints a table per part (rich) and refreshes benchmarks/RESULTS.md (machine, versions,
+command, results) from benchmarks/results.json, where each part's last run is kept.
+Not part of the test run.  Every packet the live-capture part sends goes to 127.0.0.1
+on the loopback interface; live capture needs root (or CAP_NET_RAW).
+
+The proxy-overhead benchmark (mitmdump with and without addons/egressaudit_addon.py) is not
+implemented yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import psutil
+from rich.console import Console
+from rich.table import Table
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+CACHE = HERE / ".cache"
+RESULTS_JSON = HERE / "results.json"
+RESULTS_MD = HERE / "RESULTS.md"
+PUBLIC = ROOT.parent / "shared" / "captures" / "public"
+if not PUBLIC.is_dir():
+    PUBLIC = Path("/work/shared/captures/public")
+sys.path.insert(0, str(ROOT))
+
+console = Console()
+
+
+# -- measuring a subprocess ------------------------------------------------------------
+def measure(cmd: list[str], timeout: float = 3600, cwd: Path | None = None) -> dict[str, Any]:
+    """Run ``cmd``; wall time and peak RSS of its whole process tree (psutil, polled every 20 ms)."""
+    with tempfile.TemporaryFile() as fo, tempfile.TemporaryFile() as fe:  # files, not pipes: a full pipe would stall the tool
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=fo, stderr=fe, cwd=cwd)
+        ps = psutil.Process(proc.pid)
+        peak = 0
+        while proc.poll() is None:
+            rss = 0
+            try:
+                for p in [ps, *ps.children(recursive=True)]:
+                    try:
+                        rss += p.memory_info().rss
+                    except psutil.Error:
+                        pass
+            except psutil.Error:
+                pass
+            peak = max(peak, rss)
+            if time.perf_counter() - t0 > timeout:
+                proc.kill()
+                proc.wait()
+                break
+            time.sleep(0.02)
+        wall = time.perf_counter() - t0
+        fo.seek(0)
+        fe.seek(0)
+        out, err = fo.read(), fe.read()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}: {err.decode(errors='replace')[-2000:]}")
+    return {
+        "wall_s": wall,
+        "peak_rss_mb": peak / 2**20,
+        "stdout": out.decode(errors="replace"),
+        "stderr": err.decode(errors="replace"),
+    }
+
+
+# -- the large capture -------------------------------------------------------------------
+PCAP_HDR = struct.Struct("<IHHiIII")
+PCAP_REC = struct.Struct("<IIII")
+
+
+def _template() -> list[tuple[float, bytes, int]]:
+    """Every Ethernet frame of the public captures: (relative time, frame without Ethernet padding, IP offset or -1).
+
+    Each file's time gaps are clipped to 1 s (some of these captures have anonymised,
+    years-apart timestamps) and the files are laid end to end.
+    """
+    from egressaudit.capture.frames import LINKTYPE_ETHERNET, link_payload
+    from egressaudit.capture.reader import CaptureError, ReadStats, iter_frames
+
+    out: list[tuple[float, bytes, int]] = []
+    t = 0.0
+    for p in sorted(PUBLIC.rglob("*")):
+        if not p.is_file() or p.suffix not in (".pcap", ".pcapng"):
+            continue
+        try:
+            frames = list(iter_frames(p, ReadStats(path=str(p))))
+        except CaptureError:
+            continue
+        prev = None
+        for f in frames:
+            if f.linktype != LINKTYPE_ETHERNET:
+                continue
+            gap = 0.0 if prev is None else min(max(f.ts - prev, 0.0), 1.0)
+            prev = f.ts
+            t += gap
+            data = f.data
+            r = link_payload(f.linktype, data)
+            off = -1
+            if not isinstance(r, str):
+                off = r[0]
+                v = data[off] >> 4 if off < len(data) else 0
+                if v == 4 and off + 4 <= len(data):
+                    total = struct.unpack_from("!H", data, off + 2)[0]
+                    if total >= 20 and off + total < len(data):
+                        data = data[: off + total]  # drop Ethernet padding: frame length = link header + IP length
+                elif v == 6 and off + 40 <= len(data):
+                    plen = struct.unpack_from("!H", data, off + 4)[0]
+                    if plen and off + 40 + plen < len(data):
+                        data = data[: off + 40 + plen]
+                else:
+                    off = -1
+            out.append((t, data, off))
+        t += 0.01
+    return out
+
+
+def _mutate(data: bytes, off: int, k: int) -> bytes:
+    """Copy ``k`` of a frame: two bytes of both IP addresses XOR-ed with k (a bijection, so flows stay flows)."""
+    if off < 0 or k == 0:
+        return data
+    b = bytearray(data)
+    hi, lo = (k >> 8) & 0xFF, k & 0xFF
+    if b[off] >> 4 == 4:
+        for a in (off + 13, off + 17):
+            b[a] ^= hi
+            b[a + 1] ^= lo
+    else:
+        for a in (off + 12, off + 28):
+            b[a] ^= hi
+            b[a + 1] ^= lo
+    return bytes(b)
+
+
+def build_capture(packets: int) -> Path:
+    """A pcap of ``packets`` frames: overlapping copies of the public captures (shifted addresses and times); cached."""
+    CACHE.mkdir(exist_ok=True)
+    path = CACHE / f"large-{packets}.pcap"
+    if path.exists():
+        return path
+    tpl = _template()
+    if not tpl:
+        raise SystemExit(f"no captures under {PUBLIC}")
+    copies = -(-packets // len(tpl))
+    step = 0.25  # seconds between the starts of consecutive copies: many copies are live at once
+    base = 1_700_000_000.0
+
+    def copy(k: int) -> Iterator[tuple[float, int, int]]:
+        off = base + k * step
+        for i, (t, _, _) in enumerate(tpl):
+            yield (off + t, k, i)
+
+    tmp = path.with_suffix(".tmp")
+    n = 0
+    with open(tmp, "wb", buffering=1 << 22) as f:
+        f.write(PCAP_HDR.pack(0xA1B2C3D4, 2, 4, 0, 0, 262144, 1))
+        for ts, k, i in heapq.merge(*(copy(k) for k in range(copies))):
+            _, data, ipoff = tpl[i]
+            d = _mutate(data, ipoff, k)
+            us = round(ts * 1e6)
+            f.write(PCAP_REC.pack(us // 1_000_000, us % 1_000_000, len(d), len(d)))
+            f.write(d)
+            n += 1
+            if n >= packets:
+                break
+    tmp.rename(path)
+    return path
+
+
+# -- ingest ------------------------------------------------------------------------------
+NFSTREAM_SCRIPT = """
+import sys
+from nfstream import NFStreamer
+n = p = b = 0
+for f in NFStreamer(source=sys.argv[1], n_meters=1, statistical_analysis=False, n_dissections=0):
+    n += 1; p += f.bidirectional_packets; b += f.bidirectional_bytes
+print(n, p, b)
+"""
+
+SCAPY_SCRIPT = """
+import sys
+from scapy.utils import PcapReader
+limit = int(sys.argv[2]); n = 0
+with PcapReader(sys.argv[1]) as r:
+    for pkt in r:
+        pkt.summary()
+        n += 1
+        if n >= limit:
+            break
+print(n)
+"""
+
+
+def _tshark_flows(path: Path) -> dict[tuple[str, frozenset[tuple[str, int]]], list[int]]:
+    """tshark's TCP and UDP streams (its conversation identities): key -> [frames, IP bytes, streams]."""
+    cmd = ["tshark", "-r", str(path), "-T", "fields", "-E", "occurrence=f", "-e", "frame.len", "-e", "ip.src", "-e", "ip.dst",
+           "-e", "ipv6.src", "-e", "ipv6.dst", "-e", "tcp.stream", "-e", "tcp.srcport", "-e", "tcp.dstport", "-e", "udp.stream",
+           "-e", "udp.srcport", "-e", "udp.dstport", "-e", "icmp.type", "-e", "icmpv6.type", "-e", "vlan.id"]  # fmt: skip
+    streams: dict[tuple[str, int], list[Any]] = {}
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) as p:
+        assert p.stdout is not None
+        for line in p.stdout:
+            c = line.rstrip("\n").split("\t")
+            if c[11] or c[12]:
+                continue  # ICMP (its quoted header may carry a UDP/TCP stream id)
+            src, dst = (c[1], c[2]) if c[1] else (c[3], c[4])
+            if c[5]:
+                key = ("tcp", int(c[5]))
+                a, b = (src, int(c[6])), (dst, int(c[7]))
+            elif c[8]:
+                key = ("udp", int(c[8]))
+                a, b = (src, int(c[9])), (dst, int(c[10]))
+            else:
+                continue
+            ip_bytes = int(c[0]) - 14 - (4 if c[13] else 0)
+            s = streams.get(key)
+            if s is None:
+                streams[key] = [frozenset((a, b)), 1, ip_bytes]
+            else:
+                s[1] += 1
+                s[2] += ip_bytes
+    flows: dict[tuple[str, frozenset[tuple[str, int]]], list[int]] = defaultdict(lambda: [0, 0, 0])
+    for (proto, _), (ends, n, nb) in streams.items():
+        f = flows[(proto, ends)]
+        f[0] += n
+        f[1] += nb
+        f[2] += 1
+    return flows
+
+
+def agreement(session_dir: Path, path: Path) -> dict[str, Any]:
+    import pandas as pd
+
+    df = pd.read_parquet(session_dir / "flows.parquet", columns=["transport", "local_ip", "local_port", "remote_ip", "remote_port",
+                                                                   "packets_out", "packets_in", "bytes_out", "bytes_in"])  # fmt: skip
+    df = df[df.transport.isin(["tcp", "udp"])]
+    ours: dict[tuple[str, frozenset[tuple[str, int]]], list[int]] = defaultdict(lambda: [0, 0, 0])
+    for t, li, lp, ri, rp, po, pi, bo, bi in df.itertuples(index=False):
+        f = ours[(t, frozenset(((li, int(lp)), (ri, int(rp)))))]
+        f[0] += int(po + pi)
+        f[1] += int(bo + bi)
+        f[2] += 1
+    theirs = _tshark_flows(path)
+    keys = set(ours) | set(theirs)
+    same_p = same_pb = 0
+    bytes_agree = bytes_total = 0
+    split_ours = sum(1 for v in ours.values() if v[2] > 1)
+    for k in keys:
+        o, t = ours.get(k), theirs.get(k)
+        b = max(o[1] if o else 0, t[1] if t else 0)
+        bytes_total += b
+        if o and t and o[0] == t[0]:
+            same_p += 1
+            if o[1] == t[1]:
+                same_pb += 1
+                bytes_agree += b
+    return {
+        "conversations": len(keys),
+        "egressaudit_flows": int(len(df)),
+        "tshark_streams": sum(v[2] for v in theirs.values()),
+        "only_egressaudit": len(set(ours) - set(theirs)),
+        "only_tshark": len(set(theirs) - set(ours)),
+        "split_by_egressaudit": split_ours,
+        "packets_agree_pct": 100 * same_p / len(keys) if keys else 0.0,
+        "packets_and_bytes_agree_pct": 100 * same_pb / len(keys) if keys else 0.0,
+        "bytes_in_agreeing_pct": 100 * bytes_agree / bytes_total if bytes_total else 0.0,
+    }
+
+
+def bench_ingest(packets: int, scapy_slice: int, skip: set[str]) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    path = build_capture(packets)
+    build_s = time.perf_counter() - t0
+    n_frames = packets
+    rows: list[dict[str, Any]] = []
+    info: dict[str, Any] = {"capture": str(path.relative_to(ROOT)), "packets": n_frames, "file_mb": path.stat().st_size / 2**20,
+                            "build_s": build_s}  # fmt: skip
+    out = Path(tempfile.mkdtemp(prefix="ea-bench-"))
+    session = out / "session"
+    egress = [sys.executable, "-m", "egressaudit", "analyze", str(path), "--out", str(session), "--quiet"]
+    console.print(f"[bold]ingest[/] {n_frames:,} packets, {info['file_mb']:.0f} MB: egressaudit analyze")
+    m = measure(egress)
+    sj = json.loads((session / "session.json").read_text())
+    info["flows"] = sj["counts"]["flows"]
+    rows.append({"tool": "egressaudit analyze", "wall_s": m["wall_s"], "peak_rss_mb": m["peak_rss_mb"], "packets": n_frames,
+                 "flows": sj["counts"]["flows"], "note": "full classification, flows.parquet + session.json"})  # fmt: skip
+    if "nfstream" not in skip:
+        console.print("[bold]ingest[/] NFStream")
+        try:
+            m = measure([sys.executable, "-c", NFSTREAM_SCRIPT, str(path)])
+            nf, _, _ = (int(x) for x in m["stdout"].split())
+            rows.append({"tool": "NFStream (n_meters=1, no dissection)", "wall_s": m["wall_s"], "peak_rss_mb": m["peak_rss_mb"],
+                         "packets": n_frames, "flows": nf, "note": "idle 120 s, active 1800 s"})  # fmt: skip
+        except (RuntimeError, ValueError) as e:
+            rows.append({"tool": "NFStream", "note": f"failed: {str(e)[:200]}"})
+    if "tshark" not in skip and shutil.which("tshark"):
+        console.print("[bold]ingest[/] tshark conv")
+        m = measure(["tshark", "-r", str(path), "-q", "-z", "conv,tcp", "-z", "conv,udp"])
+        conv = sum(1 for line in m["stdout"].splitlines() if "<->" in line)
+        rows.append({"tool": "tshark -z conv,tcp -z conv,udp", "wall_s": m["wall_s"], "peak_rss_mb": m["peak_rss_mb"], "packets": n_frames,
+                     "flows": conv, "note": "conversations (no idle timeout)"})  # fmt: skip
+    if "scapy" not in skip:
+        n = min(scapy_slice, n_frames)
+        console.print(f"[bold]ingest[/] scapy PcapReader, first {n:,} packets")
+        m = measure([sys.executable, "-c", SCAPY_SCRIPT, str(path), str(n)])
+        rows.append({"tool": f"scapy PcapReader full dissection ({n:,}-packet slice, extrapolated)", "wall_s": m["wall_s"] * n_frames / n,
+                     "peak_rss_mb": m["peak_rss_mb"], "packets": n_frames, "flows": None,
+                     "note": f"measured {m['wall_s']:.1f} s for {n:,}"})  # fmt: skip
+    for r in rows:
+        if "wall_s" in r:
+            r["pkts_per_s"] = r["packets"] / r["wall_s"]
+    info["rows"] = rows
+    if "tshark" not in skip and shutil.which("tshark"):
+        console.print("[bold]ingest[/] agreement with tshark's TCP/UDP streams")
+        info["agreement"] = agreement(session, path)
+    info["session_dir"] = str(session)
+    return info
+
+
+# -- report --------------------------------------------------------------------------------
+def bench_report(session_dir: Path | None, packets: int) -> dict[str, Any]:
+    if session_dir is None or not (session_dir / "flows.parquet").exists():
+        path = build_capture(packets)
+        session_dir = Path(tempfile.mkdtemp(prefix="ea-bench-")) / "session"
+        measure([sys.executable, "-m", "egressaudit", "analyze", str(path), "--out", str(session_dir), "--quiet"])
+    sj = json.loads((session_dir / "session.json").read_text())
+    console.print(f"[bold]report[/] on {sj['counts']['flows']:,} flows")
+    try:
+        m = measure([sys.executable, "-m", "egressaudit", "report", str(session_dir)])
+    except RuntimeError as e:
+        return {"flows": sj["counts"]["flows"], "error": str(e)[:300]}
+    return {"flows": sj["counts"]["flows"], "packets": sj["counts"]["packets"], "wall_s": m["wall_s"], "peak_rss_mb": m["peak_rss_mb"]}
+
+
+# -- pcapng writer -----------------------------------------------------------------------------
+def bench_writer(n: int = 200_000) -> dict[str, Any]:
+    from scapy.utils import RawPcapNgWriter
+
+    from egressaudit.capture.live import PcapNgWriter
+
+    frame = bytes(12) + b"\x08\x00" + bytes(186)
+    ts = time.time()
+    res: dict[str, Any] = {"frames": n, "frame_bytes": len(frame)}
+    with tempfile.TemporaryDirectory() as d:
+        p1 = Path(d) / "a.pcapng"
+        t0 = time.perf_counter()
+        with open(p1, "wb", buffering=1 << 20) as f:
+            w = PcapNgWriter(f, 1, "lo")
+            for i in range(n):
+                w.write(frame, int((ts + i * 1e-5) * 1e6), len(frame))
+        res["egressaudit_s"] = time.perf_counter() - t0
+        p2 = Path(d) / "b.pcapng"
+        t0 = time.perf_counter()
+        w2 = RawPcapNgWriter(str(p2))
+        w2.linktype = 1
+        w2.write_header(frame)  # write_packet() alone writes no SHB/IDB: the file would be unreadable
+        for i in range(n):
+            w2.write_packet(frame, sec=ts + i * 1e-5, caplen=len(frame), wirelen=len(frame))
+        w2.close()
+        res["scapy_s"] = time.perf_counter() - t0
+        if shutil.which("capinfos"):
+            for key, p in (("egressaudit", p1), ("scapy", p2)):
+                out = subprocess.run(["capinfos", "-c", "-a", "-e", str(p)], capture_output=True, text=True).stdout
+                res[f"{key}_capinfos"] = " ".join(line.split(":", 1)[1].strip() for line in out.splitlines()[1:] if ":" in line)
+    res["speedup"] = res["scapy_s"] / res["egressaudit_s"]
+    return res
+
+
+# -- live capture ---------------------------------------------------------------------------
+CAPTURE_SCRIPT = """
+import json, sys
+from pathlib import Path
+from egressaudit.capture.live import capture
+s = capture("lo", Path(sys.argv[1]), float(sys.argv[2]), bpf=sys.argv[3])
+print(json.dumps({"frames": s.frames, "kernel_packets": s.kernel_packets, "kernel_drops": s.kernel_drops,
+                  "flows_done": s.flows_done, "elapsed": s.elapsed, "stopped_by": s.stopped_by, "rcvbuf": s.rcvbuf}))
+"""
+
+
+def _udp_template(path: Path, port: int, flows: int = 64, payload: int = 172) -> None:
+    """Ethernet frames (zero MACs, as on lo) of UDP 127.0.0.1:src -> 127.0.0.1:port; replayed by tcpreplay."""
+    with open(path, "wb") as f:
+        f.write(PCAP_HDR.pack(0xA1B2C3D4, 2, 4, 0, 0, 262144, 1))
+        for i in range(flows):
+            sport = 20000 + i
+            body = struct.pack("!HHHH", sport, port, 8 + payload, 0) + bytes(payload)
+            ip = struct.pack(
+                "!BBHHHBBH4s4s", 0x45, 0, 20 + len(body), i, 0x4000, 64, 17, 0, socket.inet_aton("127.0.0.1"), socket.inet_aton("127.0.0.1")
+            )
+            csum = sum(struct.unpack("!10H", ip))
+            csum = (csum & 0xFFFF) + (csum >> 16)
+            csum = ~((csum & 0xFFFF) + (csum >> 16)) & 0xFFFF
+            ip = ip[:10] + struct.pack("!H", csum) + ip[12:]
+            frame = bytes(12) + b"\x08\x00" + ip + body
+            f.write(PCAP_REC.pack(1_700_000_000, i, len(frame), len(frame)))
+            f.write(frame)
+
+
+def bench_capture(rates: list[int], duration: float) -> dict[str, Any]:
+    if os.geteuid() != 0:
+        return {"error": "live capture needs root"}
+    if not shutil.which("tcpreplay"):
+        return {"error": "tcpreplay not installed (apt-get install tcpreplay)"}
+    rows = []
+    for rate in rates:
+        port = 40000 + rate % 20000
+        bpf = f"udp and dst port {port}"
+        with tempfile.TemporaryDirectory() as d:
+            dd = Path(d)
+            tpl = dd / "udp.pcap"
+            _udp_template(tpl, port)
+            ours = subprocess.Popen([sys.executable, "-c", CAPTURE_SCRIPT, str(dd / "ours"), str(duration + 30), bpf],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)  # fmt: skip
+            tcpd = subprocess.Popen(["tcpdump", "-i", "lo", "-n", "-B", str(64 << 10), "-s", "262144", "-w", str(dd / "tcpdump.pcap"), bpf],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+            time.sleep(3.0)
+            count = int(rate * duration)
+            console.print(f"[bold]capture[/] {rate:,} pkt/s for {duration:g} s ({count:,} packets) to 127.0.0.1:{port}")
+            rep = subprocess.run(["tcpreplay", "-i", "lo", f"--pps={rate}", f"--limit={count}", "--loop=0", str(tpl)],
+                                 capture_output=True, text=True)  # fmt: skip
+            m = re.search(r"Actual: (\d+) packets .* in ([\d.]+) seconds", rep.stdout)
+            sent = int(m.group(1)) if m else count
+            sent_s = float(m.group(2)) if m else duration
+            time.sleep(2.0)
+            ours.send_signal(signal.SIGINT)
+            tcpd.send_signal(signal.SIGINT)
+            o_out, o_err = ours.communicate(timeout=120)
+            _, t_err = tcpd.communicate(timeout=60)
+            try:
+                o = json.loads(o_out.decode().strip().splitlines()[-1])
+            except (ValueError, IndexError):
+                o = {"frames": 0, "kernel_drops": -1, "error": o_err.decode()[-300:]}
+            te = t_err.decode()
+            tc = re.search(r"(\d+) packets captured", te)
+            td = re.search(r"(\d+) packets dropped by kernel", te)
+            rows.append({
+                "rate": rate, "sent": sent, "sent_rate": sent / sent_s if sent_s else 0.0,
+                "ours_frames": o.get("frames", 0), "ours_drops": o.get("kernel_drops", -1), "ours_flows": o.get("flows_done", 0),
+                "tcpdump_frames": int(tc.group(1)) if tc else 0, "tcpdump_drops": int(td.group(1)) if td else -1,
+            })  # fmt: skip
+    lossless = [r["rate"] for r in rows if r["ours_frames"] >= r["sent"] and r["ours_drops"] == 0]
+    lossless_td = [r["rate"] for r in rows if r["tcpdump_frames"] >= r["sent"] and r["tcpdump_drops"] == 0]
+    return {
+        "duration_s": duration,
+        "rows": rows,
+        "highest_lossless": max(lossless, default=0),
+        "highest_lossless_tcpdump": max(lossless_td, default=0),
+        "sender": "tcpreplay on lo (one process), 64 UDP flows, 214-byte frames",
+        "buffers": "both 64 MiB (tcpdump -B 65536; capture() rcvbuf)",
+    }
+
+
+# -- environment and output ----------------------------------------------------------------
+def _version(cmd: list[str]) -> str:
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return "not installed"
+    text = (out.stdout or out.stderr).strip().splitlines()
+    return text[0] if text else "?"
+
+
+def _pkg(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def environment() -> dict[str, Any]:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "egressaudit": _pkg("egressaudit"),
+        "scapy": _pkg("scapy"),
+        "nfstream": _pkg("nfstream"),
+        "mitmproxy": _pkg("mitmproxy"),
+        "tshark": _version(["tshark", "--version"]),
+        "tcpdump": _version(["tcpdump", "--version"]),
+        "tcpreplay": _version(["tcpreplay", "--version"]),
+    }
+
+
+def _f(x: Any, fmt: str = ",.0f") -> str:
+    return "" if x is None else format(x, fmt)
+
+
+def tables(res: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]], str]]:
+    """(title, header, rows, note) for each part that has results."""
+    out = []
+    ing = res.get("ingest")
+    if ing:
+        base = next((r for r in ing["rows"] if r["tool"].startswith("egressaudit")), None)
+        rows = []
+        for r in ing["rows"]:
+            if "wall_s" not in r:
+                rows.append([r["tool"], "", "", "", "", "", r.get("note", "")])
+                continue
+            ratio = r["wall_s"] / base["wall_s"] if base else None
+            rows.append([r["tool"], _f(r["wall_s"], ".1f"), _f(r["pkts_per_s"]), _f(r["peak_rss_mb"]), _f(r.get("flows")),
+                         _f(ratio, ".2f") + "x", r.get("note", "")])  # fmt: skip
+        note = (f"{ing['packets']:,} packets, {ing['file_mb']:.0f} MB pcap ({ing['capture']}), {ing.get('flows', 0):,} egressaudit flows. "
+                "'time vs egressaudit' > 1 means slower than egressaudit.")  # fmt: skip
+        out.append(("Offline ingest", ["tool", "wall s", "packets/s", "peak RSS MB", "flows", "time vs egressaudit", "note"], rows, note))
+        a = ing.get("agreement")
+        if a:
+            rows = [[k.replace("_", " "), _f(v, ".2f") if isinstance(v, float) else _f(v)] for k, v in a.items()]
+            note = ("Conversation key: transport + both address:port ends. tshark's side is its tcp.stream/udp.stream ids with IP bytes "
+                    "(frame length - 14, the builder strips Ethernet padding); egressaudit's side is flows.parquet. egressaudit ends a flow "
+                    "after 120 s idle or on a new SYN after FIN/RST; tshark starts a new TCP stream on a SYN after close only.")  # fmt: skip
+            out.append(("Per-flow agreement with tshark", ["measure", "value"], rows, note))
+    cap = res.get("capture")
+    if cap and "rows" in cap:
+        rows = []
+        for r in cap["rows"]:
+            rows.append([_f(r["rate"]), _f(r["sent"]), _f(r["sent_rate"]), _f(r["ours_frames"]),
+                         _f(100 * r["ours_frames"] / max(r["sent"], 1), ".2f"),
+                         _f(r["ours_drops"]), _f(r["tcpdump_frames"]), _f(100 * r["tcpdump_frames"] / max(r["sent"], 1), ".2f"),
+                         _f(r["tcpdump_drops"]), _f(r["ours_frames"] / max(r["tcpdump_frames"], 1), ".3f")])  # fmt: skip
+        note = (f"{cap['duration_s']:g} s per rate; sender: {cap['sender']}; buffers: {cap['buffers']}; both capture at once. "
+                f"Highest lossless rate: egressaudit {cap['highest_lossless']:,} pkt/s, tcpdump {cap['highest_lossless_tcpdump']:,} pkt/s "
+                "(of the rates tried).")  # fmt: skip
+        out.append(("Live capture on lo", ["target pkt/s", "sent", "sent pkt/s", "egressaudit rx", "% of sent", "egressaudit kernel drops",
+                                           "tcpdump rx", "% of sent", "tcpdump kernel drops", "rx vs tcpdump"], rows, note))  # fmt: skip
+    elif cap:
+        out.append(("Live capture on lo", ["status"], [[cap.get("error", "?")]], ""))
+    w = res.get("writer")
+    if w:
+        rows = [["egressaudit.capture.live.PcapNgWriter", _f(w["egressaudit_s"], ".3f"), _f(w["frames"] / w["egressaudit_s"]), "1.00x",
+                 w.get("egressaudit_capinfos", "")],
+                ["scapy RawPcapNgWriter", _f(w["scapy_s"], ".3f"), _f(w["frames"] / w["scapy_s"]), _f(w["speedup"], ".2f") + "x",
+                 w.get("scapy_capinfos", "")]]  # fmt: skip
+        out.append(("pcapng writer", ["writer", "s", "frames/s", "time vs ours", "capinfos (count, first, last)"], rows,
+                    f"{w['frames']:,} frames of {w['frame_bytes']} bytes."))  # fmt: skip
+    rep = res.get("report")
+    if rep:
+        if "error" in rep:
+            out.append(("egressaudit report", ["status"], [[rep["error"]]], ""))
+        else:
+            row = [_f(rep["flows"]), _f(rep["wall_s"], ".1f"), _f(rep["peak_rss_mb"])]
+            out.append(("egressaudit report", ["flows", "wall s", "peak RSS MB"], [row], "On the session written by the ingest benchmark."))
+    return out
+
+
+def write_markdown(all_res: dict[str, Any]) -> None:
+    env = all_res.get("environment", {})
+    lines = ["# Benchmarks", "", "Generated by `python benchmarks/run.py` (see its docstring); do not edit by hand.", "",
+             "## Machine and versions", "", "| | |", "| --- | --- |"]  # fmt: skip
+    for k, v in env.items():
+        lines.append(f"| {k} | {v} |")
+    lines += ["", "## Commands", ""]
+    for part, cmd in sorted(all_res.get("commands", {}).items()):
+        lines.append(f"- {part}: `{cmd}` ({all_res.get('dates', {}).get(part, '')})")
+    for title, header, rows, note in tables(all_res):
+        lines += ["", f"## {title}", "", "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows]
+        if note:
+            lines += ["", note]
+    lines += [
+        "",
+        "## Not measured yet",
+        "",
+        "- Proxy overhead (mitmdump with and without `addons/egressaudit_addon.py`): not implemented in this harness yet.",
+        "",
+    ]
+    RESULTS_MD.write_text("\n".join(lines))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--packets", type=int, default=None, help="packets in the large capture (default 2,000,000; --quick 300,000)")
+    ap.add_argument("--only", choices=["ingest", "capture", "writer", "report"], action="append", help="run only these parts (repeatable)")
+    ap.add_argument("--quick", action="store_true", help="small capture, 5 s per live-capture rate")
+    ap.add_argument("--duration", type=float, default=None, help="seconds per live-capture rate (default 60; --quick 5)")
+    ap.add_argument("--rates", default="10000,50000,100000,200000", help="live-capture sender rates, packets/s")
+    ap.add_argument("--scapy-slice", type=int, default=50_000, help="packets scapy dissects (then extrapolated)")
+    ap.add_argument("--skip", action="append", default=[], choices=["nfstream", "tshark", "scapy"], help="leave a peer out of the ingest part")
+    args = ap.parse_args()
+    packets = args.packets or (300_000 if args.quick else 2_000_000)
+    duration = args.duration or (5.0 if args.quick else 60.0)
+    parts = args.only or ["writer", "ingest", "report", "capture"]
+    all_res: dict[str, Any] = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else {}
+    all_res["environment"] = environment()
+    cmd = "python benchmarks/run.py " + " ".join(sys.argv[1:])
+    session_dir: Path | None = None
+    for part in parts:
+        if part == "writer":
+            all_res["writer"] = bench_writer()
+        elif part == "ingest":
+            ing = bench_ingest(packets, args.scapy_slice, set(args.skip))
+            session_dir = Path(ing.pop("session_dir"))
+            all_res["ingest"] = ing
+        elif part == "report":
+            all_res["report"] = bench_report(session_dir, packets)
+        elif part == "capture":
+            all_res["capture"] = bench_capture([int(x) for x in args.rates.split(",")], duration)
+        all_res.setdefault("commands", {})[part] = cmd.strip()
+        all_res.setdefault("dates", {})[part] = time.strftime("%Y-%m-%d")
+        RESULTS_JSON.write_text(json.dumps(all_res, indent=1, default=str))
+        write_markdown(all_res)
+    for title, header, rows, note in tables(all_res):
+        t = Table(title=title, caption=note, caption_justify="left")
+        for h in header:
+            t.add_column(h)
+        for r in rows:
+            t.add_row(*r)
+        console.print(t)
+    console.print(f"-> {RESULTS_MD.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

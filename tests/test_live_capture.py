@@ -1,0 +1,284 @@
+"""Live capture on the loopback interface: a real sniffer, real UDP and TCP traffic to 127.0.0.1.
+
+Every packet these tests send goes to 127.0.0.1.  The sniffer tests need root
+or CAP_NET_RAW (a packet socket) and are skipped with that reason otherwise.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from egressaudit.capture.analyze import AnalyzeOptions, analyze
+from egressaudit.capture.frames import LINKTYPE_ETHERNET
+from egressaudit.capture.live import CAPTURE_FILE, CaptureSetupError, LiveStats, PcapNgWriter, capture
+from egressaudit.capture.reader import ReadStats, iter_frames
+
+UDP_FLOWS = 3
+UDP_PER_FLOW = 400
+UDP_SIZE = 120
+TCP_MESSAGES = 50
+
+
+def _can_sniff() -> str | None:
+    try:
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+    except PermissionError:
+        return "live capture needs root or CAP_NET_RAW (cannot open an AF_PACKET socket)"
+    except (OSError, AttributeError) as e:
+        return f"no AF_PACKET sockets here: {e}"
+    s.close()
+    try:
+        socket.if_nametoindex("lo")
+    except OSError:
+        return "no loopback interface 'lo'"
+    return None
+
+
+needs_sniffer = pytest.mark.skipif(_can_sniff() is not None, reason=_can_sniff() or "")
+
+
+def _free_port(kind: int) -> int:
+    s = socket.socket(socket.AF_INET, kind)
+    s.bind(("127.0.0.1", 0))
+    port = int(s.getsockname()[1])
+    s.close()
+    return port
+
+
+class _Traffic:
+    """UDP datagrams from several source ports to one receiver, and one TCP connection; all on 127.0.0.1."""
+
+    def __init__(self) -> None:
+        self.udp_rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp_rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        self.udp_rx.bind(("127.0.0.1", 0))
+        self.udp_port = int(self.udp_rx.getsockname()[1])
+        self.tcp_srv = socket.socket()
+        self.tcp_srv.bind(("127.0.0.1", 0))
+        self.tcp_srv.listen(1)
+        self.tcp_port = int(self.tcp_srv.getsockname()[1])
+        self.udp_sources: list[int] = []
+        self.udp_received = 0
+        self.tcp_echoed = 0
+
+    def run(self) -> None:
+        for _ in range(UDP_FLOWS):
+            tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            tx.bind(("127.0.0.1", 0))
+            self.udp_sources.append(int(tx.getsockname()[1]))
+            for i in range(UDP_PER_FLOW):
+                tx.sendto(i.to_bytes(4, "big") + b"u" * (UDP_SIZE - 4), ("127.0.0.1", self.udp_port))
+                if i % 100 == 99:
+                    time.sleep(0.002)
+            tx.close()
+        self.udp_rx.settimeout(2.0)
+        while self.udp_received < UDP_FLOWS * UDP_PER_FLOW:
+            self.udp_rx.recv(2048)
+            self.udp_received += 1
+        cli = socket.create_connection(("127.0.0.1", self.tcp_port))
+        srv, _ = self.tcp_srv.accept()
+        cli.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        srv.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for i in range(TCP_MESSAGES):
+            msg = f"POST /telemetry/{i} HTTP/1.1\r\nHost: collector.example\r\n\r\n".encode()
+            cli.sendall(msg)
+            got = b""
+            while len(got) < len(msg):
+                got += srv.recv(65536)
+            srv.sendall(b"ok")
+            assert cli.recv(16) == b"ok"
+            self.tcp_echoed += 1
+        cli.close()
+        srv.recv(16)  # the FIN
+        srv.close()
+        self.tcp_srv.close()
+        self.udp_rx.close()
+
+    @property
+    def bpf(self) -> str:
+        return f"(udp and port {self.udp_port}) or (tcp and port {self.tcp_port})"
+
+
+def _tshark_count(path: Path) -> int | None:
+    tshark = shutil.which("tshark")
+    if tshark is None:
+        return None
+    out = subprocess.run([tshark, "-r", str(path), "-T", "fields", "-e", "frame.number"], capture_output=True, text=True, timeout=60, check=True)
+    return len(out.stdout.split())
+
+
+def _tshark_tcp_frames(path: Path, port: int) -> int | None:
+    tshark = shutil.which("tshark")
+    if tshark is None:
+        return None
+    out = subprocess.run(
+        [tshark, "-r", str(path), "-Y", f"tcp.port == {port}", "-T", "fields", "-e", "frame.number"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    return len(out.stdout.split())
+
+
+@needs_sniffer
+def test_live_capture_on_loopback(tmp_path: Path) -> None:
+    traffic = _Traffic()
+    stop = threading.Event()
+    progress: list[LiveStats] = []
+    result: dict[str, LiveStats] = {}
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            result["stats"] = capture("lo", tmp_path, duration=15.0, bpf=traffic.bpf, stop=stop, on_progress=progress.append)
+        except BaseException as e:  # handed to the test thread
+            errors.append(e)
+
+    t = threading.Thread(target=run)
+    t.start()
+    time.sleep(0.5)  # the socket is open and filtered well before this
+    try:
+        traffic.run()
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        t.join(20)
+    assert not errors, errors
+    stats = result["stats"]
+    assert stats.stopped_by == "stop"
+    assert stats.elapsed < 14
+    assert progress and progress[-1] is stats
+
+    path = tmp_path / CAPTURE_FILE
+    assert stats.path == path and path.stat().st_size > 0
+    assert stats.linktype == LINKTYPE_ETHERNET
+    assert stats.kernel_drops == 0
+    assert stats.kernel_packets == stats.frames  # loopback: each frame once (the outgoing copy is filtered in the kernel)
+    assert stats.decode_skips == {}
+
+    # the file: every frame, in order, with sane timestamps; loopback frames carry zero MACs
+    rs = ReadStats(path=str(path))
+    frames = list(iter_frames(path, rs))
+    assert rs.format == "pcapng" and rs.truncated == 0
+    assert len(frames) == stats.frames
+    assert sum(len(f.data) for f in frames) == stats.bytes
+    assert all(f.linktype == LINKTYPE_ETHERNET and f.data[:12] == bytes(12) for f in frames)
+    ts = [f.ts for f in frames]
+    assert ts == sorted(ts) and stats.started - 1 < ts[0] <= ts[-1] < stats.started + stats.elapsed + 1
+    tshark_n = _tshark_count(path)
+    if tshark_n is not None:
+        assert tshark_n == len(frames)
+
+    # what was sent: three UDP flows of UDP_PER_FLOW datagrams each, one TCP connection
+    udp_n = UDP_FLOWS * UDP_PER_FLOW
+    assert traffic.udp_received == udp_n and traffic.tcp_echoed == TCP_MESSAGES
+    tcp_frames = len(frames) - udp_n
+    tshark_tcp = _tshark_tcp_frames(path, traffic.tcp_port)
+    if tshark_tcp is not None:
+        assert tshark_tcp == tcp_frames
+    assert tcp_frames >= 2 * TCP_MESSAGES + 5  # handshake, each message and its reply, the close
+    assert stats.flows_done == UDP_FLOWS + 1 and stats.flows_live == 0
+    assert stats.flow_bytes_done == sum(len(f.data) - 14 for f in frames)
+
+    # the product's analysis of the file agrees, flow by flow
+    res = analyze([path], AnalyzeOptions())
+    assert res.session["counts"]["packets"] == stats.frames
+    assert res.session["counts"]["flows"] == UDP_FLOWS + 1
+    udp = sorted((r for r in res.rows if r["transport"] == "udp"), key=lambda r: r["local_port"])
+    tcp = [r for r in res.rows if r["transport"] == "tcp"]
+    assert len(udp) == UDP_FLOWS and len(tcp) == 1
+    for r in udp:
+        assert {r["local_port"], r["remote_port"]} & {traffic.udp_port}
+        assert r["packets_out"] + r["packets_in"] == UDP_PER_FLOW
+        assert r["bytes_out"] + r["bytes_in"] == UDP_PER_FLOW * (UDP_SIZE + 28)
+    assert sorted(r["local_port"] if r["remote_port"] == traffic.udp_port else r["remote_port"] for r in udp) == sorted(traffic.udp_sources)
+    assert tcp[0]["packets_out"] + tcp[0]["packets_in"] == tcp_frames
+    assert traffic.tcp_port in (tcp[0]["local_port"], tcp[0]["remote_port"])
+
+
+@needs_sniffer
+def test_live_capture_duration_and_no_traffic(tmp_path: Path) -> None:
+    port = _free_port(socket.SOCK_DGRAM)
+    t0 = time.monotonic()
+    stats = capture("lo", tmp_path, duration=0.6, bpf=f"udp and port {port}")
+    took = time.monotonic() - t0
+    assert stats.stopped_by == "duration"
+    assert 0.55 <= took < 3
+    assert stats.frames == 0 and stats.flows_done == 0
+    rs = ReadStats(path=str(stats.path))
+    assert list(iter_frames(stats.path, rs)) == [] and rs.truncated == 0
+    if shutil.which("tshark"):
+        assert _tshark_count(stats.path) == 0
+
+
+@needs_sniffer
+def test_live_capture_bad_interface_and_filter(tmp_path: Path) -> None:
+    with pytest.raises(CaptureSetupError, match="no such network interface"):
+        capture("egressaudit-nope0", tmp_path, duration=0.1)
+    with pytest.raises(CaptureSetupError, match="filter"):
+        capture("lo", tmp_path, duration=0.1, bpf="udp and and port")
+
+
+def test_pcapng_writer_round_trip(tmp_path: Path) -> None:
+    """The writer alone (no privileges): timestamps, lengths, padding, the statistics block."""
+    frames = [(bytes(12) + b"\x08\x00" + bytes(range(n % 256)) * 1, 1_700_000_000_123_456 + i, n + 14) for i, n in enumerate((1, 2, 3, 4, 61))]
+    buf = io.BytesIO()
+    w = PcapNgWriter(buf, LINKTYPE_ETHERNET, "lo")
+    for data, ts_us, _ in frames:
+        w.write(data, ts_us, len(data) + 10)  # wirelen larger than caplen: a snapped frame
+    w.write_stats(1_700_000_000_000_000, 1_700_000_001_000_000, 5, 0)
+    path = tmp_path / "w.pcapng"
+    path.write_bytes(buf.getvalue())
+    rs = ReadStats(path=str(path))
+    got = list(iter_frames(path, rs))
+    assert [f.data for f in got] == [f[0] for f in frames]
+    assert [round(f.ts * 1e6) for f in got] == [f[1] for f in frames]
+    assert [f.wirelen for f in got] == [len(f[0]) + 10 for f in frames]
+    assert rs.snapped == len(frames) and rs.truncated == 0
+    assert rs.interfaces == [{"linktype": LINKTYPE_ETHERNET, "snaplen": 262144, "name": "lo"}]
+    if shutil.which("tshark"):
+        assert _tshark_count(path) == len(frames)
+
+
+@needs_sniffer
+def test_capture_command_captures_then_analyses(tmp_path: Path) -> None:
+    """`egressaudit capture` as a user runs it: a real process, real traffic, a session folder with the kernel's counts."""
+    import json
+    import sys
+
+    out = tmp_path / "live"
+    port = _free_port(socket.SOCK_DGRAM)
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", port))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "egressaudit", "capture", "--iface", "lo", "--duration", "4", "--filter", f"udp port {port}", "--out", str(out), "--quiet"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(1.5)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for _ in range(500):
+        tx.sendto(b"\xf0" + bytes(99), ("127.0.0.1", port))
+    tx.close()
+    _, err = proc.communicate(timeout=60)
+    rx.close()
+    assert proc.returncode == 0, err
+    session = json.loads((out / "session.json").read_text())
+    assert session["capture"]["frames"] == 500 and session["capture"]["kernel_drops"] == 0
+    assert session["counts"]["packets"] == 500
+    assert (out / "flows.parquet").is_file() and (out / "capture.pcapng").is_file()
+
+
+def test_capture_command_on_a_missing_interface_is_one_line() -> None:
+    from typer.testing import CliRunner
+
+    from egressaudit.cli import app
+
+    r = CliRunner().invoke(app, ["capture", "--iface", "no-such-if0", "--duration", "1", "--out", "/tmp/egressaudit-no-such-if"])
+    assert r.exit_code in (2, 3) and "no-such-if0" in r.output and "Traceback" not in r.output
