@@ -213,7 +213,7 @@ def capture(
     """Capture live traffic to OUT/capture.pcapng (needs root or CAP_NET_RAW), then analyse it like `analyze`."""
     from egressaudit import session as sess
     from egressaudit.capture.analyze import AnalyzeOptions
-    from egressaudit.capture.live import CaptureSetupError
+    from egressaudit.capture.live import CaptureSetupError, LiveStats
     from egressaudit.capture.live import capture as live_capture
 
     db = _load_db(extra_signatures, client)
@@ -226,10 +226,11 @@ def capture(
             stats = live_capture(iface, out, duration, bpf=bpf, idle_timeout=idle_timeout)
         else:
             with console.status(f"capturing on {iface}... (Ctrl-C to stop)") as st:
-                stats = live_capture(
-                    iface, out, duration, bpf=bpf, idle_timeout=idle_timeout,
-                    on_progress=lambda s: st.update(f"capturing on {iface}: {s.frames:,} packets, {s.flows_live:,} live flows, {s.kernel_drops:,} dropped"),
-                )  # fmt: skip
+
+                def progress(s: LiveStats) -> None:
+                    st.update(f"capturing on {iface}: {s.frames:,} packets, {s.flows_live:,} live flows, {s.kernel_drops:,} dropped")
+
+                stats = live_capture(iface, out, duration, bpf=bpf, idle_timeout=idle_timeout, on_progress=progress)
     except CaptureSetupError as e:
         raise _fail(str(e), EXIT_INPUT) from None
     except OSError as e:

@@ -257,7 +257,21 @@ def test_capture_command_captures_then_analyses(tmp_path: Path) -> None:
     rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     rx.bind(("127.0.0.1", port))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "egressaudit", "capture", "--iface", "lo", "--duration", "4", "--filter", f"udp port {port}", "--out", str(out), "--quiet"],
+        [
+            sys.executable,
+            "-m",
+            "egressaudit",
+            "capture",
+            "--iface",
+            "lo",
+            "--duration",
+            "4",
+            "--filter",
+            f"udp port {port}",
+            "--out",
+            str(out),
+            "--quiet",
+        ],
         stderr=subprocess.PIPE,
         text=True,
     )
