@@ -129,3 +129,21 @@ def test_unknown_encrypted_call_is_media_by_flow_shape(tmp_path: Path) -> None:
 def test_one_way_udp_burst_is_not_called_media(tmp_path: Path) -> None:
     (r,) = _rows(tmp_path, _encrypted_udp(4.0, 50, both_ways=False))
     assert r["category"] != "media" and r["rule"] != "heuristic/udp-shape"
+
+
+def test_inline_community_id_equals_the_reference_for_tcp_udp_v4_v6() -> None:
+    import ipaddress
+
+    from egressaudit.capture.analyze import community_id_v1
+
+    ref = communityid.CommunityID()
+    cases = [
+        (6, "192.168.50.10", "203.0.113.20", 40000, 443),
+        (17, "203.0.113.20", "192.168.50.10", 3478, 50000),
+        (17, "2001:db8::1", "2001:db8:ffff::2", 5353, 5353),
+        (6, "10.0.0.1", "10.0.0.1", 80, 8080),
+    ]
+    for proto, a, b, pa, pb in cases:
+        want = ref.calc(communityid.FlowTuple(proto, a, b, pa, pb))
+        got = community_id_v1(proto, ipaddress.ip_address(a).packed, ipaddress.ip_address(b).packed, pa, pb)
+        assert got == want, (proto, a, b)

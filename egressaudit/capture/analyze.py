@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import ipaddress
+import struct
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -48,6 +51,24 @@ def _is_nonunicast(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
 
 def _is_local_range(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     return bool(addr.is_private or addr.is_link_local or addr.is_loopback or addr.is_multicast or addr.is_unspecified or _is_nonunicast(addr))
+
+
+def community_id_v1(proto: int, a_ip: bytes, b_ip: bytes, a_port: int, b_port: int, seed: int = 0) -> str:
+    """Community ID v1 of a TCP or UDP flow (https://github.com/corelight/community-id-spec).
+
+    The same hash as the ``communityid`` package, which is used for every other
+    protocol and checked against this in tests; computed inline here because
+    building its FlowTuple objects cost ~45 µs a flow, a fifth of ingest time on
+    captures with many short flows.
+    """
+    if (a_ip, a_port) > (b_ip, b_port):
+        a_ip, b_ip, a_port, b_port = b_ip, a_ip, b_port, a_port
+    digest = hashlib.sha1(_CID_HEAD.pack(seed) + a_ip + b_ip + _CID_TAIL.pack(proto, 0, a_port, b_port)).digest()
+    return "1:" + base64.b64encode(digest).decode("ascii")
+
+
+_CID_HEAD = struct.Struct("!H")
+_CID_TAIL = struct.Struct("!BBHH")
 
 
 class Orientation:
@@ -236,7 +257,10 @@ def _rows(flows: list[Flow], orient: Orientation, db: SignatureDB) -> tuple[list
         v = classify(facts, db)
         verdicts.append(v)
         try:
-            community = cid.calc(communityid.FlowTuple(f.proto, f.a_ip, f.b_ip, f.a_port or None, f.b_port or None))
+            if f.proto in (PROTO_TCP, PROTO_UDP):
+                community = community_id_v1(f.proto, f.a_ip, f.b_ip, f.a_port, f.b_port)
+            else:  # ICMP's type/code pairing and the rest: the reference implementation
+                community = cid.calc(communityid.FlowTuple(f.proto, f.a_ip, f.b_ip, f.a_port or None, f.b_port or None))
         except (communityid.FlowTupleError, ValueError, TypeError):
             community = None
         rows.append(
