@@ -1,7 +1,8 @@
 """``egressaudit report``: a session folder's numbers as terminal tables, ``report.html`` and PNG figures.
 
 The numbers come from :mod:`egressaudit.report.summary` (pure pandas on the
-flows table), the figures from :mod:`egressaudit.report.figures`, the page
+flows table) and :mod:`egressaudit.report.http_summary` (the http and fields
+tables, when the session has them), the figures from :mod:`egressaudit.report.figures`, the page
 from :mod:`egressaudit.report.render`.
 """
 
@@ -11,15 +12,20 @@ import os
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 from rich.console import Console
 
+from egressaudit.http.store import part_files, read_rows
 from egressaudit.report import figures as fig
 from egressaudit.report.render import render_html
 from egressaudit.report.summary import ReportData, check_columns, summarize
 from egressaudit.report.terminal import print_report
-from egressaudit.session import SessionError, read_session_json, read_table
+from egressaudit.session import SessionError, read_session_json, read_table, session_id_for
 
-__all__ = ["ReportError", "build_report", "load_session", "ReportData"]
+__all__ = ["ReportError", "build_report", "load_session", "load_http", "ReportData"]
+
+#: Key of the minimal session dict made up for a folder without session.json.
+INCOMPLETE = "_incomplete"
 
 
 class ReportError(Exception):
@@ -30,17 +36,45 @@ def _one_line(msg: str) -> str:
     return " ".join(msg.split())
 
 
-def load_session(session_dir: Path) -> tuple[pd.DataFrame, dict[str, object]]:
-    """(flows DataFrame, session.json) of a session folder; ReportError when it is not one."""
+def has_http(session_dir: Path) -> bool:
+    """Whether the folder holds HTTP tables: ``http.parquet`` or part files a crashed recorder left behind."""
+    return (session_dir / "http.parquet").exists() or bool(part_files(session_dir, "http"))
+
+
+def load_http(session_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(http, fields) DataFrames of a session folder, part files included; ReportError when unreadable."""
+    out = []
+    for table in ("http", "fields"):
+        try:
+            df = read_rows(session_dir, table).to_pandas()
+        except (OSError, ValueError, pa.ArrowException) as e:
+            raise ReportError(_one_line(f"{session_dir}: {table} table unreadable: {e}")) from None
+        assert isinstance(df, pd.DataFrame)
+        out.append(df)
+    return out[0], out[1]
+
+
+def load_session(session_dir: Path) -> tuple[pd.DataFrame | None, dict[str, object]]:
+    """(flows DataFrame, or None when the folder only has HTTP tables; session.json) of a session folder.
+
+    A folder with HTTP tables but no session.json (a recording that did not
+    finish) gets a minimal session dict.  ReportError when the folder is not a
+    session folder.
+    """
     session_dir = Path(session_dir)
     if not session_dir.is_dir():
         raise ReportError(f"{session_dir}: not a folder")
+    http = has_http(session_dir)
     try:
         session = read_session_json(session_dir)
     except SessionError as e:
-        raise ReportError(_one_line(str(e))) from None
-    if not (session_dir / "flows.parquet").exists() and (session_dir / "http.parquet").exists():
-        raise ReportError(f"{session_dir}: no flows.parquet, only HTTP tables (see `egressaudit inventory {session_dir}`)")
+        if not (http and not (session_dir / "session.json").exists()):
+            raise ReportError(_one_line(str(e))) from None
+        session = {"session_id": session_id_for(session_dir), INCOMPLETE: True}
+    if not (session_dir / "flows.parquet").exists():
+        if http:
+            return None, session
+        raise ReportError(f"{session_dir}: no flows.parquet or http.parquet (is this a session folder written by `egressaudit analyze` or `proxy`?)")
     try:
         flows = read_table(session_dir, "flows").to_pandas()
     except SessionError as e:
@@ -55,21 +89,33 @@ def load_session(session_dir: Path) -> tuple[pd.DataFrame, dict[str, object]]:
 def build_report(session_dir: Path, console: Console | None = None, redact: bool = True) -> Path:
     """Write ``session_dir/report.html`` and ``session_dir/figures/*.png``; print the tables to ``console`` (when given).
 
-    Local addresses are replaced by ``local-N`` tokens unless ``redact`` is false.
+    The session may hold flows, HTTP tables (http.parquet, fields.parquet, or
+    the part files of a recording that did not finish), or both.  Local
+    addresses (HTTP client addresses included) are replaced by ``local-N``
+    tokens, and field values are never shown, unless ``redact`` is false.
     Returns the page's path.  Raises ReportError when the folder is not a
     session folder, OSError when the report cannot be written.
     """
     session_dir = Path(session_dir)
     flows, session = load_session(session_dir)
-    data = summarize(flows, session, redact=redact)
+    http, fields = load_http(session_dir) if has_http(session_dir) else (None, None)
+    data = summarize(flows, session, redact=redact, http=http, fields=fields)
+    if session.get(INCOMPLETE):
+        data.notes.append("No session.json: the recording did not finish. Rows were read from the part files it left behind.")
+    if part_files(session_dir, "http") or part_files(session_dir, "fields"):
+        data.notes.append("Some HTTP rows come from part files not yet merged (the recorder was stopped before it compacted its tables).")
     figdir = session_dir / "figures"
     figdir.mkdir(exist_ok=True)
-    made = {
-        "Egress by data class and category": fig.data_class_figure(data.by_data_class_category, figdir / "data_class.png"),
-        "Egress by vendor and service, coloured by party": fig.vendor_figure(data.by_vendor, figdir / "vendors.png"),
-        "Egress over time by data class": fig.over_time_figure(data.over_time, data.bin_s, figdir / "over_time.png"),
-    }
-    data.figures = {alt: p.relative_to(session_dir).as_posix() for alt, p in made.items()}
+    if data.has_flows:
+        made = {
+            "Egress by data class and category": fig.data_class_figure(data.by_data_class_category, figdir / "data_class.png"),
+            "Egress by vendor and service, coloured by party": fig.vendor_figure(data.by_vendor, figdir / "vendors.png"),
+            "Egress over time by data class": fig.over_time_figure(data.over_time, data.bin_s, figdir / "over_time.png"),
+        }
+        data.figures = {alt: p.relative_to(session_dir).as_posix() for alt, p in made.items()}
+    if data.http is not None:
+        p = fig.http_vendor_figure(data.http.by_vendor_category, figdir / "http_vendors.png")
+        data.http.figures = {"HTTP request bytes sent per vendor, by category": p.relative_to(session_dir).as_posix()}
     path = session_dir / "report.html"
     tmp = session_dir / ".report.html.tmp"
     tmp.write_text(render_html(data), encoding="utf-8")

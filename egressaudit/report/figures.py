@@ -40,9 +40,9 @@ def _unit(max_value: float) -> tuple[float, str]:
     return 1.0, "B"
 
 
-def _empty(ax: Axes, title: str) -> None:
+def _empty(ax: Axes, title: str, message: str = "no egress in this session") -> None:
     ax.set_title(title)
-    ax.text(0.5, 0.5, "no egress in this session", ha="center", va="center", transform=ax.transAxes, color="#666666")
+    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, color="#666666")
     ax.set_xticks([])
     ax.set_yticks([])
 
@@ -141,4 +141,37 @@ def over_time_figure(series: pd.DataFrame, bin_s: int, path: Path) -> Path:
     ax.set_ylim(bottom=0)
     ax.set_title(title)
     ax.legend(loc="upper right", fontsize=8)
+    return _save(fig, path)
+
+
+def http_vendor_figure(by_vendor_category: pd.DataFrame, path: Path, top: int = 15) -> Path:
+    """Horizontal stacked bars: HTTP request bytes sent per vendor, stacked by category (the ``top`` vendors)."""
+    df = by_vendor_category[by_vendor_category["request_wire_bytes"] > 0] if not by_vendor_category.empty else by_vendor_category
+    totals = df.groupby("vendor", sort=False)["request_wire_bytes"].sum().sort_values(ascending=False, kind="stable") if not df.empty else None
+    n = 0 if totals is None else min(top, len(totals))
+    fig = Figure(figsize=(8, 1.4 + 0.32 * max(1, n)), layout="constrained")
+    ax = fig.add_subplot()
+    title = "HTTP requests: bytes sent per vendor, by category"
+    if totals is None or df.empty:
+        _empty(ax, title, "no HTTP requests in this session")
+        return _save(fig, path)
+    vendors = list(totals.index[:n])
+    pivot = df.pivot_table(index="vendor", columns="category", values="request_wire_bytes", aggfunc="sum", fill_value=0).reindex(index=vendors)
+    cats = [c for c in CATEGORY_ORDER if c in pivot.columns] + [c for c in pivot.columns if c not in CATEGORY_ORDER]
+    pivot = pivot.reindex(columns=cats).fillna(0)
+    div, unit = _unit(float(pivot.to_numpy().sum(axis=1).max()))
+    y = list(range(len(vendors)))
+    left = [0.0] * len(vendors)
+    for cat in cats:
+        vals = [float(v) / div for v in pivot[cat]]
+        ax.barh(y, vals, left=left, color=CATEGORY_COLORS.get(str(cat), FALLBACK), label=str(cat), edgecolor="white", linewidth=0.5)
+        left = [a + b for a, b in zip(left, vals, strict=True)]
+    for yi, total in zip(y, left, strict=True):
+        ax.text(total, yi, " " + human_bytes(total * div), va="center", fontsize=8)
+    ax.set_yticks(y, [str(v) for v in vendors])
+    ax.invert_yaxis()
+    ax.set_xlabel(f"request bytes sent, head and body as on the wire ({unit})")
+    ax.set_xlim(0, max(left) * 1.25)
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=7, ncols=2, frameon=False)
     return _save(fig, path)

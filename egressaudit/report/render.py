@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from html import escape
 from pathlib import PurePath
 from typing import Any
@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from egressaudit import __version__
+from egressaudit.report.http_summary import CONTENT_ORDER, http_meta
 from egressaudit.report.summary import ReportData, human_bytes, percent
 
 CSS = """
@@ -24,7 +25,10 @@ td.mono,code{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;fo
 .card .v{font-size:1.5em;font-weight:600}.card .l{color:#555;font-size:.85em}
 .sg{color:#b31b1b}.cc{color:#1f5f99}
 figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}
-.note{color:#555;font-size:.9em}blockquote{margin:.4em 0 .4em 1em;padding-left:.8em;border-left:3px solid #ccc;color:#333}
+.note{color:#555;font-size:.9em}
+.warn{color:#8a5a00;background:#fff8e1;padding:.4em .8em;border-left:3px solid #e0a800}
+tr.leak td{background:#fdecea}.leak{color:#b31b1b;font-weight:600}h3{font-size:1.05em;margin-top:1.4em}
+blockquote{margin:.4em 0 .4em 1em;padding-left:.8em;border-left:3px solid #ccc;color:#333}
 """
 
 Formatter = Callable[[Any], str]
@@ -38,20 +42,71 @@ def _text(v: Any) -> str:
     return "" if v is None or (isinstance(v, float) and pd.isna(v)) else str(v)
 
 
-NUMERIC = {"flows", "bytes_out", "bytes_in", "share", "count"}
-FORMATS: dict[str, Formatter] = {"flows": _int, "bytes_out": human_bytes, "bytes_in": human_bytes, "share": percent, "count": _int}
+NUMERIC = {
+    "flows",
+    "bytes_out",
+    "bytes_in",
+    "share",
+    "count",
+    "exchanges",
+    "ws_messages",
+    "request_wire_bytes",
+    "response_wire_bytes",
+    "fields",
+    "identifier_fields",
+    "occurrences",
+    "distinct_values",
+    "identifying_paths",
+    "content_paths",
+}
+BYTES = {"bytes_out", "bytes_in", "request_wire_bytes", "response_wire_bytes"}
+FORMATS: dict[str, Formatter] = {
+    **{c: _int for c in NUMERIC - BYTES - {"share"}},
+    **{c: human_bytes for c in BYTES},
+    "share": percent,
+}
 HEADERS: dict[str, str] = {
     "data_class": "data class",
     "bytes_out": "sent (egress)",
     "bytes_in": "received",
     "share": "share of egress",
     "local_ip": "local host",
+    "ws_messages": "websocket messages",
+    "request_wire_bytes": "requests sent",
+    "response_wire_bytes": "responses received",
+    "identifier_fields": "identifying fields",
+    "key_path": "field",
+    "value_type": "type",
+    "distinct_values": "distinct values",
+    "detectors": "looks like",
+    "content": "content leak",
+    "values": "values (clear text)",
+    "client_ip": "client",
+    "identifying_paths": "identifying fields",
+    "content_paths": "content-leak fields",
 }
+MONO = {"destination", "local_ip", "client_ip", "host", "path", "key_path", "values"}
+#: Headers of the HTTP tables, where shares are of HTTP egress.
+HTTP_HEADERS: dict[str, str] = {"share": "share of HTTP egress"}
+
+RowClass = Callable[[Mapping[Any, Any]], str]
 
 
-def table(df: pd.DataFrame, columns: Sequence[str], empty: str = "none") -> str:
-    """An HTML table of ``columns`` of ``df``, values formatted and escaped."""
-    head = "".join(f"<th>{escape(HEADERS.get(c, c))}</th>" for c in columns)
+def table(
+    df: pd.DataFrame,
+    columns: Sequence[str],
+    empty: str = "none",
+    *,
+    headers: dict[str, str] | None = None,
+    row_class: RowClass | None = None,
+    cell_class: dict[str, str] | None = None,
+) -> str:
+    """An HTML table of ``columns`` of ``df``, values formatted and escaped.
+
+    ``row_class`` gives a CSS class for a row (a record), ``cell_class`` one per column.
+    """
+    names = {**HEADERS, **(headers or {})}
+    head = "".join(f"<th>{escape(names.get(c, c))}</th>" for c in columns)
     if df.empty:
         return f'<table><tr>{head}</tr><tr><td colspan="{len(columns)}" class="note">{escape(empty)}</td></tr></table>'
     rows = []
@@ -60,10 +115,15 @@ def table(df: pd.DataFrame, columns: Sequence[str], empty: str = "none") -> str:
         for c in columns:
             v = rec.get(c)
             text = FORMATS.get(c, _text)(v)
-            title = f' title="{int(v):,} bytes"' if c in ("bytes_out", "bytes_in") and v is not None else ""
-            cls = ' class="num"' if c in NUMERIC else (' class="mono"' if c in ("destination", "local_ip") else "")
-            cells.append(f"<td{cls}{title}>{escape(text)}</td>")
-        rows.append("<tr>" + "".join(cells) + "</tr>")
+            title = f' title="{int(v):,} bytes"' if c in BYTES and v is not None else ""
+            classes = ["num" if c in NUMERIC else ("mono" if c in MONO else "")]
+            if cell_class and c in cell_class and text:
+                classes.append(cell_class[c])
+            cls = " ".join(x for x in classes if x)
+            attr = f' class="{escape(cls)}"' if cls else ""
+            cells.append(f"<td{attr}{title}>{escape(text)}</td>")
+        rc = row_class(rec) if row_class else ""
+        rows.append((f'<tr class="{escape(rc)}">' if rc else "<tr>") + "".join(cells) + "</tr>")
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
 
 
@@ -85,8 +145,9 @@ def metadata_rows(data: ReportData) -> list[tuple[str, Any]]:
     sigs = s.get("signatures") if isinstance(s.get("signatures"), dict) else {}
     counts = s.get("counts") if isinstance(s.get("counts"), dict) else {}
     assert isinstance(tool, dict) and isinstance(sigs, dict) and isinstance(counts, dict)
-    client = s.get("audited_client") or "not detected"
-    if s.get("audited_client_source"):
+    hm = http_meta(s)
+    client = s.get("audited_client") or hm.get("audited_client") or "not detected"
+    if s.get("audited_client") and s.get("audited_client_source"):
         client = f"{client} ({s['audited_client_source']})"
     nets = s.get("local_nets") or []
     hosts = s.get("local_hosts") or []
@@ -103,11 +164,45 @@ def metadata_rows(data: ReportData) -> list[tuple[str, Any]]:
         ("audited client", client),
         ("local networks", "(redacted)" if data.redacted and nets else (", ".join(map(str, nets)) or "detected")),
         ("local hosts", ", ".join(str(red(str(h))) for h in hosts) or "-"),
-        ("packets", f"{int(counts['packets']):,}" if isinstance(counts.get("packets"), int) else "-"),
-        ("flows", f"{data.headline.flows:,}"),
-        ("idle timeout", f"{s['idle_timeout_s']} s" if s.get("idle_timeout_s") is not None else "-"),
-        ("local addresses", "redacted (local-N tokens); remote addresses shown" if data.redacted else "shown (--no-redact)"),
     ]
+    if data.has_flows:
+        rows += [
+            ("packets", f"{int(counts['packets']):,}" if isinstance(counts.get("packets"), int) else "-"),
+            ("flows", f"{data.headline.flows:,}"),
+            ("idle timeout", f"{s['idle_timeout_s']} s" if s.get("idle_timeout_s") is not None else "-"),
+        ]
+    if data.http is not None:
+        hh = data.http.headline
+        mode = hm.get("mode")
+        listen = hm.get("listen_host")
+        if isinstance(listen, str) and listen != "*" and data.redacted:
+            listen = "(redacted)"
+        if data.http.values_shown:
+            values = "kept in clear (--keep-values) and shown (--no-redact)"
+        elif data.http.keep_values:
+            values = "kept in clear (--keep-values), not shown in a redacted report"
+        else:
+            values = "salted hashes only"
+        rows += [
+            ("HTTP recorded", hm.get("updated") or ("unfinished (no session.json)" if s.get("_incomplete") else "-")),
+            ("HTTP exchanges", f"{hh.exchanges:,} exchanges, {hh.websocket_messages:,} WebSocket messages, {hh.fields:,} fields inventoried"),
+        ]
+        if mode:
+            rows.append(("proxy mode", ", ".join(map(str, mode)) if isinstance(mode, list) else str(mode)))
+        if listen:
+            rows.append(("proxy listening on", listen))
+        rows += [
+            ("field values", values),
+            ("query values", "kept (--keep-query)" + (", redacted in this report" if data.redacted else "") if hm.get("keep_query") else "redacted"),
+        ]
+    rows.append(
+        (
+            "local addresses",
+            ("redacted (local-N tokens" + (", HTTP client addresses included" if data.http is not None else "") + "); remote addresses shown")
+            if data.redacted
+            else "shown (--no-redact)",
+        )
+    )
     return rows
 
 
@@ -125,6 +220,19 @@ def inputs_frame(data: ReportData) -> pd.DataFrame:
                 "size": human_bytes(i["bytes"]) if isinstance(i.get("bytes"), int) else "",
                 "packets": f"{int(i['packets']):,}" if isinstance(i.get("packets"), int) else "",
                 "sha256": i.get("sha256"),
+            }
+        )
+    for i in http_meta(data.session).get("inputs") or []:
+        if not isinstance(i, dict):
+            continue
+        path = str(i.get("path") or "")
+        recs.append(
+            {
+                "file": PurePath(path).name if data.redacted else path,
+                "format": PurePath(path).suffix.lstrip(".").lower() or None,
+                "size": human_bytes(i["size"]) if isinstance(i.get("size"), int) else "",
+                "packets": "",
+                "sha256": None,
             }
         )
     return pd.DataFrame(recs, columns=["file", "format", "size", "packets", "sha256"])
@@ -164,10 +272,120 @@ a telemetry flow's size is measured, not its contents.</p>
 """
 
 
-def render_html(data: ReportData) -> str:
-    """The whole report page."""
+HTTP_DEFINITIONS = """
+<dl>
+<dt><b>HTTP egress</b></dt>
+<dd>What the audited client sent through the proxy: request head plus body as sent (compressed) of every HTTP exchange, and the
+WebSocket messages the client sent (<code>request_wire_bytes</code> of <code>http.parquet</code>). These are HTTP-layer bytes,
+decrypted; they travelled inside the TLS flows counted above (when the session has flows) and are never added to the flows' egress.</dd>
+<dt><b>identifying fields</b></dt>
+<dd>Key paths of request bodies whose names or values look like identifiers or personal data (email, phone, IP or MAC address, UUID,
+device id, serial number, meeting id, a name seen elsewhere in the session). <i>Distinct values</i> counts the distinct salted hashes
+of the first value at the path in each body: equal values join across exchanges without being stored.</dd>
+<dt><b class="sg">content leaks</b></dt>
+<dd>Fields whose values look like customer content (meeting titles, chat text, file names, transcripts) found in bodies that are not
+content uploads, such as telemetry: customer content travelling as service generated data.</dd>
+</dl>
+"""
+
+
+def _figures(figures: dict[str, str]) -> str:
+    return "".join(
+        f'<figure><img src="{escape(src)}" alt="{escape(alt)}"><figcaption class="note">{escape(alt)}</figcaption></figure>'
+        for alt, src in figures.items()
+    )
+
+
+def _leak_row(rec: Mapping[Any, Any]) -> str:
+    return "leak" if rec.get("content") else ""
+
+
+def http_sections(data: ReportData) -> list[str]:
+    """The HTTP part of the page: headline, tables, figure, field inventory, endpoints and clients."""
+    hr = data.http
+    if hr is None:
+        return []
+    h = hr.headline
+    hd = HTTP_HEADERS
+    ws = f"{h.websocket_messages:,} ({h.websocket_out:,} sent by the client)"
+    cards = [
+        _card(f"{h.exchanges:,}", f"HTTP exchanges with {h.hosts:,} hosts" + (f" ({h.errors:,} with errors)" if h.errors else "")),
+        _card(ws, "WebSocket messages"),
+        _card(human_bytes(h.request_bytes), "HTTP requests sent (HTTP egress)"),
+        _card(human_bytes(h.service_generated_bytes), f"service generated data: {percent(h.service_generated_share)} of HTTP egress", "sg"),
+        _card(human_bytes(h.customer_content_bytes), f"customer content: {percent(h.customer_content_share)} of HTTP egress", "cc"),
+        _card(human_bytes(h.third_party_bytes), f"to third parties: {percent(h.third_party_share)} of HTTP egress"),
+        _card(f"{h.identifying_paths:,}", f"identifying fields in request bodies ({h.fields:,} fields inventoried)"),
+        _card(
+            f"{h.content_paths:,}",
+            "content-leak fields" + (f": {', '.join(h.content_hosts)}" if h.content_hosts else ""),
+            "sg" if h.content_paths else "",
+        ),
+    ]
+    inv_cols = ["vendor", "host", "category", "key_path", "value_type", "exchanges", "occurrences", "distinct_values", "detectors", "content"]
+    if hr.values_shown:
+        inv_cols.append("values")
+        values_note = "Values are shown in clear: the session was recorded with --keep-values and this report was written with --no-redact."
+    elif hr.keep_values:
+        values_note = "The session kept values in clear (--keep-values); they are not shown in a redacted report (write it with --no-redact)."
+    else:
+        values_note = "Values are not shown: only their salted hashes, counted as distinct values."
+    skipped = pd.DataFrame([{"reason": k, "count": v} for k, v in hr.skipped.items()], columns=["reason", "count"])
+    return [
+        '<h2 id="http">HTTP exchanges</h2>',
+        '<p class="note">Requests and WebSocket messages recorded by the HTTP proxy (or read from .mitm/.har files), decrypted: what the '
+        "client sent, to which host, and which fields its request bodies carried.</p>",
+        f'<div class="headline">{"".join(cards)}</div>',
+        (f'<p class="note">Third-party vendors: {escape(", ".join(h.third_party_vendors))}.</p>' if h.third_party_vendors else ""),
+        '<h3 id="http-data-class">HTTP egress by data class and category</h3>',
+        table(
+            hr.by_data_class_category,
+            ["data_class", "category", "exchanges", "ws_messages", "request_wire_bytes", "response_wire_bytes", "share"],
+            "no HTTP requests",
+            headers=hd,
+        ),
+        table(
+            hr.by_party, ["party", "exchanges", "ws_messages", "request_wire_bytes", "response_wire_bytes", "share"], "no HTTP requests", headers=hd
+        ),
+        _figures(hr.figures),
+        '<h3 id="http-hosts">HTTP egress by vendor and host</h3>',
+        table(
+            hr.by_host,
+            ["vendor", "host", "party", "category", "exchanges", "ws_messages", "request_wire_bytes", "fields", "identifier_fields", "share"],
+            "no HTTP requests",
+            headers=hd,
+        ),
+        '<h3 id="field-inventory">Field inventory: identifiers and content in request bodies</h3>',
+        '<p class="note">Per host, the fields whose names or values look like identifiers or personal data; '
+        f'rows in <span class="leak">red</span> carry content-leak detectors ({escape(", ".join(CONTENT_ORDER))}). '
+        f"{escape(values_note)}</p>",
+        table(
+            hr.inventory_by_host,
+            ["vendor", "host", "identifying_paths", "content_paths", "detectors", "content"],
+            "no identifying fields",
+            row_class=_leak_row,
+            cell_class={"content": "leak"},
+        ),
+        table(hr.inventory, inv_cols, "no identifying fields", row_class=_leak_row, cell_class={"content": "leak"}),
+        '<h3 id="http-endpoints">Top endpoints</h3>',
+        '<p class="note">Paths as recorded, query values redacted (<code>?k=…</code>).</p>',
+        table(
+            hr.top_endpoints,
+            ["host", "method", "path", "category", "exchanges", "ws_messages", "request_wire_bytes", "share"],
+            "no HTTP requests",
+            headers=hd,
+        ),
+        '<h3 id="http-clients">Clients</h3>',
+        '<p class="note">Client addresses as the proxy saw them.</p>',
+        table(hr.clients, ["client_ip", "exchanges", "ws_messages", "request_wire_bytes", "share"], "no HTTP requests", headers=hd),
+        '<h3 id="http-skipped">Undecodable bodies</h3>',
+        table(skipped, ["reason", "count"], "none: every body was decoded"),
+    ]
+
+
+def flow_sections(data: ReportData) -> list[str]:
+    """The flows part of the page: headline, egress by data class, figures, vendors, destinations, local hosts, skipped packets."""
     h = data.headline
-    sid = _text(data.session.get("session_id")) or "session"
     cards = [
         _card(human_bytes(h.egress_bytes), f"sent to remote networks ({h.egress_flows:,} of {h.flows:,} flows)"),
         _card(human_bytes(h.service_generated_bytes), f"service generated data: {percent(h.service_generated_share)} of egress", "sg"),
@@ -177,18 +395,7 @@ def render_html(data: ReportData) -> str:
         _card(f"{len(h.vendors)}", "vendors: " + (", ".join(h.vendors) or "none recognised")),
     ]
     skipped_total = sum(data.skipped.values())
-    figs = "".join(
-        f'<figure><img src="{escape(src)}" alt="{escape(alt)}"><figcaption class="note">{escape(alt)}</figcaption></figure>'
-        for alt, src in data.figures.items()
-    )
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>egressaudit report: {escape(sid)}</title>",
-        f"<style>{CSS}</style></head><body>",
-        f"<h1>egressaudit report: {escape(sid)}</h1>",
-        '<p class="note">What the audited host sent, to whom, and of what kind: customer content or service generated data.</p>',
+    return [
         '<h2 id="headline">Headline</h2>',
         f'<div class="headline">{"".join(cards)}</div>',
         f'<p class="note">Local traffic (not egress, left out of the totals): {h.local_flows:,} flows, {escape(human_bytes(h.local_bytes_out))} sent.'
@@ -198,7 +405,7 @@ def render_html(data: ReportData) -> str:
         table(data.by_data_class, ["data_class", "flows", "bytes_out", "bytes_in", "share"]),
         table(data.by_data_class_category, ["data_class", "category", "flows", "bytes_out", "bytes_in", "share"], "no egress"),
         '<h2 id="figures">Figures</h2>',
-        figs or '<p class="note">no figures</p>',
+        _figures(data.figures) or '<p class="note">no figures</p>',
         '<h2 id="vendors">Egress by vendor</h2>',
         table(data.by_party, ["party", "flows", "bytes_out", "bytes_in", "share"], "no egress"),
         table(data.by_vendor, ["vendor", "service", "party", "flows", "bytes_out", "bytes_in", "share"], "no egress"),
@@ -210,12 +417,31 @@ def render_html(data: ReportData) -> str:
         '<h2 id="skipped">Skipped packets</h2>',
         f'<p class="note">Packets that could not be analysed and are not in any flow: {skipped_total:,} in all, by reason.</p>',
         table(skipped_frame(data), ["reason", "count"], "none: every packet was analysed"),
+    ]
+
+
+def render_html(data: ReportData) -> str:
+    """The whole report page: the flows part, the HTTP part, or both."""
+    sid = _text(data.session.get("session_id")) or "session"
+    notes = "".join(f'<p class="warn">{escape(n)}</p>' for n in data.notes)
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>egressaudit report: {escape(sid)}</title>",
+        f"<style>{CSS}</style></head><body>",
+        f"<h1>egressaudit report: {escape(sid)}</h1>",
+        '<p class="note">What the audited host sent, to whom, and of what kind: customer content or service generated data.</p>',
+        notes,
+        *(flow_sections(data) if data.has_flows else []),
+        *http_sections(data),
         '<h2 id="session">Session</h2>',
         _kv(metadata_rows(data)),
         table(inputs_frame(data), ["file", "format", "size", "packets", "sha256"], "no inputs recorded"),
         '<h2 id="definitions">Definitions</h2>',
         DEFINITIONS,
+        HTTP_DEFINITIONS if data.http is not None else "",
         f'<p class="note">egressaudit {escape(__version__)}</p>',
         "</body></html>",
     ]
-    return "\n".join(parts) + "\n"
+    return "\n".join(p for p in parts if p) + "\n"

@@ -1,4 +1,4 @@
-"""The report's numbers: pure pandas functions on the flows table.
+"""The report's numbers: pure pandas functions on the flows table (HTTP: :mod:`egressaudit.report.http_summary`).
 
 *Egress* is what left the audited host towards a remote network: the
 ``bytes_out`` of flows whose remote end is not on the local network
@@ -12,13 +12,16 @@ import ipaddress
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from egressaudit.schema import FLOWS
 from egressaudit.taxonomy import Category, DataClass, Party
+
+if TYPE_CHECKING:
+    from egressaudit.report.http_summary import HttpReport
 
 #: Placeholder for a missing vendor / service / hostname in tables.
 NONE = "(none)"
@@ -275,16 +278,17 @@ class Redactor:
     """Replaces the local host's addresses by stable tokens ("local-1", "local-2", ...).
 
     The local addresses are those of the audited host (``local_ip``), of the
-    remote ends on the local network (``remote_ip`` of local flows) and the
-    session's ``local_hosts``; they are numbered in the order of
+    remote ends on the local network (``remote_ip`` of local flows), the
+    session's ``local_hosts`` and any further ``addresses`` (the HTTP
+    clients' ``client_ip``); they are numbered in the order of
     ``local_hosts`` first, then by address.  Remote addresses (the vendors'
     servers) are left as they are.  A disabled redactor changes nothing.
     """
 
-    def __init__(self, flows: pd.DataFrame, session: dict[str, Any] | None = None, enabled: bool = True) -> None:
+    def __init__(self, flows: pd.DataFrame, session: dict[str, Any] | None = None, enabled: bool = True, addresses: Iterable[Any] = ()) -> None:
         self.enabled = enabled
         hosts = [str(h) for h in (session or {}).get("local_hosts") or [] if h]
-        found: set[str] = set()
+        found: set[str] = {str(a) for a in addresses if isinstance(a, str) and a}
         if not flows.empty:
             found.update(str(x) for x in flows["local_ip"].dropna())
             found.update(str(x) for x in flows.loc[flows["is_local"].astype(bool), "remote_ip"].dropna())
@@ -350,6 +354,10 @@ class ReportData:
     redacted: bool
     redactor: Redactor
     figures: dict[str, str] = field(default_factory=dict)
+    has_flows: bool = True
+    http: HttpReport | None = None
+    """The HTTP section (:class:`egressaudit.report.http_summary.HttpReport`), None without HTTP tables."""
+    notes: list[str] = field(default_factory=list)
 
 
 def skipped_counts(session: dict[str, Any]) -> dict[str, int]:
@@ -369,11 +377,36 @@ def skipped_counts(session: dict[str, Any]) -> dict[str, int]:
     return out
 
 
-def summarize(flows: pd.DataFrame, session: dict[str, Any], redact: bool = True, top: int = 20) -> ReportData:
-    """All the report's tables from a flows DataFrame and the session's metadata."""
-    red = Redactor(flows, session, enabled=redact)
+def summarize(
+    flows: pd.DataFrame | None,
+    session: dict[str, Any],
+    redact: bool = True,
+    top: int = 20,
+    http: pd.DataFrame | None = None,
+    fields: pd.DataFrame | None = None,
+) -> ReportData:
+    """All the report's tables from the flows and/or http (with fields) DataFrames and the session's metadata.
+
+    ``flows`` None: a session without a flows table (recorded by the proxy);
+    ``http`` None: a session without HTTP tables.
+    """
+    has_flows = flows is not None
+    if flows is None:
+        flows = empty_flows()
+    clients = [] if http is None or http.empty else list(http["client_ip"].dropna().unique())
+    red = Redactor(flows, session, enabled=redact, addresses=clients)
     series, bin_s = egress_over_time(flows)
+    http_report = None
+    if http is not None:
+        from egressaudit.report.http_summary import summarize_http
+        from egressaudit.schema import to_table
+
+        if fields is None:
+            fields = to_table("fields", []).to_pandas()
+        http_report = summarize_http(http, fields, session, red, top)
     return ReportData(
+        has_flows=has_flows,
+        http=http_report,
         session=session,
         headline=headline(flows),
         by_data_class=by_data_class(flows),
