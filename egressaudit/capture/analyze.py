@@ -155,6 +155,8 @@ def analyze(
         stats.sha256 = sha256_file(path)
         if stats.truncated:
             skipped["truncated_record"] += stats.truncated
+        if stats.corrupt:
+            skipped["corrupt_record"] += stats.corrupt
     table.flush()
     skipped["orphan_fragment"] += table.orphan_fragments
 
@@ -185,6 +187,8 @@ def analyze(
                 "format": s.format,
                 "packets": s.frames,
                 "truncated_records": s.truncated,
+                "corrupt_records": s.corrupt,
+                "errors": s.errors,
                 "snapped_packets": s.snapped,
                 "interfaces": s.interfaces,
             }

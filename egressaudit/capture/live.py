@@ -184,6 +184,7 @@ def read_kernel_stats(sock: socket.socket) -> tuple[int, int]:
 
 
 def _open_socket(iface: str, bpf: str | None, rcvbuf: int) -> tuple[Any, int, bool]:
+    import scapy.arch  # noqa: F401  # loads the platform code that sets conf.L2listen
     from scapy.config import conf
 
     try:
