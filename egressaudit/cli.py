@@ -334,7 +334,7 @@ def proxy(
         conf = ensure_ca(confdir)
     except ProxyError as e:
         raise _fail(str(e), EXIT_OUTPUT) from None
-    err.print(ca_instructions(conf, listen_host, port), highlight=False)
+    err.print(ca_instructions(conf, listen_host, port), highlight=False, soft_wrap=True, markup=False)
     code = run_mitmdump(
         out, conf, port=port, listen_host=listen_host, modes=mode or ["regular"], client=client, keep_values=keep_values,
         keep_query=keep_query, keep_bodies=keep_bodies, extra=extra or [],

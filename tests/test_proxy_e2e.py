@@ -283,3 +283,47 @@ def test_saved_flows_and_har_read_offline_into_the_same_tables(tmp_path: Path, s
     bad.write_text("{not json")
     res = runner.invoke(app, ["analyze", str(bad), "--out", str(tmp_path / "x")])
     assert res.exit_code == 3 and "broken.har" in res.output and "Traceback" not in res.output
+
+
+@pytest.mark.skipif(CURL is None, reason="curl not installed")
+def test_proxy_command_defaults_loopback_private_ca(tmp_path: Path, sink: Sink) -> None:
+    """`egressaudit proxy` as a user runs it: CA instructions, loopback only, private CA key, tables on Ctrl-C."""
+    import psutil
+
+    port = _free_port()
+    conf = tmp_path / "ca"
+    out = tmp_path / "audit"
+    cmd = [sys.executable, "-m", "egressaudit", "proxy", "--out", str(out), "--port", str(port), "--confdir", str(conf), "--client", "zoom"]
+    cmd += ["--", "-s", str(REDIRECT), "--set", f"sink=127.0.0.1:{sink.port}", "--set", "connection_strategy=lazy", "--set", "ssl_insecure=true"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+            except OSError:
+                assert proc.poll() is None, proc.communicate()
+                time.sleep(0.1)
+        listening = {
+            c.laddr.ip
+            for p in [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+            for c in p.net_connections("inet")
+            if c.status == psutil.CONN_LISTEN and c.laddr.port == port
+        }
+        assert listening == {"127.0.0.1"}
+        assert oct(conf.stat().st_mode & 0o777) == "0o700"
+        assert oct((conf / "mitmproxy-ca.pem").stat().st_mode & 0o777) == "0o600"
+        fake = Proxy.__new__(Proxy)
+        fake.port, fake.ca = port, conf / "mitmproxy-ca-cert.pem"
+        body = '{"event":"join","email":"dan@example.org"}'
+        curl(fake, "-H", "content-type: application/json", "--data", body, "https://api.segment.io/v1/track")
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    assert "mitmproxy-ca-cert.pem" in err and "127.0.0.1" in err
+    rows = pq.read_table(out / "http.parquet").to_pylist()
+    assert [(r["host"], r["category"], r["party"]) for r in rows] == [("api.segment.io", "telemetry", "third")]
+    fields = pq.read_table(out / "fields.parquet").to_pylist()
+    assert any("email" in f["detectors"] for f in fields) and not any(f["value"] for f in fields)
+    assert "dan@example.org" not in (out / "http.parquet").read_bytes().decode("latin-1")
