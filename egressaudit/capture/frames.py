@@ -158,6 +158,9 @@ def decode(linktype: int, frame: bytes) -> IPPacket | str:
     return decode_ip(frame, off, vlan, 0)
 
 
+_IPV4 = struct.Struct("!BxHHHxBxx4s4s").unpack_from
+
+
 def decode_ip(buf: bytes, off: int, vlan: int = -1, depth: int = 0) -> IPPacket | str:
     """Decode an IP packet starting at ``off`` (tunnels followed up to a small depth)."""
     n = len(buf)
@@ -165,23 +168,18 @@ def decode_ip(buf: bytes, off: int, vlan: int = -1, depth: int = 0) -> IPPacket 
         return SKIP_MALFORMED_IP
     version = buf[off] >> 4
     if version == 4:
-        ihl = (buf[off] & 0x0F) * 4
+        if off + 20 > n:
+            return SKIP_MALFORMED_IP
+        vihl, total, frag_id, frag_field, proto, src, dst = _IPV4(buf, off)
+        ihl = (vihl & 0x0F) * 4
         if ihl < 20 or off + ihl > n:
             return SKIP_MALFORMED_IP
-        total = _u16(buf, off + 2)[0]
         if total < ihl:
             # TSO/GRO captures carry 0 here; fall back to what was captured
             total = n - off if total == 0 else -1
             if total < 0:
                 return SKIP_MALFORMED_IP
-        frag_field = _u16(buf, off + 6)[0]
-        frag_off = frag_field & 0x1FFF
-        more = frag_field & 0x2000
-        frag = 0 if not (more or frag_off) else (1 if frag_off == 0 else 2)
-        frag_id = _u16(buf, off + 4)[0]
-        proto = buf[off + 9]
-        src = buf[off + 12 : off + 16]
-        dst = buf[off + 16 : off + 20]
+        frag = 0 if not frag_field & 0x3FFF else (1 if not frag_field & 0x1FFF else 2)
         t = off + ihl
         end = min(n, off + total)
     elif version == 6:
