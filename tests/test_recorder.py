@@ -66,3 +66,20 @@ def test_connection_errors_are_recorded(tmp_path: Path) -> None:
     rec.close()
     (row,) = pq.read_table(tmp_path / "http.parquet").to_pylist()
     assert row["error"] and row["status"] is None
+
+
+def test_server_address_is_never_a_host_name(tmp_path: Path) -> None:
+    """Upstream mode: mitmproxy keeps the target name in server_conn.address; the connection went to the next proxy."""
+    f = _post("api2.amplitude.com", "/2/httpapi", b'{"events": []}')
+    f.server_conn.peername = None
+    f.server_conn.address = ("api2.amplitude.com", 443)
+    f.server_conn.via = ("http", ("127.0.0.1", 8081))
+    g = _post("api2.amplitude.com", "/2/httpapi", b'{"events": []}')
+    g.server_conn.peername = None
+    g.server_conn.address = ("api2.amplitude.com", 443)
+    rec = Recorder(tmp_path, default_db(), RecorderOptions(session_id="t"))
+    rec.add_flow(f)
+    rec.add_flow(g)
+    rec.close()
+    rows = pq.read_table(tmp_path / "http.parquet").to_pylist()
+    assert [(r["server_ip"], r["server_port"], r["host"]) for r in rows] == [("127.0.0.1", 8081, "api2.amplitude.com"), (None, 443, "api2.amplitude.com")]

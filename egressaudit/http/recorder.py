@@ -12,6 +12,7 @@ flows, bodies included, go to ``OUT/flows.mitm``).
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import os
 import secrets
@@ -237,7 +238,7 @@ class Recorder:
         files = sum(1 for p in parts if getattr(p, "filename", None))
         facts = ExchangeFacts(
             host=host,
-            server_ip=_peer(flow.server_conn)[0],
+            server_ip=_server_peer(flow.server_conn)[0],
             port=req.port,
             method=req.method,
             path=req.path,
@@ -271,7 +272,7 @@ class Recorder:
             self._collect_names(tree)
         fields = self._fields(exchange_id, host, verdict, tree, query) if verdict["category"] in ("telemetry", "unknown", "content_upload") else []
         client = _peer(flow.client_conn)
-        server = _peer(flow.server_conn)
+        server = _server_peer(flow.server_conn)
         row = {
             "session_id": self.opts.session_id,
             "exchange_id": exchange_id,
@@ -315,7 +316,7 @@ class Recorder:
         tree = parsed.tree if parsed else None
         facts = ExchangeFacts(
             host=host,
-            server_ip=_peer(flow.server_conn)[0],
+            server_ip=_server_peer(flow.server_conn)[0],
             port=req.port,
             method=None,
             path=req.path,
@@ -329,7 +330,7 @@ class Recorder:
         fields = []
         if msg.from_client and verdict["category"] in ("telemetry", "unknown", "content_upload") and tree is not None:
             fields = self._fields(f"{flow.id}:{index}", host, verdict, tree, None)
-        client, server = _peer(flow.client_conn), _peer(flow.server_conn)
+        client, server = _peer(flow.client_conn), _server_peer(flow.server_conn)
         row = {
             "session_id": self.opts.session_id,
             "exchange_id": f"{flow.id}:{index}",
@@ -436,7 +437,33 @@ class Recorder:
 
 
 def _peer(conn: Any) -> tuple[str | None, int | None]:
-    addr = getattr(conn, "peername", None) or getattr(conn, "address", None)
+    """The client's address (as the proxy's socket saw it)."""
+    return _addr(getattr(conn, "peername", None) or getattr(conn, "address", None))
+
+
+def _server_peer(conn: Any) -> tuple[str | None, int | None]:
+    """The address the proxy actually connected to: the server, or the next proxy in upstream mode.
+
+    Never a host name: in upstream mode mitmproxy keeps the target name in ``address`` and leaves
+    ``peername`` empty, and the connection went to ``via`` instead.
+    """
+    peer = getattr(conn, "peername", None)
+    if peer:
+        return _addr(peer)
+    via = getattr(conn, "via", None)  # (scheme, (host, port)) of the upstream proxy
+    if via:
+        return _addr(via[1])
+    addr = getattr(conn, "address", None)
+    if addr:
+        try:
+            ipaddress.ip_address(str(addr[0]))
+        except ValueError:
+            return None, None
+        return _addr(addr)
+    return None, None
+
+
+def _addr(addr: Any) -> tuple[str | None, int | None]:
     if not addr:
         return None, None
     host = str(addr[0])
