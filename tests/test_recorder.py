@@ -82,4 +82,7 @@ def test_server_address_is_never_a_host_name(tmp_path: Path) -> None:
     rec.add_flow(g)
     rec.close()
     rows = pq.read_table(tmp_path / "http.parquet").to_pylist()
-    assert [(r["server_ip"], r["server_port"], r["host"]) for r in rows] == [("127.0.0.1", 8081, "api2.amplitude.com"), (None, 443, "api2.amplitude.com")]
+    assert [(r["server_ip"], r["server_port"], r["host"]) for r in rows] == [
+        ("127.0.0.1", 8081, "api2.amplitude.com"),
+        (None, 443, "api2.amplitude.com"),
+    ]
