@@ -340,3 +340,13 @@ def test_sentry_envelope_inventory() -> None:
     assert rows["items[].header.filename"]["detectors"] == ["file_name"]
     assert rows["items[].header.type"]["count"] == 2
     assert all(r["value"] is None for r in rows.values())
+
+
+def test_addresses_inside_ice_candidates_and_sdp() -> None:
+    tree = {
+        "sdp": "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\nc=IN IP4 192.0.2.7\r\n",
+        "pc": [{"candidate": "candidate:842163049 1 udp 1677729535 2001:db8::7 61665 typ srflx raddr :: rport 0"}],
+        "note": "client 1.2.3.4 build",  # a version-like number in prose is not an address
+    }
+    got = {r["key_path"]: r["detectors"] for r in inventory(tree, salt=b"s" * 32)}
+    assert "ipv4" in got["sdp"] and "ipv6" in got["pc[].candidate"] and "ipv4" not in got["note"]

@@ -183,6 +183,10 @@ def _is_phone(s: str, phone_key: bool) -> bool:
     return phone_key and bool(re.fullmatch(r"\+?[\d \-().]{7,24}", s)) and 7 <= d <= 15
 
 
+#: the connection address of an ICE candidate ("candidate:1 1 udp 2122260223 192.0.2.2 54321 typ host") or an SDP c= line
+ICE_ADDR = re.compile(r"(?:candidate:\S+ \d+ (?:udp|tcp|UDP|TCP) \d+ |c=IN IP[46] )([0-9A-Fa-f:.]+)")
+
+
 def _is_ipv4(s: str) -> bool:
     if not IPV4.match(s):
         return False
@@ -274,6 +278,14 @@ def value_detectors(value: object, ctx: _Ctx, seen: frozenset[str]) -> set[str]:
             out.add("ipv6")
         if _digits(s) >= 7 and _is_phone(s, key in PHONE_KEYS):
             out.add("phone")
+    # addresses inside ICE candidates and SDP (WebRTC stats and signalling leak the host's addresses this way)
+    if "candidate:" in s or "c=IN IP" in s:
+        for m in ICE_ADDR.finditer(s[:MAX_TEXT]):
+            addr = m.group(1)
+            if _is_ipv4(addr):
+                out.add("ipv4")
+            elif ":" in addr and _is_ipv6(addr):
+                out.add("ipv6")
     # identifiers by key name
     if short and (key in DEVICE_KEYS or (key in ("id", "uuid", "guid", "localid") and DEVICE_PARENT.search(parent))):
         if _id_like(s) or UUID.match(s):
