@@ -88,6 +88,8 @@ class Orientation:
             self.degree[f.a_ip] += 1
             self.degree[f.b_ip] += 1
         self._addr: dict[bytes, ipaddress.IPv4Address | ipaddress.IPv6Address] = {}
+        self._cand: dict[bytes, bool] = {}
+        self._remote_local: dict[ipaddress.IPv4Address | ipaddress.IPv6Address, bool] = {}
 
     def addr(self, packed: bytes) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
         a = self._addr.get(packed)
@@ -96,10 +98,15 @@ class Orientation:
         return a
 
     def _candidate(self, packed: bytes) -> bool:
-        a = self.addr(packed)
-        if self.nets:
-            return any(a.version == n.version and a in n for n in self.nets)
-        return (a.is_private or a.is_link_local or a.is_loopback) and not _is_nonunicast(a)
+        c = self._cand.get(packed)
+        if c is None:
+            a = self.addr(packed)
+            if self.nets:
+                c = any(a.version == n.version and a in n for n in self.nets)
+            else:
+                c = (a.is_private or a.is_link_local or a.is_loopback) and not _is_nonunicast(a)
+            self._cand[packed] = c
+        return c
 
     def remote_is_local(self, a: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         """Whether traffic to ``a`` stays on the local network (is not egress).
@@ -109,11 +116,16 @@ class Orientation:
         outside them (a self-hosted Jitsi or Janus, a lab namespace) counts as
         egress; without it every private address is local.
         """
-        if self.nets:
-            return any(a.version == n.version and a in n for n in self.nets) or bool(
-                a.is_link_local or a.is_loopback or a.is_multicast or a.is_unspecified or _is_nonunicast(a)
-            )
-        return _is_local_range(a)
+        c = self._remote_local.get(a)
+        if c is None:
+            if self.nets:
+                c = any(a.version == n.version and a in n for n in self.nets) or bool(
+                    a.is_link_local or a.is_loopback or a.is_multicast or a.is_unspecified or _is_nonunicast(a)
+                )
+            else:
+                c = _is_local_range(a)
+            self._remote_local[a] = c
+        return c
 
     def a_is_local(self, f: Flow) -> bool:
         ca, cb = self._candidate(f.a_ip), self._candidate(f.b_ip)

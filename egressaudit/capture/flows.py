@@ -113,48 +113,59 @@ class FlowTable:
         if ts - self._last_expire >= 1.0:
             self._expire(ts)
             self._last_expire = ts
-        if pkt.frag == 2:
-            fk = self.frag_map.get((pkt.src, pkt.dst, pkt.proto, pkt.frag_id))
-            flow = self.flows.get(fk) if fk else None
+        _v, src, dst, proto, sp, dp, ip_len, payload, tcp_flags, frag, frag_id, _vlan = pkt
+        flows = self.flows
+        if frag == 2:
+            fk = self.frag_map.get((src, dst, proto, frag_id))
+            flow = flows.get(fk) if fk else None
             if flow is None:
                 self.orphan_fragments += 1
                 return
-            self.flows.move_to_end(fk)  # type: ignore[arg-type]
-            self._count(flow, pkt, ts, pkt.src == flow.a_ip)
+            flows.move_to_end(fk)  # type: ignore[arg-type]
+            self._count(flow, pkt, ts, src == flow.a_ip)
             flow.fragments += 1
             return
-        src, dst, sp, dp = pkt.src, pkt.dst, pkt.sport, pkt.dport
-        key: FlowKey = (pkt.proto, src, sp, dst, dp) if (src, sp) <= (dst, dp) else (pkt.proto, dst, dp, src, sp)
-        flow = self.flows.get(key)
+        key: FlowKey = (proto, src, sp, dst, dp) if src < dst or (src == dst and sp <= dp) else (proto, dst, dp, src, sp)
+        flow = flows.get(key)
         if flow is not None:
-            if ts - flow.ts_last > self.idle_timeout or (pkt.proto == PROTO_TCP and flow.closed and pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN):
-                del self.flows[key]
+            if ts - flow.ts_last > self.idle_timeout or (proto == PROTO_TCP and flow.closed and tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN):
+                del flows[key]
                 self.on_flow(flow)
                 flow = None
             else:
-                self.flows.move_to_end(key)
+                flows.move_to_end(key)
         if flow is None:
             flow = Flow(pkt, ts)
-            flow.dns_name = self.dns_map.get(dst) or self.dns_map.get(src)
-            self.flows[key] = flow
+            dns_map = self.dns_map
+            if dns_map:
+                flow.dns_name = dns_map.get(dst) or dns_map.get(src)
+            flows[key] = flow
         from_a = src == flow.a_ip and sp == flow.a_port
-        if pkt.frag == 1:
+        if frag == 1:
             flow.fragments += 1
             if len(self.frag_map) > 65536:
                 self.frag_map.clear()
-            self.frag_map[(src, dst, pkt.proto, pkt.frag_id)] = key
-        self._count(flow, pkt, ts, from_a)
-        if pkt.proto == PROTO_TCP:
-            fl = pkt.tcp_flags
-            if fl & (TCP_FIN | TCP_RST):
+            self.frag_map[(src, dst, proto, frag_id)] = key
+        if from_a:
+            flow.pkts_ab += 1
+            flow.bytes_ab += ip_len
+            flow.pay_ab += len(payload)
+        else:
+            flow.pkts_ba += 1
+            flow.bytes_ba += ip_len
+            flow.pay_ba += len(payload)
+        if ts > flow.ts_last:
+            flow.ts_last = ts
+        if proto == PROTO_TCP:
+            if tcp_flags & (TCP_FIN | TCP_RST):
                 flow.closed = True
-            syn = fl & (TCP_SYN | TCP_ACK)
+            syn = tcp_flags & (TCP_SYN | TCP_ACK)
             if syn == TCP_SYN:
                 flow.syn_from_b = not from_a  # the SYN's sender is the client
             elif syn == (TCP_SYN | TCP_ACK) and flow.pkts_ab + flow.pkts_ba == 1:
                 flow.syn_from_b = from_a  # capture starts at the SYN-ACK: its receiver is the client
-        flow.seen += 1
-        if pkt.payload and (flow.seen <= INSPECT_PACKETS * 2 or flow.seen % SAMPLE_EVERY == 0):
+        seen = flow.seen = flow.seen + 1
+        if payload and (seen <= INSPECT_PACKETS * 2 or seen % SAMPLE_EVERY == 0):
             self._inspect(flow, pkt, from_a)
 
     @staticmethod
