@@ -246,6 +246,9 @@ def capture(
             "iface": stats.iface, "elapsed_s": round(stats.elapsed, 3), "frames": stats.frames, "kernel_packets": stats.kernel_packets,
             "kernel_drops": stats.kernel_drops, "decode_skips": stats.decode_skips, "stopped_by": stats.stopped_by, "filter": bpf,
             "rcvbuf": stats.rcvbuf,
+            "mode": stats.mode,
+            "flow_updates_skipped": stats.flow_updates_skipped,
+            "ring_freezes": stats.ring_freezes,
         },
     )  # fmt: skip
 

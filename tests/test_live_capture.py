@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from egressaudit.capture import live
 from egressaudit.capture.analyze import AnalyzeOptions, analyze
 from egressaudit.capture.frames import LINKTYPE_ETHERNET
 from egressaudit.capture.live import CAPTURE_FILE, CaptureSetupError, LiveStats, PcapNgWriter, capture
@@ -127,7 +128,9 @@ def _tshark_tcp_frames(path: Path, port: int) -> int | None:
 
 
 @needs_sniffer
-def test_live_capture_on_loopback(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["ring", "recv"])
+def test_live_capture_on_loopback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
+    monkeypatch.setattr(live, "USE_RING", mode == "ring")
     traffic = _Traffic()
     stop = threading.Event()
     progress: list[LiveStats] = []
@@ -154,6 +157,10 @@ def test_live_capture_on_loopback(tmp_path: Path) -> None:
     assert stats.stopped_by == "stop"
     assert stats.elapsed < 14
     assert progress and progress[-1] is stats
+    assert stats.mode == mode
+    assert stats.flow_updates_skipped == 0 and stats.ring_freezes == 0
+    if mode == "ring":
+        assert stats.rcvbuf == live.DEFAULT_RCVBUF  # the ring, as asked
 
     path = tmp_path / CAPTURE_FILE
     assert stats.path == path and path.stat().st_size > 0
@@ -200,6 +207,62 @@ def test_live_capture_on_loopback(tmp_path: Path) -> None:
     assert sorted(r["local_port"] if r["remote_port"] == traffic.udp_port else r["remote_port"] for r in udp) == sorted(traffic.udp_sources)
     assert tcp[0]["packets_out"] + tcp[0]["packets_in"] == tcp_frames
     assert traffic.tcp_port in (tcp[0]["local_port"], tcp[0]["remote_port"])
+
+
+@needs_sniffer
+def test_ring_behind_skips_flow_updates_but_writes_every_frame(tmp_path: Path) -> None:
+    """While the loop is held up, the kernel fills several ring blocks; the backlog is written in full, the flow table skips it."""
+    port = _free_port(socket.SOCK_DGRAM)
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    rx.bind(("127.0.0.1", port))
+    held = threading.Event()
+    sent = threading.Event()
+    result: dict[str, LiveStats] = {}
+    errors: list[BaseException] = []
+
+    def progress(s: LiveStats) -> None:
+        if not held.is_set():
+            held.set()
+            sent.wait(10)  # the loop stands still while the datagrams arrive
+
+    def run() -> None:
+        try:
+            # 4 blocks of 1 MiB: behind as soon as the block after the current one is ready too
+            result["stats"] = capture("lo", tmp_path, duration=20.0, bpf=f"udp and dst port {port}", stop=stop, on_progress=progress, rcvbuf=4 << 20)
+        except BaseException as e:  # handed to the test thread
+            errors.append(e)
+
+    stop = threading.Event()
+    t = threading.Thread(target=run)
+    t.start()
+    try:
+        assert held.wait(10)
+        tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for burst in range(4):  # each burst lands in its own block: the kernel hands a block over after RING_TIMEOUT_MS
+            for i in range(50):
+                tx.sendto(bytes([burst, i]) + bytes(98), ("127.0.0.1", port))
+            time.sleep(3 * live.RING_TIMEOUT_MS / 1000)
+        tx.close()
+        sent.set()
+        time.sleep(0.5)
+    finally:
+        sent.set()
+        stop.set()
+        t.join(20)
+        rx.close()
+    assert not errors, errors
+    stats = result["stats"]
+    assert stats.mode == "ring" and stats.rcvbuf == 4 << 20
+    assert stats.frames == 200 and stats.kernel_packets == 200 and stats.kernel_drops == 0
+    assert 0 < stats.flow_updates_skipped < 200
+    assert stats.flow_bytes_done == (200 - stats.flow_updates_skipped) * 128  # only what the flow table saw
+    rs = ReadStats(path=str(stats.path))
+    frames = list(iter_frames(stats.path, rs))
+    assert len(frames) == 200 and rs.truncated == 0
+    assert [f.data[42:44] for f in frames] == [bytes([b, i]) for b in range(4) for i in range(50)]  # every frame, in order
+    res = analyze([stats.path], AnalyzeOptions())  # the authoritative count: the file
+    assert res.session["counts"]["packets"] == 200
 
 
 @needs_sniffer
