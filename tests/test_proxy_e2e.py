@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,66 +27,10 @@ from typer.testing import CliRunner
 
 from egressaudit.cli import app
 from egressaudit.http.store import part_files, read_rows
+from tests.support.proxy import REDIRECT, ROOT, Mitmdump, audit_proxy, free_port, wait_listening
 from tests.support.sink import Sink
 
-ROOT = Path(__file__).resolve().parents[1]
-ADDON = ROOT / "addons" / "egressaudit_addon.py"
-REDIRECT = ROOT / "tests" / "support" / "redirect_addon.py"
 CURL = shutil.which("curl")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Proxy:
-    def __init__(self, tmp: Path, sink: Sink, out: Path, *settings: str) -> None:
-        self.port = _free_port()
-        self.conf = tmp / "mitmconf"
-        self.out = out
-        exe = shutil.which("mitmdump")
-        cmd = [exe] if exe else [sys.executable, "-c", "from mitmproxy.tools.main import mitmdump; mitmdump()"]
-        cmd += ["-q", "-s", str(ADDON), "-s", str(REDIRECT), "--listen-host", "127.0.0.1", "--listen-port", str(self.port)]
-        cmd += ["--set", f"confdir={self.conf}", "--set", "connection_strategy=lazy", "--set", "ssl_insecure=true"]
-        cmd += ["--set", f"sink=127.0.0.1:{sink.port}", "--set", f"egressaudit_dir={out}"]
-        for s in settings:
-            cmd += ["--set", s]
-        self.log = open(tmp / "mitmdump.log", "w")  # noqa: SIM115
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    break
-            except OSError:
-                assert self.proc.poll() is None, (tmp / "mitmdump.log").read_text()
-                time.sleep(0.1)
-        else:
-            raise AssertionError("mitmdump did not start")
-        self.ca = self.conf / "mitmproxy-ca-cert.pem"
-        assert self.ca.exists()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-        env.update(HTTPS_PROXY=self.url, HTTP_PROXY=self.url, SSL_CERT_FILE=str(self.ca), REQUESTS_CA_BUNDLE=str(self.ca), NO_PROXY="")
-        return env
-
-    def stop(self, sig: int = signal.SIGINT) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-        return self.proc.returncode
 
 
 @pytest.fixture
@@ -97,15 +40,17 @@ def sink(tmp_path: Path) -> Iterator[Sink]:
     s.close()
 
 
-def curl(proxy: Proxy, *args: str) -> None:
+def curl(proxy: Mitmdump | tuple[str, Path], *args: str) -> None:
+    """curl through *proxy* (a Mitmdump, or a proxy URL and the CA file to trust)."""
     assert CURL, "curl is needed"
+    url, ca = (proxy.url, proxy.ca) if isinstance(proxy, Mitmdump) else proxy
     r = subprocess.run(
-        [CURL, "-sS", "--fail", "--proxy", proxy.url, "--cacert", str(proxy.ca), "-o", "/dev/null", *args], capture_output=True, text=True, timeout=60
+        [CURL, "-sS", "--fail", "--proxy", url, "--cacert", str(ca), "-o", "/dev/null", *args], capture_output=True, text=True, timeout=60
     )
     assert r.returncode == 0, r.stderr
 
 
-def sdk(proxy: Proxy, name: str) -> None:
+def sdk(proxy: Mitmdump, name: str) -> None:
     r = subprocess.run(
         [sys.executable, "-m", "tests.support.sdk_clients", name], cwd=ROOT, env=proxy.env(), capture_output=True, text=True, timeout=120
     )
@@ -131,7 +76,7 @@ def _by_host(rows: list[dict[str, Any]], host: str) -> list[dict[str, Any]]:
 @pytest.mark.skipif(CURL is None, reason="curl not installed")
 def test_real_clients_and_sdks_through_mitmdump(tmp_path: Path, sink: Sink) -> None:
     out = tmp_path / "audit"
-    proxy = Proxy(tmp_path, sink, out, "egressaudit_client=zoom")
+    proxy = audit_proxy(tmp_path, sink.port, out, "egressaudit_client=zoom")
     try:
         for name in ("sentry", "segment", "amplitude", "posthog"):
             sdk(proxy, name)
@@ -142,7 +87,7 @@ def test_real_clients_and_sdks_through_mitmdump(tmp_path: Path, sink: Sink) -> N
         gz = "@" + str(_gzip_json(tmp_path))
         curl(proxy, "-H", "content-encoding: gzip", "-H", "content-type: application/json", "--data-binary", gz, "https://log.zoom.us/v1/log")
     finally:
-        assert proxy.stop() == 0, (tmp_path / "mitmdump.log").read_text()
+        assert proxy.stop() == 0, proxy.logfile.read_text()
 
     table = pq.read_table(out / "http.parquet")  # compacted on shutdown
     assert not part_files(out, "http")
@@ -217,7 +162,7 @@ def _gzip_json(tmp: Path) -> Path:
 @pytest.mark.skipif(CURL is None, reason="curl not installed")
 def test_a_killed_proxy_loses_at_most_the_last_second(tmp_path: Path, sink: Sink) -> None:
     out = tmp_path / "audit"
-    proxy = Proxy(tmp_path, sink, out)
+    proxy = audit_proxy(tmp_path, sink.port, out)
     try:
         for i in range(5):
             curl(
@@ -240,7 +185,7 @@ def test_a_killed_proxy_loses_at_most_the_last_second(tmp_path: Path, sink: Sink
 @pytest.mark.skipif(CURL is None, reason="curl not installed")
 def test_saved_flows_and_har_read_offline_into_the_same_tables(tmp_path: Path, sink: Sink) -> None:
     out = tmp_path / "live"
-    proxy = Proxy(tmp_path, sink, out, "egressaudit_keep_bodies=true", "egressaudit_client=zoom")
+    proxy = audit_proxy(tmp_path, sink.port, out, "egressaudit_keep_bodies=true", "egressaudit_client=zoom")
     try:
         curl(
             proxy,
@@ -252,7 +197,7 @@ def test_saved_flows_and_har_read_offline_into_the_same_tables(tmp_path: Path, s
         )
         curl(proxy, "https://zoom.us/signin?next=%2Fprofile")
     finally:
-        assert proxy.stop() == 0
+        assert proxy.stop() == 0, proxy.logfile.read_text()
     live = sorted((r["host"], r["path"], r["category"], r["request_body_bytes"]) for r in pq.read_table(out / "http.parquet").to_pylist())
     assert oct((out / "flows.mitm").stat().st_mode & 0o777) == "0o600"
 
@@ -290,21 +235,14 @@ def test_proxy_command_defaults_loopback_private_ca(tmp_path: Path, sink: Sink) 
     """`egressaudit proxy` as a user runs it: CA instructions, loopback only, private CA key, tables on Ctrl-C."""
     import psutil
 
-    port = _free_port()
+    port = free_port()
     conf = tmp_path / "ca"
     out = tmp_path / "audit"
     cmd = [sys.executable, "-m", "egressaudit", "proxy", "--out", str(out), "--port", str(port), "--confdir", str(conf), "--client", "zoom"]
     cmd += ["--", "-s", str(REDIRECT), "--set", f"sink=127.0.0.1:{sink.port}", "--set", "connection_strategy=lazy", "--set", "ssl_insecure=true"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
-            except OSError:
-                assert proc.poll() is None, proc.communicate()
-                time.sleep(0.1)
+        wait_listening("127.0.0.1", port, proc, proc.communicate)
         listening = {
             c.laddr.ip
             for p in [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
@@ -314,10 +252,15 @@ def test_proxy_command_defaults_loopback_private_ca(tmp_path: Path, sink: Sink) 
         assert listening == {"127.0.0.1"}
         assert oct(conf.stat().st_mode & 0o777) == "0o700"
         assert oct((conf / "mitmproxy-ca.pem").stat().st_mode & 0o777) == "0o600"
-        fake = Proxy.__new__(Proxy)
-        fake.port, fake.ca = port, conf / "mitmproxy-ca-cert.pem"
         body = '{"event":"join","email":"dan@example.org"}'
-        curl(fake, "-H", "content-type: application/json", "--data", body, "https://api.segment.io/v1/track")
+        curl(
+            (f"http://127.0.0.1:{port}", conf / "mitmproxy-ca-cert.pem"),
+            "-H",
+            "content-type: application/json",
+            "--data",
+            body,
+            "https://api.segment.io/v1/track",
+        )
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         _, err = proc.communicate(timeout=60)

@@ -1,10 +1,16 @@
-"""A local HTTPS sink for telemetry: records every request exactly as it arrived."""
+"""A local HTTPS sink for telemetry: records every request exactly as it arrived.
+
+``python -m tests.support.sink FOLDER`` runs one on its own (e.g. inside a
+network namespace): it prints its port, serves until its stdin closes, then
+prints what it received as JSON, one object per request with the body's length.
+"""
 
 from __future__ import annotations
 
 import datetime
 import json
 import ssl
+import sys
 import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -45,7 +51,26 @@ def self_signed(folder: Path) -> tuple[Path, Path]:
     return c, k
 
 
-class Sink:
+class HttpsServer:
+    """A threaded HTTPS server on 127.0.0.1 (any free port) with a fresh self-signed certificate, serving in a thread."""
+
+    def __init__(self, folder: Path, handler: type[BaseHTTPRequestHandler]) -> None:
+        cert, key = self_signed(folder)
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(cert, key)
+        self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Sink(HttpsServer):
     def __init__(self, folder: Path) -> None:
         self.received: list[Received] = []
         lock = threading.Lock()
@@ -71,15 +96,18 @@ class Sink:
             def log_message(self, *args: object) -> None:
                 pass
 
-        cert, key = self_signed(folder)
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        tls.load_cert_chain(cert, key)
-        self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        super().__init__(folder, Handler)
 
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+
+def main() -> int:
+    sink = Sink(Path(sys.argv[1]))
+    print(sink.port, flush=True)
+    sys.stdin.read()  # until the caller closes our stdin
+    sink.close()
+    for r in sink.received:
+        print(json.dumps({"method": r.method, "host": r.host, "path": r.path, "body_bytes": len(r.body)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

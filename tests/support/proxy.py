@@ -1,0 +1,97 @@
+"""mitmdump as the proxy tests run it: its own confdir and log, addons and options as given, stopped with a signal."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+ADDON = ROOT / "addons" / "egressaudit_addon.py"
+REDIRECT = ROOT / "tests" / "support" / "redirect_addon.py"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_listening(host: str, port: int, proc: subprocess.Popen[Any], why: Callable[[], object], timeout: float = 30) -> None:
+    """Wait until something accepts on host:port; fail with ``why()`` (e.g. the log) if *proc* exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return
+        except OSError:
+            assert proc.poll() is None, why()
+            time.sleep(0.1)
+    raise AssertionError(f"nothing listens on {host}:{port}")
+
+
+class Mitmdump:
+    """A mitmdump on *host* (loopback unless a test says otherwise) with its own confdir; addons and options as given.
+
+    *prefix* runs it through another command (``ip netns exec NS``); *host* must then be reachable from here.
+    """
+
+    def __init__(
+        self, tmp: Path, name: str, scripts: list[Path], *settings: str, host: str = "127.0.0.1", port: int | None = None, prefix: Sequence[str] = ()
+    ) -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self.conf = tmp / f"{name}-conf"
+        self.logfile = tmp / f"{name}.log"
+        exe = shutil.which("mitmdump")
+        cmd = [*prefix, exe] if exe else [*prefix, sys.executable, "-c", "from mitmproxy.tools.main import mitmdump; mitmdump()"]
+        cmd += ["-q", "--listen-host", host, "--listen-port", str(self.port)]
+        for script in scripts:
+            cmd += ["-s", str(script)]
+        cmd += ["--set", f"confdir={self.conf}", "--set", "connection_strategy=lazy", "--set", "ssl_insecure=true"]
+        for s in settings:
+            cmd += ["--set", s]
+        self.log = open(self.logfile, "w")  # noqa: SIM115 - closed in stop()
+        # the addon imports egressaudit: this checkout's, whatever an installed (editable) copy elsewhere may be
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT, env=env, start_new_session=True)
+        try:
+            wait_listening(host, self.port, self.proc, lambda: self.logfile.read_text()[-3000:])
+        except AssertionError:
+            self.stop()
+            raise
+        self.ca = self.conf / "mitmproxy-ca-cert.pem"
+        assert self.ca.exists()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        """The environment for a client that should use this proxy and trust its CA (no proxy settings of the caller's)."""
+        env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+        env.update(HTTPS_PROXY=self.url, HTTP_PROXY=self.url, SSL_CERT_FILE=str(self.ca), REQUESTS_CA_BUNDLE=str(self.ca), NO_PROXY="")
+        return env
+
+    def stop(self, sig: int = signal.SIGINT) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        return self.proc.returncode
+
+
+def audit_proxy(tmp: Path, sink_port: int, out: Path, *settings: str, name: str = "mitmdump", **where: Any) -> Mitmdump:
+    """The audit addon writing to *out*, with every connection it opens sent to the local sink on *sink_port*; *where* as for Mitmdump."""
+    return Mitmdump(tmp, name, [ADDON, REDIRECT], f"sink=127.0.0.1:{sink_port}", f"egressaudit_dir={out}", *settings, **where)
