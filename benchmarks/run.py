@@ -1,17 +1,25 @@
-"""egressaudit benchmarks: offline ingest, live capture, pcapng writer, report time.
+"""egressaudit benchmarks: offline ingest, live capture, pcapng writer, report time, proxy overhead.
 
     python benchmarks/run.py                       # everything, full size (2M packets, 60 s per capture rate)
     python benchmarks/run.py --quick               # 300k packets, 5 s per capture rate
     python benchmarks/run.py --only ingest --packets 2000000
     python benchmarks/run.py --only capture --rates 10000,50000,100000,200000 --duration 60
+    python benchmarks/run.py --only proxy --profile    # mitmdump with and without the addon; cProfile of the addon
 
 Prints a table per part (rich) and refreshes benchmarks/RESULTS.md (machine, versions,
 command, results) from benchmarks/results.json, where each part's last run is kept.
 Not part of the test run.  Every packet the live-capture part sends goes to 127.0.0.1
 on the loopback interface; live capture needs root (or CAP_NET_RAW).
 
-The proxy-overhead benchmark (mitmdump with and without addons/egressaudit_addon.py) is not
-implemented yet.
+The proxy part sends telemetry-sized POSTs (2-8 KB JSON, most gzip-encoded) to real vendor
+host names through mitmdump on 127.0.0.1, (a) with only tests/support/redirect_addon.py
+(every upstream connection goes to a local HTTPS sink on 127.0.0.1, any other is refused)
+and (b) with addons/egressaudit_addon.py as well, and (c) straight to the sink as a floor.
+Each run starts a fresh mitmdump; runs alternate between configurations over --proxy-rounds
+rounds, and each (b) session folder must hold one http row per request after SIGINT.
+
+Each part's results are merged into results.json when that part ends (re-read first), so
+runs of different parts at the same time do not overwrite each other's results.
 """
 
 from __future__ import annotations
@@ -295,6 +303,7 @@ def agreement(session_dir: Path, path: Path) -> dict[str, Any]:
 
 
 def bench_ingest(packets: int, scapy_slice: int, skip: set[str]) -> dict[str, Any]:
+    load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
     path = build_capture(packets)
     build_s = time.perf_counter() - t0
@@ -337,6 +346,7 @@ def bench_ingest(packets: int, scapy_slice: int, skip: set[str]) -> dict[str, An
         if "wall_s" in r:
             r["pkts_per_s"] = r["packets"] / r["wall_s"]
     info["rows"] = rows
+    info["loadavg_before_after"] = [round(load0, 2), round(os.getloadavg()[0], 2)]
     if "tshark" not in skip and shutil.which("tshark"):
         console.print("[bold]ingest[/] agreement with tshark's TCP/UDP streams")
         info["agreement"] = agreement(session, path)
@@ -477,6 +487,396 @@ def bench_capture(rates: list[int], duration: float) -> dict[str, Any]:
     }
 
 
+# -- proxy overhead ------------------------------------------------------------------------------
+ADDON = ROOT / "addons" / "egressaudit_addon.py"
+REDIRECT = ROOT / "tests" / "support" / "redirect_addon.py"
+
+SINK_SCRIPT = """
+import sys, threading, time
+from pathlib import Path
+from tests.support.sink import Sink
+s = Sink(Path(sys.argv[1]))
+# TCP_NODELAY on the sink's connections too (mitmproxy's asyncio sockets have it): http.server sends a response's headers and
+# body separately, and with Nagle on the body could wait for a delayed ACK - a stall of the sink, not of what is measured
+s.server.RequestHandlerClass.disable_nagle_algorithm = True
+def forget():  # the sink keeps every body it received; the benchmark does not need them
+    while True:
+        time.sleep(0.5)
+        del s.received[:]
+threading.Thread(target=forget, daemon=True).start()
+print(s.port, flush=True)
+sys.stdin.read()  # until the benchmark closes our stdin
+"""
+
+PROFILE_SCRIPT = """
+import cProfile, signal, sys
+out = sys.argv[1]
+sys.argv = ["mitmdump", *sys.argv[2:]]
+from mitmproxy.tools.main import mitmdump
+prof = cProfile.Profile()
+# the benchmark profiles the requests only, not start-up or shutdown (SIGUSR1/2 are mitmproxy's own debug dumps)
+signal.signal(signal.SIGRTMIN + 3, lambda *_: prof.enable())
+signal.signal(signal.SIGRTMIN + 4, lambda *_: prof.disable())
+try:
+    mitmdump()
+finally:
+    prof.disable()
+    prof.dump_stats(out)
+"""
+
+EMAILS = ["alice.example@example.org", "bob.smith@contoso.com", "carol@fabrikam.io", "dave.o@example.net"]
+TITLES = ["Quarterly board review", "1:1 Alice / Bob", "Incident 4711 bridge", "Hiring panel - staff engineer"]
+
+
+def _events(rng: Any, n: int, kind: str) -> list[dict[str, Any]]:
+    out = []
+    for i in range(n):
+        e = {
+            "event": rng.choice(["Call Started", "qos", "Screen Share Started", "Device Changed", "meeting_joined"]),
+            "email": rng.choice(EMAILS),
+            "device_id": f"{rng.getrandbits(128):032x}",
+            "meeting_id": str(rng.randrange(10**10, 10**11)),
+            "meeting_title": rng.choice(TITLES),
+            "timestamp": 1_763_880_000 + i,
+            "os": rng.choice(["Windows 11 23H2", "macOS 14.5", "Ubuntu 24.04"]),
+            "app_version": "5.17.1 (31859)",
+            "qos": {"jitter_ms": rng.randrange(40), "rtt_ms": rng.randrange(300), "loss_pct": round(rng.random() * 3, 2),
+                    "bitrate_kbps": rng.randrange(200, 3000), "codec": rng.choice(["opus", "VP8", "H264"])},
+        }  # fmt: skip
+        if kind == "segment":
+            out.append({"type": "track", "userId": e.pop("device_id"), "event": e.pop("event"), "properties": e, "messageId": f"{i:08d}"})
+        elif kind == "amplitude":
+            out.append({"event_type": e.pop("event"), "user_id": e.pop("email"), "device_id": e.pop("device_id"), "event_properties": e})
+        elif kind == "posthog":
+            out.append({"event": e.pop("event"), "distinct_id": e.pop("device_id"), "properties": e})
+        else:
+            out.append(e)
+    return out
+
+
+def telemetry_requests(n: int, seed: int = 7, gzip_share: float = 0.75) -> list[tuple[str, str, dict[str, str], bytes]]:
+    """``n`` telemetry POSTs (host, path, headers, body) to real vendor host names: 2-8 KB JSON (or a Sentry envelope) before
+    encoding, ``gzip_share`` of them gzip-encoded as the SDKs do, the rest plain."""
+    import gzip
+    import random
+
+    rng = random.Random(seed)
+    endpoints = [("api.segment.io", "/v1/batch", "segment"), ("api2.amplitude.com", "/2/httpapi", "amplitude"),
+                 ("us.i.posthog.com", "/batch/", "posthog"), ("log.zoom.us", "/v1/log", "zoom"),
+                 ("o4501.ingest.sentry.io", "/api/4502/envelope/", "sentry")]  # fmt: skip
+    out = []
+    for i in range(n):
+        host, path, kind = endpoints[i % len(endpoints)]
+        target = rng.randrange(2048, 8193)
+        k = 1
+        while True:
+            ev = _events(rng, k, kind)
+            if kind == "segment":
+                doc: Any = {"batch": ev, "sentAt": "2025-11-23T08:00:00Z", "writeKey": "segment-write-key"}
+            elif kind == "amplitude":
+                doc = {"api_key": "amplitude-api-key", "events": ev}
+            elif kind == "posthog":
+                doc = {"api_key": "phc_testkey", "batch": ev}
+            else:
+                doc = {"events": ev}
+            if kind == "sentry":
+                item = json.dumps({"message": "audio device lost", "level": "error", "user": {"email": ev[0]["email"]}, "extra": doc})
+                body = (json.dumps({"event_id": f"{rng.getrandbits(128):032x}", "dsn": "https://abc123def456@o4501.ingest.sentry.io/4502"})
+                        + "\n" + json.dumps({"type": "event", "length": len(item)}) + "\n" + item).encode()  # fmt: skip
+                ctype = "application/x-sentry-envelope"
+            else:
+                body = json.dumps(doc).encode()
+                ctype = "application/json"
+            if len(body) >= target or k > 200:
+                break
+            k += 1
+        headers = {"content-type": ctype, "user-agent": "bench-telemetry/1.0", "x-decoded-length": str(len(body))}
+        if rng.random() < gzip_share:
+            body = gzip.compress(body)
+            headers["content-encoding"] = "gzip"
+        out.append((host, path, headers, body))
+    return out
+
+
+def _drive(reqs: list[tuple[str, str, dict[str, str], bytes]], threads: int, proxy: str | None, ca: Path | None,
+           sink_port: int) -> dict[str, Any]:  # fmt: skip
+    """Send ``reqs`` from ``threads`` keep-alive clients (urllib3; one connection per host and thread); latencies in seconds."""
+    import threading
+
+    import urllib3
+
+    urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+    lat = [0.0] * len(reqs)
+    errors: list[str] = []
+    start = threading.Barrier(threads + 1)
+
+    def worker(idx: list[int]) -> None:
+        timeout = urllib3.Timeout(connect=10, read=60)
+        if proxy:
+            # socket_options: without them the CONNECT-tunnelled connections of urllib3 2.x's ProxyManager run with Nagle on (its
+            # direct pools do not), and as headers and body go in two sends every POST through any proxy then waits ~45 ms for a
+            # delayed ACK (measured here: 50 ms median without, 5.6 ms with) - a client artefact the benchmark must not measure
+            pm = urllib3.ProxyManager(proxy, num_pools=16, maxsize=1, cert_reqs="CERT_REQUIRED", ca_certs=str(ca), timeout=timeout,
+                                      socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])  # fmt: skip
+        else:
+            pools: dict[str, Any] = {}
+        start.wait()
+        for i in idx:
+            host, path, headers, body = reqs[i]
+            t0 = time.perf_counter()
+            try:
+                if proxy:
+                    r = pm.request("POST", f"https://{host}{path}", body=body, headers=headers, retries=False)
+                else:
+                    pool = pools.get(host)
+                    if pool is None:  # as through the proxy: one connection per vendor host, its name in Host
+                        pool = pools[host] = urllib3.HTTPSConnectionPool("127.0.0.1", sink_port, maxsize=1, cert_reqs="CERT_NONE",
+                                                                         assert_hostname=False, timeout=timeout)  # fmt: skip
+                    r = pool.request("POST", path, body=body, headers={**headers, "host": host}, retries=False)
+                if r.status != 200:
+                    errors.append(f"{host}{path}: HTTP {r.status}")
+            except Exception as e:  # noqa: BLE001 - counted and reported, the run goes on
+                errors.append(f"{host}{path}: {type(e).__name__}: {e}"[:300])
+            lat[i] = time.perf_counter() - t0
+
+    ts = [threading.Thread(target=worker, args=(list(range(k, len(reqs), threads)),)) for k in range(threads)]
+    for t in ts:
+        t.start()
+    start.wait()
+    t0 = time.perf_counter()
+    for t in ts:
+        t.join()
+    wall = time.perf_counter() - t0
+    return {"latencies": lat, "wall_s": wall, "errors": errors}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _mitmdump_cmd(port: int, conf: Path, sink_port: int, session: Path | None) -> list[str]:
+    args = ["-q", "--listen-host", "127.0.0.1", "--listen-port", str(port), "--set", f"confdir={conf}",
+            "--set", "connection_strategy=lazy", "--set", "ssl_insecure=true"]  # fmt: skip
+    if session is not None:
+        args += ["-s", str(ADDON), "--set", f"egressaudit_dir={session}"]
+    args += ["-s", str(REDIRECT), "--set", f"sink=127.0.0.1:{sink_port}"]  # both runs: every upstream connection goes to the sink
+    return args
+
+
+def _start(cmd: list[str], port: int, log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "wb") as lf:
+        proc = subprocess.Popen(cmd, stdout=lf, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return proc
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(f"mitmdump exited {proc.returncode}: {log.read_text()[-2000:]}") from None
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("mitmdump did not start")
+
+
+def _cpu(pid: int) -> float:
+    t = psutil.Process(pid).cpu_times()
+    return t.user + t.system
+
+
+def _one_run(reqs: list[Any], threads: int, config: str, work: Path, sink_port: int, profile: Path | None = None) -> dict[str, Any]:
+    """One configuration, one fresh mitmdump: 'direct' (no proxy), 'mitmdump' (redirect only), 'mitmdump+egressaudit'."""
+    res: dict[str, Any] = {"config": config, "threads": threads, "requests": len(reqs)}
+    if config == "direct":
+        d = _drive(reqs, threads, None, None, sink_port)
+    else:
+        port = _free_port()
+        session = work / f"session-{time.monotonic_ns()}" if config == "mitmdump+egressaudit" else None
+        args = _mitmdump_cmd(port, work / "mitmconf", sink_port, session)
+        exe = shutil.which("mitmdump")
+        if profile is not None:
+            cmd = [sys.executable, "-c", PROFILE_SCRIPT, str(profile), *args]
+        else:
+            cmd = [exe, *args] if exe else [sys.executable, "-c", "from mitmproxy.tools.main import mitmdump; mitmdump()", *args]
+        log = work / f"mitmdump-{port}.log"
+        proc = _start(cmd, port, log)
+        try:
+            if profile is not None:
+                proc.send_signal(signal.SIGRTMIN + 3)
+                time.sleep(0.5)
+            cpu0 = _cpu(proc.pid)
+            d = _drive(reqs, threads, f"http://127.0.0.1:{port}", work / "mitmconf" / "mitmproxy-ca-cert.pem", sink_port)
+            res["proxy_cpu_ms_per_req"] = 1000 * (_cpu(proc.pid) - cpu0) / len(reqs)
+            if profile is not None:
+                time.sleep(1.5)  # the addon's next once-a-second flush of the last rows falls inside the profile too
+                proc.send_signal(signal.SIGRTMIN + 4)
+                time.sleep(0.5)
+        finally:
+            t0 = time.perf_counter()
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            res["shutdown_s"] = time.perf_counter() - t0
+        res["exit_code"] = proc.returncode
+        if proc.returncode != 0:
+            res["log_tail"] = log.read_text(errors="replace")[-1000:]
+        if session is not None:
+            import pyarrow.parquet as pq
+
+            from egressaudit.http.store import part_files
+
+            compacted = (session / "http.parquet").exists()
+            rows = pq.read_table(session / "http.parquet", columns=["kind"]).column("kind").to_pylist() if compacted else []
+            res["session_http_rows"] = sum(1 for k in rows if k == "http")
+            res["session_compacted"] = compacted and not part_files(session, "http")
+            try:
+                res["session_json_exchanges"] = json.loads((session / "session.json").read_text())["http"]["exchanges"]
+            except (OSError, ValueError, KeyError):
+                res["session_json_exchanges"] = None
+            shutil.rmtree(session, ignore_errors=True)
+    lat = sorted(d["latencies"])
+    res.update({"latencies": d["latencies"], "wall_s": d["wall_s"], "rps": len(reqs) / d["wall_s"], "errors": len(d["errors"]),
+                "error_examples": d["errors"][:3], "median_ms": 1000 * lat[len(lat) // 2],
+                "p99_ms": 1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))]})  # fmt: skip
+    return res
+
+
+def _pct(xs: list[float], q: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def _profile_summary(prof: Path, n: int) -> dict[str, Any]:
+    """Where the proxy's main thread spent its time, from a cProfile dump: the busy total (idle epoll waits left out), the
+    addon's share of it, and the heaviest egressaudit functions (cumulative and own time)."""
+    import pstats
+
+    st = pstats.Stats(str(prof))
+    stats: dict[Any, Any] = st.stats  # type: ignore[attr-defined]
+    total = sum(v[2] for v in stats.values())
+    idle = sum(v[2] for (f, _, name), v in stats.items() if "poll" in name and ("select" in name or f == "~"))
+    busy = total - idle
+
+    def where(k: tuple[str, int, str]) -> str:
+        f, line, name = k
+        if f == "~":
+            return name
+        p = Path(f)
+        try:
+            p = p.relative_to(ROOT)
+        except ValueError:
+            parts = p.parts
+            p = Path(*parts[parts.index("site-packages") + 1 :]) if "site-packages" in parts else Path(p.name)
+        return f"{p}:{line}:{name}"
+
+    hooks = {k: v for k, v in stats.items() if k[0].endswith("egressaudit/http/addon.py") and k[2] in ("response", "error", "websocket_message")}
+    flush = {k: v for k, v in stats.items() if k[0].endswith("egressaudit/http/recorder.py") and k[2] in ("flush", "close")}
+    addon_cum = sum(v[3] for v in hooks.values()) + sum(v[3] for v in flush.values())
+    ours = [(k, v) for k, v in stats.items() if "/egressaudit/" in k[0] and "/site-packages/" not in k[0]]
+    top_cum = sorted(ours, key=lambda kv: -kv[1][3])[:15]
+    top_own = sorted(((k, v) for k, v in stats.items() if not ("poll" in k[2] and ("select" in k[2] or k[0] == "~"))), key=lambda kv: -kv[1][2])[:15]
+    return {
+        "requests": n,
+        "busy_s": busy,
+        "idle_s": idle,
+        "addon_s": addon_cum,
+        "addon_share_of_busy": addon_cum / busy if busy else 0.0,
+        "addon_ms_per_req": 1000 * addon_cum / n,
+        "top_cumulative": [{"where": where(k), "calls": v[1], "cum_s": v[3], "share_of_busy": v[3] / busy} for k, v in top_cum],
+        "top_own": [{"where": where(k), "calls": v[1], "own_s": v[2], "share_of_busy": v[2] / busy} for k, v in top_own],
+    }
+
+
+def bench_proxy(n: int, rounds: int, threads: int, profile: bool) -> dict[str, Any]:
+    reqs = telemetry_requests(n)
+    sizes = sorted(len(b) for *_, b in reqs)
+    decoded = sorted(int(h["x-decoded-length"]) for _, _, h, _ in reqs)
+    gz = sum(1 for _, _, h, _ in reqs if h.get("content-encoding") == "gzip")
+    work = Path(tempfile.mkdtemp(prefix="ea-bench-proxy-"))
+    sink = subprocess.Popen([sys.executable, "-c", SINK_SCRIPT, str(work)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=ROOT)
+    assert sink.stdout is not None
+    sink_port = int(sink.stdout.readline())
+    configs = ["direct", "mitmdump", "mitmdump+egressaudit"]
+    runs: list[dict[str, Any]] = []
+    load0 = os.getloadavg()
+    try:
+        # CA once, so that no measured run pays for creating it
+        port = _free_port()
+        p = _start([shutil.which("mitmdump") or "mitmdump", *_mitmdump_cmd(port, work / "mitmconf", sink_port, None)], port, work / "ca.log")
+        p.send_signal(signal.SIGINT)
+        p.wait(60)
+        for r in range(rounds):
+            for c in configs if r % 2 == 0 else configs[::-1]:  # alternate the order: drift in machine load hits both sides
+                console.print(f"[bold]proxy[/] round {r + 1}/{rounds}: {c}, {n:,} POSTs, 1 client")
+                runs.append({"round": r, **_one_run(reqs, 1, c, work, sink_port)})
+        if threads > 1:
+            for c in configs:
+                console.print(f"[bold]proxy[/] {c}, {n:,} POSTs, {threads} client threads")
+                runs.append({"round": 0, **_one_run(reqs, threads, c, work, sink_port)})
+        prof = None
+        if profile:
+            console.print(f"[bold]proxy[/] mitmdump+egressaudit under cProfile, {n:,} POSTs, 1 client")
+            pf = work / "mitmdump.prof"
+            pr = _one_run(reqs, 1, "mitmdump+egressaudit", work, sink_port, profile=pf)
+            prof = _profile_summary(pf, n)
+            prof["median_ms_under_profiler"] = pr["median_ms"]
+            prof["session_http_rows"] = pr.get("session_http_rows")
+    finally:
+        assert sink.stdin is not None
+        sink.stdin.close()
+        sink.wait(30)
+        shutil.rmtree(work, ignore_errors=True)
+    load1 = os.getloadavg()
+
+    rows = []
+    for t in sorted({x["threads"] for x in runs}):
+        for c in configs:
+            rs = [x for x in runs if x["threads"] == t and x["config"] == c]
+            lat = [v for x in rs for v in x["latencies"]]
+            row: dict[str, Any] = {"config": c, "threads": t, "runs": len(rs), "requests": sum(x["requests"] for x in rs),
+                                   "median_ms": 1000 * _pct(lat, 0.5), "p99_ms": 1000 * _pct(lat, 0.99),
+                                   "rps": sum(x["requests"] for x in rs) / sum(x["wall_s"] for x in rs),
+                                   "rps_runs": [x["rps"] for x in rs], "median_ms_runs": [x["median_ms"] for x in rs],
+                                   "errors": sum(x["errors"] for x in rs),
+                                   "error_examples": [e for x in rs for e in x["error_examples"]][:3]}  # fmt: skip
+            if c != "direct":
+                row["proxy_cpu_ms_per_req"] = sum(x["proxy_cpu_ms_per_req"] for x in rs) / len(rs)
+                row["shutdown_s"] = max(x["shutdown_s"] for x in rs)
+                row["exit_codes"] = sorted({x["exit_code"] for x in rs})
+            if c == "mitmdump+egressaudit":
+                row["session_http_rows"] = [x.get("session_http_rows") for x in rs]
+                row["session_compacted"] = all(x.get("session_compacted") for x in rs)
+                row["session_json_exchanges"] = [x.get("session_json_exchanges") for x in rs]
+            rows.append(row)
+    overhead = {}
+    for t in sorted({x["threads"] for x in runs}):
+        a = next(r for r in rows if r["threads"] == t and r["config"] == "mitmdump")
+        b = next(r for r in rows if r["threads"] == t and r["config"] == "mitmdump+egressaudit")
+        overhead[str(t)] = {"median_ratio": b["median_ms"] / a["median_ms"], "p99_ratio": b["p99_ms"] / a["p99_ms"],
+                            "time_per_req_ratio": a["rps"] / b["rps"],
+                            "cpu_per_req_ratio": b["proxy_cpu_ms_per_req"] / a["proxy_cpu_ms_per_req"],
+                            "median_ratio_runs": [y / x for x, y in zip(a["median_ms_runs"], b["median_ms_runs"], strict=False)]}  # fmt: skip
+    return {
+        "requests": n,
+        "rounds": rounds,
+        "body_bytes_min_median_max": [sizes[0], sizes[len(sizes) // 2], sizes[-1]],
+        "decoded_bytes_min_median_max": [decoded[0], decoded[len(decoded) // 2], decoded[-1]],
+        "gzip_requests": gz,
+        "client": "urllib3 keep-alive, TCP_NODELAY (one connection per vendor host and thread), HTTPS via CONNECT, CA from a temporary confdir",
+        "hosts": sorted({h for h, *_ in reqs}),
+        "loadavg_before_after": [round(load0[0], 2), round(load1[0], 2)],
+        "rows": rows,
+        "overhead": overhead,
+        "profile": prof,
+        "target_overhead": 0.10,
+    }
+
+
 # -- environment and output ----------------------------------------------------------------
 def _version(cmd: list[str]) -> str:
     try:
@@ -539,6 +939,8 @@ def tables(res: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]], s
                          _f(ratio, ".2f") + "x", r.get("note", "")])  # fmt: skip
         note = (f"{ing['packets']:,} packets, {ing['file_mb']:.0f} MB pcap ({ing['capture']}), {ing.get('flows', 0):,} egressaudit flows. "
                 "'time vs egressaudit' > 1 means slower than egressaudit.")  # fmt: skip
+        if "loadavg_before_after" in ing:
+            note += f" Load average (1 min) before/after on {os.cpu_count()} cores: {ing['loadavg_before_after']}."
         out.append(("Offline ingest", ["tool", "wall s", "packets/s", "peak RSS MB", "flows", "time vs egressaudit", "note"], rows, note))
         a = ing.get("agreement")
         if a:
@@ -577,6 +979,58 @@ def tables(res: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]], s
         else:
             row = [_f(rep["flows"]), _f(rep["wall_s"], ".1f"), _f(rep["peak_rss_mb"])]
             out.append(("egressaudit report", ["flows", "wall s", "peak RSS MB"], [row], "On the session written by the ingest benchmark."))
+    px = res.get("proxy")
+    if px:
+        out += _proxy_tables(px)
+    return out
+
+
+def _proxy_tables(px: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]], str]]:
+    out = []
+    names = {"direct": "(c) direct to the sink, no proxy", "mitmdump": "(a) mitmdump, redirect only",
+             "mitmdump+egressaudit": "(b) mitmdump + egressaudit addon"}  # fmt: skip
+    rows = []
+    for r in px["rows"]:
+        recorded = ""
+        if "session_http_rows" in r:
+            ok = all(n == r["requests"] // r["runs"] for n in r["session_http_rows"]) and r["session_compacted"]
+            recorded = ", ".join(_f(n) for n in r["session_http_rows"]) + (" (all, compacted)" if ok else " MISMATCH")
+        rows.append([names[r["config"]], str(r["threads"]), f"{r['runs']} x {r['requests'] // r['runs']:,}", _f(r["median_ms"], ".2f"),
+                     _f(r["p99_ms"], ".2f"), _f(r["rps"]), _f(r.get("proxy_cpu_ms_per_req"), ".2f"), _f(r.get("shutdown_s"), ".1f"),
+                     recorded, _f(r["errors"])])  # fmt: skip
+    lo, mid, hi = px["body_bytes_min_median_max"]
+    dlo, dmid, dhi = px.get("decoded_bytes_min_median_max", ("?", "?", "?"))
+    note = (f"Telemetry POSTs to {', '.join(px['hosts'])} (redirected to one local HTTPS sink in every proxy run); bodies {dlo:,}/{dmid:,}/{dhi:,} "
+            f"bytes of JSON (or Sentry envelope) before encoding, {lo:,}/{mid:,}/{hi:,} on the wire (min/median/max), {px['gzip_requests']:,} of "
+            f"{px['requests']:,} gzip-encoded. Client: {px['client']}. "
+            "Each run is a fresh mitmdump (connection_strategy=lazy, ssl_insecure=true); 'proxy CPU' is mitmdump's user+system CPU time "
+            "during the requests divided by their number; 'shutdown' is SIGINT to exit (the addon compacts its tables then); 'http rows' "
+            f"is what each (b) session folder holds afterwards. Load average (1 min) before/after: {px['loadavg_before_after']}.")  # fmt: skip
+    out.append(("Proxy overhead", ["configuration", "client threads", "runs x POSTs", "median ms", "p99 ms", "requests/s", "proxy CPU ms/req",
+                                   "shutdown s", "http rows in session", "errors"], rows, note))  # fmt: skip
+    rows = []
+    for t, o in px["overhead"].items():
+        runs = ", ".join(_f(x, ".2f") for x in o["median_ratio_runs"])
+        rows.append([t, _f(o["median_ratio"], ".2f") + "x", _f(o["p99_ratio"], ".2f") + "x", _f(o["time_per_req_ratio"], ".2f") + "x",
+                     _f(o["cpu_per_req_ratio"], ".2f") + "x", runs])  # fmt: skip
+    worst = max(max(o["median_ratio"], o["time_per_req_ratio"]) for o in px["overhead"].values()) - 1
+    verdict = "within" if worst <= px["target_overhead"] else "above"
+    note = (f"(b) / (a): 1.00x = no overhead. Target: at most {100 * px['target_overhead']:.0f}% overhead; measured up to {100 * worst:.0f}% "
+            f"({verdict} target). 'time per request' is (a) requests/s over (b) requests/s.")  # fmt: skip
+    out.append(("Proxy overhead: addon vs no addon", ["client threads", "median latency", "p99 latency", "time per request", "proxy CPU per request",
+                                                     "median latency, per round"], rows, note))  # fmt: skip
+    pr = px.get("profile")
+    if pr:
+        rows = [[x["where"], _f(x["calls"]), _f(x["cum_s"], ".2f"), _f(100 * x["share_of_busy"], ".1f")] for x in pr["top_cumulative"]]
+        note = (f"One run of (b) with mitmdump under cProfile ({pr['requests']:,} POSTs, 1 client; median {pr['median_ms_under_profiler']:.2f} ms "
+                f"under the profiler). Main-thread busy time {pr['busy_s']:.2f} s (idle epoll waits left out); the addon's hooks and flushes "
+                f"(EgressAudit.response/error, Recorder.flush/close) take {pr['addon_s']:.2f} s of it = {100 * pr['addon_share_of_busy']:.0f}%, "
+                f"{pr['addon_ms_per_req']:.2f} ms per request. Share = of the busy time; cumulative times nest.")  # fmt: skip
+        out.append(("Proxy overhead: where the addon's time goes (egressaudit functions, cumulative)", ["function", "calls", "cum s", "% of busy"],
+                    rows, note))  # fmt: skip
+        rows = [[x["where"], _f(x["calls"]), _f(x["own_s"], ".2f"), _f(100 * x["share_of_busy"], ".1f")] for x in pr["top_own"]]
+        out.append(("Proxy overhead: heaviest functions by own time (whole mitmdump main thread)", ["function", "calls", "own s", "% of busy"],
+                    rows, "Same profile; own time excludes callees."))  # fmt: skip
     return out
 
 
@@ -594,47 +1048,53 @@ def write_markdown(all_res: dict[str, Any]) -> None:
         lines += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows]
         if note:
             lines += ["", note]
-    lines += [
-        "",
-        "## Not measured yet",
-        "",
-        "- Proxy overhead (mitmdump with and without `addons/egressaudit_addon.py`): not implemented in this harness yet.",
-        "",
-    ]
+    lines.append("")
     RESULTS_MD.write_text("\n".join(lines))
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--packets", type=int, default=None, help="packets in the large capture (default 2,000,000; --quick 300,000)")
-    ap.add_argument("--only", choices=["ingest", "capture", "writer", "report"], action="append", help="run only these parts (repeatable)")
+    ap.add_argument("--only", choices=["ingest", "capture", "writer", "report", "proxy"], action="append", help="run only these parts (repeatable)")
     ap.add_argument("--quick", action="store_true", help="small capture, 5 s per live-capture rate")
     ap.add_argument("--duration", type=float, default=None, help="seconds per live-capture rate (default 60; --quick 5)")
     ap.add_argument("--rates", default="10000,50000,100000,200000", help="live-capture sender rates, packets/s")
     ap.add_argument("--scapy-slice", type=int, default=50_000, help="packets scapy dissects (then extrapolated)")
     ap.add_argument("--skip", action="append", default=[], choices=["nfstream", "tshark", "scapy"], help="leave a peer out of the ingest part")
+    ap.add_argument("--proxy-requests", type=int, default=None, help="POSTs per proxy run (default 2,000; --quick 300)")
+    ap.add_argument("--proxy-rounds", type=int, default=None, help="rounds of the three single-client proxy runs (default 3; --quick 1)")
+    ap.add_argument("--proxy-threads", type=int, default=8, help="client threads of the concurrent proxy run (1: none)")
+    ap.add_argument("--profile", action="store_true", help="proxy part: one more run of the addon under cProfile, summarised")
     args = ap.parse_args()
     packets = args.packets or (300_000 if args.quick else 2_000_000)
     duration = args.duration or (5.0 if args.quick else 60.0)
-    parts = args.only or ["writer", "ingest", "report", "capture"]
-    all_res: dict[str, Any] = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else {}
-    all_res["environment"] = environment()
+    parts = args.only or ["writer", "ingest", "report", "proxy", "capture"]
+    env = environment()
     cmd = "python benchmarks/run.py " + " ".join(sys.argv[1:])
     session_dir: Path | None = None
+    all_res: dict[str, Any] = {}
     for part in parts:
         if part == "writer":
-            all_res["writer"] = bench_writer()
+            res = bench_writer()
         elif part == "ingest":
-            ing = bench_ingest(packets, args.scapy_slice, set(args.skip))
-            session_dir = Path(ing.pop("session_dir"))
-            all_res["ingest"] = ing
+            res = bench_ingest(packets, args.scapy_slice, set(args.skip))
+            session_dir = Path(res.pop("session_dir"))
         elif part == "report":
-            all_res["report"] = bench_report(session_dir, packets)
+            res = bench_report(session_dir, packets)
         elif part == "capture":
-            all_res["capture"] = bench_capture([int(x) for x in args.rates.split(",")], duration)
+            res = bench_capture([int(x) for x in args.rates.split(",")], duration)
+        elif part == "proxy":
+            res = bench_proxy(args.proxy_requests or (300 if args.quick else 2000), args.proxy_rounds or (1 if args.quick else 3),
+                              args.proxy_threads, args.profile)  # fmt: skip
+        # re-read: another run (another part) may have written its results since this one started
+        all_res = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else {}
+        all_res["environment"] = env
+        all_res[part] = res
         all_res.setdefault("commands", {})[part] = cmd.strip()
         all_res.setdefault("dates", {})[part] = time.strftime("%Y-%m-%d")
-        RESULTS_JSON.write_text(json.dumps(all_res, indent=1, default=str))
+        tmp = RESULTS_JSON.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(all_res, indent=1, default=str))
+        tmp.replace(RESULTS_JSON)
         write_markdown(all_res)
     for title, header, rows, note in tables(all_res):
         t = Table(title=title, caption=note, caption_justify="left")
