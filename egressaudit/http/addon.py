@@ -17,15 +17,17 @@ from typing import Any
 from mitmproxy import ctx, http
 
 from egressaudit.http.recorder import Recorder, RecorderOptions
+from egressaudit.http.worker import RecorderProcess
 from egressaudit.session import session_id_for
-from egressaudit.signatures import SignatureDB, SignatureError, data_dir, default_db, load
+from egressaudit.signatures import SignatureError, data_dir, default_db, load
 
 log = logging.getLogger(__name__)
 
 
 class EgressAudit:
     def __init__(self) -> None:
-        self.recorder: Recorder | None = None
+        self.recorder: Recorder | None = None  # inline mode (egressaudit_inline)
+        self.worker: RecorderProcess | None = None
         self._flusher: asyncio.Task[None] | None = None
         self._ws_seen: dict[str, int] = {}
 
@@ -38,45 +40,62 @@ class EgressAudit:
         loader.add_option(
             "egressaudit_keep_bodies", bool, False, "Also save complete flows, bodies included, to DIR/flows.mitm (default: no bodies kept)."
         )
+        loader.add_option(
+            "egressaudit_inline", bool, False, "Decode and inventory inside the proxy process (default: in a worker process, off the proxy's path)."
+        )
 
     def configure(self, updated: set[str]) -> None:
         if not any(k.startswith("egressaudit_") for k in updated):
             return
         opts = ctx.options
         if not opts.egressaudit_dir:
-            if self.recorder is None:
+            if self.recorder is None and self.worker is None:
                 log.warning("egressaudit: set egressaudit_dir=DIR to record (nothing is recorded now)")
             return
-        if self.recorder is not None:
-            self.recorder.close()
+        self._close({})
         out = Path(opts.egressaudit_dir)
-        db = self._db(opts.egressaudit_signatures)
+        files = self._signature_files(opts.egressaudit_signatures)
+        db = load(files) if files else default_db()  # validated here, so a bad file stops the proxy at start
         client = opts.egressaudit_client or None
         if client is not None and client not in db.vendors:
             raise ValueError(f"egressaudit_client: unknown vendor {client!r}")
-        self.recorder = Recorder(
-            out,
-            db,
-            RecorderOptions(
-                session_id=session_id_for(out),
-                client=client,
-                keep_values=opts.egressaudit_keep_values,
-                keep_query=opts.egressaudit_keep_query,
-                keep_bodies=opts.egressaudit_keep_bodies,
-            ),
+        ropts = RecorderOptions(
+            session_id=session_id_for(out),
+            client=client,
+            keep_values=opts.egressaudit_keep_values,
+            keep_query=opts.egressaudit_keep_query,
+            keep_bodies=opts.egressaudit_keep_bodies,
         )
+        if opts.egressaudit_inline:
+            self.recorder = Recorder(out, db, ropts)
+        else:
+            out.mkdir(parents=True, exist_ok=True)
+            self.worker = RecorderProcess(out, ropts, [str(f) for f in files] if files else None)
         log.info(f"egressaudit: recording to {out}")
 
+    def _close(self, extra: dict[str, Any]) -> None:
+        if self.recorder is not None:
+            self.recorder.close(extra)
+            self.recorder = None
+        if self.worker is not None:
+            code = self.worker.close(extra)
+            if code != 0:
+                log.error(f"egressaudit: the recorder process ended with exit code {code}")
+            self.worker = None
+
     @staticmethod
-    def _db(extra: str) -> SignatureDB:
+    def _signature_files(extra: str) -> list[Path]:
+        if not extra:
+            return []
+        p = Path(extra)
+        if not p.exists():
+            raise ValueError(f"egressaudit_signatures: {p}: no such file or folder")
+        files = list(data_dir().glob("*.yaml")) + (sorted(p.glob("*.yaml")) if p.is_dir() else [p])
         try:
-            if not extra:
-                return default_db()
-            p = Path(extra)
-            files = list(data_dir().glob("*.yaml")) + (sorted(p.glob("*.yaml")) if p.is_dir() else [p])
-            return load(files)
+            load(files)
         except SignatureError as e:
             raise ValueError(str(e)) from None
+        return files
 
     def running(self) -> None:
         if self._flusher is None:
@@ -85,33 +104,37 @@ class EgressAudit:
     async def _flush_every_second(self) -> None:
         while True:
             await asyncio.sleep(1.0)
-            if self.recorder is not None:
+            if self.recorder is not None:  # inline mode; the worker flushes on its own
                 try:
                     self.recorder.flush()
                 except OSError as e:
                     log.error(f"egressaudit: cannot write: {e}")
 
     def response(self, flow: http.HTTPFlow) -> None:
-        if self.recorder is None:
-            return
-        if flow.websocket is not None:
-            self.recorder.add_handshake(flow)
-            return
-        self.recorder.add_flow(flow)
+        kind = "handshake" if flow.websocket is not None else "flow"
+        if self.worker is not None:
+            self.worker.submit_flow(flow, kind)
+        elif self.recorder is not None:
+            (self.recorder.add_handshake if kind == "handshake" else self.recorder.add_flow)(flow)
 
     def error(self, flow: http.HTTPFlow) -> None:
-        if self.recorder is not None and flow.response is None:
+        if flow.response is not None:
+            return
+        if self.worker is not None:
+            self.worker.submit_flow(flow)
+        elif self.recorder is not None:
             self.recorder.add_flow(flow)
 
     def websocket_message(self, flow: http.HTTPFlow) -> None:
-        if self.recorder is None or flow.websocket is None:
+        if flow.websocket is None:
             return
-        self.recorder.add_websocket_message(flow, len(flow.websocket.messages) - 1)
+        if self.worker is not None:
+            self.worker.submit_websocket_message(flow)
+        elif self.recorder is not None:
+            self.recorder.add_websocket_message(flow, len(flow.websocket.messages) - 1)
 
     def done(self) -> None:
         if self._flusher is not None:
             self._flusher.cancel()
             self._flusher = None
-        if self.recorder is not None:
-            self.recorder.close({"mode": [str(m) for m in ctx.options.mode], "listen_host": ctx.options.listen_host or "*"})
-            self.recorder = None
+        self._close({"mode": [str(m) for m in ctx.options.mode], "listen_host": ctx.options.listen_host or "*"})

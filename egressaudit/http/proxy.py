@@ -82,5 +82,10 @@ def run_mitmdump(out: Path, conf: Path, **kw: object) -> int:
     try:
         return proc.wait()
     except KeyboardInterrupt:
-        proc.send_signal(signal.SIGINT)
-        return proc.wait()
+        # Ctrl-C in a terminal reaches mitmdump too (same process group): let it shut down and compact.
+        # A second Ctrl-C is passed on, which makes mitmdump exit at once.
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            proc.send_signal(signal.SIGINT)
+            return proc.wait()

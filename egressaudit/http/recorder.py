@@ -131,9 +131,10 @@ class Recorder:
                 self._writer.add(flow)
                 self._mitm_file.flush()
 
-    def add_websocket_message(self, flow: http.HTTPFlow, index: int) -> None:
+    def add_websocket_message(self, flow: http.HTTPFlow, index: int, number: int | None = None) -> None:
+        """Message ``index`` of the flow's list; ``number`` is its position in the whole conversation (default: index)."""
         assert flow.websocket is not None
-        r, f = self._ws_rows(flow, flow.websocket.messages[index], index)
+        r, f = self._ws_rows(flow, flow.websocket.messages[index], index if number is None else number)
         self._emit([r], f)
 
     def add_handshake(self, flow: http.HTTPFlow) -> None:
