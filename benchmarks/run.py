@@ -410,7 +410,8 @@ from pathlib import Path
 from egressaudit.capture.live import capture
 s = capture("lo", Path(sys.argv[1]), float(sys.argv[2]), bpf=sys.argv[3])
 print(json.dumps({"frames": s.frames, "kernel_packets": s.kernel_packets, "kernel_drops": s.kernel_drops,
-                  "flows_done": s.flows_done, "elapsed": s.elapsed, "stopped_by": s.stopped_by, "rcvbuf": s.rcvbuf}))
+                  "flows_done": s.flows_done, "elapsed": s.elapsed, "stopped_by": s.stopped_by, "rcvbuf": s.rcvbuf,
+                  "mode": s.mode, "flow_updates_skipped": s.flow_updates_skipped}))
 """
 
 
@@ -446,7 +447,8 @@ def bench_capture(rates: list[int], duration: float) -> dict[str, Any]:
             dd = Path(d)
             tpl = dd / "udp.pcap"
             _udp_template(tpl, port)
-            ours = subprocess.Popen([sys.executable, "-c", CAPTURE_SCRIPT, str(dd / "ours"), str(duration + 30), bpf],
+            # no stop time it could reach: like tcpdump, ours ends on the SIGINT sent once the sender is done
+            ours = subprocess.Popen([sys.executable, "-c", CAPTURE_SCRIPT, str(dd / "ours"), str(duration * 20 + 3600), bpf],
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)  # fmt: skip
             tcpd = subprocess.Popen(["tcpdump", "-i", "lo", "-n", "-B", str(64 << 10), "-s", "262144", "-w", str(dd / "tcpdump.pcap"), bpf],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
@@ -473,6 +475,7 @@ def bench_capture(rates: list[int], duration: float) -> dict[str, Any]:
             rows.append({
                 "rate": rate, "sent": sent, "sent_rate": sent / sent_s if sent_s else 0.0,
                 "ours_frames": o.get("frames", 0), "ours_drops": o.get("kernel_drops", -1), "ours_flows": o.get("flows_done", 0),
+                "ours_stopped_by": o.get("stopped_by"), "ours_mode": o.get("mode"), "ours_flow_updates_skipped": o.get("flow_updates_skipped"),
                 "tcpdump_frames": int(tc.group(1)) if tc else 0, "tcpdump_drops": int(td.group(1)) if td else -1,
             })  # fmt: skip
     lossless = [r["rate"] for r in rows if r["ours_frames"] >= r["sent"] and r["ours_drops"] == 0]
