@@ -230,11 +230,16 @@ def _sum_by(rows: list[dict[str, Any]], key: str) -> dict[str, int]:
 
 
 def _rows(flows: list[Flow], orient: Orientation, db: SignatureDB) -> tuple[list[dict[str, Any]], list[Verdict]]:
+    """One row and verdict per flow, in order of first packet.  Empties ``flows`` (to free memory as it goes)."""
     cid = communityid.CommunityID()
     rows: list[dict[str, Any]] = []
     verdicts: list[Verdict] = []
-    flows.sort(key=lambda f: f.ts_first)
-    for i, f in enumerate(flows):
+    # Oldest first; each flow is popped as it becomes a row, so the flows' memory is freed while the rows grow.
+    flows.sort(key=lambda f: f.ts_first, reverse=True)
+    i = -1
+    while flows:
+        f = flows.pop()
+        i += 1
         a_local = orient.a_is_local(f)
         if a_local:
             lip, lport, rip, rport = f.a_ip, f.a_port, f.b_ip, f.b_port
