@@ -218,6 +218,37 @@ def test_many_paths_are_capped() -> None:
     assert len(rows) <= 5001 and sum(r["count"] for r in rows) == 20_000
 
 
+def test_empty_keys_and_root_leaves_are_dollar() -> None:
+    assert [r["key_path"] for r in inventory({"": 1, "a": {"": 2}}, salt=SALT)] == ["$", "a."]
+    assert [r["key_path"] for r in inventory({"": {"": "x"}}, salt=SALT)] == ["$"]
+    assert [r["key_path"] for r in inventory("root", salt=SALT)] == ["$"]
+
+
+def test_key_decisions_depend_on_parent_and_ancestors() -> None:
+    # the same key and value, under different parents and ancestors (decisions per key are cached)
+    body = {
+        "device": {"id": "A1B2C3D4E5F6"},
+        "user": {"id": "A1B2C3D4E5F6"},
+        "chat": {"items": [{"text": "see you at noon"}]},
+        "page": {"items": [{"text": "see you at noon"}]},
+        "conference": {"title": "Quarterly board review"},
+        "book": {"title": "Quarterly board review"},
+    }
+    for _ in range(2):
+        d = dets(body)
+        assert d["device.id"] == ["device_id"] and d["user.id"] == []
+        assert d["chat.items[].text"] == ["chat_text"] and d["page.items[].text"] == []
+        assert d["conference.title"] == ["meeting_title"] and d["book.title"] == []
+
+
+def test_too_deep_is_one_leaf() -> None:
+    tree: object = {"x": 1}
+    for _ in range(70):
+        tree = {"k": tree}
+    rows = inventory(tree, salt=SALT)
+    assert len(rows) == 1 and rows[0]["key_path"] == ".".join(["k"] * 64) and rows[0]["value_type"] == "string"
+
+
 # -- real SDK payloads ---------------------------------------------------------------
 
 

@@ -20,7 +20,7 @@ import json
 import math
 import re
 import secrets
-from collections.abc import Collection, Iterator
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,8 +95,18 @@ def value_type(value: object) -> str:
 # -- detectors ---------------------------------------------------------------------
 
 
+_NORM_STRIP = re.compile(r"[\s_.\-]")
+_NORM_CACHE: dict[str, str] = {}
+_CACHE_MAX = 50_000
+
+
 def _norm(key: str) -> str:
-    return re.sub(r"[\s_.\-]", "", key).lower()
+    n = _NORM_CACHE.get(key)
+    if n is None:
+        if len(_NORM_CACHE) >= _CACHE_MAX:
+            _NORM_CACHE.clear()
+        n = _NORM_CACHE[key] = _NORM_STRIP.sub("", key).lower()
+    return n
 
 
 EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9][A-Za-z0-9._%+\-]{0,63}@(?:[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![\w-])")
@@ -159,13 +169,29 @@ TRANSCRIPT_KEYS = frozenset(
 )
 
 
+VERSION_KEY = re.compile(r"version|ver$|build|release")
+PHONE_LOOSE = re.compile(r"\+?[\d \-().]{7,24}")
+SERIAL_VALUE = re.compile(r"[A-Za-z0-9\-_./: ]+")
+DIGITS_DOTS = re.compile(r"[\d.]+")
+_ASCII_ALPHA = re.compile(r"[A-Za-z]")
+_ASCII_DIGIT = re.compile(r"[0-9]")
+_DEL_DIGITS = str.maketrans("", "", "0123456789")
+_EMPTY: frozenset[str] = frozenset()
+
+
 def _digits(s: str) -> int:
-    return sum(c.isdigit() for c in s)
+    """How many characters of ``s`` are digits (``str.isdigit``)."""
+    if s.isascii():
+        return len(s) - len(s.translate(_DEL_DIGITS))
+    return sum(map(str.isdigit, s))
 
 
 def _id_like(s: str) -> bool:
     s = s.strip()
-    if not ID_LIKE.match(s) or not any(c.isdigit() for c in s):
+    if not ID_LIKE.match(s):
+        return False
+    # ID_LIKE only matches ASCII (s is stripped, so "$" cannot stop before a newline)
+    if not _ASCII_DIGIT.search(s):
         return False
     core = s.replace("-", "").replace("{", "").replace("}", "")
     return len(set(core)) > 2  # 00000000-0000-..., ffffffff: placeholders
@@ -176,11 +202,13 @@ def _is_phone(s: str, phone_key: bool) -> bool:
     if len(s) > 32 or DATE_LIKE.match(s):
         return False
     d = _digits(s)
-    if PHONE_PLUS.match(s) and 7 <= d <= 15 and not IPV4.match(s.lstrip("+")):
+    if not 7 <= d <= 15:
+        return False
+    if PHONE_PLUS.match(s) and not IPV4.match(s.lstrip("+")):
         return True
-    if (PHONE_NANP.match(s) or PHONE_NATIONAL.match(s)) and 7 <= d <= 15:
+    if PHONE_NANP.match(s) or PHONE_NATIONAL.match(s):
         return True
-    return phone_key and bool(re.fullmatch(r"\+?[\d \-().]{7,24}", s)) and 7 <= d <= 15
+    return phone_key and PHONE_LOOSE.fullmatch(s) is not None
 
 
 #: the connection address of an ICE candidate ("candidate:1 1 udp 2122260223 192.0.2.2 54321 typ host") or an SDP c= line
@@ -188,7 +216,7 @@ ICE_ADDR = re.compile(r"(?:candidate:\S+ \d+ (?:udp|tcp|UDP|TCP) \d+ |c=IN IP[46
 
 
 def _is_ipv4(s: str) -> bool:
-    if not IPV4.match(s):
+    if not 7 <= len(s) <= 15 or not IPV4.match(s):
         return False
     try:
         ipaddress.IPv4Address(s)
@@ -209,7 +237,9 @@ def _is_ipv6(s: str) -> bool:
 
 
 def _has_letters(s: str) -> bool:
-    return any(c.isalpha() for c in s)
+    if s.isascii():
+        return _ASCII_ALPHA.search(s) is not None
+    return any(map(str.isalpha, s))
 
 
 def _wordy(s: str) -> bool:
@@ -231,52 +261,140 @@ class _Ctx:
     path_keys: tuple[str, ...]  # normalised named keys from the root
 
 
+class _Prof:
+    """What the detectors decide from a value's key alone (its key, the key above it, and whether a key further up is chat-like)."""
+
+    __slots__ = (
+        "key",
+        "chat_below",
+        "phone_key",
+        "ipv4_ok",
+        "device_int",
+        "device_str",
+        "serial",
+        "meet_key",
+        "meet_loose",
+        "meet_num",
+        "meet_int",
+        "title",
+        "chat",
+        "transcript",
+        "file_key",
+        "int_any",
+    )
+
+    def __init__(self, key: str, parent: str, chat_above: bool) -> None:
+        self.key = key
+        # whether a key above this one's children is chat-like (for a child, path_keys[:-1] = this path's keys)
+        self.chat_below = chat_above or CHAT_PARENT.search(key) is not None
+        self.phone_key = key in PHONE_KEYS
+        self.ipv4_ok = VERSION_KEY.search(key) is None
+        self.device_int = key in DEVICE_KEYS or (key in ("id", "uuid") and DEVICE_PARENT.search(parent) is not None)
+        self.device_str = key in DEVICE_KEYS or (key in ("id", "uuid", "guid", "localid") and DEVICE_PARENT.search(parent) is not None)
+        self.serial = SERIAL_KEY.search(key) is not None
+        self.meet_key = key in MEETING_KEYS
+        self.meet_loose = key not in ("meeting", "mn")
+        self.meet_num = key in MEETING_NUMBER_KEYS and (key != "id" or TITLE_PARENT.search(parent) is not None)
+        self.meet_int = self.meet_key and self.meet_loose
+        self.title = key in TITLE_KEYS or (key in TITLE_GENERIC and TITLE_PARENT.search(parent) is not None)
+        self.chat = key in CHAT_KEYS or (key in CHAT_GENERIC and chat_above)
+        self.transcript = key in TRANSCRIPT_KEYS
+        self.file_key = key in FILE_KEYS
+        self.int_any = self.phone_key or self.meet_num or self.meet_int or self.device_int or self.serial
+
+
+_PROFS: dict[tuple[str, str, bool], _Prof] = {}
+_CHILD: dict[tuple[_Prof, str], _Prof] = {}
+
+
+def _prof(key: str, parent: str, chat_above: bool) -> _Prof:
+    k = (key, parent, chat_above)
+    p = _PROFS.get(k)
+    if p is None:
+        if len(_PROFS) >= _CACHE_MAX:
+            _PROFS.clear()
+            _CHILD.clear()
+        p = _PROFS[k] = _Prof(key, parent, chat_above)
+    return p
+
+
+def _child(prof: _Prof, raw_key: str) -> _Prof:
+    """The profile of the value under dict key ``raw_key`` of a dict whose own profile is ``prof``."""
+    k = (prof, raw_key)
+    c = _CHILD.get(k)
+    if c is None:
+        c = _prof(_norm(raw_key), prof.key, prof.chat_below)
+        if len(_CHILD) >= _CACHE_MAX:
+            _CHILD.clear()
+        _CHILD[k] = c
+    return c
+
+
+def _ctx_prof(ctx: _Ctx) -> _Prof:
+    return _prof(ctx.key, ctx.parent, any(CHAT_PARENT.search(k) for k in ctx.path_keys[:-1]))
+
+
 def value_detectors(value: object, ctx: _Ctx, seen: frozenset[str]) -> set[str]:
     """What a single value, under its key, looks like."""
-    out: set[str] = set()
-    key, parent = ctx.key, ctx.parent
+    return set(_detect(value, _ctx_prof(ctx), seen))
+
+
+def _detect(value: object, prof: _Prof, seen: frozenset[str]) -> frozenset[str] | set[str]:
     if value is None or isinstance(value, bool):
-        return out
-    if isinstance(value, bytes | bytearray | memoryview):
-        return out
+        return _EMPTY
+    if isinstance(value, str):
+        return _detect_str(value, prof, seen)
     if isinstance(value, int | float):
-        if isinstance(value, float) and not value.is_integer():
-            return out
-        iv = int(value)
-        text = str(iv)
-        if key in PHONE_KEYS and 7 <= len(text.lstrip("-")) <= 15:
-            out.add("phone")
-        if key in MEETING_NUMBER_KEYS and (key != "id" or TITLE_PARENT.search(parent)) and 9 <= len(text) <= 11:
-            out.add("meeting_id")
-        elif key in MEETING_KEYS and key not in ("meeting", "mn") and iv > 0 and len(text) >= 6:
-            out.add("meeting_id")
-        if (key in DEVICE_KEYS or (key in ("id", "uuid") and DEVICE_PARENT.search(parent))) and len(text) >= 6:
-            out.add("device_id")
-        if SERIAL_KEY.search(key) and len(text) >= 4:
-            out.add("serial")
-        return out
-    if not isinstance(value, str):
-        return out
+        return _detect_number(value, prof) if prof.int_any else _EMPTY
+    return _EMPTY
+
+
+def _detect_number(value: float, prof: _Prof) -> set[str] | frozenset[str]:
+    if isinstance(value, float) and not value.is_integer():
+        return _EMPTY
+    out: set[str] = set()
+    iv = int(value)
+    text = str(iv)
+    if prof.phone_key and 7 <= len(text.lstrip("-")) <= 15:
+        out.add("phone")
+    if prof.meet_num and 9 <= len(text) <= 11:
+        out.add("meeting_id")
+    elif prof.meet_int and iv > 0 and len(text) >= 6:
+        out.add("meeting_id")
+    if prof.device_int and len(text) >= 6:
+        out.add("device_id")
+    if prof.serial and len(text) >= 4:
+        out.add("serial")
+    return out
+
+
+def _detect_str(value: str, prof: _Prof, seen: frozenset[str]) -> set[str] | frozenset[str]:
     s = value.strip()
     if not s:
-        return out
-    low = s.casefold()
-    if seen and low in seen:
+        return _EMPTY
+    out: set[str] = set()
+    if seen and s.casefold() in seen:
         out.add("seen_name")
-    short = len(s) <= 256
+    n = len(s)
+    short = n <= 256
     # identifiers by shape
     if "@" in s and EMAIL.search(s[:MAX_TEXT]):
         out.add("email")
     if short:
-        if UUID.match(s) and len(set(s.replace("-", "").strip("{}"))) > 1:
+        if 36 <= n <= 38 and UUID.match(s) and len(set(s.replace("-", "").strip("{}"))) > 1:
             out.add("uuid")
-        if MAC.match(s) and s.replace(":", "").replace("-", "").replace(".", "").strip("0") and low != "ff:ff:ff:ff:ff:ff":
+        if (
+            (n == 14 or n == 17)
+            and MAC.match(s)
+            and s.replace(":", "").replace("-", "").replace(".", "").strip("0")
+            and s.casefold() != "ff:ff:ff:ff:ff:ff"
+        ):
             out.add("mac")
-        if not re.search(r"version|ver$|build|release", key) and _is_ipv4(s):
+        if prof.ipv4_ok and _is_ipv4(s):
             out.add("ipv4")
         if ":" in s and _is_ipv6(s):
             out.add("ipv6")
-        if _digits(s) >= 7 and _is_phone(s, key in PHONE_KEYS):
+        if n >= 7 and _digits(s) >= 7 and _is_phone(s, prof.phone_key):
             out.add("phone")
     # addresses inside ICE candidates and SDP (WebRTC stats and signalling leak the host's addresses this way)
     if "candidate:" in s or "c=IN IP" in s:
@@ -287,39 +405,42 @@ def value_detectors(value: object, ctx: _Ctx, seen: frozenset[str]) -> set[str]:
             elif ":" in addr and _is_ipv6(addr):
                 out.add("ipv6")
     # identifiers by key name
-    if short and (key in DEVICE_KEYS or (key in ("id", "uuid", "guid", "localid") and DEVICE_PARENT.search(parent))):
+    if short and prof.device_str:
         if _id_like(s) or UUID.match(s):
             out.add("device_id")
-    if short and SERIAL_KEY.search(key) and len(s) >= 4 and re.fullmatch(r"[A-Za-z0-9\-_./: ]+", s) and low not in ("unknown", "none", "null"):
+    if short and prof.serial and n >= 4 and SERIAL_VALUE.fullmatch(s) and s.casefold() not in ("unknown", "none", "null"):
         out.add("serial")
-    if short and key in MEETING_KEYS and (key not in ("meeting", "mn") or MEETING_NUMBER.match(s)) and (_id_like(s) or MEETING_NUMBER.match(s)):
+    if short and prof.meet_key and (prof.meet_loose or MEETING_NUMBER.match(s)) and (_id_like(s) or MEETING_NUMBER.match(s)):
         out.add("meeting_id")
-    elif short and key in MEETING_NUMBER_KEYS and (key != "id" or TITLE_PARENT.search(parent)) and MEETING_NUMBER.match(s):
+    elif short and prof.meet_num and MEETING_NUMBER.match(s):
         out.add("meeting_id")
-    if TEAMS_THREAD.search(s[:MAX_TEXT]) or ZOOM_URL.search(s[:MAX_TEXT]) or (short and MEET_CODE.match(s)):
+    if (
+        ("19:meeting_" in s and TEAMS_THREAD.search(s[:MAX_TEXT]))
+        or ("zoom" in s and ZOOM_URL.search(s[:MAX_TEXT]))
+        or (short and (n == 12 or n == 36) and MEET_CODE.match(s))
+    ):
         out.add("meeting_id")
     # customer content
-    if key in TITLE_KEYS or (key in TITLE_GENERIC and TITLE_PARENT.search(parent)):
-        if _wordy(s):
-            out.add("meeting_title")
-    if key in CHAT_KEYS or (key in CHAT_GENERIC and any(CHAT_PARENT.search(k) for k in ctx.path_keys[:-1])):
-        if _wordy(s):
-            out.add("chat_text")
-    if key in TRANSCRIPT_KEYS and _wordy(s):
+    if prof.title and _wordy(s):
+        out.add("meeting_title")
+    if prof.chat and _wordy(s):
+        out.add("chat_text")
+    if prof.transcript and _wordy(s):
         out.add("transcript")
     if short and "://" not in s:
-        base = re.split(r"[/\\]", s)[-1]
-        if FILE_NAME.match(base) and not _is_ipv4(s) and not re.fullmatch(r"[\d.]+", base):
-            out.add("file_name")
-        elif key in FILE_KEYS and "." in base and _has_letters(base) and " " not in base.strip()[:1]:
-            out.add("file_name")
+        base = s[max(s.rfind("/"), s.rfind("\\")) + 1 :]
+        if "." in base:
+            if FILE_NAME.match(base) and not _is_ipv4(s) and not DIGITS_DOTS.fullmatch(base):
+                out.add("file_name")
+            elif prof.file_key and _has_letters(base) and " " not in base.strip()[:1]:
+                out.add("file_name")
     return out
 
 
 # -- walking -----------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class _Acc:
     first: object
     types: set[str] = field(default_factory=set)
@@ -328,26 +449,22 @@ class _Acc:
     detectors: set[str] = field(default_factory=set)
 
 
-def _leaves(tree: object) -> Iterator[tuple[str, _Ctx, object]]:
-    """(key path, context, value) for every leaf; empty dicts and lists are not leaves."""
-    stack: list[tuple[object, str, tuple[str, ...], int]] = [(tree, "", (), 0)]
-    while stack:
-        node, path, keys, depth = stack.pop()
-        if isinstance(node, dict) and depth < MAX_DEPTH:
-            items = list(node.items())
-            for k, v in reversed(items):
-                ks = str(k)
-                stack.append((v, f"{path}.{ks}" if path else ks, (*keys, _norm(ks)), depth + 1))
-        elif isinstance(node, list | tuple) and depth < MAX_DEPTH:
-            for v in reversed(node):
-                stack.append((v, f"{path}[]", keys, depth + 1))
-        else:
-            if isinstance(node, dict | list | tuple):  # too deep: one leaf
-                node = json.dumps(node, default=str)[:MAX_TEXT]
-            # a value's key is its dict key, or the list's name for list items ("tags[]")
-            key = keys[-1] if keys else ""
-            parent = keys[-2] if len(keys) > 1 else ""
-            yield (path or "$"), _Ctx(key, parent, keys), node
+_TYPE_NAMES: dict[type, str] = {
+    type(None): "null",
+    bool: "bool",
+    Varint: "varint",
+    Fixed32: "fixed32",
+    Fixed64: "fixed64",
+    int: "int",
+    float: "float",
+    str: "string",
+    bytes: "bytes",
+    bytearray: "bytes",
+    memoryview: "bytes",
+    dict: "object",
+    list: "list",
+    tuple: "list",
+}
 
 
 def inventory(tree: object, *, salt: bytes, keep_values: bool = False, seen_names: Collection[str] = ()) -> list[dict[str, Any]]:
@@ -360,7 +477,11 @@ def inventory(tree: object, *, salt: bytes, keep_values: bool = False, seen_name
     """
     seen = frozenset(n.strip().casefold() for n in seen_names if isinstance(n, str) and len(n.strip()) >= 2)
     accs: dict[str, _Acc] = {}
-    for path, ctx, value in _leaves(tree):
+    memo: dict[tuple[_Prof, str], frozenset[str] | set[str]] = {}  # string values repeat a lot in batches
+    type_names = _TYPE_NAMES
+    child_cache = _CHILD
+
+    def leaf(path: str, prof: _Prof, value: object) -> None:
         acc = accs.get(path)
         if acc is None:
             if len(accs) >= MAX_PATHS:
@@ -369,10 +490,71 @@ def inventory(tree: object, *, salt: bytes, keep_values: bool = False, seen_name
             if acc is None:
                 acc = accs[path] = _Acc(first=value)
         acc.count += 1
-        acc.types.add(value_type(value))
+        tn = type_names.get(type(value))
+        acc.types.add(tn if tn is not None else value_type(value))
         if acc.scanned < MAX_SCANNED:
             acc.scanned += 1
-            acc.detectors |= value_detectors(value, ctx, seen)
+            if type(value) is str:
+                mk = (prof, value)
+                found = memo.get(mk)
+                if found is None:
+                    found = memo[mk] = _detect_str(value, prof, seen)
+            else:
+                found = _detect(value, prof, seen)
+            if found:
+                acc.detectors |= found
+
+    # every leaf, depth first in document order; empty dicts and lists are not leaves (recursion is bounded by MAX_DEPTH)
+    def visit(node: object, path: str, prof: _Prof, depth: int) -> None:
+        if depth >= MAX_DEPTH:
+            if isinstance(node, dict | list | tuple):  # too deep: one leaf
+                node = json.dumps(node, default=str)[:MAX_TEXT]
+            leaf(path or "$", prof, node)
+            return
+        depth += 1
+        if isinstance(node, dict):
+            for k, v in node.items():
+                ks = k if type(k) is str else str(k)
+                sub = f"{path}.{ks}" if path else ks
+                cprof = child_cache.get((prof, ks))
+                if cprof is None:
+                    cprof = _child(prof, ks)
+                if isinstance(v, dict | list | tuple):
+                    visit(v, sub, cprof, depth)
+                    continue
+                # leaf(sub, cprof, v), inlined: most leaves are dict values
+                if not sub:  # key "" at the root
+                    sub = "$"
+                acc = accs.get(sub)
+                if acc is None:
+                    leaf(sub, cprof, v)
+                    continue
+                acc.count += 1
+                tv = type(v)
+                tn = type_names.get(tv)
+                acc.types.add(tn if tn is not None else value_type(v))
+                if acc.scanned < MAX_SCANNED:
+                    acc.scanned += 1
+                    if tv is str:
+                        mk = (cprof, v)
+                        found = memo.get(mk)
+                        if found is None:
+                            found = memo[mk] = _detect_str(v, cprof, seen)
+                    else:
+                        found = _detect(v, cprof, seen)
+                    if found:
+                        acc.detectors |= found
+        elif isinstance(node, list | tuple):
+            sub = path + "[]"
+            for v in node:
+                if isinstance(v, dict | list | tuple):
+                    visit(v, sub, prof, depth)
+                else:
+                    leaf(sub, prof, v)
+        else:
+            leaf(path or "$", prof, node)
+
+    visit(tree, "", _prof("", "", False), 0)
     rows: list[dict[str, Any]] = []
     for path, acc in accs.items():
         text = canonical_text(acc.first)
