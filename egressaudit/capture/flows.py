@@ -28,7 +28,7 @@ from egressaudit.dissect import stun as stun_d
 from egressaudit.dissect import tls as tls_d
 from egressaudit.dissect import webrtc
 from egressaudit.dissect import zoom as zoom_d
-from egressaudit.dissect.rtp import parse_rtp
+from egressaudit.dissect.rtp import RtpHeader, parse_rtp
 
 INSPECT_PACKETS = 48
 SAMPLE_EVERY = 32
@@ -86,6 +86,11 @@ class Flow:
     @property
     def client_is_a(self) -> bool:
         return not self.syn_from_b
+
+    def note_rtp(self, h: RtpHeader) -> None:
+        self.rtp += 1
+        self.pts.add(h.payload_type)
+        self.ssrcs.add(h.ssrc)
 
     def set_hostname(self, name: str | None, source: str) -> None:
         if name and self.hostname is None:
@@ -297,9 +302,7 @@ class FlowTable:
         elif kind == "rtp":
             h = parse_rtp(payload)
             if h is not None:
-                flow.rtp += 1
-                flow.pts.add(h.payload_type)
-                flow.ssrcs.add(h.ssrc)
+                flow.note_rtp(h)
         elif kind == "rtcp":
             flow.rtcp += 1
         elif kind == "dtls":
@@ -315,9 +318,7 @@ class FlowTable:
         if zp.kind in ("audio", "video", "screen_share"):
             flow.media_kinds.add(zp.kind)
         if zp.rtp is not None:
-            flow.rtp += 1
-            flow.pts.add(zp.rtp.payload_type)
-            flow.ssrcs.add(zp.rtp.ssrc)
+            flow.note_rtp(zp.rtp)
         elif zp.kind == "rtcp":
             flow.rtcp += 1
         flow.vendor_hints.add("zoom")
@@ -349,9 +350,7 @@ def _rtp_over_tcp(flow: Flow, data: bytes) -> bool:
     if kind == "rtp":
         h = parse_rtp(framed)
         if h is not None:
-            flow.rtp += 1
-            flow.pts.add(h.payload_type)
-            flow.ssrcs.add(h.ssrc)
+            flow.note_rtp(h)
     elif kind == "rtcp":
         flow.rtcp += 1
     else:

@@ -233,8 +233,11 @@ def _iter_pcapng(fh: BinaryIO, stats: ReadStats, path: Path) -> Iterator[Frame]:
             pos = b.pos
             b.pos = pos + blen
             body = pos + 8
-            if btype == 6:  # Enhanced Packet Block
-                iface, hi, lo, caplen, wirelen = struct.unpack_from(order + "IIIII", b.buf, body)
+            if btype == 6 or btype == 2:  # Enhanced Packet Block, or the obsolete Packet Block (16-bit interface id + drops)
+                if btype == 6:
+                    iface, hi, lo, caplen, wirelen = struct.unpack_from(order + "IIIII", b.buf, body)
+                else:
+                    iface, _drops, hi, lo, caplen, wirelen = struct.unpack_from(order + "HHIIII", b.buf, body)
                 if iface >= len(ifaces) or caplen > blen - 32:
                     stats.corrupt += 1
                     continue
@@ -250,14 +253,6 @@ def _iter_pcapng(fh: BinaryIO, stats: ReadStats, path: Path) -> Iterator[Frame]:
                 caplen = min(wirelen, blen - 16, snap or wirelen)
                 data = b.buf[body + 4 : body + 4 + caplen]
                 iface, ts = 0, 0.0
-            elif btype == 2:  # Packet Block (obsolete)
-                iface, _drops, hi, lo, caplen, wirelen = struct.unpack_from(order + "HHIIII", b.buf, body)
-                if iface >= len(ifaces) or caplen > blen - 32:
-                    stats.corrupt += 1
-                    continue
-                lt, _snap, units, offset = ifaces[iface]
-                data = b.buf[body + 20 : body + 20 + caplen]
-                ts = ((hi << 32) | lo) / units + offset
             elif btype == 1:  # Interface Description Block
                 lt, _res, snap = struct.unpack_from(order + "HHI", b.buf, body)
                 units, offset, name = 1e6, 0.0, ""
