@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -66,22 +67,31 @@ def data_class_figure(by_class_category: pd.DataFrame, path: Path) -> Path:
     classes = [d for d in DATA_CLASS_ORDER if d in pivot.index] + [d for d in pivot.index if d not in DATA_CLASS_ORDER]
     cats = [c for c in CATEGORY_ORDER if c in pivot.columns] + [c for c in pivot.columns if c not in CATEGORY_ORDER]
     pivot = pivot.reindex(index=classes, columns=cats)
-    div, unit = _unit(float(pivot.to_numpy().sum(axis=1).max()))
-    y = list(range(len(classes)))
-    left = [0.0] * len(classes)
-    for cat in cats:
-        vals = [float(v) / div for v in pivot[cat]]
-        ax.barh(y, vals, left=left, color=CATEGORY_COLORS.get(str(cat), FALLBACK), label=str(cat), edgecolor="white", linewidth=0.5)
-        left = [a + b for a, b in zip(left, vals, strict=True)]
-    for yi, total in zip(y, left, strict=True):
-        ax.text(total, yi, " " + human_bytes(total * div), va="center", fontsize=8)
-    ax.set_yticks(y, [str(c).replace("_", " ") for c in classes])
+    left, unit = _stacked_by_category(ax, pivot, cats, [str(c).replace("_", " ") for c in classes])
     ax.invert_yaxis()
     ax.set_xlabel(f"bytes sent ({unit})")
     ax.set_xlim(0, max(left) * 1.2)
     ax.set_title(title)
     ax.legend(loc="lower right", fontsize=7, ncols=2, frameon=False)
     return _save(fig, path)
+
+
+def _stacked_by_category(ax: Axes, pivot: pd.DataFrame, cats: Sequence[object], labels: list[str]) -> tuple[list[float], str]:
+    """Horizontal bars, one per pivot row, stacked by category column and labelled with their totals.
+
+    Returns the bar lengths (in the chosen unit) and the unit's name.
+    """
+    div, unit = _unit(float(pivot.to_numpy().sum(axis=1).max()))
+    y = list(range(len(labels)))
+    left = [0.0] * len(labels)
+    for cat in cats:
+        vals = [float(v) / div for v in pivot[cat]]
+        ax.barh(y, vals, left=left, color=CATEGORY_COLORS.get(str(cat), FALLBACK), label=str(cat), edgecolor="white", linewidth=0.5)
+        left = [a + b for a, b in zip(left, vals, strict=True)]
+    for yi, total in zip(y, left, strict=True):
+        ax.text(total, yi, " " + human_bytes(total * div), va="center", fontsize=8)
+    ax.set_yticks(y, labels)
+    return left, unit
 
 
 def vendor_figure(by_vendor: pd.DataFrame, path: Path, top: int = 15) -> Path:
@@ -159,16 +169,7 @@ def http_vendor_figure(by_vendor_category: pd.DataFrame, path: Path, top: int = 
     pivot = df.pivot_table(index="vendor", columns="category", values="request_wire_bytes", aggfunc="sum", fill_value=0).reindex(index=vendors)
     cats = [c for c in CATEGORY_ORDER if c in pivot.columns] + [c for c in pivot.columns if c not in CATEGORY_ORDER]
     pivot = pivot.reindex(columns=cats).fillna(0)
-    div, unit = _unit(float(pivot.to_numpy().sum(axis=1).max()))
-    y = list(range(len(vendors)))
-    left = [0.0] * len(vendors)
-    for cat in cats:
-        vals = [float(v) / div for v in pivot[cat]]
-        ax.barh(y, vals, left=left, color=CATEGORY_COLORS.get(str(cat), FALLBACK), label=str(cat), edgecolor="white", linewidth=0.5)
-        left = [a + b for a, b in zip(left, vals, strict=True)]
-    for yi, total in zip(y, left, strict=True):
-        ax.text(total, yi, " " + human_bytes(total * div), va="center", fontsize=8)
-    ax.set_yticks(y, [str(v) for v in vendors])
+    left, unit = _stacked_by_category(ax, pivot, cats, [str(v) for v in vendors])
     ax.invert_yaxis()
     ax.set_xlabel(f"request bytes sent, head and body as on the wire ({unit})")
     ax.set_xlim(0, max(left) * 1.25)
