@@ -235,7 +235,7 @@ def _rows(flows: list[Flow], orient: Orientation, db: SignatureDB) -> tuple[list
     rows: list[dict[str, Any]] = []
     verdicts: list[Verdict] = []
     # Oldest first; each flow is popped as it becomes a row, so the flows' memory is freed while the rows grow.
-    flows.sort(key=lambda f: f.ts_first, reverse=True)
+    flows.sort(key=lambda f: (f.ts_first, f.seq), reverse=True)
     i = -1
     while flows:
         f = flows.pop()

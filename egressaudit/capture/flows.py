@@ -18,6 +18,8 @@ from __future__ import annotations
 import socket
 from collections import OrderedDict
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
+from typing import Any
 
 from egressaudit.capture.frames import PROTO_TCP, PROTO_UDP, IPPacket
 from egressaudit.dissect import discord as discord_d
@@ -41,6 +43,9 @@ TCP_RST = 0x04
 TCP_ACK = 0x10
 
 
+_EMPTY: frozenset[Any] = frozenset()
+
+
 def ip_str(addr: bytes) -> str:
     return socket.inet_ntop(socket.AF_INET if len(addr) == 4 else socket.AF_INET6, addr)
 
@@ -53,17 +58,20 @@ class Flow:
         "pkts_ab", "pkts_ba", "bytes_ab", "bytes_ba", "pay_ab", "pay_ba", "fragments", "vlan",
         "syn_from_b", "closed", "hostname", "hostname_source", "dns_name", "alpn", "app_protocol",
         "stun", "rtp", "rtcp", "dtls", "pts", "ssrcs", "media_kinds", "vendor_hints",
-        "tls_buf", "tls_done", "quic", "seen", "http_host", "dns_query",
+        "tls_buf", "tls_done", "quic", "seen", "http_host", "dns_query", "seq",
     )  # fmt: skip
 
-    def __init__(self, pkt: IPPacket, ts: float) -> None:
-        self.proto = pkt.proto
-        self.version = pkt.version
-        self.a_ip, self.a_port, self.b_ip, self.b_port = pkt.src, pkt.sport, pkt.dst, pkt.dport
+    def __init__(
+        self, proto: int, version: int, a_ip: bytes, a_port: int, b_ip: bytes, b_port: int, ts: float, vlan: int = -1, seq: int = 0
+    ) -> None:
+        self.proto = proto
+        self.version = version
+        self.a_ip, self.a_port, self.b_ip, self.b_port = a_ip, a_port, b_ip, b_port
         self.ts_first = self.ts_last = ts
+        self.seq = seq  # number of the flow's first packet in the input: orders flows that start at the same time
         self.pkts_ab = self.pkts_ba = self.bytes_ab = self.bytes_ba = self.pay_ab = self.pay_ba = 0
         self.fragments = 0
-        self.vlan = pkt.vlan
+        self.vlan = vlan
         self.syn_from_b = False
         self.closed = False
         self.hostname: str | None = None
@@ -72,10 +80,11 @@ class Flow:
         self.alpn: tuple[str, ...] = ()
         self.app_protocol: str | None = None
         self.stun = self.rtp = self.rtcp = self.dtls = 0
-        self.pts: set[int] = set()
-        self.ssrcs: set[int] = set()
-        self.media_kinds: set[str] = set()
-        self.vendor_hints: set[str] = set()
+        # most flows carry none of these: the sets are made on first use (4 empty sets would double a flow's size)
+        self.pts: AbstractSet[int] = _EMPTY
+        self.ssrcs: AbstractSet[int] = _EMPTY
+        self.media_kinds: AbstractSet[str] = _EMPTY
+        self.vendor_hints: AbstractSet[str] = _EMPTY
         self.tls_buf = b""
         self.tls_done = False
         self.quic: quic_d.QuicClientHelloAssembler | None = None
@@ -89,8 +98,17 @@ class Flow:
 
     def note_rtp(self, h: RtpHeader) -> None:
         self.rtp += 1
-        self.pts.add(h.payload_type)
-        self.ssrcs.add(h.ssrc)
+        self.pts = self.pts | {h.payload_type} if h.payload_type not in self.pts else self.pts
+        self.ssrcs = self.ssrcs | {h.ssrc} if h.ssrc not in self.ssrcs else self.ssrcs
+
+    def hint(self, vendor: str) -> None:
+        """A vendor named by the payload (STUN attributes, Zoom or Discord framing)."""
+        if vendor not in self.vendor_hints:
+            self.vendor_hints = self.vendor_hints | {vendor}
+
+    def media_kind(self, kind: str) -> None:
+        if kind not in self.media_kinds:
+            self.media_kinds = self.media_kinds | {kind}
 
     def set_hostname(self, name: str | None, source: str) -> None:
         if name and self.hostname is None:
@@ -101,7 +119,153 @@ class Flow:
 FlowKey = tuple[int, bytes, int, bytes, int]
 
 
-class FlowTable:
+class Inspector:
+    """Reads the evidence of a flow from the payloads of its first packets (see the module docstring).
+
+    DNS answers are handed to :meth:`dns_answer`; the flow table keeps the
+    latest name of each address and gives it to the flows that start later.
+    """
+
+    def dns_answer(self, packed: bytes, name: str) -> None:
+        raise NotImplementedError
+
+    # -- evidence ------------------------------------------------------------
+    def inspect(self, flow: Flow, payload: bytes, sport: int, dport: int, from_client: bool) -> None:
+        if flow.proto == PROTO_TCP:
+            self._inspect_tcp(flow, payload, from_client, sport, dport)
+        elif flow.proto == PROTO_UDP:
+            self._inspect_udp(flow, payload, from_client, sport, dport)
+
+    def _inspect_tcp(self, flow: Flow, payload: bytes, from_client: bool, sp: int, dp: int) -> None:
+        if sp in DNS_PORTS or dp in DNS_PORTS:
+            msg = dns_d.parse_dns_tcp(payload)
+            if msg is not None:
+                flow.app_protocol = "dns"
+                self._note_dns(flow, msg)
+            return
+        if not from_client or flow.tls_done:
+            return
+        if not flow.tls_buf:
+            first = payload[0]
+            if first == 0x16:
+                flow.app_protocol = "tls"
+            elif 0x41 <= first <= 0x5A:
+                req = http_d.parse_request(payload)
+                flow.tls_done = True
+                if req is not None:
+                    flow.app_protocol = "http"
+                    flow.http_host = req.host
+                    flow.set_hostname(_strip_port(req.host), "http_host")
+                return
+            else:
+                st = stun_d.parse_stun_tcp(payload)
+                if st is not None:
+                    flow.app_protocol = "stun"
+                    flow.stun += 1
+                    if st.vendor_hint:
+                        flow.hint(st.vendor_hint)
+                    return
+                if _rtp_over_tcp(flow, payload):
+                    return
+                flow.tls_done = True
+                return
+        buf = flow.tls_buf + payload
+        ch = tls_d.parse_client_hello(buf)
+        if ch is not None:
+            flow.tls_done = True
+            flow.tls_buf = b""
+            flow.set_hostname(ch.sni, "tls_sni")
+            flow.alpn = ch.alpn
+            return
+        if tls_d.needs_more(buf) and len(buf) < TLS_BUFFER_MAX:
+            flow.tls_buf = buf
+        else:
+            flow.tls_done = True
+            flow.tls_buf = b""
+
+    def _inspect_udp(self, flow: Flow, payload: bytes, from_client: bool, sp: int, dp: int) -> None:
+        if sp in DNS_PORTS or dp in DNS_PORTS:
+            msg = dns_d.parse_dns(payload)
+            if msg is not None:
+                flow.app_protocol = "dns"
+                self._note_dns(flow, msg)
+                return
+        if (dp == 443 or sp == 443) and flow.app_protocol in (None, "quic"):
+            if flow.quic is None and from_client and quic_d.is_quic_long_header(payload):
+                flow.quic = quic_d.QuicClientHelloAssembler()
+                flow.app_protocol = "quic"
+            if flow.quic is not None and from_client and flow.hostname is None:
+                ch = flow.quic.feed(payload)
+                if ch is not None:
+                    flow.set_hostname(ch.sni, "quic_sni")
+                    flow.alpn = ch.alpn
+            if flow.app_protocol == "quic":
+                return
+        if sp in ZOOM_PORTS or dp in ZOOM_PORTS:
+            zp = zoom_d.parse_zoom(payload, server_side=True)
+            if zp is not None:
+                self._note_zoom(flow, zp)
+                return
+        kind = webrtc.demux(payload)
+        if kind is None:
+            zp = zoom_d.parse_zoom(payload, server_side=False)
+            if zp is not None and zp.kind in ("audio", "video", "screen_share"):
+                self._note_zoom(flow, zp)
+            elif zoom_d.is_p2p_control(payload):
+                flow.hint("zoom")
+                flow.app_protocol = flow.app_protocol or "zoom_p2p"
+            elif discord_d.parse_ip_discovery(payload) is not None:
+                flow.hint("discord")
+                flow.app_protocol = flow.app_protocol or "discord_voice"
+            return
+        if kind == "stun":
+            st = stun_d.parse_stun(payload)
+            if st is not None:
+                flow.stun += 1
+                if st.vendor_hint:
+                    flow.hint(st.vendor_hint)
+        elif kind == "rtp":
+            h = parse_rtp(payload)
+            if h is not None:
+                flow.note_rtp(h)
+        elif kind == "rtcp":
+            flow.rtcp += 1
+        elif kind == "dtls":
+            flow.dtls += 1
+        elif kind == "turn_channel":
+            flow.stun += 1
+        if flow.app_protocol is None or flow.app_protocol == "stun":
+            flow.app_protocol = "turn" if kind == "turn_channel" else kind
+
+    @staticmethod
+    def _note_zoom(flow: Flow, zp: zoom_d.ZoomPacket) -> None:
+        flow.app_protocol = "zoom_media"
+        if zp.kind in ("audio", "video", "screen_share"):
+            flow.media_kind(zp.kind)
+        if zp.rtp is not None:
+            flow.note_rtp(zp.rtp)
+        elif zp.kind == "rtcp":
+            flow.rtcp += 1
+        flow.hint("zoom")
+
+    def _note_dns(self, flow: Flow, msg: dns_d.DnsMessage) -> None:
+        if msg.qname and flow.dns_query is None:
+            flow.dns_query = msg.qname.lower().rstrip(".")
+        if not msg.is_response:
+            return
+        # Map each answered address to the name the client asked for (the start of the CNAME chain).
+        name = (msg.qname or "").lower().rstrip(".")
+        for owner, addr in msg.answers:
+            try:
+                packed = socket.inet_pton(socket.AF_INET6 if ":" in addr else socket.AF_INET, addr)
+            except OSError:
+                continue
+            if packed in (b"\x00\x00\x00\x00",):
+                continue
+            self.dns_answer(packed, name or owner.lower().rstrip("."))
+
+
+class FlowTable(Inspector):
     def __init__(self, on_flow: Callable[[Flow], None], idle_timeout: float = 120.0) -> None:
         self.on_flow = on_flow
         self.idle_timeout = idle_timeout
@@ -118,7 +282,7 @@ class FlowTable:
         if ts - self._last_expire >= 1.0:
             self._expire(ts)
             self._last_expire = ts
-        _v, src, dst, proto, sp, dp, ip_len, payload, tcp_flags, frag, frag_id, _vlan = pkt
+        version, src, dst, proto, sp, dp, ip_len, payload, tcp_flags, frag, frag_id, vlan = pkt
         flows = self.flows
         if frag == 2:
             fk = self.frag_map.get((src, dst, proto, frag_id))
@@ -140,7 +304,7 @@ class FlowTable:
             else:
                 flows.move_to_end(key)
         if flow is None:
-            flow = Flow(pkt, ts)
+            flow = Flow(proto, version, src, sp, dst, dp, ts, vlan, self.packets)
             dns_map = self.dns_map
             if dns_map:
                 flow.dns_name = dns_map.get(dst) or dns_map.get(src)
@@ -171,7 +335,10 @@ class FlowTable:
                 flow.syn_from_b = from_a  # capture starts at the SYN-ACK: its receiver is the client
         seen = flow.seen = flow.seen + 1
         if payload and (seen <= INSPECT_PACKETS * 2 or seen % SAMPLE_EVERY == 0):
-            self._inspect(flow, pkt, from_a)
+            self.inspect(flow, payload, sp, dp, from_a == flow.client_is_a)
+
+    def dns_answer(self, packed: bytes, name: str) -> None:
+        self.dns_map[packed] = name
 
     @staticmethod
     def _count(flow: Flow, pkt: IPPacket, ts: float, from_a: bool) -> None:
@@ -200,145 +367,6 @@ class FlowTable:
         for flow in self.flows.values():
             self.on_flow(flow)
         self.flows.clear()
-
-    # -- evidence ------------------------------------------------------------
-    def _inspect(self, flow: Flow, pkt: IPPacket, from_a: bool) -> None:
-        payload = pkt.payload
-        from_client = from_a == flow.client_is_a
-        if pkt.proto == PROTO_TCP:
-            self._inspect_tcp(flow, payload, from_client, pkt)
-        elif pkt.proto == PROTO_UDP:
-            self._inspect_udp(flow, payload, from_client, pkt)
-
-    def _inspect_tcp(self, flow: Flow, payload: bytes, from_client: bool, pkt: IPPacket) -> None:
-        if pkt.sport in DNS_PORTS or pkt.dport in DNS_PORTS:
-            msg = dns_d.parse_dns_tcp(payload)
-            if msg is not None:
-                flow.app_protocol = "dns"
-                self._note_dns(flow, msg)
-            return
-        if not from_client or flow.tls_done:
-            return
-        if not flow.tls_buf:
-            first = payload[0]
-            if first == 0x16:
-                flow.app_protocol = "tls"
-            elif 0x41 <= first <= 0x5A:
-                req = http_d.parse_request(payload)
-                flow.tls_done = True
-                if req is not None:
-                    flow.app_protocol = "http"
-                    flow.http_host = req.host
-                    flow.set_hostname(_strip_port(req.host), "http_host")
-                return
-            else:
-                st = stun_d.parse_stun_tcp(payload)
-                if st is not None:
-                    flow.app_protocol = "stun"
-                    flow.stun += 1
-                    if st.vendor_hint:
-                        flow.vendor_hints.add(st.vendor_hint)
-                    return
-                if _rtp_over_tcp(flow, payload):
-                    return
-                flow.tls_done = True
-                return
-        buf = flow.tls_buf + payload
-        ch = tls_d.parse_client_hello(buf)
-        if ch is not None:
-            flow.tls_done = True
-            flow.tls_buf = b""
-            flow.set_hostname(ch.sni, "tls_sni")
-            flow.alpn = ch.alpn
-            return
-        if tls_d.needs_more(buf) and len(buf) < TLS_BUFFER_MAX:
-            flow.tls_buf = buf
-        else:
-            flow.tls_done = True
-            flow.tls_buf = b""
-
-    def _inspect_udp(self, flow: Flow, payload: bytes, from_client: bool, pkt: IPPacket) -> None:
-        sp, dp = pkt.sport, pkt.dport
-        if sp in DNS_PORTS or dp in DNS_PORTS:
-            msg = dns_d.parse_dns(payload)
-            if msg is not None:
-                flow.app_protocol = "dns"
-                self._note_dns(flow, msg)
-                return
-        if (dp == 443 or sp == 443) and flow.app_protocol in (None, "quic"):
-            if flow.quic is None and from_client and quic_d.is_quic_long_header(payload):
-                flow.quic = quic_d.QuicClientHelloAssembler()
-                flow.app_protocol = "quic"
-            if flow.quic is not None and from_client and flow.hostname is None:
-                ch = flow.quic.feed(payload)
-                if ch is not None:
-                    flow.set_hostname(ch.sni, "quic_sni")
-                    flow.alpn = ch.alpn
-            if flow.app_protocol == "quic":
-                return
-        if sp in ZOOM_PORTS or dp in ZOOM_PORTS:
-            zp = zoom_d.parse_zoom(payload, server_side=True)
-            if zp is not None:
-                self._note_zoom(flow, zp)
-                return
-        kind = webrtc.demux(payload)
-        if kind is None:
-            zp = zoom_d.parse_zoom(payload, server_side=False)
-            if zp is not None and zp.kind in ("audio", "video", "screen_share"):
-                self._note_zoom(flow, zp)
-            elif zoom_d.is_p2p_control(payload):
-                flow.vendor_hints.add("zoom")
-                flow.app_protocol = flow.app_protocol or "zoom_p2p"
-            elif discord_d.parse_ip_discovery(payload) is not None:
-                flow.vendor_hints.add("discord")
-                flow.app_protocol = flow.app_protocol or "discord_voice"
-            return
-        if kind == "stun":
-            st = stun_d.parse_stun(payload)
-            if st is not None:
-                flow.stun += 1
-                if st.vendor_hint:
-                    flow.vendor_hints.add(st.vendor_hint)
-        elif kind == "rtp":
-            h = parse_rtp(payload)
-            if h is not None:
-                flow.note_rtp(h)
-        elif kind == "rtcp":
-            flow.rtcp += 1
-        elif kind == "dtls":
-            flow.dtls += 1
-        elif kind == "turn_channel":
-            flow.stun += 1
-        if flow.app_protocol is None or flow.app_protocol == "stun":
-            flow.app_protocol = "turn" if kind == "turn_channel" else kind
-
-    @staticmethod
-    def _note_zoom(flow: Flow, zp: zoom_d.ZoomPacket) -> None:
-        flow.app_protocol = "zoom_media"
-        if zp.kind in ("audio", "video", "screen_share"):
-            flow.media_kinds.add(zp.kind)
-        if zp.rtp is not None:
-            flow.note_rtp(zp.rtp)
-        elif zp.kind == "rtcp":
-            flow.rtcp += 1
-        flow.vendor_hints.add("zoom")
-
-    def _note_dns(self, flow: Flow, msg: dns_d.DnsMessage) -> None:
-        if msg.qname and flow.dns_query is None:
-            flow.dns_query = msg.qname.lower().rstrip(".")
-        if not msg.is_response:
-            return
-        # Map each answered address to the name the client asked for (the start of the CNAME chain).
-        name = (msg.qname or "").lower().rstrip(".")
-        for owner, addr in msg.answers:
-            try:
-                packed = socket.inet_pton(socket.AF_INET6 if ":" in addr else socket.AF_INET, addr)
-            except OSError:
-                continue
-            if packed in (b"\x00\x00\x00\x00",):
-                continue
-            self.dns_map[packed] = name or owner.lower().rstrip(".")
-
 
 def _rtp_over_tcp(flow: Flow, data: bytes) -> bool:
     """RTP or RTCP framed by a 2-byte length on TCP (RFC 4571), as RTSP and some SFUs send it."""
