@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import communityid
+import numpy as np
 
-from egressaudit.capture.flows import Flow, FlowTable, ip_str
-from egressaudit.capture.frames import PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, SUPPORTED_LINKTYPES, decode
-from egressaudit.capture.reader import CaptureError, ReadStats, iter_frames, sha256_file
+from egressaudit.capture.columnar import ColumnarFlowTable, decode_batch
+from egressaudit.capture.flows import Flow, ip_str
+from egressaudit.capture.frames import PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, SUPPORTED_LINKTYPES
+from egressaudit.capture.reader import CaptureError, ReadStats, iter_batches, sha256_file
 from egressaudit.classify.engine import FlowFacts, Verdict, assign_party, choose_audited_client, classify, first_party_vendors
 from egressaudit.signatures import SignatureDB, default_db
 from egressaudit.taxonomy import DataClass
@@ -147,23 +149,22 @@ def analyze(
     """Read the captures and classify every flow.  Raises CaptureError for unreadable inputs."""
     db = db or default_db()
     finished: list[Flow] = []
-    table = FlowTable(finished.append, idle_timeout=opts.idle_timeout)
+    table = ColumnarFlowTable(finished.append, idle_timeout=opts.idle_timeout)
     skipped: Counter[str] = Counter()
     stats_list: list[ReadStats] = []
     linktypes: Counter[int] = Counter()
     started = time.time()
+    frames = 0
     for path in inputs:
         stats = ReadStats(path=str(path))
         stats_list.append(stats)
-        for frame in iter_frames(path, stats):
-            linktypes[frame.linktype] += 1
-            pkt = decode(frame.linktype, frame.data)
-            if isinstance(pkt, str):
-                skipped[pkt] += 1
-                continue
-            table.add(pkt, frame.ts)
-            if progress is not None and stats.frames % 65536 == 0:
-                progress(stats.frames)
+        for batch in iter_batches(path, stats):
+            kinds, counts = np.unique(batch.linktype, return_counts=True)
+            linktypes.update(dict(zip(kinds.tolist(), counts.tolist(), strict=True)))
+            table.add_batch(decode_batch(batch, skipped))
+            frames += batch.frames
+            if progress is not None:
+                progress(frames)
         stats.sha256 = sha256_file(path)
         if stats.truncated:
             skipped["truncated_record"] += stats.truncated

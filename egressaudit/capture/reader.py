@@ -1,7 +1,9 @@
 """Streaming reads of pcap and pcapng files (optionally gzip-compressed), without dissection.
 
-Yields one :class:`Frame` at a time from a 1 MiB read-ahead buffer, so memory
-does not grow with the number of packets.  pcapng files with several sections
+:func:`iter_batches` yields the frames of each read-ahead buffer (8 MiB) as a
+:class:`FrameBatch` (offsets into the buffer, for columnar decoding);
+:func:`iter_frames` yields them one :class:`Frame` at a time.  Memory does not
+grow with the number of packets.  pcapng files with several sections
 and interfaces of different link types and timestamp resolutions are handled
 per packet (EPB, SPB and the obsolete PB).  Problems are reported, never
 raised mid-stream: a file that ends inside a record is counted in
@@ -27,6 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
+import numpy as np
+import numpy.typing as npt
+
 SNAP_MAX = 262144
 
 
@@ -40,6 +45,44 @@ class Frame(NamedTuple):
     data: bytes
     wirelen: int
     iface: int
+
+
+class FrameBatch(NamedTuple):
+    """The frames found in one read-ahead buffer: frame ``i`` is ``buf[off[i] : off[i] + caplen[i]]``."""
+
+    buf: bytes
+    ts: npt.NDArray[np.float64]
+    linktype: npt.NDArray[np.int64]
+    off: npt.NDArray[np.int64]
+    caplen: npt.NDArray[np.int64]
+    wirelen: npt.NDArray[np.int64]
+    iface: npt.NDArray[np.int64]
+
+    @property
+    def frames(self) -> int:
+        return len(self.ts)
+
+
+class _Lists:
+    """Frames of a pcapng buffer as they are found (made arrays by :meth:`batch`)."""
+
+    __slots__ = ("buf", "ts", "linktype", "off", "caplen", "wirelen", "iface")
+
+    def __init__(self, buf: bytes) -> None:
+        self.buf = buf
+        self.ts: list[float] = []
+        self.linktype: list[int] = []
+        self.off: list[int] = []
+        self.caplen: list[int] = []
+        self.wirelen: list[int] = []
+        self.iface: list[int] = []
+
+    def batch(self) -> FrameBatch:
+        i64 = np.int64
+        return FrameBatch(
+            self.buf, np.asarray(self.ts, np.float64), np.asarray(self.linktype, i64), np.asarray(self.off, i64),
+            np.asarray(self.caplen, i64), np.asarray(self.wirelen, i64), np.asarray(self.iface, i64),
+        )  # fmt: skip
 
 
 @dataclass
@@ -73,7 +116,7 @@ PCAP_MAGICS = {
 }
 PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
 GZIP_MAGIC = b"\x1f\x8b"
-CHUNK = 1 << 20
+CHUNK = 8 << 20
 MAX_BLOCK = 64 << 20
 
 
@@ -106,51 +149,64 @@ def open_capture(path: Path) -> tuple[BinaryIO, str]:
     raise CaptureError(f"{path}: not a pcap or pcapng capture (starts with {head.hex() or 'nothing'})")
 
 
-def iter_frames(path: Path, stats: ReadStats) -> Iterator[Frame]:
-    """Frames of one capture file, in file order.  Damage is counted in ``stats``, never raised mid-stream."""
+def iter_batches(path: Path, stats: ReadStats) -> Iterator[FrameBatch]:
+    """Frames of one capture file, in file order, a buffer at a time.  Damage is counted in ``stats``, never raised mid-stream."""
     fh, fmt = open_capture(path)
     stats.format = fmt
     stats.file_bytes = os.path.getsize(path)
     with fh:
-        try:
-            if fmt == "pcapng":
-                yield from _iter_pcapng(fh, stats, path)
-            else:
-                yield from _iter_pcap(fh, stats, path)
-        except (OSError, EOFError, zlib.error) as e:  # a damaged gzip stream, a read error
-            stats.truncated += 1
-            stats.errors.append(f"{path}: read stopped: {e or type(e).__name__}")
+        yield from (_iter_pcapng if fmt == "pcapng" else _iter_pcap)(fh, stats, path)
+
+
+def iter_frames(path: Path, stats: ReadStats) -> Iterator[Frame]:
+    """Frames of one capture file, one at a time (see :func:`iter_batches`)."""
+    for b in iter_batches(path, stats):
+        buf = b.buf
+        cols = (b.ts.tolist(), b.linktype.tolist(), b.off.tolist(), b.caplen.tolist(), b.wirelen.tolist(), b.iface.tolist())
+        for ts, lt, off, cap, wl, ifc in zip(*cols, strict=True):
+            yield Frame(ts, lt, buf[off : off + cap], wl, ifc)
 
 
 class _Buffer:
-    """A read-ahead buffer over a file: ``need(n)`` makes n bytes available at ``pos``."""
+    """A read-ahead buffer over a file: ``need(n)`` makes n bytes available at ``pos``.
 
-    __slots__ = ("f", "buf", "pos", "eof", "chunk")
+    A read error (a damaged gzip stream) ends the input like an end of file; its
+    reason is kept in ``error``.
+    """
+
+    __slots__ = ("f", "buf", "pos", "eof", "chunk", "error")
 
     def __init__(self, f: BinaryIO) -> None:
         self.f = f
         self.buf = b""
         self.pos = 0
         self.eof = False
+        self.error = ""
         # a damaged gzip stream raises without returning what it decoded: read it in small pieces to lose little
-        self.chunk = CHUNK // 16 if isinstance(f, gzip.GzipFile) else CHUNK
+        self.chunk = (1 << 20) // 16 if isinstance(f, gzip.GzipFile) else CHUNK
 
     def need(self, n: int) -> bool:
+        """Make ``n`` bytes available at ``pos``.  May replace ``buf`` (frames found so far stay in the old one)."""
         if self.pos + n <= len(self.buf):
             return True
         if self.eof:
             return False
         rest = self.buf[self.pos :]
-        chunk = self.f.read(max(self.chunk, n - len(rest)))
-        if not chunk:
-            self.eof = True
-        self.buf = rest + chunk
+        self.buf = rest
         self.pos = 0
-        while len(self.buf) < n and not self.eof:
-            more = self.f.read(n - len(self.buf))
-            if not more:
+        try:
+            chunk = self.f.read(max(self.chunk, n - len(rest)))
+            if not chunk:
                 self.eof = True
-            self.buf += more
+            self.buf = rest + chunk
+            while len(self.buf) < n and not self.eof:
+                more = self.f.read(n - len(self.buf))
+                if not more:
+                    self.eof = True
+                self.buf += more
+        except (OSError, EOFError, zlib.error) as e:
+            self.eof = True
+            self.error = str(e) or type(e).__name__
         return n <= len(self.buf)
 
     @property
@@ -158,60 +214,86 @@ class _Buffer:
         return len(self.buf) - self.pos
 
 
-def _iter_pcap(fh: BinaryIO, stats: ReadStats, path: Path) -> Iterator[Frame]:
+def _end(b: _Buffer, stats: ReadStats, path: Path) -> None:
+    """Count what stopped the reading: a read error, or a file that ends inside a record."""
+    if b.error:
+        stats.truncated += 1
+        stats.errors.append(f"{path}: read stopped: {b.error}")
+    elif b.remaining:
+        stats.truncated += 1
+
+
+def _iter_pcap(fh: BinaryIO, stats: ReadStats, path: Path) -> Iterator[FrameBatch]:
     b = _Buffer(fh)
     if not b.need(24):
+        if b.error:
+            raise CaptureError(f"{path}: not a readable capture ({b.error})")
         raise CaptureError(f"{path}: not a pcap capture (file shorter than its 24-byte header)")
     order, div = PCAP_MAGICS[b.buf[:4]]
     _v1, _v2, _tz, _sig, snaplen, linktype = struct.unpack_from(order + "HHiIII", b.buf, 4)
     linktype &= 0x0FFFFFFF  # the upper bits hold FCS information (pcap-linktype(7))
     stats.interfaces = [{"linktype": linktype, "snaplen": snaplen, "name": ""}]
     b.pos = 24
-    rec = struct.Struct(order + "IIII")
+    caplen_at = struct.Struct(order + "I").unpack_from
+    header = np.dtype(order + "u4")
     limit = max(snaplen, SNAP_MAX) if snaplen else MAX_BLOCK
-    frames = nbytes = snapped = 0
-    try:
-        while True:
-            if not b.need(16):
-                if b.remaining:
-                    stats.truncated += 1  # a record header cut short
+    while True:
+        # the records wholly inside the buffer: only their offsets are collected here, the headers are read as arrays
+        buf, pos = b.buf, b.pos
+        end = len(buf)
+        offs: list[int] = []
+        add = offs.append
+        caplen = 0
+        while pos + 16 <= end:
+            caplen = caplen_at(buf, pos + 8)[0]
+            nxt = pos + 16 + caplen
+            if nxt > end or caplen > limit:
                 break
-            sec, frac, caplen, wirelen = rec.unpack_from(b.buf, b.pos)
-            if caplen > limit:
-                stats.corrupt += 1  # a damaged record length: nothing after it can be trusted
-                stats.errors.append(f"{path}: record {frames + 1} claims {caplen} bytes (snaplen {snaplen}); stopped there")
-                break
-            if not b.need(16 + caplen):
-                stats.truncated += 1  # the file ends inside this record
-                break
-            start = b.pos + 16
-            data = b.buf[start : start + caplen]
-            b.pos = start + caplen
-            frames += 1
-            nbytes += caplen
-            if caplen < wirelen:
-                snapped += 1
-            yield Frame(sec + frac / div, linktype, data, wirelen, 0)
-    finally:
-        stats.frames += frames
-        stats.bytes_read += nbytes
-        stats.snapped += snapped
+            add(pos)
+            pos = nxt
+        b.pos = pos
+        if offs:
+            yield _pcap_batch(buf, offs, header, div, linktype, stats)
+        if not b.need(16):
+            _end(b, stats, path)  # the file ends inside a record header
+            return
+        caplen = caplen_at(b.buf, b.pos + 8)[0]
+        if caplen > limit:
+            stats.corrupt += 1  # a damaged record length: nothing after it can be trusted
+            stats.errors.append(f"{path}: record {stats.frames + 1} claims {caplen} bytes (snaplen {snaplen}); stopped there")
+            return
+        if not b.need(16 + caplen):
+            _end(b, stats, path)  # the file ends inside this record
+            return
+
+
+def _pcap_batch(buf: bytes, offs: list[int], header: np.dtype[Any], div: float, linktype: int, stats: ReadStats) -> FrameBatch:
+    at = np.asarray(offs, np.int64)
+    hdr = np.frombuffer(buf, np.uint8)[at[:, None] + np.arange(16)].copy().view(header)  # (n, 4): sec, frac, caplen, wirelen
+    sec, frac, caplen, wirelen = (hdr[:, i].astype(np.int64) for i in range(4))
+    n = len(at)
+    stats.frames += n
+    stats.bytes_read += int(caplen.sum())
+    stats.snapped += int((caplen < wirelen).sum())
+    ts = sec.astype(np.float64) + frac.astype(np.float64) / div
+    return FrameBatch(buf, ts, np.full(n, linktype, np.int64), at + 16, caplen, wirelen, np.zeros(n, np.int64))
 
 
 def _tsresol(value: int) -> float:
     return float(2 ** (value & 0x7F)) if value & 0x80 else float(10 ** (value & 0x7F))
 
 
-def _iter_pcapng(fh: BinaryIO, stats: ReadStats, path: Path) -> Iterator[Frame]:
+def _iter_pcapng(fh: BinaryIO, stats: ReadStats, path: Path) -> Iterator[FrameBatch]:
     b = _Buffer(fh)
     order = "<"
     ifaces: list[tuple[int, int, float, float]] = []  # linktype, snaplen, units per second, offset seconds
     frames = nbytes = snapped = 0
+    batch = _Lists(b.buf)
     try:
         while True:
+            buf = b.buf
             if not b.need(12):
-                if b.remaining:
-                    stats.truncated += 1
+                _end(b, stats, path)
                 break
             pos = b.pos
             if b.buf[pos : pos + 4] == PCAPNG_SHB:
@@ -228,8 +310,12 @@ def _iter_pcapng(fh: BinaryIO, stats: ReadStats, path: Path) -> Iterator[Frame]:
                 stats.errors.append(f"{path}: block of type {btype:#x} with length {blen}; stopped there")
                 break
             if not b.need(blen):
-                stats.truncated += 1  # the file ends inside this block
+                _end(b, stats, path)  # the file ends inside this block
                 break
+            if b.buf is not buf:  # refilled: the frames so far are in the old buffer
+                if batch.ts:
+                    yield batch.batch()
+                batch = _Lists(b.buf)
             pos = b.pos
             b.pos = pos + blen
             body = pos + 8
@@ -242,7 +328,7 @@ def _iter_pcapng(fh: BinaryIO, stats: ReadStats, path: Path) -> Iterator[Frame]:
                     stats.corrupt += 1
                     continue
                 lt, _snap, units, offset = ifaces[iface]
-                data = b.buf[body + 20 : body + 20 + caplen]
+                start = body + 20
                 ts = ((hi << 32) | lo) / units + offset
             elif btype == 3:  # Simple Packet Block
                 if not ifaces:
@@ -251,7 +337,7 @@ def _iter_pcapng(fh: BinaryIO, stats: ReadStats, path: Path) -> Iterator[Frame]:
                 (wirelen,) = struct.unpack_from(order + "I", b.buf, body)
                 lt, snap, units, offset = ifaces[0]
                 caplen = min(wirelen, blen - 16, snap or wirelen)
-                data = b.buf[body + 4 : body + 4 + caplen]
+                start = body + 4
                 iface, ts = 0, 0.0
             elif btype == 1:  # Interface Description Block
                 lt, _res, snap = struct.unpack_from(order + "HHI", b.buf, body)
@@ -279,8 +365,15 @@ def _iter_pcapng(fh: BinaryIO, stats: ReadStats, path: Path) -> Iterator[Frame]:
             nbytes += caplen
             if caplen < wirelen:
                 snapped += 1
-            yield Frame(ts, lt, data, wirelen, iface)
+            batch.ts.append(ts)
+            batch.linktype.append(lt)
+            batch.off.append(start)
+            batch.caplen.append(caplen)
+            batch.wirelen.append(wirelen)
+            batch.iface.append(iface)
     finally:
         stats.frames += frames
         stats.bytes_read += nbytes
         stats.snapped += snapped
+    if batch.ts:
+        yield batch.batch()
