@@ -192,11 +192,14 @@ def column_names(table: str) -> list[str]:
     return [c.name for c in TABLES[table]]
 
 
-def to_table(table: str, rows: list[dict[str, Any]]) -> pa.Table:
-    """Rows (dicts keyed by column name) as a typed Arrow table; missing keys are null."""
-    schema = arrow_schema(table)
-    columns = {c.name: [r.get(c.name) for r in rows] for c in TABLES[table]}
-    return pa.Table.from_pydict(columns, schema=schema)
+def to_table(table: str, rows: list[dict[str, Any]] | dict[str, list[Any]]) -> pa.Table:
+    """Rows (dicts keyed by column name), or columns (lists keyed by name), as a typed Arrow table; missing ones are null."""
+    if isinstance(rows, dict):
+        n = len(next(iter(rows.values()), []))
+        columns = {c.name: rows.get(c.name, [None] * n) for c in TABLES[table]}
+    else:
+        columns = {c.name: [r.get(c.name) for r in rows] for c in TABLES[table]}
+    return pa.Table.from_pydict(columns, schema=arrow_schema(table))
 
 
 def markdown(table: str | None = None) -> str:

@@ -37,7 +37,8 @@ def prepare(out: Path) -> None:
         raise SessionError(f"{out}: the session folder is not writable")
 
 
-def write_table(out: Path, table: str, rows: list[dict[str, Any]]) -> Path:
+def write_table(out: Path, table: str, rows: list[dict[str, Any]] | dict[str, list[Any]]) -> Path:
+    """Write a table (rows, or columns: see :func:`egressaudit.schema.to_table`) as Parquet, atomically."""
     path = out / f"{table}.parquet"
     tmp = out / f".{table}.parquet.tmp"
     pq.write_table(to_table(table, rows), tmp, compression="zstd")

@@ -38,9 +38,15 @@ class AnalyzeOptions:
 
 @dataclass
 class AnalyzeResult:
-    rows: list[dict[str, Any]]
+    columns: dict[str, list[Any]]  # flows.parquet, column by column (schema.FLOWS)
     session: dict[str, Any]
     inputs: list[ReadStats] = field(default_factory=list)
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        """The flows as one dict per flow (for callers that want rows; the columns are what is written)."""
+        names = list(self.columns)
+        return [dict(zip(names, vals, strict=True)) for vals in zip(*self.columns.values(), strict=True)]
 
 
 def _is_nonunicast(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
@@ -174,17 +180,18 @@ def analyze(
     skipped["orphan_fragment"] += table.orphan_fragments
 
     orient = Orientation(finished, opts.local_nets)
-    rows, verdicts = _rows(finished, orient, db)
-    client = opts.client or choose_audited_client(((v, r["bytes_out"] + r["bytes_in"]) for v, r in zip(verdicts, rows, strict=True)), db)
+    cols, verdicts = _columns(finished, orient, db)
+    n = len(verdicts)
+    sizes = [o + i for o, i in zip(cols["bytes_out"], cols["bytes_in"], strict=True)]
+    client = opts.client or choose_audited_client(zip(verdicts, sizes, strict=True), db)
     first = first_party_vendors(client, db)
     session_id = opts.session_id or "session"
-    for v, r in zip(verdicts, rows, strict=True):
-        r["session_id"] = session_id
-        r["party"] = assign_party(v, first).value
+    cols["session_id"] = [session_id] * n
+    cols["party"] = [assign_party(v, first).value for v in verdicts]
 
     local_hosts = Counter[str]()
-    for r in rows:
-        local_hosts[r["local_ip"]] += r["packets_out"] + r["packets_in"]
+    for ip, p_out, p_in in zip(cols["local_ip"], cols["packets_out"], cols["packets_in"], strict=True):
+        local_hosts[ip] += p_out + p_in
     session = {
         "session_id": session_id,
         "audited_client": client,
@@ -210,32 +217,33 @@ def analyze(
         "counts": {
             "packets": sum(s.frames for s in stats_list),
             "packets_in_flows": table.packets - table.orphan_fragments,
-            "flows": len(rows),
-            "fragments": sum(r["fragments"] for r in rows),
+            "flows": n,
+            "fragments": sum(cols["fragments"]),
             "skipped": dict(sorted(skipped.items())),
             "skipped_total": sum(skipped.values()),
             "linktypes": {SUPPORTED_LINKTYPES.get(k, str(k)): n for k, n in sorted(linktypes.items())},
-            "by_data_class_bytes_out": _sum_by(rows, "data_class"),
+            "by_data_class_bytes_out": _egress_by(cols, "data_class"),
         },
         "elapsed_s": round(time.time() - started, 3),
     }
-    return AnalyzeResult(rows, session, stats_list)
+    return AnalyzeResult(cols, session, stats_list)
 
 
-def _sum_by(rows: list[dict[str, Any]], key: str) -> dict[str, int]:
+def _egress_by(cols: dict[str, list[Any]], key: str) -> dict[str, int]:
     out: Counter[str] = Counter()
-    for r in rows:
-        if not r["is_local"]:
-            out[r[key]] += r["bytes_out"]
+    for local, k, b in zip(cols["is_local"], cols[key], cols["bytes_out"], strict=True):
+        if not local:
+            out[k] += b
     return {k: out.get(k, 0) for k in [d.value for d in DataClass]}
 
 
-def _rows(flows: list[Flow], orient: Orientation, db: SignatureDB) -> tuple[list[dict[str, Any]], list[Verdict]]:
-    """One row and verdict per flow, in order of first packet.  Empties ``flows`` (to free memory as it goes)."""
+def _columns(flows: list[Flow], orient: Orientation, db: SignatureDB) -> tuple[dict[str, list[Any]], list[Verdict]]:
+    """The flows table column by column, and a verdict per flow, in order of first packet.  Empties ``flows`` (to free memory as it goes)."""
     cid = communityid.CommunityID()
-    rows: list[dict[str, Any]] = []
+    cols: dict[str, list[Any]] = {name: [] for name in _FLOW_COLUMNS}
     verdicts: list[Verdict] = []
-    # Oldest first; each flow is popped as it becomes a row, so the flows' memory is freed while the rows grow.
+    add = [cols[name].append for name in _FLOW_COLUMNS]
+    # Oldest first; each flow is popped as it becomes a row, so the flows' memory is freed while the columns grow.
     flows.sort(key=lambda f: (f.ts_first, f.seq), reverse=True)
     i = -1
     while flows:
@@ -250,13 +258,15 @@ def _rows(flows: list[Flow], orient: Orientation, db: SignatureDB) -> tuple[list
             p_out, p_in, b_out, b_in, pl_out, pl_in = f.pkts_ba, f.pkts_ab, f.bytes_ba, f.bytes_ab, f.pay_ba, f.pay_ab
         transport = TRANSPORT_NAMES.get(f.proto, str(f.proto))
         remote_addr = orient.addr(rip)
+        remote_ip = str(remote_addr)
         is_local = orient.remote_is_local(remote_addr)
         hostname, hsource = f.hostname, f.hostname_source
         if hostname is None and f.dns_name:
             hostname, hsource = f.dns_name, "dns"
+        media_kinds = sorted(f.media_kinds)
         facts = FlowFacts(
             transport=transport,
-            remote_ip=str(remote_addr),
+            remote_ip=remote_ip,
             remote_port=rport,
             local_port=lport,
             hostname=hostname,
@@ -271,7 +281,7 @@ def _rows(flows: list[Flow], orient: Orientation, db: SignatureDB) -> tuple[list
             rtp=f.rtp,
             rtcp=f.rtcp,
             dtls=f.dtls,
-            media_kinds=tuple(sorted(f.media_kinds)),
+            media_kinds=tuple(media_kinds),
             vendor_hints=tuple(sorted(f.vendor_hints)),
             is_local=is_local,
             alpn=f.alpn,
@@ -285,47 +295,25 @@ def _rows(flows: list[Flow], orient: Orientation, db: SignatureDB) -> tuple[list
                 community = cid.calc(communityid.FlowTuple(f.proto, f.a_ip, f.b_ip, f.a_port or None, f.b_port or None))
         except (communityid.FlowTupleError, ValueError, TypeError):
             community = None
-        rows.append(
-            {
-                "flow_id": i,
-                "community_id": community,
-                "transport": transport,
-                "ip_version": f.version,
-                "local_ip": ip_str(lip),
-                "local_port": lport,
-                "remote_ip": str(remote_addr),
-                "remote_port": rport,
-                "is_local": is_local,
-                "bytes_out": b_out,
-                "bytes_in": b_in,
-                "packets_out": p_out,
-                "packets_in": p_in,
-                "payload_bytes_out": pl_out,
-                "payload_bytes_in": pl_in,
-                "ts_start": round(f.ts_first * 1e6),
-                "ts_end": round(f.ts_last * 1e6),
-                "duration_s": round(f.ts_last - f.ts_first, 6),
-                "fragments": f.fragments,
-                "hostname": hostname,
-                "hostname_source": hsource,
-                "alpn": ",".join(f.alpn) or None,
-                "app_protocol": f.app_protocol,
-                "stun_packets": f.stun,
-                "rtp_packets": f.rtp,
-                "rtcp_packets": f.rtcp,
-                "dtls_packets": f.dtls,
-                "rtp_payload_types": sorted(f.pts) or None,
-                "ssrc_count": len(f.ssrcs),
-                "media_kinds": sorted(f.media_kinds) or None,
-                "vendor": v.vendor,
-                "service": v.service,
-                "category": v.category.value,
-                "data_class": v.data_class.value,
-                "rule": v.rule,
-                "evidence": v.evidence,
-            }
-        )
-    return rows, verdicts
+        values = (
+            i, community, transport, f.version, ip_str(lip), lport, remote_ip, rport, is_local, b_out, b_in, p_out, p_in, pl_out, pl_in,
+            round(f.ts_first * 1e6), round(f.ts_last * 1e6), round(f.ts_last - f.ts_first, 6), f.fragments, hostname, hsource,
+            ",".join(f.alpn) or None, f.app_protocol, f.stun, f.rtp, f.rtcp, f.dtls, sorted(f.pts) or None, len(f.ssrcs),
+            media_kinds or None, v.vendor, v.service, v.category.value, v.data_class.value, v.rule, v.evidence,
+        )  # fmt: skip
+        for append, value in zip(add, values, strict=True):
+            append(value)
+    return cols, verdicts
+
+
+# the columns _columns fills, in the order of its ``values``
+_FLOW_COLUMNS = (
+    "flow_id", "community_id", "transport", "ip_version", "local_ip", "local_port", "remote_ip", "remote_port", "is_local",
+    "bytes_out", "bytes_in", "packets_out", "packets_in", "payload_bytes_out", "payload_bytes_in", "ts_start", "ts_end",
+    "duration_s", "fragments", "hostname", "hostname_source", "alpn", "app_protocol", "stun_packets", "rtp_packets",
+    "rtcp_packets", "dtls_packets", "rtp_payload_types", "ssrc_count", "media_kinds", "vendor", "service", "category",
+    "data_class", "rule", "evidence",
+)  # fmt: skip
 
 
 __all__ = ["AnalyzeOptions", "AnalyzeResult", "CaptureError", "analyze"]

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -221,8 +222,11 @@ class SignatureDB:
                     self._net_index.setdefault(key, {}).setdefault(int(n.network_address), []).append((c, str(n)))
                 if not (r.domains or r.patterns or r.cidrs):
                     self._port_only.append(c)
-        # longest prefixes first
-        self._net_keys = sorted(self._net_index, key=lambda k: -k[1])
+        # per IP version, longest prefixes first: (bits to drop, prefix length, network >> bits -> rules)
+        self._nets: dict[int, list[tuple[int, int, dict[int, list[tuple[_Compiled, str]]]]]] = {4: [], 6: []}
+        for ipv, plen in sorted(self._net_index, key=lambda k: -k[1]):
+            shift = (32 if ipv == 4 else 128) - plen
+            self._nets[ipv].append((shift, plen, {net >> shift: hits for net, hits in self._net_index[(ipv, plen)].items()}))
 
     def __len__(self) -> int:
         return len(self._rules)
@@ -291,24 +295,17 @@ class SignatureDB:
                 if any(rx.fullmatch(hostname) for rx in c.regexes) and self._conditions_hold(c, port, transport):
                     if self._ip_in_rule(c, ip) is not None:
                         consider((3, 1, 1 if c.ports else 0), c, f"host {hostname} ~ /{c.rule.patterns[0]}/")
-        if ip:
-            try:
-                addr = ipaddress.ip_address(ip)
-            except ValueError:
-                addr = None
-            if addr is not None:
-                a = int(addr)
-                width = 32 if addr.version == 4 else 128
-                for key in self._net_keys:
-                    version, plen = key
-                    if version != addr.version:
-                        continue
-                    masked = a & (((1 << plen) - 1) << (width - plen)) if plen else 0
-                    for c, net in self._net_index[key].get(masked, ()):
-                        if c.rule.domains or c.rule.patterns:
-                            continue  # host-name rules with cidrs are handled above
-                        if self._conditions_hold(c, port, transport):
-                            consider((2, plen, 1 if c.ports else 0), c, f"ip {ip} in {net}")
+        if best is not None:
+            return best[1]  # a host-name rule outranks every address and port rule
+        parsed = _ip_int(ip) if ip else None
+        if parsed is not None:
+            version, a = parsed
+            for shift, plen, table in self._nets[version]:
+                for c, net in table.get(a >> shift, ()):
+                    if c.rule.domains or c.rule.patterns:
+                        continue  # host-name rules with cidrs are handled above
+                    if self._conditions_hold(c, port, transport):
+                        consider((2, plen, 1 if c.ports else 0), c, f"ip {ip} in {net}")
         for c in self._port_only:
             if self._conditions_hold(c, port, transport):
                 consider((1, 0, 1), c, f"port {transport or ''}/{port}")
@@ -359,6 +356,16 @@ class SignatureDB:
                 f"{best[1].reason}; {host_match.reason}",
             )
         return best[1]
+
+
+def _ip_int(ip: str) -> tuple[int, int] | None:
+    """(version, address as an integer) of a textual address, or None."""
+    try:
+        if ":" in ip:
+            return 6, int.from_bytes(socket.inet_pton(socket.AF_INET6, ip.split("%", 1)[0]), "big")
+        return 4, int.from_bytes(socket.inet_pton(socket.AF_INET, ip), "big")
+    except OSError:
+        return None
 
 
 @lru_cache(maxsize=65536)
