@@ -170,7 +170,7 @@ def _analyze_captures(captures: list[Path], out: Path, db: SignatureDB, opts: An
     except CaptureError as e:
         raise _fail(str(e), EXIT_INPUT) from None
     try:
-        sess.write_table(out, "flows", result.columns)
+        sess.write_table(out, "flows", result.table)
         sess.write_session_json(out, result.session, {"version": db.version, "vendors": len(db.vendors), "rules": len(db)})
     except OSError as e:
         raise _fail(f"{out}: cannot write: {e.strerror or e}", EXIT_OUTPUT) from None

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from egressaudit import __version__
@@ -37,11 +38,11 @@ def prepare(out: Path) -> None:
         raise SessionError(f"{out}: the session folder is not writable")
 
 
-def write_table(out: Path, table: str, rows: list[dict[str, Any]] | dict[str, list[Any]]) -> Path:
-    """Write a table (rows, or columns: see :func:`egressaudit.schema.to_table`) as Parquet, atomically."""
+def write_table(out: Path, table: str, rows: list[dict[str, Any]] | dict[str, list[Any]] | pa.Table) -> Path:
+    """Write a table (an Arrow table, rows or columns: see :func:`egressaudit.schema.to_table`) as Parquet, atomically."""
     path = out / f"{table}.parquet"
     tmp = out / f".{table}.parquet.tmp"
-    pq.write_table(to_table(table, rows), tmp, compression="zstd")
+    pq.write_table(rows if isinstance(rows, pa.Table) else to_table(table, rows), tmp, compression="zstd")
     os.replace(tmp, path)
     return path
 

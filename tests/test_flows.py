@@ -147,3 +147,33 @@ def test_inline_community_id_equals_the_reference_for_tcp_udp_v4_v6() -> None:
         want = ref.calc(communityid.FlowTuple(proto, a, b, pa, pb))
         got = community_id_v1(proto, ipaddress.ip_address(a).packed, ipaddress.ip_address(b).packed, pa, pb)
         assert got == want, (proto, a, b)
+
+
+def test_the_quick_address_check_never_misses_a_special_address() -> None:
+    """Orientation skips ipaddress's predicates for addresses outside maybe_special(); none of them may be true there."""
+    import ipaddress
+    import random
+
+    from egressaudit.capture.analyze import _SPECIAL, maybe_special
+
+    assert _SPECIAL is not None  # this Python's ipaddress exposes its networks: the quick path is in use
+    rng = random.Random(1)
+    addrs: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
+    addrs += [ipaddress.IPv4Address(rng.getrandbits(32)) for _ in range(100_000)]
+    addrs += [ipaddress.IPv6Address(rng.getrandbits(128)) for _ in range(20_000)]
+    for prefix in ("2001:db8::", "fe80::", "fc00::", "ff02::", "::ffff:0:0", "2002::", "64:ff9b::", "100::", "2001::"):
+        base = int(ipaddress.IPv6Address(prefix))
+        addrs += [ipaddress.IPv6Address(base + rng.getrandbits(96)) for _ in range(2_000)]
+    for version, (starts, ends) in _SPECIAL.items():
+        top = 2**32 - 1 if version == 4 else 2**128 - 1
+        for edge in [*starts, *ends]:
+            make = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
+            addrs += [make(v) for v in (edge - 1, edge, edge + 1) if 0 <= v <= top]
+    quick = 0
+    for a in addrs:
+        if not maybe_special(a.packed):
+            quick += 1
+            assert not (a.is_private or a.is_link_local or a.is_loopback or a.is_multicast or a.is_unspecified), a
+        if a.is_private or a.is_link_local or a.is_loopback or a.is_multicast or a.is_unspecified:
+            assert maybe_special(a.packed), a
+    assert quick > 100_000

@@ -32,9 +32,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 
-from egressaudit.capture.flows import INSPECT_PACKETS, SAMPLE_EVERY, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Flow, Inspector
+from egressaudit.capture.flows import DNS_PORTS, INSPECT_PACKETS, SAMPLE_EVERY, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Flow, Inspector
 from egressaudit.capture.frames import (
     ETH_IPV4,
     ETH_IPV6,
@@ -63,6 +62,7 @@ U64 = npt.NDArray[np.uint64]
 F64 = npt.NDArray[np.float64]
 BOOL = npt.NDArray[np.bool_]
 
+_DNS_PORTS = sorted(DNS_PORTS)
 _RAW_LINKTYPES = (LINKTYPE_RAW, LINKTYPE_RAW_12, LINKTYPE_RAW_14, LINKTYPE_IPV4, LINKTYPE_IPV6)
 _LINK_W = 24  # link header bytes read per frame (Ethernet/SLL/SLL2 + one VLAN tag)
 _IP_W = 40  # IP header bytes read (IPv4 options are skipped by offset, IPv6 up to the addresses)
@@ -249,7 +249,7 @@ class ColumnarFlowTable(Inspector):
         self.on_flow = on_flow
         self.idle_timeout = idle_timeout
         self.open: OrderedDict[int, Flow] = OrderedDict()  # key hash -> the key's open flow, least recently seen first
-        self.keys: dict[int, tuple[int, int, int, int, int, int, int, int]] = {}  # key hash -> key of the open flows
+        self.keys: dict[int, int] = {}  # key hash -> a second, independent hash of the key (open flows only)
         self.dns_map: dict[bytes, str] = {}
         self.frag_map: dict[tuple[int, int, int, int, int, int], tuple[int, int, int, int, int]] = {}
         self.orphan_fragments = 0
@@ -281,8 +281,10 @@ class ColumnarFlowTable(Inspector):
         ah, al, ap = np.where(d, sh, dh), np.where(d, sl, dl), np.where(d, sp, dp)
         bh, bl, bp = np.where(d, dh, sh), np.where(d, dl, sl), np.where(d, dp, sp)
         h = np.full(n, 0x243F6A8885A308D3, np.uint64)
+        h2 = np.full(n, 0x13198A2E03707344, np.uint64)  # checks, across batches, that a hash names one key
         for x in (pk.proto * 8 + pk.version, ah, al, ap, bh, bl, bp):
             h = _mix(h, x.astype(np.uint64))
+            h2 = _mix(h2, x.astype(np.uint64) ^ np.uint64(0xA4093822299F31D0))
         keep = np.ones(n, np.bool_)
         f2_lo = np.zeros(n, np.bool_)  # later fragments: sent by the key's lower end / its upper end (by address)
         f2_hi = np.zeros(n, np.bool_)
@@ -291,13 +293,13 @@ class ColumnarFlowTable(Inspector):
         if not keep.all():
             sel = np.flatnonzero(keep)
             pos, d, ap, bp, f2_lo, f2_hi = pos[sel], d[sel], ap[sel], bp[sel], f2_lo[sel], f2_hi[sel]
-            ah, al, bh, bl, h = ah[sel], al[sel], bh[sel], bl[sel], h[sel]
+            ah, al, bh, bl, h, h2 = ah[sel], al[sel], bh[sel], bl[sel], h[sel], h2[sel]
             pk = Packets(**{k: getattr(pk, k)[sel] for k in _ARRAYS}, buf=pk.buf, side=_renumber(pk.side, sel))
             n = len(pk)
             if n == 0:
                 return
 
-        codes, uniq = pd.factorize(h)
+        uniq, codes = np.unique(h, return_inverse=True)
         order = np.argsort(codes, kind="stable")
         g = codes[order]
         n_groups = len(uniq)
@@ -318,10 +320,15 @@ class ColumnarFlowTable(Inspector):
         has_c = np.fromiter((c is not None for c in carried), np.bool_, n_groups)
         init_ts = np.fromiter((c.ts_last if c is not None else -np.inf for c in carried), np.float64, n_groups)
         c_closed = np.fromiter((c is not None and c.closed for c in carried), np.bool_, n_groups)
-        self._check_keys(key_cols, g, nf2, uh, has_c)
+        h2s = h2[order]
+        self._check_keys(key_cols, g, nf2, uh, has_c, h2s)
 
         # where flows end: an idle gap, or a pure SYN after a FIN/RST of the same flow
-        cm = pd.Series(ts).groupby(g).cummax().to_numpy()
+        rank = np.empty(n, np.int64)  # the running maximum of ts within each group, on ranks (exact, unlike offsets on floats)
+        by_ts = np.argsort(ts, kind="stable")
+        rank[by_ts] = np.arange(n)
+        run = np.maximum.accumulate(g * n + rank) - g * n
+        cm = ts[by_ts[run]]
         cm = np.maximum(cm, init_ts[g])
         prev = np.empty(n)
         prev[1:] = cm[:-1]
@@ -424,18 +431,28 @@ class ColumnarFlowTable(Inspector):
             f.syn_from_b = sfb_end
             flows.append(f)
 
-        # payload inspection, flow by flow, packet by packet
-        rows = np.flatnonzero(inspect)
+        # payload inspection, flow by flow, packet by packet; rows that cannot add evidence are left out here
+        client = from_a == ~sfb
+        dns_port = np.isin(sp_s, _DNS_PORTS) | np.isin(dp_s, _DNS_PORTS)
+        tcp_plain = tcp & ~dns_port  # TLS/HTTP/STUN/RTP over TCP: read from the client only, until decided
+        rows = np.flatnonzero(inspect & (tcp | (proto == PROTO_UDP)) & ~(tcp_plain & ~client))
         if len(rows):
             buf, side = pk.buf, pk.side
-            fc = (from_a == ~sfb)[rows].tolist()  # from the client
-            orig = order[rows].tolist()
-            poff, plen = pk.pay_off[order][rows].tolist(), pay_len[rows].tolist()
-            for s, o, po, pl, spt, dpt, client, p in zip(
-                seg[rows].tolist(), orig, poff, plen, sp_s[rows].tolist(), dp_s[rows].tolist(), fc, pos_s[rows].tolist(), strict=True
-            ):
+            on_tcp, on_udp = self._inspect_tcp, self._inspect_udp
+            cols = zip(
+                seg[rows].tolist(), order[rows].tolist(), pk.pay_off[order][rows].tolist(), pay_len[rows].tolist(), sp_s[rows].tolist(),
+                dp_s[rows].tolist(), client[rows].tolist(), pos_s[rows].tolist(), tcp[rows].tolist(), tcp_plain[rows].tolist(), strict=True,
+            )  # fmt: skip
+            for s, o, po, pl, spt, dpt, fc, p, is_tcp, plain in cols:
+                f = flows[s]
+                if plain and f.tls_done:
+                    continue
                 self._pos = p
-                self.inspect(flows[s], buf[po : po + pl] if po >= 0 else side[o], spt, dpt, client)
+                payload = buf[po : po + pl] if po >= 0 else side[o]
+                if is_tcp:
+                    on_tcp(f, payload, fc, spt, dpt)
+                else:
+                    on_udp(f, payload, fc, spt, dpt)
         self._names(flows, new, pos_s[sstart])
 
         # the last flow of each key stays open; the others are finished
@@ -452,7 +469,7 @@ class ColumnarFlowTable(Inspector):
             self.open.move_to_end(k)
             st = int(gstart[gi])
             if k not in self.keys and nf2[st]:  # a group starts with a later fragment only when its flow was open already
-                self.keys[k] = tuple(int(c[st]) for c in key_cols)  # type: ignore[assignment]
+                self.keys[k] = int(h2s[st])
         now = float(ts.max())
         while self.open:
             k, f = next(iter(self.open.items()))
@@ -485,7 +502,7 @@ class ColumnarFlowTable(Inspector):
             f2_lo[i] = (fk[0], fk[1]) == (hit[1], hit[2])
             f2_hi[i] = (fk[0], fk[1]) == (hit[3], hit[4])
 
-    def _check_keys(self, key_cols: list[I64 | U64], g: I64, nf2: BOOL, uh: list[int], has_c: BOOL) -> None:
+    def _check_keys(self, key_cols: list[I64 | U64], g: I64, nf2: BOOL, uh: list[int], has_c: BOOL, h2: U64) -> None:
         """Every packet of a hash group has the group's key: a 64-bit hash collision would merge two flows.
 
         (Later fragments carry no ports: they are left out.)
@@ -498,7 +515,7 @@ class ColumnarFlowTable(Inspector):
         bad = any(((c[rows][1:] != c[rows][:-1]) & same).any() for c in key_cols)
         firsts = rows[np.flatnonzero(np.append(True, ~same))]
         for st in firsts[has_c[g[firsts]]].tolist():
-            bad = bad or self.keys[uh[g[st]]] != tuple(int(c[st]) for c in key_cols)
+            bad = bad or self.keys[uh[g[st]]] != int(h2[st])
         if bad:
             raise RuntimeError("flow key hash collision; please report it (the per-packet FlowTable does not hash)")
 

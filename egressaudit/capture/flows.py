@@ -30,7 +30,7 @@ from egressaudit.dissect import stun as stun_d
 from egressaudit.dissect import tls as tls_d
 from egressaudit.dissect import webrtc
 from egressaudit.dissect import zoom as zoom_d
-from egressaudit.dissect.rtp import RtpHeader, parse_rtp
+from egressaudit.dissect.rtp import RtpHeader
 
 INSPECT_PACKETS = 48
 SAMPLE_EVERY = 32
@@ -206,8 +206,8 @@ class Inspector:
             if zp is not None:
                 self._note_zoom(flow, zp)
                 return
-        kind = webrtc.demux(payload)
-        if kind is None:
+        found = webrtc.demux_parsed(payload)
+        if found is None:
             zp = zoom_d.parse_zoom(payload, server_side=False)
             if zp is not None and zp.kind in ("audio", "video", "screen_share"):
                 self._note_zoom(flow, zp)
@@ -218,16 +218,13 @@ class Inspector:
                 flow.hint("discord")
                 flow.app_protocol = flow.app_protocol or "discord_voice"
             return
-        if kind == "stun":
-            st = stun_d.parse_stun(payload)
-            if st is not None:
-                flow.stun += 1
-                if st.vendor_hint:
-                    flow.hint(st.vendor_hint)
-        elif kind == "rtp":
-            h = parse_rtp(payload)
-            if h is not None:
-                flow.note_rtp(h)
+        kind, parsed = found
+        if isinstance(parsed, stun_d.StunMessage):
+            flow.stun += 1
+            if parsed.vendor_hint:
+                flow.hint(parsed.vendor_hint)
+        elif isinstance(parsed, RtpHeader):
+            flow.note_rtp(parsed)
         elif kind == "rtcp":
             flow.rtcp += 1
         elif kind == "dtls":
@@ -368,17 +365,17 @@ class FlowTable(Inspector):
             self.on_flow(flow)
         self.flows.clear()
 
+
 def _rtp_over_tcp(flow: Flow, data: bytes) -> bool:
     """RTP or RTCP framed by a 2-byte length on TCP (RFC 4571), as RTSP and some SFUs send it."""
     size = int.from_bytes(data[:2], "big")
     if len(data) < 14 or size < 12 or data[2] >> 6 != 2:
         return False
     framed = data[2 : 2 + size]
-    kind = webrtc.demux(framed)
-    if kind == "rtp":
-        h = parse_rtp(framed)
-        if h is not None:
-            flow.note_rtp(h)
+    found = webrtc.demux_parsed(framed)
+    kind = found[0] if found is not None else None
+    if found is not None and isinstance(found[1], RtpHeader):
+        flow.note_rtp(found[1])
     elif kind == "rtcp":
         flow.rtcp += 1
     else:

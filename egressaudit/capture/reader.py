@@ -149,13 +149,43 @@ def open_capture(path: Path) -> tuple[BinaryIO, str]:
     raise CaptureError(f"{path}: not a pcap or pcapng capture (starts with {head.hex() or 'nothing'})")
 
 
+class _Hashed:
+    """A file whose bytes are hashed as they are read (the capture's SHA-256 without a second pass over it)."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self.f = f
+        self.hash = hashlib.sha256()
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.f.read(n)
+        self.hash.update(data)
+        return data
+
+    def hexdigest(self) -> str:
+        """The hash of the whole file (the part not read yet is read now)."""
+        while self.read(CHUNK):
+            pass
+        return self.hash.hexdigest()
+
+    def close(self) -> None:
+        self.f.close()
+
+
 def iter_batches(path: Path, stats: ReadStats) -> Iterator[FrameBatch]:
-    """Frames of one capture file, in file order, a buffer at a time.  Damage is counted in ``stats``, never raised mid-stream."""
+    """Frames of one capture file, in file order, a buffer at a time.  Damage is counted in ``stats``, never raised mid-stream.
+
+    When the file has been read to its end, ``stats.sha256`` holds its hash.
+    """
     fh, fmt = open_capture(path)
     stats.format = fmt
     stats.file_bytes = os.path.getsize(path)
-    with fh:
-        yield from (_iter_pcapng if fmt == "pcapng" else _iter_pcap)(fh, stats, path)
+    hashed = None if isinstance(fh, gzip.GzipFile) else _Hashed(fh)  # a gzip file is hashed apart (its reader seeks)
+    src: BinaryIO = hashed if hashed is not None else fh  # type: ignore[assignment]  # read() is all the reader uses
+    try:
+        yield from (_iter_pcapng if fmt == "pcapng" else _iter_pcap)(src, stats, path)
+        stats.sha256 = hashed.hexdigest() if hashed is not None else sha256_file(path)
+    finally:
+        fh.close()
 
 
 def iter_frames(path: Path, stats: ReadStats) -> Iterator[Frame]:

@@ -190,13 +190,13 @@ def _fallback_category(f: FlowFacts) -> Category:
     return Category.unknown
 
 
-def choose_audited_client(verdicts: Iterable[tuple[Verdict, int]], db: SignatureDB) -> str | None:
-    """The conferencing vendor the capture is most about: most bytes of media and signaling."""
+def choose_audited_client(flows: Iterable[tuple[str | None, Category, int]], db: SignatureDB) -> str | None:
+    """The conferencing vendor the capture is most about: most bytes of media and signaling.  ``flows``: (vendor, category, bytes)."""
     score: dict[str, int] = {}
-    for v, nbytes in verdicts:
-        if v.vendor and db.vendor_kind(v.vendor) == "conferencing" and v.category in (Category.media, Category.signaling, Category.telemetry):
-            weight = 2 if v.category == Category.media else 1
-            score[v.vendor] = score.get(v.vendor, 0) + weight * nbytes
+    for vendor, category, nbytes in flows:
+        if vendor and db.vendor_kind(vendor) == "conferencing" and category in (Category.media, Category.signaling, Category.telemetry):
+            weight = 2 if category == Category.media else 1
+            score[vendor] = score.get(vendor, 0) + weight * nbytes
     if not score:
         return None
     return max(score.items(), key=lambda kv: kv[1])[0]
@@ -210,8 +210,12 @@ def first_party_vendors(client: str | None, db: SignatureDB) -> frozenset[str]:
 
 
 def assign_party(v: Verdict, first: frozenset[str]) -> Party:
-    if v.vendor is None:
+    return party_of(v.vendor, first)
+
+
+def party_of(vendor: str | None, first: frozenset[str]) -> Party:
+    if vendor is None:
         return Party.unknown
-    if v.vendor in first:
+    if vendor in first:
         return Party.first
     return Party.third
