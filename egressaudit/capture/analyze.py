@@ -323,8 +323,9 @@ def _flow_table(flows: list[Flow], orient: Orientation, db: SignatureDB) -> tupl
     memory together.
     """
     cid = communityid.CommunityID()
-    schema = pa.schema([f for f in schema_mod.arrow_schema("flows") if f.name in _FLOW_COLUMNS])
-    types = [schema.field(name).type for name in _FLOW_COLUMNS]
+    full = schema_mod.arrow_schema("flows")
+    schema = pa.schema([full.field(name) for name in _FLOW_COLUMNS])  # the row tuples' order
+    types = schema.types
     batches: list[pa.RecordBatch] = []
     rows: list[tuple[Any, ...]] = []
     tally = _Tally()
@@ -334,6 +335,7 @@ def _flow_table(flows: list[Flow], orient: Orientation, db: SignatureDB) -> tupl
         cols = zip(*rows, strict=True)
         batches.append(pa.RecordBatch.from_arrays([pa.array(c, t) for c, t in zip(cols, types, strict=True)], schema=schema))
         rows.clear()
+
     # Oldest first; each flow is popped as it becomes a row, so the flows' memory is freed while the columns grow.
     flows.sort(key=lambda f: (f.ts_first, f.seq), reverse=True)
     i = -1

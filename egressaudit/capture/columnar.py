@@ -37,6 +37,7 @@ from egressaudit.capture.flows import DNS_PORTS, INSPECT_PACKETS, SAMPLE_EVERY, 
 from egressaudit.capture.frames import (
     ETH_IPV4,
     ETH_IPV6,
+    ETH_PPPOE_SESSION,
     ETH_VLAN,
     GTPU_PORT,
     IPV6_EXT_HEADERS,
@@ -53,6 +54,7 @@ from egressaudit.capture.frames import (
     PROTO_ICMPV6,
     PROTO_TCP,
     PROTO_UDP,
+    SKIP_NOT_IP,
     decode,
 )
 from egressaudit.capture.reader import FrameBatch
@@ -137,6 +139,8 @@ def decode_batch(batch: FrameBatch, skipped: Counter[str]) -> Packets:
     ok &= ~tagged | (cap >= link + 4)
     et = np.where(tagged, inner_et, et)
     link = np.where(tagged, link + 4, link)
+    # ARP, LLDP and the like: not IP, as decode() says (tags and PPPoE sessions are left to it)
+    not_ip = ok & ~raw & ~np.isin(et, [ETH_IPV4, ETH_IPV6, ETH_PPPOE_SESSION, *ETH_VLAN])
     ok &= raw | (et == ETH_IPV4) | (et == ETH_IPV6)
 
     # -- IP
@@ -197,8 +201,10 @@ def decode_batch(batch: FrameBatch, skipped: Counter[str]) -> Packets:
         buf=buf,
     )
     keep = ok.copy()
+    if not_ip.any():
+        skipped[SKIP_NOT_IP] += int(not_ip.sum())
     # the rest, one frame at a time, through the decoder that knows every case
-    for i in np.flatnonzero(~ok).tolist():
+    for i in np.flatnonzero(~ok & ~not_ip).tolist():
         o, c = int(off[i]), int(cap[i])
         r = decode(int(lt[i]), buf[o : o + c])
         if isinstance(r, str):

@@ -25,6 +25,7 @@ import os
 import struct
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
@@ -150,24 +151,30 @@ def open_capture(path: Path) -> tuple[BinaryIO, str]:
 
 
 class _Hashed:
-    """A file whose bytes are hashed as they are read (the capture's SHA-256 without a second pass over it)."""
+    """A file whose bytes are hashed as they are read (the capture's SHA-256 without a second pass over it).
+
+    The hashing runs on a thread of its own (hashlib releases the GIL), in read order.
+    """
 
     def __init__(self, f: BinaryIO) -> None:
         self.f = f
         self.hash = hashlib.sha256()
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="egressaudit-sha256")
 
     def read(self, n: int = -1) -> bytes:
         data = self.f.read(n)
-        self.hash.update(data)
+        self.pool.submit(self.hash.update, data)
         return data
 
     def hexdigest(self) -> str:
         """The hash of the whole file (the part not read yet is read now)."""
         while self.read(CHUNK):
             pass
+        self.pool.shutdown(wait=True)
         return self.hash.hexdigest()
 
     def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
         self.f.close()
 
 
@@ -185,6 +192,8 @@ def iter_batches(path: Path, stats: ReadStats) -> Iterator[FrameBatch]:
         yield from (_iter_pcapng if fmt == "pcapng" else _iter_pcap)(src, stats, path)
         stats.sha256 = hashed.hexdigest() if hashed is not None else sha256_file(path)
     finally:
+        if hashed is not None:
+            hashed.close()
         fh.close()
 
 
