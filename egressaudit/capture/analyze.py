@@ -6,6 +6,7 @@ import base64
 import bisect
 import ctypes
 import ctypes.util
+import gc
 import hashlib
 import ipaddress
 import struct
@@ -209,7 +210,18 @@ def analyze(
     inputs: Sequence[Path], opts: AnalyzeOptions, db: SignatureDB | None = None, progress: Callable[[int], None] | None = None
 ) -> AnalyzeResult:
     """Read the captures and classify every flow.  Raises CaptureError for unreadable inputs."""
-    db = db or default_db()
+    # Flows, rows and verdicts hold no reference cycles; the cyclic collector would walk every live flow
+    # again and again as they pile up (a fifth of the time on a capture with 100k flows).
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _analyze(inputs, opts, db or default_db(), progress)
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _analyze(inputs: Sequence[Path], opts: AnalyzeOptions, db: SignatureDB, progress: Callable[[int], None] | None) -> AnalyzeResult:
     finished: list[Flow] = []
     table = ColumnarFlowTable(finished.append, idle_timeout=opts.idle_timeout)
     skipped: Counter[str] = Counter()
