@@ -5,7 +5,9 @@ objects in time order.  Flows are keyed by the unordered pair of endpoints and
 the transport; they end after ``idle_timeout`` seconds without a packet, on a
 new TCP SYN after the previous connection closed, or at the end of the input.
 Memory grows with the number of live flows; finished flows are handed to the
-``on_flow`` callback.
+``on_flow`` callback.  Live capture uses this table; offline ingest uses
+:class:`~egressaudit.capture.columnar.ColumnarFlowTable`, which gives the same
+flows a buffer of frames at a time and is tested against this one.
 
 Only the first packets of a flow are dissected (``INSPECT_PACKETS`` each way,
 then one in ``SAMPLE_EVERY``): enough to read the TLS/QUIC ClientHello, the

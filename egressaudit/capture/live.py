@@ -2,8 +2,9 @@
 
 ``capture(iface, out_dir, duration)`` reads frames from a Linux packet socket
 (``AF_PACKET``) and writes every frame to ``out_dir/capture.pcapng``; it feeds
-the same :class:`~egressaudit.capture.flows.FlowTable` that offline ingest
-uses, so the number of live and finished flows is known while capturing.  The
+the per-packet :class:`~egressaudit.capture.flows.FlowTable` (whose flows
+offline ingest's columnar table reproduces field for field), so the number of
+live and finished flows is known while capturing.  The
 file is an ordinary pcapng (one interface, the socket's link type, microsecond
 timestamps from the kernel, an Interface Statistics Block with the kernel's
 received and dropped counts at the end): ``egressaudit analyze`` reads it, as
