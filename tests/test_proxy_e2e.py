@@ -270,3 +270,20 @@ def test_proxy_command_defaults_loopback_private_ca(tmp_path: Path, sink: Sink) 
     fields = pq.read_table(out / "fields.parquet").to_pylist()
     assert any("email" in f["detectors"] for f in fields) and not any(f["value"] for f in fields)
     assert "dan@example.org" not in (out / "http.parquet").read_bytes().decode("latin-1")
+
+
+def test_a_recorder_that_cannot_start_stops_the_proxy_at_start(tmp_path: Path, sink: Sink) -> None:
+    """The recorder process reports ready before the proxy serves; if it cannot start, mitmdump exits with one line."""
+    out = tmp_path / "audit"
+    (out / ".salt").mkdir(parents=True)  # the session's salt file cannot be read or written
+    exe = shutil.which("mitmdump")
+    cmd = [exe] if exe else [sys.executable, "-c", "from mitmproxy.tools.main import mitmdump; mitmdump()"]
+    cmd += ["-q", "--listen-host", "127.0.0.1", "--listen-port", str(free_port()), "-s", str(ROOT / "addons" / "egressaudit_addon.py")]
+    cmd += ["--set", f"confdir={tmp_path / 'conf'}", "--set", f"egressaudit_dir={out}"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
+    log = r.stdout + r.stderr
+    assert r.returncode != 0, log
+    assert "egressaudit: cannot start the recorder: IsADirectoryError" in log, log
+    assert "Traceback" not in log, log
+    assert not list(out.glob("*.parquet")) and not list(out.glob("*.parts"))

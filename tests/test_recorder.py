@@ -86,3 +86,46 @@ def test_server_address_is_never_a_host_name(tmp_path: Path) -> None:
         ("127.0.0.1", 8081, "api2.amplitude.com"),
         (None, 443, "api2.amplitude.com"),
     ]
+
+
+def _rows_of(tmp: Path, flows: list[http.HTTPFlow], name: str) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+    out = tmp / name
+    out.mkdir()
+    (out / ".salt").write_bytes(b"s" * 32)  # the same salt on both sides, so value hashes compare
+    rec = Recorder(out, default_db(), RecorderOptions(session_id="t"))
+    for f in flows:
+        rec.add_flow(f)
+    rec.close()
+    return pq.read_table(out / "http.parquet").to_pylist(), pq.read_table(out / "fields.parquet").to_pylist()
+
+
+def test_worker_snapshots_record_the_same_rows_as_whole_flows(tmp_path: Path) -> None:
+    """The proxy ships worker.snapshot() (no TLS state) instead of flow.get_state(): the rows must not change."""
+    import pickle
+
+    from egressaudit.http.worker import restore, snapshot
+
+    plain = _post("api.segment.io", "/v1/batch?writeKey=k", json.dumps({"batch": [{"email": "ann@example.org", "n": 1}]}).encode())
+    plain.client_conn.peername = ("127.0.0.1", 51234)
+    plain.server_conn.peername = ("192.0.2.7", 443)
+    gz = _post("log.zoom.us", "/v1/log", gzip.compress(b'{"events": [{"meeting_id": "85012345678"}]}'), encoding="gzip")
+    upstream = _post("api2.amplitude.com", "/2/httpapi", b'{"events": []}')
+    upstream.server_conn.peername = None
+    upstream.server_conn.address = ("api2.amplitude.com", 443)
+    upstream.server_conn.via = ("http", ("127.0.0.1", 8081))
+    err = tflow.tflow(err=True)
+    ws = tflow.tflow(resp=True)
+    ws.request.host = "rtcstats.example.net"
+    ws.websocket = WebSocketData()
+    ws.websocket.messages = [
+        WebSocketMessage(Opcode.TEXT, True, b'{"device_id": "7c9e6679-7425-40de-944b-e07fc1f90ae7"}', 1.0),
+        WebSocketMessage(Opcode.BINARY, False, b"\x00" * 300, 2.0),
+    ]
+    flows = [plain, gz, upstream, err, ws]
+    shipped = [restore(pickle.loads(pickle.dumps(snapshot(f)))) for f in flows]
+    assert _rows_of(tmp_path, flows, "whole") == _rows_of(tmp_path, shipped, "snapshot")
+
+    # one WebSocket message at a time: only that message travels, the conversation stays whole in the proxy
+    one = restore(snapshot(ws, ws.websocket.messages[-1:]))
+    assert one.websocket is not None and [m.content for m in one.websocket.messages] == [b"\x00" * 300]
+    assert len(ws.websocket.messages) == 2

@@ -151,9 +151,7 @@ def decode_batch(batch: FrameBatch, skipped: Counter[str]) -> Packets:
     ihl = (ip[:, 0] & 0x0F).astype(np.int64) * 4
     total4 = _be16(ip, 2)
     plen6 = _be16(ip, 4)
-    ok &= (v4 & (room >= 20) & (ihl >= 20) & (room >= ihl) & (total4 >= ihl) & ((_be16(ip, 6) & 0x3FFF) == 0)) | (
-        v6 & (room >= 40) & (plen6 > 0)
-    )
+    ok &= (v4 & (room >= 20) & (ihl >= 20) & (room >= ihl) & (total4 >= ihl) & ((_be16(ip, 6) & 0x3FFF) == 0)) | (v6 & (room >= 40) & (plen6 > 0))
     proto = np.where(v4, ip[:, 9], ip[:, 6]).astype(np.int64)
     ok &= ~(v6 & np.isin(proto, [*IPV6_EXT_HEADERS, IPV6_FRAGMENT]))
     total = np.where(v4, total4, 40 + plen6)

@@ -63,9 +63,7 @@ class Flow:
         "tls_buf", "tls_done", "quic", "seen", "http_host", "dns_query", "seq",
     )  # fmt: skip
 
-    def __init__(
-        self, proto: int, version: int, a_ip: bytes, a_port: int, b_ip: bytes, b_port: int, ts: float, vlan: int = -1, seq: int = 0
-    ) -> None:
+    def __init__(self, proto: int, version: int, a_ip: bytes, a_port: int, b_ip: bytes, b_port: int, ts: float, vlan: int = -1, seq: int = 0) -> None:
         self.proto = proto
         self.version = version
         self.a_ip, self.a_port, self.b_ip, self.b_port = a_ip, a_port, b_ip, b_port

@@ -17,7 +17,7 @@ from typing import Any
 from mitmproxy import ctx, http
 
 from egressaudit.http.recorder import Recorder, RecorderOptions
-from egressaudit.http.worker import RecorderProcess
+from egressaudit.http.worker import RecorderProcess, RecorderStartError
 from egressaudit.session import session_id_for
 from egressaudit.signatures import SignatureError, data_dir, default_db, load
 
@@ -53,6 +53,13 @@ class EgressAudit:
                 log.warning("egressaudit: set egressaudit_dir=DIR to record (nothing is recorded now)")
             return
         self._close({})
+        try:
+            self._start(opts)
+        except (ValueError, SignatureError, OSError, RecorderStartError) as e:
+            # one line, no traceback; an error logged at start-up makes mitmproxy exit before it proxies anything
+            log.error(f"egressaudit: {e}")
+
+    def _start(self, opts: Any) -> None:
         out = Path(opts.egressaudit_dir)
         files = self._signature_files(opts.egressaudit_signatures)
         db = load(files) if files else default_db()  # validated here, so a bad file stops the proxy at start
@@ -70,7 +77,9 @@ class EgressAudit:
             self.recorder = Recorder(out, db, ropts)
         else:
             out.mkdir(parents=True, exist_ok=True)
-            self.worker = RecorderProcess(out, ropts, [str(f) for f in files] if files else None)
+            worker = RecorderProcess(out, ropts, [str(f) for f in files] if files else None)
+            worker.wait_ready()
+            self.worker = worker
         log.info(f"egressaudit: recording to {out}")
 
     def _close(self, extra: dict[str, Any]) -> None:

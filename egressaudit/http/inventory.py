@@ -50,12 +50,14 @@ def canonical_text(value: object) -> str:
     """The text a value is hashed and stored as: strings as is, JSON spelling for scalars, hex for bytes."""
     if isinstance(value, str):
         return value
-    if isinstance(value, bool) or value is None:
-        return json.dumps(value)
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, int):
         return str(int(value))
     if isinstance(value, float):
-        return json.dumps(value) if math.isfinite(value) else str(value)
+        return float.__repr__(value) if math.isfinite(value) else str(value)  # json's spelling of a finite float
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value).hex()
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
@@ -63,7 +65,11 @@ def canonical_text(value: object) -> str:
 
 def hash_value(salt: bytes, value: object) -> str:
     """Hex SHA-256 of ``salt`` + the value's canonical text (UTF-8): equal values join across exchanges."""
-    return hashlib.sha256(salt + canonical_text(value).encode("utf-8", "surrogatepass")).hexdigest()
+    return _hash_text(salt, canonical_text(value))
+
+
+def _hash_text(salt: bytes, text: str) -> str:
+    return hashlib.sha256(salt + text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def value_type(value: object) -> str:
@@ -566,7 +572,7 @@ def inventory(tree: object, *, salt: bytes, keep_values: bool = False, seen_name
                 "value_type": ",".join(sorted(types)),
                 "count": acc.count,
                 "detectors": sorted(acc.detectors),
-                "value_hash": hash_value(salt, first),
+                "value_hash": _hash_text(salt, text),
                 "value": text if keep_values else None,
                 "value_length": len(bytes(first)) if isinstance(first, bytes | bytearray | memoryview) else len(text),
             }

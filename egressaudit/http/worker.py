@@ -3,16 +3,27 @@
 Decoding bodies and inventorying their fields costs a few milliseconds of
 Python per exchange, about as much as mitmproxy's own work: done inside the
 proxy it doubled every request's latency (benchmarks/RESULTS.md).  The addon
-therefore only snapshots each finished exchange (``flow.get_state()``) and
-hands it to one worker process, which runs the :class:`Recorder` on the
-machine's other core.  The worker flushes at least once a second; it ignores
-Ctrl-C (the proxy tells it when to finish and compact), and if the proxy
-dies without telling it, it flushes what it has and exits without compacting,
-like a killed recorder would.
+therefore only snapshots each finished exchange and hands it to one worker
+process, which runs the :class:`Recorder` on the machine's other core.
+
+The snapshot is what the recorder reads (:func:`snapshot`): the request,
+response, error and WebSocket states plus the addresses of the two
+connections, not ``flow.get_state()``, whose connection states (TLS
+details, certificates) cost ten times more to build in the proxy and to
+rebuild in the worker.  With ``keep_bodies`` the whole flow state goes, as
+``flows.mitm`` must hold complete flows.  Snapshots are shipped in batches
+(every :data:`BATCH` exchanges or :data:`SHIP_S` seconds), so the queue's
+feeder thread wakes once per batch instead of once per request.
+
+The worker flushes at least once a second; it ignores Ctrl-C (the proxy
+tells it when to finish and compact), and if the proxy dies without telling
+it, it flushes what it has and exits without compacting, like a killed
+recorder would.
 """
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import os
 import queue
@@ -21,22 +32,77 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mitmproxy import http
+import pyarrow as pa
+from mitmproxy import connection, http
+from mitmproxy import flow as mflow
+from mitmproxy.websocket import WebSocketData
 
 from egressaudit.http.recorder import Recorder, RecorderOptions
 
-QUEUE_SIZE = 50_000
+QUEUE_SIZE = 1_000  # batches
 POLL_S = 0.2
+BATCH = 64
+SHIP_S = 0.05
+
+Snapshot = tuple[Any, ...]
+
+
+def snapshot(flow: http.HTTPFlow, messages: list[Any] | None = None) -> Snapshot:
+    """What :class:`Recorder` reads of ``flow`` (``messages``: only these WebSocket messages)."""
+    c, s = flow.client_conn, flow.server_conn
+    ws = flow.websocket
+    ws_state = None
+    if ws is not None:
+        if messages is not None:
+            kept = ws.messages
+            ws.messages = messages
+            try:
+                ws_state = ws.get_state()
+            finally:
+                ws.messages = kept
+        else:
+            ws_state = ws.get_state()
+    return (
+        flow.id,
+        flow.request.get_state(),
+        flow.response.get_state() if flow.response is not None else None,
+        flow.error.get_state() if flow.error is not None else None,
+        ws_state,
+        (c.peername, c.sockname, c.timestamp_start),
+        (s.address, s.peername, s.sockname, s.via),
+    )
+
+
+def restore(snap: Snapshot) -> http.HTTPFlow:
+    """The flow a :func:`snapshot` was taken of, as far as the recorder is concerned."""
+    fid, req, resp, err, ws, (cpeer, csock, cts), (addr, speer, ssock, via) = snap
+    client = connection.Client(peername=cpeer, sockname=csock, timestamp_start=cts)
+    server = connection.Server(address=addr, peername=speer, sockname=ssock, via=via)
+    f = http.HTTPFlow(client, server)
+    f.id = fid
+    f.request = http.Request.from_state(req)
+    f.response = http.Response.from_state(resp) if resp is not None else None
+    f.error = mflow.Error.from_state(err) if err is not None else None
+    f.websocket = WebSocketData.from_state(ws) if ws is not None else None
+    return f
+
+
+class RecorderStartError(Exception):
+    """The recorder process could not start; one line for the user."""
 
 
 class RecorderProcess:
     """The worker process and the queue into it."""
 
     def __init__(self, out: Path, opts: RecorderOptions, signature_files: list[str] | None) -> None:
+        self.full_state = opts.keep_bodies  # flows.mitm needs whole flows, TLS details included
+        self.pending: list[tuple[str, Any, int]] = []
+        self._timer: asyncio.TimerHandle | None = None
         mp = multiprocessing.get_context("spawn")
         self.queue: Any = mp.Queue(QUEUE_SIZE)
+        self._ready, ready_w = mp.Pipe(duplex=False)
         self.process = mp.Process(
-            target=_run, args=(str(out), opts, signature_files, self.queue, os.getpid()), name="egressaudit-recorder", daemon=False
+            target=_run, args=(str(out), opts, signature_files, self.queue, os.getpid(), ready_w), name="egressaudit-recorder", daemon=False
         )
         # Ctrl-C reaches the whole process group, and the worker takes a second to import: start it with SIGINT
         # ignored (kept across exec), so an early Ctrl-C cannot kill it before it can finish and compact.
@@ -50,24 +116,67 @@ class RecorderProcess:
         finally:
             signal.signal(signal.SIGINT, previous)
 
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        """Block until the worker has loaded everything it needs (about a second of imports), so that its start-up
+        neither competes with the first exchanges for CPU nor hides a problem (bad signature file, unwritable folder)
+        until later: raises RecorderStartError with the worker's one-line reason."""
+        deadline = time.monotonic() + timeout
+        while not self._ready.poll(0.05):
+            if not self.process.is_alive():
+                raise RecorderStartError(f"the recorder process ended at start with exit code {self.process.exitcode}")
+            if time.monotonic() > deadline:
+                raise RecorderStartError(f"the recorder process was not ready after {timeout:.0f} s")
+        try:
+            msg = self._ready.recv()
+        except EOFError:
+            msg = "the recorder process ended at start"
+        if msg != "ready":
+            self.process.join(5)
+            raise RecorderStartError(str(msg))
+
     def submit_flow(self, flow: http.HTTPFlow, kind: str = "flow") -> None:
-        self.queue.put((kind, flow.get_state(), -1))
+        self._submit(kind, self._state(flow), -1)
 
     def submit_websocket_message(self, flow: http.HTTPFlow) -> None:
         """The flow's newest WebSocket message, without copying the whole conversation each time."""
         ws = flow.websocket
         assert ws is not None
         messages = ws.messages
-        number = len(messages) - 1
-        ws.messages = messages[-1:]
-        try:
-            state = flow.get_state()
-        finally:
-            ws.messages = messages
-        self.queue.put(("ws", state, number))
+        if self.full_state:
+            ws.messages = messages[-1:]
+            try:
+                state: Any = flow.get_state()
+            finally:
+                ws.messages = messages
+        else:
+            state = snapshot(flow, messages[-1:])
+        self._submit("ws", state, len(messages) - 1)
+
+    def _state(self, flow: http.HTTPFlow) -> Any:
+        return flow.get_state() if self.full_state else snapshot(flow)
+
+    def _submit(self, kind: str, state: Any, number: int) -> None:
+        self.pending.append((kind, state, number))
+        if len(self.pending) >= BATCH:
+            self.ship()
+        elif self._timer is None:
+            try:
+                self._timer = asyncio.get_running_loop().call_later(SHIP_S, self.ship)
+            except RuntimeError:  # no event loop (called from a plain thread): no batching
+                self.ship()
+
+    def ship(self) -> None:
+        """Hand the pending snapshots to the worker (the queue pickles them on its feeder thread)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.pending:
+            batch, self.pending = self.pending, []
+            self.queue.put(("batch", batch, -1))
 
     def close(self, extra: dict[str, Any], timeout: float = 120.0) -> int | None:
         """Tell the worker to finish (flush, compact, write session.json) and wait for it."""
+        self.ship()
         self.queue.put(("close", extra, -1))
         self.queue.close()
         self.process.join(timeout)
@@ -77,12 +186,19 @@ class RecorderProcess:
         return self.process.exitcode
 
 
-def _run(out: str, opts: RecorderOptions, signature_files: list[str] | None, q: Any, parent: int) -> None:
+def _run(out: str, opts: RecorderOptions, signature_files: list[str] | None, q: Any, parent: int, ready: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group; the proxy decides when we stop
-    from egressaudit.signatures import default_db, load
+    try:
+        from egressaudit.signatures import default_db, load
 
-    db = load([Path(p) for p in signature_files]) if signature_files else default_db()
-    rec = Recorder(Path(out), db, opts)
+        db = load([Path(p) for p in signature_files]) if signature_files else default_db()
+        rec = Recorder(Path(out), db, opts)
+        pa.array([0])  # pyarrow imports pandas on its first conversion of Python objects: now, not at the first flush
+    except Exception as e:  # reported by the proxy at start, in one line
+        ready.send(f"cannot start the recorder: {type(e).__name__}: {e}")
+        raise SystemExit(1) from None
+    ready.send("ready")
+    ready.close()
     last_flush = time.monotonic()
     while True:
         try:
@@ -92,14 +208,11 @@ def _run(out: str, opts: RecorderOptions, signature_files: list[str] | None, q: 
         if kind == "close":
             rec.close(payload)
             return
-        if kind is not None:
-            flow: http.HTTPFlow = http.HTTPFlow.from_state(payload)  # type: ignore[assignment]
-            if kind == "flow":
-                rec.add_flow(flow)
-            elif kind == "handshake":
-                rec.add_handshake(flow)
-            elif kind == "ws":
-                rec.add_websocket_message(flow, 0, number)
+        if kind == "batch":
+            for k, state, n in payload:
+                _record(rec, k, state, n, opts.keep_bodies)
+        elif kind is not None:
+            _record(rec, kind, payload, number, opts.keep_bodies)
         now = time.monotonic()
         if now - last_flush >= 1.0:
             rec.flush()
@@ -107,3 +220,13 @@ def _run(out: str, opts: RecorderOptions, signature_files: list[str] | None, q: 
         if kind is None and os.getppid() != parent:  # the proxy died without closing us: keep what we have
             rec.flush()
             return
+
+
+def _record(rec: Recorder, kind: str, state: Any, number: int, full_state: bool) -> None:
+    flow: http.HTTPFlow = http.HTTPFlow.from_state(state) if full_state else restore(state)  # type: ignore[assignment]
+    if kind == "flow":
+        rec.add_flow(flow)
+    elif kind == "handshake":
+        rec.add_handshake(flow)
+    elif kind == "ws":
+        rec.add_websocket_message(flow, 0, number)
