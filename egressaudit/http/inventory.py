@@ -486,6 +486,7 @@ def inventory(tree: object, *, salt: bytes, keep_values: bool = False, seen_name
     memo: dict[tuple[_Prof, str], frozenset[str] | set[str]] = {}  # string values repeat a lot in batches
     type_names = _TYPE_NAMES
     child_cache = _CHILD
+    children: dict[tuple[str, str], tuple[str, _Prof]] = {}
 
     def leaf(path: str, prof: _Prof, value: object) -> None:
         acc = accs.get(path)
@@ -520,12 +521,17 @@ def inventory(tree: object, *, salt: bytes, keep_values: bool = False, seen_name
         depth += 1
         if isinstance(node, dict):
             for k, v in node.items():
+                # the key path and key profile of this key under this path: the same for every event of a batch
                 ks = k if type(k) is str else str(k)
-                sub = f"{path}.{ks}" if path else ks
-                cprof = child_cache.get((prof, ks))
-                if cprof is None:
-                    cprof = _child(prof, ks)
-                if isinstance(v, dict | list | tuple):
+                hit = children.get((path, ks))
+                if hit is None:
+                    cprof = child_cache.get((prof, ks))
+                    if cprof is None:
+                        cprof = _child(prof, ks)
+                    hit = children[(path, ks)] = (f"{path}.{ks}" if path else ks, cprof)
+                sub, cprof = hit
+                tv = type(v)
+                if tv is dict or tv is list or (tv is not str and isinstance(v, dict | list | tuple)):
                     visit(v, sub, cprof, depth)
                     continue
                 # leaf(sub, cprof, v), inlined: most leaves are dict values
@@ -536,7 +542,6 @@ def inventory(tree: object, *, salt: bytes, keep_values: bool = False, seen_name
                     leaf(sub, cprof, v)
                     continue
                 acc.count += 1
-                tv = type(v)
                 tn = type_names.get(tv)
                 acc.types.add(tn if tn is not None else value_type(v))
                 if acc.scanned < MAX_SCANNED:
@@ -546,6 +551,8 @@ def inventory(tree: object, *, salt: bytes, keep_values: bool = False, seen_name
                         found = memo.get(mk)
                         if found is None:
                             found = memo[mk] = _detect_str(v, cprof, seen)
+                    elif (tv is int or tv is float) and not cprof.int_any:
+                        continue  # numbers only matter under identifier-like keys
                     else:
                         found = _detect(v, cprof, seen)
                     if found:

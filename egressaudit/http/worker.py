@@ -62,10 +62,35 @@ def snapshot(flow: http.HTTPFlow, messages: list[Any] | None = None) -> Snapshot
                 ws.messages = kept
         else:
             ws_state = ws.get_state()
+    q, r = flow.request.data, flow.response.data if flow.response is not None else None
     return (
         flow.id,
-        flow.request.get_state(),
-        flow.response.get_state() if flow.response is not None else None,
+        (
+            q.host,
+            q.port,
+            q.method,
+            q.scheme,
+            q.authority,
+            q.path,
+            q.http_version,
+            q.headers.fields,
+            q.content,
+            q.trailers.fields if q.trailers is not None else None,
+            q.timestamp_start,
+            q.timestamp_end,
+        ),  # fmt: skip
+        None
+        if r is None
+        else (
+            r.http_version,
+            r.status_code,
+            r.reason,
+            r.headers.fields,
+            r.content,
+            r.trailers.fields if r.trailers is not None else None,
+            r.timestamp_start,
+            r.timestamp_end,
+        ),  # fmt: skip
         flow.error.get_state() if flow.error is not None else None,
         ws_state,
         (c.peername, c.sockname, c.timestamp_start),
@@ -80,8 +105,8 @@ def restore(snap: Snapshot) -> http.HTTPFlow:
     server = connection.Server(address=addr, peername=speer, sockname=ssock, via=via)
     f = http.HTTPFlow(client, server)
     f.id = fid
-    f.request = http.Request.from_state(req)
-    f.response = http.Response.from_state(resp) if resp is not None else None
+    f.request = http.Request(*req)
+    f.response = http.Response(*resp) if resp is not None else None
     f.error = mflow.Error.from_state(err) if err is not None else None
     f.websocket = WebSocketData.from_state(ws) if ws is not None else None
     return f
