@@ -631,11 +631,12 @@ class _Clients:
         urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
         self.proxy, self.sink_port = proxy, sink_port
         self.timeout = urllib3.Timeout(connect=10, read=60)
+        self.pms: list[Any] = []
         if proxy:
             # socket_options: without them the CONNECT-tunnelled connections of urllib3 2.x's ProxyManager run with Nagle on (its
             # direct pools do not), and as headers and body go in two sends every POST through any proxy then waits ~45 ms for a
             # delayed ACK (measured here: 50 ms median without, 5.6 ms with) - a client artefact the benchmark must not measure
-            self.pms: list[Any] = [urllib3.ProxyManager(proxy, num_pools=16, maxsize=1, cert_reqs="CERT_REQUIRED", ca_certs=str(ca),
+            self.pms = [urllib3.ProxyManager(proxy, num_pools=16, maxsize=1, cert_reqs="CERT_REQUIRED", ca_certs=str(ca),
                                                         timeout=self.timeout, socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
                                    for _ in range(threads)]  # fmt: skip
         self.pools: list[dict[str, Any]] = [{} for _ in range(threads)]
@@ -659,7 +660,7 @@ class _Clients:
             return f"{host}{path}: {type(e).__name__}: {e}"[:300]
 
     def close(self) -> None:
-        for pm in getattr(self, "pms", []):
+        for pm in self.pms:
             pm.clear()
         for pools in self.pools:
             for pool in pools.values():

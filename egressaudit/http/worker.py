@@ -24,11 +24,13 @@ recorder would.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import queue
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,14 +55,7 @@ def snapshot(flow: http.HTTPFlow, messages: list[Any] | None = None) -> Snapshot
     ws = flow.websocket
     ws_state = None
     if ws is not None:
-        if messages is not None:
-            kept = ws.messages
-            ws.messages = messages
-            try:
-                ws_state = ws.get_state()
-            finally:
-                ws.messages = kept
-        else:
+        with _only_messages(flow, messages):
             ws_state = ws.get_state()
     q, r = flow.request.data, flow.response.data if flow.response is not None else None
     return (
@@ -96,6 +91,21 @@ def snapshot(flow: http.HTTPFlow, messages: list[Any] | None = None) -> Snapshot
         (c.peername, c.sockname, c.timestamp_start),
         (s.address, s.peername, s.sockname, s.via),
     )
+
+
+@contextlib.contextmanager
+def _only_messages(flow: http.HTTPFlow, messages: list[Any] | None) -> Iterator[None]:
+    """The flow's WebSocket conversation reduced to ``messages`` for the time of a state copy (None: left whole)."""
+    ws = flow.websocket
+    if ws is None or messages is None:
+        yield
+        return
+    kept = ws.messages
+    ws.messages = messages
+    try:
+        yield
+    finally:
+        ws.messages = kept
 
 
 def restore(snap: Snapshot) -> http.HTTPFlow:
@@ -164,21 +174,15 @@ class RecorderProcess:
 
     def submit_websocket_message(self, flow: http.HTTPFlow) -> None:
         """The flow's newest WebSocket message, without copying the whole conversation each time."""
-        ws = flow.websocket
-        assert ws is not None
-        messages = ws.messages
-        if self.full_state:
-            ws.messages = messages[-1:]
-            try:
-                state: Any = flow.get_state()
-            finally:
-                ws.messages = messages
-        else:
-            state = snapshot(flow, messages[-1:])
-        self._submit("ws", state, len(messages) - 1)
+        assert flow.websocket is not None
+        messages = flow.websocket.messages
+        self._submit("ws", self._state(flow, messages[-1:]), len(messages) - 1)
 
-    def _state(self, flow: http.HTTPFlow) -> Any:
-        return flow.get_state() if self.full_state else snapshot(flow)
+    def _state(self, flow: http.HTTPFlow, messages: list[Any] | None = None) -> Any:
+        if not self.full_state:
+            return snapshot(flow, messages)
+        with _only_messages(flow, messages):
+            return flow.get_state()
 
     def _submit(self, kind: str, state: Any, number: int) -> None:
         self.pending.append((kind, state, number))
@@ -197,12 +201,12 @@ class RecorderProcess:
             self._timer = None
         if self.pending:
             batch, self.pending = self.pending, []
-            self.queue.put(("batch", batch, -1))
+            self.queue.put(("batch", batch))
 
     def close(self, extra: dict[str, Any], timeout: float = 120.0) -> int | None:
         """Tell the worker to finish (flush, compact, write session.json) and wait for it."""
         self.ship()
-        self.queue.put(("close", extra, -1))
+        self.queue.put(("close", extra))
         self.queue.close()
         self.process.join(timeout)
         if self.process.is_alive():
@@ -227,7 +231,7 @@ def _run(out: str, opts: RecorderOptions, signature_files: list[str] | None, q: 
     last_flush = time.monotonic()
     while True:
         try:
-            kind, payload, number = q.get(timeout=POLL_S)
+            kind, payload = q.get(timeout=POLL_S)
         except queue.Empty:
             kind = None
         if kind == "close":
@@ -236,8 +240,6 @@ def _run(out: str, opts: RecorderOptions, signature_files: list[str] | None, q: 
         if kind == "batch":
             for k, state, n in payload:
                 _record(rec, k, state, n, opts.keep_bodies)
-        elif kind is not None:
-            _record(rec, kind, payload, number, opts.keep_bodies)
         now = time.monotonic()
         if now - last_flush >= 1.0:
             rec.flush()
