@@ -160,6 +160,8 @@ class RecorderProcess:
             if not self.process.is_alive():
                 raise RecorderStartError(f"the recorder process ended at start with exit code {self.process.exitcode}")
             if time.monotonic() > deadline:
+                self.process.terminate()  # not left running behind a proxy that will not use it
+                self.process.join(5)
                 raise RecorderStartError(f"the recorder process was not ready after {timeout:.0f} s")
         try:
             msg = self._ready.recv()
