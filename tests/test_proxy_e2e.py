@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -287,3 +288,25 @@ def test_a_recorder_that_cannot_start_stops_the_proxy_at_start(tmp_path: Path, s
     assert "egressaudit: cannot start the recorder: IsADirectoryError" in log, log
     assert "Traceback" not in log, log
     assert not list(out.glob("*.parquet")) and not list(out.glob("*.parts"))
+
+
+def test_a_proxy_whose_port_is_taken_exits_instead_of_waiting_for_its_recorder(tmp_path: Path) -> None:
+    """mitmdump stops without calling the addon's `done` when it cannot listen; the recorder process must not keep it
+    waiting at exit (it used to hang forever: multiprocessing joins non-daemon children, which waited to be closed)."""
+    out = tmp_path / "audit"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        exe = shutil.which("mitmdump")
+        cmd = [exe] if exe else [sys.executable, "-c", "from mitmproxy.tools.main import mitmdump; mitmdump()"]
+        cmd += ["-q", "--listen-host", "127.0.0.1", "--listen-port", str(taken.getsockname()[1])]
+        cmd += ["-s", str(ROOT / "addons" / "egressaudit_addon.py"), "--set", f"confdir={tmp_path / 'conf'}", "--set", f"egressaudit_dir={out}"]
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=ROOT, env=env)
+        except subprocess.TimeoutExpired as e:
+            raise AssertionError("mitmdump did not exit after failing to listen") from e
+    log = r.stdout + r.stderr
+    assert r.returncode != 0 and "address already in use" in log, log
+    assert "Traceback" not in log, log
+    assert json.loads((out / "session.json").read_text())["http"]["exchanges"] == 0

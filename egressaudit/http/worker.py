@@ -24,6 +24,7 @@ recorder would.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import multiprocessing
 import os
@@ -145,11 +146,15 @@ class RecorderProcess:
             previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
         except ValueError:  # not the main thread: cannot change signal handling here
             self.process.start()
-            return
-        try:
-            self.process.start()
-        finally:
-            signal.signal(signal.SIGINT, previous)
+        else:
+            try:
+                self.process.start()
+            finally:
+                signal.signal(signal.SIGINT, previous)
+        # The worker is not a daemon (it must finish and compact), so multiprocessing joins it when this process exits:
+        # if the proxy exits without closing it (mitmdump stops when its port is taken, without calling `done`), both
+        # would wait forever.  Close it first (atexit runs the latest registered first, before multiprocessing's join).
+        atexit.register(self._close_at_exit)
 
     def wait_ready(self, timeout: float = 120.0) -> None:
         """Block until the worker has loaded everything it needs (about a second of imports), so that its start-up
@@ -205,8 +210,13 @@ class RecorderProcess:
             batch, self.pending = self.pending, []
             self.queue.put(("batch", batch))
 
+    def _close_at_exit(self) -> None:
+        if self.process.is_alive():
+            self.close({})
+
     def close(self, extra: dict[str, Any], timeout: float = 120.0) -> int | None:
         """Tell the worker to finish (flush, compact, write session.json) and wait for it."""
+        atexit.unregister(self._close_at_exit)
         self.ship()
         self.queue.put(("close", extra))
         self.queue.close()
