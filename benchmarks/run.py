@@ -743,6 +743,7 @@ def _children_cpu(pid: int) -> float:
 
 
 CONFIGS = ["direct", "mitmdump", "mitmdump+egressaudit"]
+SUSTAINED = "1, sustained"
 
 
 class _Proxy:
@@ -813,9 +814,14 @@ def _round(reqs: list[Any], threads: int, configs: list[str], work: Path, sink_p
             time.sleep(0.5)
         cpu0 = {c: px.cpu() for c, px in proxies.items()}
         chunks = [list(range(i, min(i + block, len(reqs)))) for i in range(0, len(reqs), block)]
+        rec = proxies.get("mitmdump+egressaudit")
+        leaked = 0.0  # recorder CPU spent while another configuration's block ran (should be ~0: it would flatter (b))
         for k, chunk in enumerate(chunks):
             for c in configs if k % 2 == 0 else configs[::-1]:
+                w0 = _children_cpu(rec.proc.pid) if rec is not None and c != rec.config else None
                 d = _drive(reqs, chunk, clients[c], threads)
+                if rec is not None and w0 is not None:
+                    leaked += _children_cpu(rec.proc.pid) - w0
                 pc = per[c]
                 pc["lat"].update(d["latencies"])
                 pc["wall_s"] += d["wall_s"]
@@ -843,6 +849,9 @@ def _round(reqs: list[Any], threads: int, configs: list[str], work: Path, sink_p
         if c in proxies:
             res["proxy_cpu_ms_per_req"] = 1000 * (cpu1[c][0] - cpu0[c][0]) / len(reqs)
             res["worker_cpu_ms_per_req"] = 1000 * (cpu1[c][1] - cpu0[c][1]) / len(reqs)
+            if c == "mitmdump+egressaudit":
+                res["worker_cpu_s_in_other_blocks"] = leaked
+                res["worker_cpu_s"] = cpu1[c][1] - cpu0[c][1]
             res.update(stopped[c])
         out.append(res)
     return out
@@ -876,7 +885,8 @@ def _profile_summary(prof: Path, n: int) -> dict[str, Any]:
             p = Path(*parts[parts.index("site-packages") + 1 :]) if "site-packages" in parts else Path(p.name)
         return f"{p}:{line}:{name}"
 
-    hooks = {k: v for k, v in stats.items() if k[0].endswith("egressaudit/http/addon.py") and k[2] in ("response", "error", "websocket_message")}
+    names = ("response", "error", "websocket_message", "client_connected", "requestheaders")
+    hooks = {k: v for k, v in stats.items() if k[0].endswith("egressaudit/http/addon.py") and k[2] in names}
     flush = {k: v for k, v in stats.items() if k[0].endswith("egressaudit/http/recorder.py") and k[2] in ("flush", "close")}
     addon_cum = sum(v[3] for v in hooks.values()) + sum(v[3] for v in flush.values())
     ours = [(k, v) for k, v in stats.items() if "/egressaudit/" in k[0] and "/site-packages/" not in k[0]]
@@ -894,7 +904,9 @@ def _profile_summary(prof: Path, n: int) -> dict[str, Any]:
     }
 
 
-def bench_proxy(n: int, rounds: int, threads: int, profile: bool, block: int = 200, gap: float = 1.3) -> dict[str, Any]:
+def bench_proxy(n: int, rounds: int, threads: int, profile: bool, block: int = 200, gap: float = 1.3, sustained: bool = True) -> dict[str, Any]:
+    from egressaudit.http.worker import IDLE_S, MAX_LAG_S
+
     reqs = telemetry_requests(n)
     sizes = sorted(len(b) for *_, b in reqs)
     decoded = sorted(int(h["x-decoded-length"]) for _, _, h, _ in reqs)
@@ -914,10 +926,14 @@ def bench_proxy(n: int, rounds: int, threads: int, profile: bool, block: int = 2
         p.wait(60)
         for r in range(rounds):
             console.print(f"[bold]proxy[/] round {r + 1}/{rounds}: {', '.join(configs)} interleaved, {n:,} POSTs each, 1 client")
-            runs += [{"round": r, **x} for x in _round(reqs, 1, configs, work, sink_port, block, gap)]
+            runs += [{"round": r, "group": "1", **x} for x in _round(reqs, 1, configs, work, sink_port, block, gap)]
         if threads > 1:
             console.print(f"[bold]proxy[/] {', '.join(configs)} interleaved, {n:,} POSTs each, {threads} client threads")
-            runs += [{"round": 0, **x} for x in _round(reqs, threads, configs, work, sink_port, block, gap)]
+            runs += [{"round": 0, "group": str(threads), **x} for x in _round(reqs, threads, configs, work, sink_port, block, gap)]
+        if sustained:
+            # no quiet moment within a configuration's requests: the recorder cannot wait for the proxy to be idle
+            console.print(f"[bold]proxy[/] {', '.join(configs)} one after the other, {n:,} POSTs each without a pause, 1 client")
+            runs += [{"round": 0, "group": SUSTAINED, **x} for x in _round(reqs, 1, configs, work, sink_port, len(reqs), max(gap, 3.0))]
         prof = None
         if profile:
             console.print(f"[bold]proxy[/] mitmdump+egressaudit under cProfile, {n:,} POSTs, 1 client")
@@ -934,11 +950,12 @@ def bench_proxy(n: int, rounds: int, threads: int, profile: bool, block: int = 2
     load1 = os.getloadavg()
 
     rows = []
-    for t in sorted({x["threads"] for x in runs}):
+    groups = list(dict.fromkeys(x["group"] for x in runs))
+    for g in groups:
         for c in configs:
-            rs = [x for x in runs if x["threads"] == t and x["config"] == c]
+            rs = [x for x in runs if x["group"] == g and x["config"] == c]
             lat = [v for x in rs for v in x["latencies"]]
-            row: dict[str, Any] = {"config": c, "threads": t, "runs": len(rs), "requests": sum(x["requests"] for x in rs),
+            row: dict[str, Any] = {"config": c, "group": g, "threads": rs[0]["threads"], "runs": len(rs), "requests": sum(x["requests"] for x in rs),
                                    "median_ms": 1000 * _pct(lat, 0.5), "p99_ms": 1000 * _pct(lat, 0.99),
                                    "rps": sum(x["requests"] for x in rs) / sum(x["wall_s"] for x in rs),
                                    "rps_runs": [x["rps"] for x in rs], "median_ms_runs": [x["median_ms"] for x in rs],
@@ -953,8 +970,10 @@ def bench_proxy(n: int, rounds: int, threads: int, profile: bool, block: int = 2
                 row["session_http_rows"] = [x.get("session_http_rows") for x in rs]
                 row["session_compacted"] = all(x.get("session_compacted") for x in rs)
                 row["session_json_exchanges"] = [x.get("session_json_exchanges") for x in rs]
+                row["worker_cpu_s_in_other_blocks"] = sum(x["worker_cpu_s_in_other_blocks"] for x in rs)
+                row["worker_cpu_s"] = sum(x["worker_cpu_s"] for x in rs)
             rows.append(row)
-    bad = [f"{r['config']} x{r['threads']}: {r['errors']:,} failed requests {r['error_examples'][:1]}, exit codes {r.get('exit_codes')}, "
+    bad = [f"{r['config']} x{r['group']}: {r['errors']:,} failed requests {r['error_examples'][:1]}, exit codes {r.get('exit_codes')}, "
            f"http rows {r.get('session_http_rows')}"
            for r in rows
            if r["errors"] or any(r.get("exit_codes") or [])
@@ -963,25 +982,28 @@ def bench_proxy(n: int, rounds: int, threads: int, profile: bool, block: int = 2
         raise SystemExit("proxy benchmark invalid:\n  " + "\n  ".join(bad) + "".join(
             f"\n  mitmdump log: {x['log_tail'][-400:]}" for x in runs if x.get("log_tail"))[:3000])  # fmt: skip
     overhead = {}
-    for t in sorted({x["threads"] for x in runs}):
-        a = next(r for r in rows if r["threads"] == t and r["config"] == "mitmdump")
-        b = next(r for r in rows if r["threads"] == t and r["config"] == "mitmdump+egressaudit")
-        overhead[str(t)] = {"median_ratio": b["median_ms"] / a["median_ms"], "p99_ratio": b["p99_ms"] / a["p99_ms"],
+    for g in groups:
+        a = next(r for r in rows if r["group"] == g and r["config"] == "mitmdump")
+        b = next(r for r in rows if r["group"] == g and r["config"] == "mitmdump+egressaudit")
+        overhead[g] = {"median_ratio": b["median_ms"] / a["median_ms"], "p99_ratio": b["p99_ms"] / a["p99_ms"],
                             "time_per_req_ratio": a["rps"] / b["rps"],
                             "cpu_per_req_ratio": b["proxy_cpu_ms_per_req"] / a["proxy_cpu_ms_per_req"],
                             "median_ratio_runs": [y / x for x, y in zip(a["median_ms_runs"], b["median_ms_runs"], strict=False)]}  # fmt: skip
         paired = []  # block k of (b) against block k of (a), same round: the same requests, seconds apart
-        for r in sorted({x["round"] for x in runs if x["threads"] == t}):
-            ra = next(x for x in runs if x["threads"] == t and x["round"] == r and x["config"] == "mitmdump")
-            rb = next(x for x in runs if x["threads"] == t and x["round"] == r and x["config"] == "mitmdump+egressaudit")
+        for r in sorted({x["round"] for x in runs if x["group"] == g}):
+            ra = next(x for x in runs if x["group"] == g and x["round"] == r and x["config"] == "mitmdump")
+            rb = next(x for x in runs if x["group"] == g and x["round"] == r and x["config"] == "mitmdump+egressaudit")
             paired += [y / x for x, y in zip(ra["block_medians"], rb["block_medians"], strict=True)]
-        overhead[str(t)]["paired_block_ratio"] = statistics.median(paired)
-        overhead[str(t)]["paired_blocks"] = len(paired)
+        overhead[g]["paired_block_ratio"] = statistics.median(paired)
+        overhead[g]["paired_blocks"] = len(paired)
+        overhead[g]["worker_cpu_share_in_other_blocks"] = b["worker_cpu_s_in_other_blocks"] / max(b["worker_cpu_s"], 1e-9)
     return {
         "requests": n,
         "rounds": rounds,
         "block": block,
         "gap_s": gap,
+        "idle_s": IDLE_S,
+        "max_lag_s": MAX_LAG_S,
         "body_bytes_min_median_max": [sizes[0], sizes[len(sizes) // 2], sizes[-1]],
         "decoded_bytes_min_median_max": [decoded[0], decoded[len(decoded) // 2], decoded[-1]],
         "gzip_requests": gz,
@@ -1113,7 +1135,7 @@ def _proxy_tables(px: dict[str, Any]) -> list[tuple[str, list[str], list[list[st
         if "session_http_rows" in r:
             ok = all(n == r["requests"] // r["runs"] for n in r["session_http_rows"]) and r["session_compacted"]
             recorded = ", ".join(_f(n) for n in r["session_http_rows"]) + (" (all, compacted)" if ok else " MISMATCH")
-        rows.append([names[r["config"]], str(r["threads"]), f"{r['runs']} x {r['requests'] // r['runs']:,}", _f(r["median_ms"], ".2f"),
+        rows.append([names[r["config"]], r["group"], f"{r['runs']} x {r['requests'] // r['runs']:,}", _f(r["median_ms"], ".2f"),
                      _f(r["p99_ms"], ".2f"), _f(r["rps"]), _f(r.get("proxy_cpu_ms_per_req"), ".2f"),
                      _f(r.get("worker_cpu_ms_per_req") or None, ".2f"), _f(r.get("shutdown_s"), ".1f"),
                      recorded, _f(r["errors"])])  # fmt: skip
@@ -1127,7 +1149,9 @@ def _proxy_tables(px: dict[str, Any]) -> list[tuple[str, list[str], list[list[st
             "after each block, so that drift in the machine's speed hits all alike. 'proxy CPU' is mitmdump's user+system CPU time "
             "over the round divided by its requests, 'worker CPU' the same for its child processes (the addon's recorder process, "
             "which decodes and inventories off the proxy's event loop); 'shutdown' is SIGINT to exit (the addon compacts its tables then); "
-            f"'http rows' is what each (b) session folder holds afterwards. "
+            f"'http rows' is what each (b) session folder holds afterwards. The recorder records while the proxy is quiet (at most "
+            f"{px.get('max_lag_s', '?')} s behind): the '{SUSTAINED}' round sends each configuration's {px['requests']:,} requests as one block "
+            "without a pause (c, a, b), so there it has to record alongside. "
             f"Load average (1 min) before/after: {px['loadavg_before_after']}.")  # fmt: skip
     out.append(("Proxy overhead", ["configuration", "client threads", "runs x POSTs", "median ms", "p99 ms", "requests/s", "proxy CPU ms/req",
                                    "worker CPU ms/req",
@@ -1135,8 +1159,10 @@ def _proxy_tables(px: dict[str, Any]) -> list[tuple[str, list[str], list[list[st
     rows = []
     for t, o in px["overhead"].items():
         runs = ", ".join(_f(x, ".2f") for x in o["median_ratio_runs"])
+        leak = o.get("worker_cpu_share_in_other_blocks")
         rows.append([t, _f(o["median_ratio"], ".2f") + "x", _f(o.get("paired_block_ratio"), ".2f") + "x", _f(o["p99_ratio"], ".2f") + "x",
-                     _f(o["time_per_req_ratio"], ".2f") + "x", _f(o["cpu_per_req_ratio"], ".2f") + "x", runs])  # fmt: skip
+                     _f(o["time_per_req_ratio"], ".2f") + "x", _f(o["cpu_per_req_ratio"], ".2f") + "x", runs,
+                     "" if leak is None else f"{100 * leak:.1f}%"])  # fmt: skip
     worst_key = {"median latency": "median_ratio", "p99 latency": "p99_ratio", "time per request": "time_per_req_ratio"}
     worst_name, worst = max(((name, o[k]) for o in px["overhead"].values() for name, k in worst_key.items()), key=lambda kv: kv[1])
     over = worst - 1
@@ -1144,16 +1170,18 @@ def _proxy_tables(px: dict[str, Any]) -> list[tuple[str, list[str], list[list[st
     note = (f"(b) / (a): 1.00x = no overhead. Target: at most {100 * px['target_overhead']:.0f}% overhead in median latency, p99 latency "
             f"and time per request; the largest measured is {100 * over:.0f}% ({worst_name}; {verdict} target). 'paired blocks' is the median "
             "over all blocks of (b)'s block median over (a)'s block median for the same requests; 'time per request' is (a) requests/s "
-            "over (b) requests/s.")  # fmt: skip
+            "over (b) requests/s. 'recorder CPU in other blocks' is the share of (b)'s recorder CPU time spent while (a) or (c) sent "
+            "their blocks (work that would slow them instead of (b), flattering the ratios; it should be near 0%).")  # fmt: skip
     header = ["client threads", "median latency", "median latency, paired blocks", "p99 latency", "time per request", "proxy CPU per request",
-              "median latency, per round"]  # fmt: skip
+              "median latency, per round", "recorder CPU in other blocks"]  # fmt: skip
     out.append(("Proxy overhead: addon vs no addon", header, rows, note))
     pr = px.get("profile")
     if pr:
         rows = [[x["where"], _f(x["calls"]), _f(x["cum_s"], ".2f"), _f(100 * x["share_of_busy"], ".1f")] for x in pr["top_cumulative"]]
         note = (f"One run of (b) with mitmdump under cProfile ({pr['requests']:,} POSTs, 1 client; median {pr['median_ms_under_profiler']:.2f} ms "
                 f"under the profiler). Main-thread busy time {pr['busy_s']:.2f} s (idle epoll waits left out); the addon's hooks and flushes "
-                f"(EgressAudit.response/error, Recorder.flush/close) take {pr['addon_s']:.2f} s of it = {100 * pr['addon_share_of_busy']:.0f}%, "
+                "(EgressAudit.client_connected/requestheaders/response/error, Recorder.flush/close) "
+                f"take {pr['addon_s']:.2f} s of it = {100 * pr['addon_share_of_busy']:.0f}%, "
                 f"{pr['addon_ms_per_req']:.2f} ms per request. Share = of the busy time; cumulative times nest.")  # fmt: skip
         out.append(("Proxy overhead: where the addon's time goes (egressaudit functions, cumulative)", ["function", "calls", "cum s", "% of busy"],
                     rows, note))  # fmt: skip
@@ -1195,7 +1223,8 @@ def main() -> int:
     ap.add_argument("--proxy-rounds", type=int, default=None, help="rounds of the three single-client proxy runs (default 3; --quick 1)")
     ap.add_argument("--proxy-threads", type=int, default=8, help="client threads of the concurrent proxy run (1: none)")
     ap.add_argument("--proxy-block", type=int, default=200, help="requests per interleaved block of the proxy runs")
-    ap.add_argument("--proxy-gap", type=float, default=1.3, help="seconds of quiet after each proxy block (the recorder flushes once a second)")
+    ap.add_argument("--proxy-gap", type=float, default=1.3, help="seconds of quiet after each proxy block (the recorder does a block's work in it)")
+    ap.add_argument("--no-proxy-sustained", action="store_true", help="leave out the proxy round that sends all requests without a pause")
     ap.add_argument("--profile", action="store_true", help="proxy part: one more run of the addon under cProfile, summarised")
     args = ap.parse_args()
     packets = args.packets or (300_000 if args.quick else 2_000_000)
@@ -1217,7 +1246,7 @@ def main() -> int:
             res = bench_capture([int(x) for x in args.rates.split(",")], duration)
         elif part == "proxy":
             res = bench_proxy(args.proxy_requests or (300 if args.quick else 2000), args.proxy_rounds or (1 if args.quick else 3),
-                              args.proxy_threads, args.profile, args.proxy_block, args.proxy_gap)  # fmt: skip
+                              args.proxy_threads, args.profile, args.proxy_block, args.proxy_gap, not args.no_proxy_sustained)  # fmt: skip
         # re-read: another run (another part) may have written its results since this one started
         all_res = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else {}
         all_res["environment"] = env

@@ -178,7 +178,7 @@ def test_headless_chromium_with_real_sdks(tmp_path: Path, web_sink: WebSink, net
         browser = _chromium(netns, proxy, tmp_path / "profile", f"https://{PAGE_HOST}{ROOM}", browser_log)
         try:
             finished = web_sink.state.done.wait(45)
-            if finished:  # the sink has /done; wait for its response to pass the proxy and be recorded (rows flush every second)
+            if finished:  # the sink has /done; wait for its response to pass the proxy and be recorded (rows: once the proxy is quiet)
                 _wait_for(lambda: any(r["path"] == "/done" for r in read_rows(out, "http").to_pylist()), 10)
         finally:
             _stop_group(browser)

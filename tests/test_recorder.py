@@ -129,3 +129,69 @@ def test_worker_snapshots_record_the_same_rows_as_whole_flows(tmp_path: Path) ->
     one = restore(snapshot(ws, ws.websocket.messages[-1:]))
     assert one.websocket is not None and [m.content for m in one.websocket.messages] == [b"\x00" * 300]
     assert len(ws.websocket.messages) == 2
+
+
+def _http_rows(out: Path) -> int:
+    from egressaudit.http.store import read_rows
+
+    try:
+        return read_rows(out, "http").num_rows
+    except (OSError, ValueError):  # nothing written yet
+        return 0
+
+
+def test_the_recorder_process_records_while_the_proxy_is_quiet_and_at_most_max_lag_behind(tmp_path: Path) -> None:
+    """The real worker process: while the proxy keeps stamping activity it holds its snapshots back (no rows, little
+    CPU), for at most MAX_LAG_S; once the proxy is quiet it records them all."""
+    import time
+
+    import psutil
+
+    from egressaudit.http import worker as W
+
+    def busy(seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            proc.touch()
+            time.sleep(0.005)
+
+    body = json.dumps({"events": [{"device_id": "7c9e6679-7425-40de-944b-e07fc1f90ae7", "event": f"qos {i}", "n": i} for i in range(200)]}).encode()
+    # 1) busy proxy, then quiet: nothing recorded while busy, everything soon after
+    out = tmp_path / "quiet"
+    proc = W.RecorderProcess(out, RecorderOptions(session_id="q"), None)
+    proc.wait_ready()
+    try:
+        assert _http_rows(out) == 0  # (its imports now, not while the worker may record)
+        cpu0 = sum(psutil.Process(proc.process.pid).cpu_times()[:2])
+        proc.touch()
+        for i in range(200):
+            proc.submit_flow(_post("api.segment.io", f"/v1/batch?{i}", body))  # no event loop here: shipped at once
+        busy(1.5)  # less than MAX_LAG_S
+        cpu1 = sum(psutil.Process(proc.process.pid).cpu_times()[:2])
+        assert _http_rows(out) == 0
+        quiet_from = time.monotonic()
+        while _http_rows(out) < 200:
+            assert time.monotonic() - quiet_from < 10, f"only {_http_rows(out)} of 200 rows after 10 s of quiet"
+            time.sleep(0.05)
+        cpu2 = sum(psutil.Process(proc.process.pid).cpu_times()[:2])
+        assert cpu1 - cpu0 < 0.3 * (cpu2 - cpu1), (cpu1 - cpu0, cpu2 - cpu1)  # while busy it polled; the recording came after
+    finally:
+        assert proc.close({}) == 0
+    assert pq.read_table(out / "http.parquet").num_rows == 200
+
+    # 2) a proxy that never goes quiet: the snapshots are recorded anyway, MAX_LAG_S late
+    out = tmp_path / "busy"
+    proc = W.RecorderProcess(out, RecorderOptions(session_id="b"), None)
+    proc.wait_ready()
+    try:
+        proc.touch()
+        for i in range(20):
+            proc.submit_flow(_post("api.segment.io", f"/v1/batch?{i}", body))
+        sent = time.monotonic()
+        while _http_rows(out) < 20:
+            proc.touch()
+            assert time.monotonic() - sent < W.MAX_LAG_S + 10, "snapshots held back past MAX_LAG_S while the proxy stayed busy"
+            time.sleep(0.005)
+        assert time.monotonic() - sent >= W.MAX_LAG_S - 0.2  # not before their lag ran out
+    finally:
+        assert proc.close({}) == 0

@@ -2,9 +2,11 @@
 
 Loaded by ``mitmdump -s addons/egressaudit_addon.py --set egressaudit_dir=DIR``
 or run by ``egressaudit proxy``.  Works in any proxy mode (regular, upstream,
-reverse, transparent, wireguard): it only looks at finished exchanges.  Rows
-reach disk at least once a second (see :mod:`egressaudit.http.store`), and the
-tables are compacted when mitmproxy shuts down.
+reverse, transparent, wireguard): it only looks at finished exchanges, which a
+worker process records while the proxy is quiet (:mod:`egressaudit.http.worker`).
+Rows reach disk about a second after the proxy goes quiet and at most about
+three seconds behind under continuous traffic (see :mod:`egressaudit.http.store`),
+and the tables are compacted when mitmproxy shuts down.
 """
 
 from __future__ import annotations
@@ -118,6 +120,15 @@ class EgressAudit:
                     self.recorder.flush()
                 except OSError as e:
                     log.error(f"egressaudit: cannot write: {e}")
+
+    # the worker records while the proxy is quiet (see egressaudit.http.worker): tell it when the proxy gets busy
+    def client_connected(self, client: Any) -> None:
+        if self.worker is not None:
+            self.worker.touch()
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if self.worker is not None:
+            self.worker.touch()
 
     def response(self, flow: http.HTTPFlow) -> None:
         kind = "handshake" if flow.websocket is not None else "flow"

@@ -2,7 +2,7 @@
 
 A long-running writer (the mitmproxy addon) cannot rewrite one Parquet file
 per event, and a Parquet file is unreadable until it is closed.  So rows are
-buffered and, at least once a second, written as a small *part* file
+buffered and, at least once a second while rows come in, written as a small *part* file
 ``OUT/.parts/<table>/<n>.parquet`` (written to a temporary name and renamed,
 so a part is either complete or absent).  A killed process loses at most the
 rows of the last second.  :meth:`TableAppender.compact` merges the parts into
