@@ -182,6 +182,7 @@ DIGITS_DOTS = re.compile(r"[\d.]+")
 _ASCII_ALPHA = re.compile(r"[A-Za-z]")
 _ASCII_DIGIT = re.compile(r"[0-9]")
 _DEL_DIGITS = str.maketrans("", "", "0123456789")
+_DEL_PHONE_CHARS = str.maketrans("", "", "0123456789 +-()./")  # all the phone patterns allow (\d is 0-9 in ASCII text)
 _EMPTY: frozenset[str] = frozenset()
 
 
@@ -205,6 +206,8 @@ def _id_like(s: str) -> bool:
 
 def _is_phone(s: str, phone_key: bool) -> bool:
     s = s.strip()
+    if s.isascii() and s.translate(_DEL_PHONE_CHARS):
+        return False  # a character none of the patterns allows (hex ids, words): no regex needed
     if len(s) > 32 or DATE_LIKE.match(s):
         return False
     d = _digits(s)
@@ -396,11 +399,11 @@ def _detect_str(value: str, prof: _Prof, seen: frozenset[str]) -> set[str] | fro
             and s.casefold() != "ff:ff:ff:ff:ff:ff"
         ):
             out.add("mac")
-        if prof.ipv4_ok and _is_ipv4(s):
+        if prof.ipv4_ok and 7 <= n <= 15 and _is_ipv4(s):
             out.add("ipv4")
         if ":" in s and _is_ipv6(s):
             out.add("ipv6")
-        if n >= 7 and _digits(s) >= 7 and _is_phone(s, prof.phone_key):
+        if n >= 7 and (not s.isascii() or not s.translate(_DEL_PHONE_CHARS)) and _digits(s) >= 7 and _is_phone(s, prof.phone_key):
             out.add("phone")
     # addresses inside ICE candidates and SDP (WebRTC stats and signalling leak the host's addresses this way)
     if "candidate:" in s or "c=IN IP" in s:
@@ -433,7 +436,7 @@ def _detect_str(value: str, prof: _Prof, seen: frozenset[str]) -> set[str] | fro
         out.add("chat_text")
     if prof.transcript and _wordy(s):
         out.add("transcript")
-    if short and "://" not in s:
+    if short and "." in s and "://" not in s:
         base = s[max(s.rfind("/"), s.rfind("\\")) + 1 :]
         if "." in base:
             if FILE_NAME.match(base) and not _is_ipv4(s) and not DIGITS_DOTS.fullmatch(base):
@@ -486,9 +489,11 @@ def inventory(tree: object, *, salt: bytes, keep_values: bool = False, seen_name
     memo: dict[tuple[_Prof, str], frozenset[str] | set[str]] = {}  # string values repeat a lot in batches
     type_names = _TYPE_NAMES
     child_cache = _CHILD
-    children: dict[tuple[str, str], tuple[str, _Prof]] = {}
+    # per key path of a dict, per key: [key path, key profile, accumulator once a leaf was seen there] -- the same for
+    # every event of a batch, so each key costs one lookup
+    slots_of: dict[str, dict[str, list[Any]]] = {}
 
-    def leaf(path: str, prof: _Prof, value: object) -> None:
+    def leaf(path: str, prof: _Prof, value: object) -> _Acc:
         acc = accs.get(path)
         if acc is None:
             if len(accs) >= MAX_PATHS:
@@ -510,6 +515,7 @@ def inventory(tree: object, *, salt: bytes, keep_values: bool = False, seen_name
                 found = _detect(value, prof, seen)
             if found:
                 acc.detectors |= found
+        return acc
 
     # every leaf, depth first in document order; empty dicts and lists are not leaves (recursion is bounded by MAX_DEPTH)
     def visit(node: object, path: str, prof: _Prof, depth: int) -> None:
@@ -520,32 +526,32 @@ def inventory(tree: object, *, salt: bytes, keep_values: bool = False, seen_name
             return
         depth += 1
         if isinstance(node, dict):
+            slots = slots_of.get(path)
+            if slots is None:
+                slots = slots_of[path] = {}
             for k, v in node.items():
-                # the key path and key profile of this key under this path: the same for every event of a batch
                 ks = k if type(k) is str else str(k)
-                hit = children.get((path, ks))
-                if hit is None:
+                slot = slots.get(ks)
+                if slot is None:
                     cprof = child_cache.get((prof, ks))
                     if cprof is None:
                         cprof = _child(prof, ks)
-                    hit = children[(path, ks)] = (f"{path}.{ks}" if path else ks, cprof)
-                sub, cprof = hit
+                    slot = slots[ks] = [f"{path}.{ks}" if path else ks, cprof, None]
                 tv = type(v)
                 if tv is dict or tv is list or (tv is not str and isinstance(v, dict | list | tuple)):
-                    visit(v, sub, cprof, depth)
+                    visit(v, slot[0], slot[1], depth)
                     continue
-                # leaf(sub, cprof, v), inlined: most leaves are dict values
-                if not sub:  # key "" at the root
-                    sub = "$"
-                acc = accs.get(sub)
-                if acc is None:
-                    leaf(sub, cprof, v)
+                acc = slot[2]
+                if acc is None:  # the first leaf at this key path (key "" at the root: "$")
+                    slot[2] = leaf(slot[0] or "$", slot[1], v)
                     continue
+                # leaf(), inlined: most leaves are dict values
                 acc.count += 1
                 tn = type_names.get(tv)
                 acc.types.add(tn if tn is not None else value_type(v))
                 if acc.scanned < MAX_SCANNED:
                     acc.scanned += 1
+                    cprof = slot[1]
                     if tv is str:
                         mk = (cprof, v)
                         found = memo.get(mk)
