@@ -229,10 +229,14 @@ print(n)
 
 
 def _tshark_flows(path: Path) -> dict[tuple[str, frozenset[tuple[str, int]]], list[int]]:
-    """tshark's TCP and UDP streams (its conversation identities): key -> [frames, IP bytes, streams]."""
-    cmd = ["tshark", "-r", str(path), "-T", "fields", "-E", "occurrence=f", "-e", "frame.len", "-e", "ip.src", "-e", "ip.dst",
+    """tshark's TCP and UDP streams (its conversation identities): key -> [frames, IP bytes, streams].
+
+    Tunnelled frames (GTP-U, IP-in-IP) count as their innermost conversation and IP length, as egressaudit (and nDPI)
+    count them: every field is its last occurrence, and the innermost IP layer is the later of ip/ipv6 in
+    frame.protocols."""
+    cmd = ["tshark", "-r", str(path), "-T", "fields", "-E", "occurrence=l", "-e", "frame.protocols", "-e", "ip.src", "-e", "ip.dst",
            "-e", "ipv6.src", "-e", "ipv6.dst", "-e", "tcp.stream", "-e", "tcp.srcport", "-e", "tcp.dstport", "-e", "udp.stream",
-           "-e", "udp.srcport", "-e", "udp.dstport", "-e", "icmp.type", "-e", "icmpv6.type", "-e", "vlan.id"]  # fmt: skip
+           "-e", "udp.srcport", "-e", "udp.dstport", "-e", "icmp.type", "-e", "icmpv6.type", "-e", "ip.len", "-e", "ipv6.plen"]  # fmt: skip
     streams: dict[tuple[str, int], list[Any]] = {}
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) as p:
         assert p.stdout is not None
@@ -240,7 +244,9 @@ def _tshark_flows(path: Path) -> dict[tuple[str, frozenset[tuple[str, int]]], li
             c = line.rstrip("\n").split("\t")
             if c[11] or c[12]:
                 continue  # ICMP (its quoted header may carry a UDP/TCP stream id)
-            src, dst = (c[1], c[2]) if c[1] else (c[3], c[4])
+            chain = f":{c[0]}:"
+            v6 = chain.rfind(":ipv6:") > chain.rfind(":ip:")
+            src, dst = (c[3], c[4]) if v6 else (c[1], c[2])
             if c[5]:
                 key = ("tcp", int(c[5]))
                 a, b = (src, int(c[6])), (dst, int(c[7]))
@@ -249,7 +255,7 @@ def _tshark_flows(path: Path) -> dict[tuple[str, frozenset[tuple[str, int]]], li
                 a, b = (src, int(c[9])), (dst, int(c[10]))
             else:
                 continue
-            ip_bytes = int(c[0]) - 14 - (4 if c[13] else 0)
+            ip_bytes = 40 + int(c[14]) if v6 else int(c[13])
             s = streams.get(key)
             if s is None:
                 streams[key] = [frozenset((a, b)), 1, ip_bytes]
@@ -1086,8 +1092,10 @@ def tables(res: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]], s
         if a:
             rows = [[k.replace("_", " "), _f(v, ".2f") if isinstance(v, float) else _f(v)] for k, v in a.items()]
             note = ("Conversation key: transport + both address:port ends. tshark's side is its tcp.stream/udp.stream ids with IP bytes "
-                    "(frame length - 14, the builder strips Ethernet padding); egressaudit's side is flows.parquet. egressaudit ends a flow "
-                    "after 120 s idle or on a new SYN after FIN/RST; tshark starts a new TCP stream on a SYN after close only.")  # fmt: skip
+                    "(ip.len, or ipv6.plen + 40), taking the innermost layer of tunnelled frames (GTP-U, IP-in-IP) as egressaudit does; "
+                    "egressaudit's side is flows.parquet. egressaudit ends a flow after 120 s idle or on a new SYN after FIN/RST; tshark "
+                    "starts a new TCP stream on a SYN after close only. The builder shifts outer addresses only, so the copies of the one "
+                    "GTP-U tunnel in the source captures (nDPI's zoom.pcap) carry the same inner conversation: one flow in both.")  # fmt: skip
             out.append(("Per-flow agreement with tshark", ["measure", "value"], rows, note))
     cap = res.get("capture")
     if cap and "rows" in cap:
