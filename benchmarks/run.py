@@ -938,8 +938,10 @@ def bench_proxy(n: int, rounds: int, threads: int, profile: bool, block: int = 2
             runs += [{"round": 0, "group": str(threads), **x} for x in _round(reqs, threads, configs, work, sink_port, block, gap)]
         if sustained:
             # no quiet moment within a configuration's requests: the recorder cannot wait for the proxy to be idle
-            console.print(f"[bold]proxy[/] {', '.join(configs)} one after the other, {n:,} POSTs each without a pause, 1 client")
-            runs += [{"round": 0, "group": SUSTAINED, **x} for x in _round(reqs, 1, configs, work, sink_port, len(reqs), max(gap, 3.0))]
+            # two rounds in opposite orders (c a b, b a c), so that drift over the ~30 s of a round hits (a) and (b) alike
+            for r, order in enumerate((configs, configs[::-1])):
+                console.print(f"[bold]proxy[/] {', '.join(order)} one after the other, {n:,} POSTs each without a pause, 1 client")
+                runs += [{"round": r, "group": SUSTAINED, **x} for x in _round(reqs, 1, order, work, sink_port, len(reqs), max(gap, 3.0))]
         prof = None
         if profile:
             console.print(f"[bold]proxy[/] mitmdump+egressaudit under cProfile, {n:,} POSTs, 1 client")
@@ -1158,8 +1160,8 @@ def _proxy_tables(px: dict[str, Any]) -> list[tuple[str, list[str], list[list[st
             "over the round divided by its requests, 'worker CPU' the same for its child processes (the addon's recorder process, "
             "which decodes and inventories off the proxy's event loop); 'shutdown' is SIGINT to exit (the addon compacts its tables then); "
             f"'http rows' is what each (b) session folder holds afterwards. The recorder records while the proxy is quiet (at most "
-            f"{px.get('max_lag_s', '?')} s behind): the '{SUSTAINED}' round sends each configuration's {px['requests']:,} requests as one block "
-            "without a pause (c, a, b), so there it has to record alongside. "
+            f"{px.get('max_lag_s', '?')} s behind): the '{SUSTAINED}' rounds send each configuration's {px['requests']:,} requests as one block "
+            "without a pause (c a b, then b a c), so there it has to record alongside. "
             f"Load average (1 min) before/after: {px['loadavg_before_after']}.")  # fmt: skip
     out.append(("Proxy overhead", ["configuration", "client threads", "runs x POSTs", "median ms", "p99 ms", "requests/s", "proxy CPU ms/req",
                                    "worker CPU ms/req",
