@@ -143,6 +143,7 @@ def _http_rows(out: Path) -> int:
 def test_the_recorder_process_records_while_the_proxy_is_quiet_and_at_most_max_lag_behind(tmp_path: Path) -> None:
     """The real worker process: while the proxy keeps stamping activity it holds its snapshots back (no rows, little
     CPU), for at most MAX_LAG_S; once the proxy is quiet it records them all."""
+    import gc
     import time
 
     import psutil
@@ -163,10 +164,15 @@ def test_the_recorder_process_records_while_the_proxy_is_quiet_and_at_most_max_l
     try:
         assert _http_rows(out) == 0  # (its imports now, not while the worker may record)
         cpu0 = sum(psutil.Process(proc.process.pid).cpu_times()[:2])
-        proc.touch()
-        for i in range(200):
-            proc.submit_flow(_post("api.segment.io", f"/v1/batch?{i}", body))  # no event loop here: shipped at once
-        busy(1.5)  # less than MAX_LAG_S
+        gc.disable()  # a collection pause of 50+ ms here would look like a quiet proxy
+        try:
+            first = time.monotonic()
+            proc.touch()
+            for i in range(200):
+                proc.submit_flow(_post("api.segment.io", f"/v1/batch?{i}", body))  # no event loop here: shipped at once
+            busy(first + W.MAX_LAG_S - 0.5 - time.monotonic())  # ends well before the first snapshot's lag runs out
+        finally:
+            gc.enable()
         cpu1 = sum(psutil.Process(proc.process.pid).cpu_times()[:2])
         assert _http_rows(out) == 0
         quiet_from = time.monotonic()
@@ -195,3 +201,22 @@ def test_the_recorder_process_records_while_the_proxy_is_quiet_and_at_most_max_l
         assert time.monotonic() - sent >= W.MAX_LAG_S - 0.2  # not before their lag ran out
     finally:
         assert proc.close({}) == 0
+
+
+def test_a_recorder_closed_at_exit_without_its_queue_still_finishes(tmp_path: Path) -> None:
+    """Python 3.12+ refuses to start the queue's feeder thread at interpreter shutdown (a queue never used has none):
+    the atexit close then tells the real worker process through shared memory, and it records and compacts."""
+    from egressaudit.http import worker as W
+
+    out = tmp_path / "audit"
+    proc = W.RecorderProcess(out, RecorderOptions(session_id="x"), None)
+    proc.wait_ready()
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("can't create new thread at interpreter shutdown")
+
+    proc.queue.put = refuse  # what Queue.put does at shutdown on 3.12 when it would start its feeder thread
+    proc._close_at_exit()
+    assert proc.process.exitcode == 0
+    assert json.loads((out / "session.json").read_text())["http"]["exchanges"] == 0
+    assert (out / "http.parquet").exists()

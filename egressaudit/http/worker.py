@@ -157,10 +157,11 @@ class RecorderProcess:
         mp = multiprocessing.get_context("spawn")
         self.queue: Any = mp.Queue(QUEUE_SIZE)
         self.activity: Any = mp.RawValue("d", time.monotonic())  # when the proxy last did something (CLOCK_MONOTONIC, system-wide)
+        self.closing: Any = mp.RawValue("b", 0)  # "close" without the queue (see _close_at_exit)
         self._ready, ready_w = mp.Pipe(duplex=False)
         self.process = mp.Process(
             target=_run,
-            args=(str(out), opts, signature_files, self.queue, os.getpid(), ready_w, self.activity),
+            args=(str(out), opts, signature_files, self.queue, os.getpid(), ready_w, self.activity, self.closing),
             name="egressaudit-recorder",
             daemon=False,
         )
@@ -240,8 +241,18 @@ class RecorderProcess:
             self.queue.put(("batch", batch))
 
     def _close_at_exit(self) -> None:
-        if self.process.is_alive():
+        if not self.process.is_alive():
+            return
+        try:
             self.close({})
+        except RuntimeError:
+            # Python 3.12+ starts no thread at shutdown, and a queue that was never used has no feeder thread yet:
+            # tell the worker through shared memory instead
+            self.closing.value = 1
+            self.process.join(120)
+            if self.process.is_alive():
+                self.process.terminate()
+                self.process.join(5)
 
     def close(self, extra: dict[str, Any], timeout: float = 120.0) -> int | None:
         """Tell the worker to finish (flush, compact, write session.json) and wait for it."""
@@ -256,7 +267,7 @@ class RecorderProcess:
         return self.process.exitcode
 
 
-def _run(out: str, opts: RecorderOptions, signature_files: list[str] | None, q: Any, parent: int, ready: Any, activity: Any) -> None:
+def _run(out: str, opts: RecorderOptions, signature_files: list[str] | None, q: Any, parent: int, ready: Any, activity: Any, closing: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group; the proxy decides when we stop
     try:
         from egressaudit.signatures import default_db, load
@@ -277,6 +288,13 @@ def _run(out: str, opts: RecorderOptions, signature_files: list[str] | None, q: 
         except queue.Empty:
             kind = None
         now = time.monotonic()
+        if kind is None and closing.value:  # closed at the proxy's exit without the queue: take what it still holds
+            kind, payload = "close", {}
+            with contextlib.suppress(queue.Empty, EOFError, OSError):
+                while True:
+                    k0, p0 = q.get_nowait()
+                    if k0 == "batch":
+                        waiting.extend((now, k, state, n) for k, state, n in p0)
         if kind == "batch":
             waiting.extend((now, k, state, n) for k, state, n in payload)
         elif kind == "close" or (kind is None and os.getppid() != parent):
