@@ -403,7 +403,7 @@ def _detect_str(value: str, prof: _Prof, seen: frozenset[str]) -> set[str] | fro
             out.add("ipv4")
         if ":" in s and _is_ipv6(s):
             out.add("ipv6")
-        if n >= 7 and (not s.isascii() or not s.translate(_DEL_PHONE_CHARS)) and _digits(s) >= 7 and _is_phone(s, prof.phone_key):
+        if n >= 7 and _is_phone(s, prof.phone_key):  # (which counts the digits itself)
             out.add("phone")
     # addresses inside ICE candidates and SDP (WebRTC stats and signalling leak the host's addresses this way)
     if "candidate:" in s or "c=IN IP" in s:
