@@ -221,7 +221,7 @@ class RecorderProcess:
             return flow.get_state()
 
     def _submit(self, kind: str, state: Any, number: int) -> None:
-        self.activity.value = time.monotonic()
+        self.touch()
         self.pending.append((kind, state, number))
         if len(self.pending) >= BATCH:
             self.ship()
@@ -289,28 +289,27 @@ def _run(out: str, opts: RecorderOptions, signature_files: list[str] | None, q: 
             kind = None
         now = time.monotonic()
         if kind is None and closing.value:  # closed at the proxy's exit without the queue: take what it still holds
-            kind, payload = "close", {}
             with contextlib.suppress(queue.Empty, EOFError, OSError):
                 while True:
                     k0, p0 = q.get_nowait()
                     if k0 == "batch":
                         waiting.extend((now, k, state, n) for k, state, n in p0)
+            kind, payload = "close", {}
         if kind == "batch":
             waiting.extend((now, k, state, n) for k, state, n in payload)
-        elif kind == "close" or (kind is None and os.getppid() != parent):
-            while waiting:
-                _, k, state, n = waiting.popleft()
-                _record(rec, k, state, n, opts.keep_bodies)
+        # finishing (told to, or the proxy died without telling us): everything left; otherwise what is due --
+        # everything while the proxy is quiet, else what has waited MAX_LAG_S
+        finishing = kind == "close" or (kind is None and os.getppid() != parent)
+        while waiting and (finishing or now - activity.value >= IDLE_S or now - waiting[0][0] >= MAX_LAG_S):
+            _, k, state, n = waiting.popleft()
+            _record(rec, k, state, n, opts.keep_bodies)
+            now = time.monotonic()
+        if finishing:
             if kind == "close":
                 rec.close(payload)
             else:  # the proxy died without closing us: keep what we have, uncompacted
                 rec.flush()
             return
-        # record what is due: everything while the proxy is quiet, otherwise what has waited MAX_LAG_S
-        while waiting and (now - activity.value >= IDLE_S or now - waiting[0][0] >= MAX_LAG_S):
-            _, k, state, n = waiting.popleft()
-            _record(rec, k, state, n, opts.keep_bodies)
-            now = time.monotonic()
         if now - last_flush >= FLUSH_S and (now - activity.value >= IDLE_S or now - last_flush >= MAX_LAG_S):
             rec.flush()
             last_flush = now
