@@ -8,6 +8,7 @@ sink records each request as it arrived, which is what the client sent.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
@@ -181,6 +182,60 @@ def test_a_killed_proxy_loses_at_most_the_last_second(tmp_path: Path, sink: Sink
     rows = read_rows(out, "http").to_pylist()
     assert len(rows) == 5 and {r["category"] for r in rows} == {"telemetry"}
     assert read_rows(out, "fields").num_rows >= 5
+
+
+@pytest.mark.skipif(CURL is None, reason="curl not installed")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_signal_to_the_proxys_whole_process_group_loses_no_row(tmp_path: Path, sink: Sink, sig: int) -> None:
+    """A service manager stopping the proxy (SIGTERM) or a terminal closing (SIGHUP) signals the recorder process too,
+    right after the last exchange, while it may still hold rows: it must keep them, and the proxy must shut down as on
+    Ctrl-C (mitmdump itself would die on SIGHUP, before compacting and with the last exchange not yet handed over)."""
+    import psutil
+
+    out = tmp_path / "audit"
+    proxy = audit_proxy(tmp_path, sink.port, out)
+    try:
+        (worker,) = [c for c in psutil.Process(proxy.proc.pid).children() if "resource_tracker" not in " ".join(c.cmdline())]
+        for i in range(5):
+            curl(proxy, "-H", "content-type: application/json", "--data", json.dumps({"n": i}), "https://api.segment.io/v1/batch")
+        os.killpg(proxy.proc.pid, sig)  # (the test's Mitmdump runs in a session of its own)
+        proxy.proc.wait(60)
+        worker.wait(60)
+    finally:
+        proxy.stop(signal.SIGKILL)
+    log = proxy.logfile.read_text()
+    assert "Traceback" not in log, log
+    assert proxy.proc.returncode == 0 and "recorder process ended" not in log, log
+    assert read_rows(out, "http").num_rows == 5, log
+    assert (out / "http.parquet").exists() and not part_files(out, "http")  # an orderly shutdown: compacted
+    assert json.loads((out / "session.json").read_text())["http"]["exchanges"] == 5
+
+
+@pytest.mark.skipif(CURL is None, reason="curl not installed")
+def test_the_proxy_command_stops_its_mitmdump_cleanly_when_it_is_terminated(tmp_path: Path, sink: Sink) -> None:
+    """`kill PID` of `egressaudit proxy` (SIGTERM to it alone) must not leave its mitmdump running without a parent:
+    mitmdump is told to shut down, and the session is complete."""
+    import psutil
+
+    port, out = free_port(), tmp_path / "audit"
+    cmd = [sys.executable, "-m", "egressaudit", "proxy", "--out", str(out), "--port", str(port), "--confdir", str(tmp_path / "ca")]
+    cmd += ["--", "-s", str(REDIRECT), "--set", f"sink=127.0.0.1:{sink.port}", "--set", "connection_strategy=lazy", "--set", "ssl_insecure=true"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        wait_listening("127.0.0.1", port, proc, proc.communicate)
+        family = psutil.Process(proc.pid).children(recursive=True)
+        curl((f"http://127.0.0.1:{port}", tmp_path / "ca" / "mitmproxy-ca-cert.pem"), "--data", '{"n": 1}', "https://api.segment.io/v1/track")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        gone, alive = psutil.wait_procs(family, timeout=30)
+        assert not alive, f"left running: {[p.cmdline() for p in alive]}"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err, err
+    assert json.loads((out / "session.json").read_text())["http"]["exchanges"] == 1
+    assert pq.read_table(out / "http.parquet").num_rows == 1
 
 
 @pytest.mark.skipif(CURL is None, reason="curl not installed")

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 from mitmproxy import http
 from mitmproxy.test import tflow
 from mitmproxy.websocket import WebSocketData, WebSocketMessage
@@ -142,7 +143,7 @@ def _http_rows(out: Path) -> int:
 
 def test_the_recorder_process_records_while_the_proxy_is_quiet_and_at_most_max_lag_behind(tmp_path: Path) -> None:
     """The real worker process: while the proxy keeps stamping activity it holds its snapshots back (no rows, little
-    CPU), for at most MAX_LAG_S; once the proxy is quiet it records them all."""
+    CPU), for at most ``max_lag`` seconds and ``max_hold_bytes``; once the proxy is quiet it records them all."""
     import gc
     import time
 
@@ -159,7 +160,8 @@ def test_the_recorder_process_records_while_the_proxy_is_quiet_and_at_most_max_l
     body = json.dumps({"events": [{"device_id": "7c9e6679-7425-40de-944b-e07fc1f90ae7", "event": f"qos {i}", "n": i} for i in range(200)]}).encode()
     # 1) busy proxy, then quiet: nothing recorded while busy, everything soon after
     out = tmp_path / "quiet"
-    proc = W.RecorderProcess(out, RecorderOptions(session_id="q"), None)
+    lag = 2.0  # (the default is longer; the test would take that long)
+    proc = W.RecorderProcess(out, RecorderOptions(session_id="q"), None, max_lag=lag)
     proc.wait_ready()
     try:
         assert _http_rows(out) == 0  # (its imports now, not while the worker may record)
@@ -170,7 +172,7 @@ def test_the_recorder_process_records_while_the_proxy_is_quiet_and_at_most_max_l
             proc.touch()
             for i in range(200):
                 proc.submit_flow(_post("api.segment.io", f"/v1/batch?{i}", body))  # no event loop here: shipped at once
-            busy(first + W.MAX_LAG_S - 0.5 - time.monotonic())  # ends well before the first snapshot's lag runs out
+            busy(first + lag - 0.5 - time.monotonic())  # ends well before the first snapshot's lag runs out
         finally:
             gc.enable()
         cpu1 = sum(psutil.Process(proc.process.pid).cpu_times()[:2])
@@ -185,9 +187,9 @@ def test_the_recorder_process_records_while_the_proxy_is_quiet_and_at_most_max_l
         assert proc.close({}) == 0
     assert pq.read_table(out / "http.parquet").num_rows == 200
 
-    # 2) a proxy that never goes quiet: the snapshots are recorded anyway, MAX_LAG_S late
+    # 2) a proxy that never goes quiet: the snapshots are recorded anyway, max_lag late
     out = tmp_path / "busy"
-    proc = W.RecorderProcess(out, RecorderOptions(session_id="b"), None)
+    proc = W.RecorderProcess(out, RecorderOptions(session_id="b"), None, max_lag=lag)
     proc.wait_ready()
     try:
         proc.touch()
@@ -196,11 +198,38 @@ def test_the_recorder_process_records_while_the_proxy_is_quiet_and_at_most_max_l
         sent = time.monotonic()
         while _http_rows(out) < 20:
             proc.touch()
-            assert time.monotonic() - sent < W.MAX_LAG_S + 10, "snapshots held back past MAX_LAG_S while the proxy stayed busy"
+            assert time.monotonic() - sent < lag + 10, "snapshots held back past max_lag while the proxy stayed busy"
             time.sleep(0.005)
-        assert time.monotonic() - sent >= W.MAX_LAG_S - 0.2  # not before their lag ran out
+        assert time.monotonic() - sent >= lag - 0.2  # not before their lag ran out
     finally:
         assert proc.close({}) == 0
+
+    # 3) ... or as soon as what it holds passes max_hold_bytes, long before max_lag: the oldest first, down to the bound
+    out = tmp_path / "full"
+    size = W._held(W.snapshot(_post("api.segment.io", "/v1/batch/0", body)), False)
+    proc = W.RecorderProcess(out, RecorderOptions(session_id="f"), None, max_lag=600, max_hold_bytes=10 * size)
+    proc.wait_ready()
+    try:
+        proc.touch()
+        for i in range(20):
+            proc.submit_flow(_post("api.segment.io", f"/v1/batch/{i}", body))
+        sent = time.monotonic()
+        while _http_rows(out) < 10:
+            proc.touch()
+            assert time.monotonic() - sent < 30, f"{_http_rows(out)} rows: held past max_hold_bytes while the proxy stayed busy"
+            time.sleep(0.005)
+        busy(2.0)  # the rest stays held while the proxy is busy: only the excess was recorded
+        assert _http_rows(out) == 10
+    finally:
+        assert proc.close({}) == 0
+    assert pq.read_table(out / "http.parquet").column("path").to_pylist() == [f"/v1/batch/{i}" for i in range(20)]
+
+
+def test_a_negative_max_lag_is_refused_in_one_line(tmp_path: Path) -> None:
+    from egressaudit.http import worker as W
+
+    with pytest.raises(ValueError, match="egressaudit_max_lag: must be 0 or more seconds"):
+        W.RecorderProcess(tmp_path / "x", RecorderOptions(session_id="x"), None, max_lag=-1)
 
 
 def test_a_recorder_closed_at_exit_without_its_queue_still_finishes(tmp_path: Path) -> None:

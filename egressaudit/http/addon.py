@@ -4,22 +4,25 @@ Loaded by ``mitmdump -s addons/egressaudit_addon.py --set egressaudit_dir=DIR``
 or run by ``egressaudit proxy``.  Works in any proxy mode (regular, upstream,
 reverse, transparent, wireguard): it only looks at finished exchanges, which a
 worker process records while the proxy is quiet (:mod:`egressaudit.http.worker`).
-Rows reach disk about a second after the proxy goes quiet and at most about
-three seconds behind under continuous traffic (see :mod:`egressaudit.http.store`),
-and the tables are compacted when mitmproxy shuts down.
+Rows reach disk about a second after the proxy goes quiet and at most
+``egressaudit_max_lag`` + 1 s behind under continuous traffic (see
+:mod:`egressaudit.http.store`), and the tables are compacted when mitmproxy
+shuts down.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
 from pathlib import Path
 from typing import Any
 
 from mitmproxy import ctx, http
 
 from egressaudit.http.recorder import Recorder, RecorderOptions
-from egressaudit.http.worker import RecorderProcess, RecorderStartError
+from egressaudit.http.worker import MAX_LAG_S, RecorderProcess, RecorderStartError
 from egressaudit.session import session_id_for
 from egressaudit.signatures import SignatureError, data_dir, default_db, load
 
@@ -41,6 +44,12 @@ class EgressAudit:
         loader.add_option("egressaudit_keep_query", bool, False, "Keep query-string values in paths (default: redacted).")
         loader.add_option(
             "egressaudit_keep_bodies", bool, False, "Also save complete flows, bodies included, to DIR/flows.mitm (default: no bodies kept)."
+        )
+        loader.add_option(
+            "egressaudit_max_lag",
+            float,
+            MAX_LAG_S,
+            "Seconds an exchange may wait for a quiet proxy before the worker records it anyway (0: at once; it waits while the proxy is busy).",
         )
         loader.add_option(
             "egressaudit_inline", bool, False, "Decode and inventory inside the proxy process (default: in a worker process, off the proxy's path)."
@@ -79,7 +88,7 @@ class EgressAudit:
             self.recorder = Recorder(out, db, ropts)
         else:
             out.mkdir(parents=True, exist_ok=True)
-            worker = RecorderProcess(out, ropts, [str(f) for f in files] if files else None)
+            worker = RecorderProcess(out, ropts, [str(f) for f in files] if files else None, max_lag=opts.egressaudit_max_lag)
             worker.wait_ready()
             self.worker = worker
         log.info(f"egressaudit: recording to {out}")
@@ -109,8 +118,14 @@ class EgressAudit:
         return files
 
     def running(self) -> None:
+        loop = asyncio.get_running_loop()
         if self._flusher is None:
-            self._flusher = asyncio.get_running_loop().create_task(self._flush_every_second())
+            self._flusher = loop.create_task(self._flush_every_second())
+        # a terminal closing sends SIGHUP, which would kill mitmdump before it compacts and writes session.json: shut
+        # down as on SIGTERM instead (unless the user chose to ignore it, as nohup does)
+        if signal.getsignal(signal.SIGHUP) is signal.SIG_DFL:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # no signal handling in this loop or thread
+                loop.add_signal_handler(signal.SIGHUP, ctx.master.shutdown)
 
     async def _flush_every_second(self) -> None:
         while True:

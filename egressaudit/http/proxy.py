@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -75,17 +76,33 @@ def mitmdump_args(
 
 
 def run_mitmdump(out: Path, conf: Path, **kw: object) -> int:
-    """Run mitmdump in a child process until it exits (Ctrl-C stops it cleanly); returns its exit code."""
+    """Run mitmdump in a child process until it exits (Ctrl-C stops it cleanly); returns its exit code.
+
+    SIGTERM or SIGHUP to this process (``kill``, a service manager, a closed terminal) are passed on to mitmdump as
+    SIGTERM, on which it shuts down cleanly too, instead of leaving it running without its parent."""
     args = mitmdump_args(out, conf, **kw)  # type: ignore[arg-type]
     cmd = [sys.executable, "-c", "from mitmproxy.tools.main import mitmdump; mitmdump()", *args]
     proc = subprocess.Popen(cmd)
+
+    def stop(signum: int, frame: object) -> None:
+        proc.send_signal(signal.SIGTERM)
+
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        with contextlib.suppress(ValueError):  # not the main thread: signals stay as they are
+            if signal.getsignal(sig) is not signal.SIG_IGN:  # (nohup ignores SIGHUP: so do we)
+                previous[sig] = signal.signal(sig, stop)
     try:
-        return proc.wait()
-    except KeyboardInterrupt:
-        # Ctrl-C in a terminal reaches mitmdump too (same process group): let it shut down and compact.
-        # A second Ctrl-C is passed on, which makes mitmdump exit at once.
         try:
             return proc.wait()
         except KeyboardInterrupt:
-            proc.send_signal(signal.SIGINT)
-            return proc.wait()
+            # Ctrl-C in a terminal reaches mitmdump too (same process group): let it shut down and compact.
+            # A second Ctrl-C is passed on, which makes mitmdump exit at once.
+            try:
+                return proc.wait()
+            except KeyboardInterrupt:
+                proc.send_signal(signal.SIGINT)
+                return proc.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

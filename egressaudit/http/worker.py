@@ -16,22 +16,26 @@ rebuild in the worker.  With ``keep_bodies`` the whole flow state goes, as
 feeder thread wakes once per batch instead of once per request.
 
 The worker records while the proxy is idle.  On a machine with few cores
-(measured on 2 vCPUs) a second busy core slows the proxy's core by 20-40%,
-so recording *while* exchanges are in flight stretched their latency (p99
-1.33-1.53x) even though none of the work was the proxy's.  The addon stamps
-a shared clock at every connection, request and finished exchange
-(:meth:`RecorderProcess.touch`); the worker queues what it receives and
-records it once the proxy has been quiet for :data:`IDLE_S`, or when a
-snapshot has waited :data:`MAX_LAG_S` (sustained traffic: it then records
-alongside, at most that far behind).  During a call, whose clients talk in
-bursts, recording thus happens in the gaps and perturbs the audited client's
-timing as little as possible.
+(measured on 2 vCPUs) any busy second core slows the proxy's core: a spin
+loop at the lowest priority (SCHED_IDLE) stretched requests by 9-15% at the
+median and 19-34% at p99, and recording *while* exchanges are in flight did
+the same (p99 1.33-1.53x) although none of the work was the proxy's.  The
+addon stamps a shared clock at every connection, request and finished
+exchange (:meth:`RecorderProcess.touch`); the worker keeps what it receives
+and records it once the proxy has been quiet for :data:`IDLE_S`.  Under
+traffic that never pauses it holds snapshots for at most ``max_lag`` seconds
+(:data:`MAX_LAG_S`, the ``egressaudit_max_lag`` option) and
+:data:`MAX_HOLD_BYTES` of bodies, then records alongside, that far behind.
+During a call, whose clients talk in bursts, recording thus happens in the
+gaps and perturbs the audited client's timing as little as possible.
 
 Rows reach disk within about a second of the proxy going quiet, and within
-``MAX_LAG_S`` + 1 s under continuous traffic.  The worker ignores Ctrl-C (the
-proxy tells it when to finish and compact); if the proxy dies without
-telling it, it records and flushes what it has and exits without compacting,
-like a killed recorder would.
+``max_lag`` + 1 s under continuous traffic.  The worker ignores Ctrl-C,
+SIGTERM and SIGHUP, which reach the whole process group (a terminal closing,
+a service manager stopping the proxy): the proxy decides when it finishes and
+compacts, and if the proxy dies without telling it, it records and flushes
+what it holds and exits without compacting, so only SIGKILL of the worker
+itself loses the rows it held.
 """
 
 from __future__ import annotations
@@ -62,8 +66,12 @@ BATCH = 64
 SHIP_S = 0.05
 IDLE_S = 0.05
 """The proxy counts as idle when no connection, request or exchange has started or finished for this long."""
-MAX_LAG_S = 2.0
-"""A snapshot waits for an idle proxy at most this long; then it is recorded regardless."""
+MAX_LAG_S = 30.0
+"""A snapshot waits for an idle proxy at most this long by default (``egressaudit_max_lag``); then it is recorded regardless."""
+MAX_HOLD_BYTES = 64 << 20
+"""Bodies held for an idle proxy at most (approximately: request, response and WebSocket message contents)."""
+IGNORED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+"""Signals sent to the proxy's whole process group; the worker finishes when the proxy tells it or dies, not on these."""
 BUSY_POLL_S = 0.01
 FLUSH_S = 1.0
 
@@ -143,6 +151,21 @@ def restore(snap: Snapshot) -> http.HTTPFlow:
     return f
 
 
+@contextlib.contextmanager
+def _signals_ignored() -> Iterator[None]:
+    """IGNORED_SIGNALS ignored for a while in this process (and in the processes it starts meanwhile)."""
+    try:
+        previous = [(sig, signal.signal(sig, signal.SIG_IGN)) for sig in IGNORED_SIGNALS]
+    except ValueError:  # not the main thread: cannot change signal handling here
+        yield
+        return
+    try:
+        yield
+    finally:
+        for sig, handler in previous:
+            signal.signal(sig, handler)
+
+
 class RecorderStartError(Exception):
     """The recorder process could not start; one line for the user."""
 
@@ -150,32 +173,30 @@ class RecorderStartError(Exception):
 class RecorderProcess:
     """The worker process and the queue into it."""
 
-    def __init__(self, out: Path, opts: RecorderOptions, signature_files: list[str] | None) -> None:
+    def __init__(
+        self, out: Path, opts: RecorderOptions, signature_files: list[str] | None, max_lag: float = MAX_LAG_S, max_hold_bytes: int = MAX_HOLD_BYTES
+    ) -> None:
+        if not max_lag >= 0:
+            raise ValueError(f"egressaudit_max_lag: must be 0 or more seconds, not {max_lag}")
         self.full_state = opts.keep_bodies  # flows.mitm needs whole flows, TLS details included
         self.pending: list[tuple[str, Any, int]] = []
         self._timer: asyncio.TimerHandle | None = None
         mp = multiprocessing.get_context("spawn")
-        self.queue: Any = mp.Queue(QUEUE_SIZE)
-        self.activity: Any = mp.RawValue("d", time.monotonic())  # when the proxy last did something (CLOCK_MONOTONIC, system-wide)
-        self.closing: Any = mp.RawValue("b", 0)  # "close" without the queue (see _close_at_exit)
-        self._ready, ready_w = mp.Pipe(duplex=False)
-        self.process = mp.Process(
-            target=_run,
-            args=(str(out), opts, signature_files, self.queue, os.getpid(), ready_w, self.activity, self.closing),
-            name="egressaudit-recorder",
-            daemon=False,
-        )
-        # Ctrl-C reaches the whole process group, and the worker takes a second to import: start it with SIGINT
-        # ignored (kept across exec), so an early Ctrl-C cannot kill it before it can finish and compact.
-        try:
-            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        except ValueError:  # not the main thread: cannot change signal handling here
+        # Ctrl-C (and SIGTERM, SIGHUP) reach the whole process group, and the worker takes a second to import: start it
+        # with them ignored (kept across exec), so that an early one cannot kill it before it can finish and compact.
+        # The queue's first semaphore starts multiprocessing's resource tracker, which must not die of SIGHUP either.
+        with _signals_ignored():
+            self.queue: Any = mp.Queue(QUEUE_SIZE)
+            self.activity: Any = mp.RawValue("d", time.monotonic())  # when the proxy last did something (CLOCK_MONOTONIC, system-wide)
+            self.closing: Any = mp.RawValue("b", 0)  # "close" without the queue (see _close_at_exit)
+            self._ready, ready_w = mp.Pipe(duplex=False)
+            self.process = mp.Process(
+                target=_run,
+                args=(str(out), opts, signature_files, self.queue, os.getpid(), ready_w, self.activity, self.closing, max_lag, max_hold_bytes),
+                name="egressaudit-recorder",
+                daemon=False,
+            )
             self.process.start()
-        else:
-            try:
-                self.process.start()
-            finally:
-                signal.signal(signal.SIGINT, previous)
         # The worker is not a daemon (it must finish and compact), so multiprocessing joins it when this process exits:
         # if the proxy exits without closing it (mitmdump stops when its port is taken, without calling `done`), both
         # would wait forever.  Close it first (atexit runs the latest registered first, before multiprocessing's join).
@@ -267,8 +288,26 @@ class RecorderProcess:
         return self.process.exitcode
 
 
-def _run(out: str, opts: RecorderOptions, signature_files: list[str] | None, q: Any, parent: int, ready: Any, activity: Any, closing: Any) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group; the proxy decides when we stop
+def _held(state: Any, full_state: bool) -> int:
+    """About how many bytes a snapshot holds: its bodies and WebSocket messages, plus a little for the rest."""
+    if full_state:
+        parts = [state.get("request"), state.get("response")]
+        n = sum(len(p.get("content") or b"") for p in parts if p)
+        ws = state.get("websocket")
+    else:
+        n = len(state[1][8] or b"") + (len(state[2][4] or b"") if state[2] is not None else 0)
+        ws = state[4]
+    if ws:
+        n += sum(len(m[2] or b"") for m in ws.get("messages", ()))
+    return n + 1024
+
+
+def _run(
+    out: str, opts: RecorderOptions, signature_files: list[str] | None, q: Any, parent: int, ready: Any, activity: Any, closing: Any,
+    max_lag: float, max_hold_bytes: int,
+) -> None:  # fmt: skip
+    for sig in IGNORED_SIGNALS:  # they reach the whole process group; the proxy decides when we stop
+        signal.signal(sig, signal.SIG_IGN)
     try:
         from egressaudit.signatures import default_db, load
 
@@ -280,8 +319,18 @@ def _run(out: str, opts: RecorderOptions, signature_files: list[str] | None, q: 
         raise SystemExit(1) from None
     ready.send("ready")
     ready.close()
-    waiting: collections.deque[tuple[float, str, Any, int]] = collections.deque()  # (received, kind, state, number)
+    waiting: collections.deque[tuple[float, str, Any, int, int]] = collections.deque()  # (received, kind, state, number, bytes)
+    held = 0  # bytes of what waits
+
+    def take(batch: list[tuple[str, Any, int]], now: float) -> None:
+        nonlocal held
+        for k, state, n in batch:
+            size = _held(state, opts.keep_bodies)
+            held += size
+            waiting.append((now, k, state, n, size))
+
     last_flush = time.monotonic()
+    forced = False  # rows recorded while the proxy was busy wait for a flush
     while True:
         try:
             kind, payload = q.get(timeout=BUSY_POLL_S if waiting else POLL_S)
@@ -293,15 +342,17 @@ def _run(out: str, opts: RecorderOptions, signature_files: list[str] | None, q: 
                 while True:
                     k0, p0 = q.get_nowait()
                     if k0 == "batch":
-                        waiting.extend((now, k, state, n) for k, state, n in p0)
+                        take(p0, now)
             kind, payload = "close", {}
         if kind == "batch":
-            waiting.extend((now, k, state, n) for k, state, n in payload)
+            take(payload, now)
         # finishing (told to, or the proxy died without telling us): everything left; otherwise what is due --
-        # everything while the proxy is quiet, else what has waited MAX_LAG_S
+        # everything while the proxy is quiet, else what has waited max_lag or exceeds max_hold_bytes
         finishing = kind == "close" or (kind is None and os.getppid() != parent)
-        while waiting and (finishing or now - activity.value >= IDLE_S or now - waiting[0][0] >= MAX_LAG_S):
-            _, k, state, n = waiting.popleft()
+        while waiting and (finishing or now - activity.value >= IDLE_S or now - waiting[0][0] >= max_lag or held > max_hold_bytes):
+            forced = forced or now - activity.value < IDLE_S  # recording while the proxy is busy: written out soon too
+            _, k, state, n, size = waiting.popleft()
+            held -= size
             _record(rec, k, state, n, opts.keep_bodies)
             now = time.monotonic()
         if finishing:
@@ -310,9 +361,9 @@ def _run(out: str, opts: RecorderOptions, signature_files: list[str] | None, q: 
             else:  # the proxy died without closing us: keep what we have, uncompacted
                 rec.flush()
             return
-        if now - last_flush >= FLUSH_S and (now - activity.value >= IDLE_S or now - last_flush >= MAX_LAG_S):
+        if now - last_flush >= FLUSH_S and (forced or now - activity.value >= IDLE_S):
             rec.flush()
-            last_flush = now
+            last_flush, forced = now, False
 
 
 def _record(rec: Recorder, kind: str, state: Any, number: int, full_state: bool) -> None:
