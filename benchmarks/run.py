@@ -348,9 +348,9 @@ def bench_ingest(packets: int, scapy_slice: int, skip: set[str], rounds: int = 3
         return {"wall_s": statistics.median(walls), "peak_rss_mb": statistics.median(rss), "wall_all": [round(w, 2) for w in walls],
                 "rss_all": [round(r) for r in rss]}  # fmt: skip
 
-    e = summary(runs["egressaudit"])
-    note = f"full classification, flows.parquet + session.json; median of {rounds} (wall s: {e['wall_all']}, MB: {e['rss_all']})"
-    rows.append({"tool": "egressaudit analyze", **e, "packets": n_frames, "flows": sj["counts"]["flows"], "note": note})
+    ours = summary(runs["egressaudit"])
+    note = f"full classification, flows.parquet + session.json; median of {rounds} (wall s: {ours['wall_all']}, MB: {ours['rss_all']})"
+    rows.append({"tool": "egressaudit analyze", **ours, "packets": n_frames, "flows": sj["counts"]["flows"], "note": note})
     if runs["nfstream"]:
         nf = summary(runs["nfstream"])
         note = f"idle 120 s, active 1800 s; median of {len(runs['nfstream'])} (wall s: {nf['wall_all']}, MB: {nf['rss_all']})"
@@ -750,16 +750,20 @@ def _children_cpu(pid: int) -> float:
 
 CONFIGS = ["direct", "mitmdump", "mitmdump+egressaudit"]
 SUSTAINED = "1, sustained"
+BEYOND = "1, sustained, max_lag 0"
+"""Not held for a quiet proxy (egressaudit_max_lag=0): what traffic that never pauses for longer than max_lag costs."""
 
 
 class _Proxy:
     """A fresh mitmdump for one configuration: 'mitmdump' (redirect only) or 'mitmdump+egressaudit' (recording to a session)."""
 
-    def __init__(self, config: str, work: Path, sink_port: int, profile: Path | None = None) -> None:
+    def __init__(self, config: str, work: Path, sink_port: int, profile: Path | None = None, max_lag: float | None = None) -> None:
         self.config, self.profile = config, profile
         self.port = _free_port()
         self.session = work / f"session-{time.monotonic_ns()}" if config == "mitmdump+egressaudit" else None
         args = _mitmdump_cmd(self.port, work / "mitmconf", sink_port, self.session)
+        if self.session is not None and max_lag is not None:
+            args += ["--set", f"egressaudit_max_lag={max_lag:g}"]
         exe = shutil.which("mitmdump")
         if profile is not None:
             cmd = [sys.executable, "-c", PROFILE_SCRIPT, str(profile), *args]
@@ -803,13 +807,27 @@ class _Proxy:
         return res
 
 
+def _settle(pid: int, timeout: float = 120.0) -> float:
+    """Wait until the recorder process under mitmdump ``pid`` has stopped working (its CPU time grows by less than 5 ms
+    in 0.25 s): what it held for a busy proxy is recorded before another configuration sends.  Seconds waited."""
+    t0 = time.monotonic()
+    last = _children_cpu(pid)
+    while time.monotonic() - t0 < timeout:
+        time.sleep(0.25)
+        now = _children_cpu(pid)
+        if now - last < 0.005:
+            break
+        last = now
+    return time.monotonic() - t0
+
+
 def _round(reqs: list[Any], threads: int, configs: list[str], work: Path, sink_port: int, block: int, gap: float,
-           profile: Path | None = None) -> list[dict[str, Any]]:  # fmt: skip
+           profile: Path | None = None, max_lag: float | None = None) -> list[dict[str, Any]]:  # fmt: skip
     """One round: a fresh mitmdump per proxy configuration, all started before the first request; then every configuration
     sends the same requests in blocks of ``block``, interleaved (c, a, b, then b, a, c, ...) with ``gap`` seconds of quiet
     after each block, so that drift in the machine's speed hits all of them alike and the recorder's work for a block
     (it flushes at least once a second) is done before another configuration's block starts."""
-    proxies = {c: _Proxy(c, work, sink_port, profile if c == "mitmdump+egressaudit" else None) for c in configs if c != "direct"}
+    proxies = {c: _Proxy(c, work, sink_port, profile if c == "mitmdump+egressaudit" else None, max_lag) for c in configs if c != "direct"}
     ca = work / "mitmconf" / "mitmproxy-ca-cert.pem"
     clients = {c: _Clients(threads, proxies[c].url if c in proxies else None, ca, sink_port) for c in configs}
     per: dict[str, dict[str, Any]] = {c: {"lat": {}, "wall_s": 0.0, "errors": [], "block_medians": []} for c in configs}
@@ -822,6 +840,7 @@ def _round(reqs: list[Any], threads: int, configs: list[str], work: Path, sink_p
         chunks = [list(range(i, min(i + block, len(reqs)))) for i in range(0, len(reqs), block)]
         rec = proxies.get("mitmdump+egressaudit")
         leaked = 0.0  # recorder CPU spent while another configuration's block ran (should be ~0: it would flatter (b))
+        settled = 0.0  # the longest wait for the recorder to finish a block's work
         for k, chunk in enumerate(chunks):
             for c in configs if k % 2 == 0 else configs[::-1]:
                 w0 = _children_cpu(rec.proc.pid) if rec is not None and c != rec.config else None
@@ -833,6 +852,8 @@ def _round(reqs: list[Any], threads: int, configs: list[str], work: Path, sink_p
                 pc["wall_s"] += d["wall_s"]
                 pc["errors"] += d["errors"]
                 pc["block_medians"].append(statistics.median(d["latencies"].values()))
+                if rec is not None and c == rec.config:
+                    settled = max(settled, _settle(rec.proc.pid))
                 time.sleep(gap)
         cpu1 = {c: px.cpu() for c, px in proxies.items()}
         if profile is not None:
@@ -858,6 +879,7 @@ def _round(reqs: list[Any], threads: int, configs: list[str], work: Path, sink_p
             if c == "mitmdump+egressaudit":
                 res["worker_cpu_s_in_other_blocks"] = leaked
                 res["worker_cpu_s"] = cpu1[c][1] - cpu0[c][1]
+                res["settle_s_max"] = settled
             res.update(stopped[c])
         out.append(res)
     return out
@@ -911,7 +933,7 @@ def _profile_summary(prof: Path, n: int) -> dict[str, Any]:
 
 
 def bench_proxy(n: int, rounds: int, threads: int, profile: bool, block: int = 200, gap: float = 1.3, sustained: bool = True) -> dict[str, Any]:
-    from egressaudit.http.worker import IDLE_S, MAX_LAG_S
+    from egressaudit.http.worker import IDLE_S, MAX_HOLD_BYTES, MAX_LAG_S
 
     reqs = telemetry_requests(n)
     sizes = sorted(len(b) for *_, b in reqs)
@@ -934,14 +956,20 @@ def bench_proxy(n: int, rounds: int, threads: int, profile: bool, block: int = 2
             console.print(f"[bold]proxy[/] round {r + 1}/{rounds}: {', '.join(configs)} interleaved, {n:,} POSTs each, 1 client")
             runs += [{"round": r, "group": "1", **x} for x in _round(reqs, 1, configs, work, sink_port, block, gap)]
         if threads > 1:
-            console.print(f"[bold]proxy[/] {', '.join(configs)} interleaved, {n:,} POSTs each, {threads} client threads")
-            runs += [{"round": 0, "group": str(threads), **x} for x in _round(reqs, threads, configs, work, sink_port, block, gap)]
+            for r in range(rounds):
+                console.print(f"[bold]proxy[/] round {r + 1}/{rounds}: {', '.join(configs)} interleaved, {n:,} POSTs each, {threads} client threads")
+                runs += [{"round": r, "group": str(threads), **x} for x in _round(reqs, threads, configs, work, sink_port, block, gap)]
         if sustained:
-            # no quiet moment within a configuration's requests: the recorder cannot wait for the proxy to be idle
-            # two rounds in opposite orders (c a b, b a c), so that drift over the ~30 s of a round hits (a) and (b) alike
-            for r, order in enumerate((configs, configs[::-1])):
-                console.print(f"[bold]proxy[/] {', '.join(order)} one after the other, {n:,} POSTs each without a pause, 1 client")
-                runs += [{"round": r, "group": SUSTAINED, **x} for x in _round(reqs, 1, order, work, sink_port, len(reqs), max(gap, 3.0))]
+            # no quiet moment within a configuration's requests: the recorder holds them all (default max_lag), or with
+            # max_lag 0 records alongside, as it does under traffic that never pauses for longer than max_lag;
+            # two rounds each in opposite orders (c a b, b a c), so that drift over the ~30 s of a round hits (a) and (b) alike
+            for group, lag in ((SUSTAINED, None), (BEYOND, 0.0)):
+                for r, order in enumerate((configs, configs[::-1])):
+                    console.print(f"[bold]proxy[/] {', '.join(order)} one after the other, {n:,} POSTs each without a pause, 1 client"
+                                  + ("" if lag is None else f", egressaudit_max_lag={lag:g}"))  # fmt: skip
+                    runs += [
+                        {"round": r, "group": group, **x} for x in _round(reqs, 1, order, work, sink_port, len(reqs), max(gap, 3.0), max_lag=lag)
+                    ]
         prof = None
         if profile:
             console.print(f"[bold]proxy[/] mitmdump+egressaudit under cProfile, {n:,} POSTs, 1 client")
@@ -979,6 +1007,7 @@ def bench_proxy(n: int, rounds: int, threads: int, profile: bool, block: int = 2
                 row["session_compacted"] = all(x.get("session_compacted") for x in rs)
                 row["session_json_exchanges"] = [x.get("session_json_exchanges") for x in rs]
                 row["worker_cpu_s_in_other_blocks"] = sum(x["worker_cpu_s_in_other_blocks"] for x in rs)
+                row["settle_s_max"] = max(x["settle_s_max"] for x in rs)
                 row["worker_cpu_s"] = sum(x["worker_cpu_s"] for x in rs)
             rows.append(row)
     bad = [f"{r['config']} x{r['group']}: {r['errors']:,} failed requests {r['error_examples'][:1]}, exit codes {r.get('exit_codes')}, "
@@ -1005,6 +1034,8 @@ def bench_proxy(n: int, rounds: int, threads: int, profile: bool, block: int = 2
         overhead[g]["paired_block_ratio"] = statistics.median(paired)
         overhead[g]["paired_blocks"] = len(paired)
         overhead[g]["worker_cpu_share_in_other_blocks"] = b["worker_cpu_s_in_other_blocks"] / max(b["worker_cpu_s"], 1e-9)
+        overhead[g]["settle_s_max"] = b["settle_s_max"]
+        overhead[g]["target_applies"] = g != BEYOND
     return {
         "requests": n,
         "rounds": rounds,
@@ -1012,6 +1043,7 @@ def bench_proxy(n: int, rounds: int, threads: int, profile: bool, block: int = 2
         "gap_s": gap,
         "idle_s": IDLE_S,
         "max_lag_s": MAX_LAG_S,
+        "max_hold_mib": MAX_HOLD_BYTES >> 20,
         "body_bytes_min_median_max": [sizes[0], sizes[len(sizes) // 2], sizes[-1]],
         "decoded_bytes_min_median_max": [decoded[0], decoded[len(decoded) // 2], decoded[-1]],
         "gzip_requests": gz,
@@ -1159,9 +1191,13 @@ def _proxy_tables(px: dict[str, Any]) -> list[tuple[str, list[str], list[list[st
             "after each block, so that drift in the machine's speed hits all alike. 'proxy CPU' is mitmdump's user+system CPU time "
             "over the round divided by its requests, 'worker CPU' the same for its child processes (the addon's recorder process, "
             "which decodes and inventories off the proxy's event loop); 'shutdown' is SIGINT to exit (the addon compacts its tables then); "
-            f"'http rows' is what each (b) session folder holds afterwards. The recorder records while the proxy is quiet (at most "
-            f"{px.get('max_lag_s', '?')} s behind): the '{SUSTAINED}' rounds send each configuration's {px['requests']:,} requests as one block "
-            "without a pause (c a b, then b a c), so there it has to record alongside. "
+            f"'http rows' is what each (b) session folder holds afterwards. The recorder records while the proxy is quiet, holding "
+            f"exchanges for a busy proxy up to {px.get('max_lag_s', '?'):g} s (egressaudit_max_lag) and {px.get('max_hold_mib', '?')} MiB; "
+            "after each of (b)'s blocks the benchmark waits for it to finish that block's work before the quiet gap (at most "
+            f"{max((o.get('settle_s_max', 0) for o in px['overhead'].values()), default=0):.1f} s), so that no other configuration's block runs "
+            f"alongside it. The '{SUSTAINED}' rounds send each configuration's {px['requests']:,} requests as one block without a pause (c a b, "
+            f"then b a c), held and recorded afterwards; the '{BEYOND}' rounds do the same with egressaudit_max_lag=0, so the recorder "
+            "records alongside: what traffic that never pauses for longer than the hold costs. "
             f"Load average (1 min) before/after: {px['loadavg_before_after']}.")  # fmt: skip
     out.append(("Proxy overhead", ["configuration", "client threads", "runs x POSTs", "median ms", "p99 ms", "requests/s", "proxy CPU ms/req",
                                    "worker CPU ms/req",
@@ -1174,11 +1210,18 @@ def _proxy_tables(px: dict[str, Any]) -> list[tuple[str, list[str], list[list[st
                      _f(o["time_per_req_ratio"], ".2f") + "x", _f(o["cpu_per_req_ratio"], ".2f") + "x", runs,
                      "" if leak is None else f"{100 * leak:.1f}%"])  # fmt: skip
     worst_key = {"median latency": "median_ratio", "p99 latency": "p99_ratio", "time per request": "time_per_req_ratio"}
-    worst_name, worst = max(((name, o[k]) for o in px["overhead"].values() for name, k in worst_key.items()), key=lambda kv: kv[1])
+    worst_group, worst_name, worst = max(((g, name, o[k]) for g, o in px["overhead"].items() if o.get("target_applies", True)
+                                          for name, k in worst_key.items()), key=lambda kv: kv[2])  # fmt: skip
     over = worst - 1
     verdict = "within" if over <= px["target_overhead"] else "above"
+    beyond = px["overhead"].get(BEYOND)
     note = (f"(b) / (a): 1.00x = no overhead. Target: at most {100 * px['target_overhead']:.0f}% overhead in median latency, p99 latency "
-            f"and time per request; the largest measured is {100 * over:.0f}% ({worst_name}; {verdict} target). 'paired blocks' is the median "
+            f"and time per request, with the addon's defaults; the largest measured is {100 * over:.0f}% ({worst_name}, {worst_group} "
+            f"client threads; {verdict} target). "
+            + ("" if beyond is None else
+               f"Past the hold ('{BEYOND}': recording alongside the requests on this 2-vCPU machine) median/p99/time per request are "
+               f"{beyond['median_ratio']:.2f}x/{beyond['p99_ratio']:.2f}x/{beyond['time_per_req_ratio']:.2f}x. ")
+            + "'paired blocks' is the median "
             "over all blocks of (b)'s block median over (a)'s block median for the same requests; 'time per request' is (a) requests/s "
             "over (b) requests/s. 'recorder CPU in other blocks' is the share of (b)'s recorder CPU time spent while (a) or (c) sent "
             "their blocks (work that would slow them instead of (b), flattering the ratios; it should be near 0%).")  # fmt: skip

@@ -328,6 +328,27 @@ def test_proxy_command_defaults_loopback_private_ca(tmp_path: Path, sink: Sink) 
     assert "dan@example.org" not in (out / "http.parquet").read_bytes().decode("latin-1")
 
 
+@pytest.mark.skipif(CURL is None, reason="curl not installed")
+def test_max_lag_is_an_option_of_the_command_line(tmp_path: Path, sink: Sink) -> None:
+    """--set egressaudit_max_lag=0 (record at once) runs and records; a negative one stops mitmdump at start in one line."""
+    out = tmp_path / "audit"
+    proxy = audit_proxy(tmp_path, sink.port, out, "egressaudit_max_lag=0")
+    try:
+        curl(proxy, "--data", '{"n": 1}', "https://api.segment.io/v1/track")
+    finally:
+        assert proxy.stop() == 0
+    assert pq.read_table(out / "http.parquet").num_rows == 1
+
+    exe = shutil.which("mitmdump")
+    cmd = [exe] if exe else [sys.executable, "-c", "from mitmproxy.tools.main import mitmdump; mitmdump()"]
+    cmd += ["-q", "--listen-host", "127.0.0.1", "--listen-port", str(free_port()), "-s", str(ROOT / "addons" / "egressaudit_addon.py")]
+    cmd += ["--set", f"confdir={tmp_path / 'conf'}", "--set", f"egressaudit_dir={tmp_path / 'bad'}", "--set", "egressaudit_max_lag=-1"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    log = r.stdout + r.stderr
+    assert r.returncode != 0 and "egressaudit: egressaudit_max_lag: must be 0 or more seconds, not -1" in log, log
+    assert "Traceback" not in log, log
+
+
 def test_a_recorder_that_cannot_start_stops_the_proxy_at_start(tmp_path: Path, sink: Sink) -> None:
     """The recorder process reports ready before the proxy serves; if it cannot start, mitmdump exits with one line."""
     out = tmp_path / "audit"

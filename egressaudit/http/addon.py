@@ -47,7 +47,7 @@ class EgressAudit:
         )
         loader.add_option(
             "egressaudit_max_lag",
-            float,
+            int,
             MAX_LAG_S,
             "Seconds an exchange may wait for a quiet proxy before the worker records it anyway (0: at once; it waits while the proxy is busy).",
         )

@@ -66,7 +66,7 @@ BATCH = 64
 SHIP_S = 0.05
 IDLE_S = 0.05
 """The proxy counts as idle when no connection, request or exchange has started or finished for this long."""
-MAX_LAG_S = 30.0
+MAX_LAG_S = 30
 """A snapshot waits for an idle proxy at most this long by default (``egressaudit_max_lag``); then it is recorded regardless."""
 MAX_HOLD_BYTES = 64 << 20
 """Bodies held for an idle proxy at most (approximately: request, response and WebSocket message contents)."""
@@ -333,7 +333,9 @@ def _run(
     forced = False  # rows recorded while the proxy was busy wait for a flush
     while True:
         try:
-            kind, payload = q.get(timeout=BUSY_POLL_S if waiting else POLL_S)
+            # waiting: wake when the proxy could have been quiet long enough, or the oldest could be due (or a batch comes)
+            due = min(activity.value + IDLE_S, waiting[0][0] + max_lag) - time.monotonic() if waiting else POLL_S
+            kind, payload = q.get(timeout=min(max(due, BUSY_POLL_S), POLL_S))
         except queue.Empty:
             kind = None
         now = time.monotonic()
