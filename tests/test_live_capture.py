@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -350,6 +351,38 @@ def test_capture_command_captures_then_analyses(tmp_path: Path) -> None:
     assert session["capture"]["frames"] == 500 and session["capture"]["kernel_drops"] == 0
     assert session["counts"]["packets"] == 500
     assert (out / "flows.parquet").is_file() and (out / "capture.pcapng").is_file()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_capture_command_stopped_by_a_signal_keeps_everything(tmp_path: Path, sig: int) -> None:
+    """`egressaudit capture` without --duration, stopped by `kill` (SIGTERM) or a closed terminal (SIGHUP): it stops
+    capturing, then analyses and writes the session as after Ctrl-C, with every packet."""
+    import json
+    import sys
+
+    out = tmp_path / "live"
+    port = _free_port(socket.SOCK_DGRAM)
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", port))
+    cmd = [sys.executable, "-m", "egressaudit", "capture", "--iface", "lo", "--filter", f"udp port {port}", "--out", str(out), "--quiet"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.5)
+        tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for _ in range(300):
+            tx.sendto(b"\xf0" + bytes(99), ("127.0.0.1", port))
+        tx.close()
+        time.sleep(0.5)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        rx.close()
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    session = json.loads((out / "session.json").read_text())
+    assert session["capture"]["stopped_by"] == "signal"
+    assert session["capture"]["frames"] == 300 and session["counts"]["packets"] == 300
 
 
 def test_capture_command_on_a_missing_interface_is_one_line() -> None:

@@ -41,7 +41,7 @@ Details that matter for correct counts:
   ``PACKET_STATISTICS`` and reported in :class:`LiveStats`.  At the end a
   drop-everything filter is attached first and the ring is drained until
   every frame the kernel counted has been written.
-* SIGINT/SIGTERM (when called from the main thread) and the ``stop`` event end
+* SIGINT/SIGTERM/SIGHUP (when called from the main thread) and the ``stop`` event end
   the capture cleanly: the file is flushed and closed, live flows are ended.
 * The ring is read without memory barriers, which is correct on x86 (stores
   are not reordered); libpcap uses acquire/release atomics here.
@@ -571,7 +571,7 @@ def capture(
     idle_timeout: float = 120.0,
     rcvbuf: int = DEFAULT_RCVBUF,
 ) -> LiveStats:
-    """Capture on ``iface`` into ``out_dir/capture.pcapng`` until ``duration`` seconds pass, ``stop`` is set, or SIGINT/SIGTERM.
+    """Capture on ``iface`` into ``out_dir/capture.pcapng`` until ``duration`` seconds pass, ``stop`` is set, or SIGINT/SIGTERM/SIGHUP.
 
     ``rcvbuf`` is the size of the receive ring (or of the socket buffer when the
     kernel gives no ring).  Returns the final :class:`LiveStats`.  Raises
@@ -601,8 +601,9 @@ def capture(
         stop.set()
 
     if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            previous[signum] = signal.signal(signum, on_signal)
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: a closed terminal
+            if signal.getsignal(signum) is not signal.SIG_IGN:  # (nohup ignores SIGHUP: so do we)
+                previous[signum] = signal.signal(signum, on_signal)
 
     try:
         fh = open(path, "wb", buffering=1 << 20)  # noqa: SIM115 - closed in the finally below
