@@ -13,6 +13,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -353,6 +354,16 @@ def test_capture_command_captures_then_analyses(tmp_path: Path) -> None:
     assert (out / "flows.parquet").is_file() and (out / "capture.pcapng").is_file()
 
 
+def _wait_capturing(out: Path, exited: Callable[[], object], timeout: float = 60) -> None:
+    """Until the capture file exists: the socket is open and the signal handlers are installed by then."""
+    deadline = time.monotonic() + timeout
+    while not (out / CAPTURE_FILE).exists():
+        assert exited() is None, "egressaudit capture exited before it started capturing"
+        assert time.monotonic() < deadline, "egressaudit capture did not start"
+        time.sleep(0.05)
+
+
+@needs_sniffer
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
 def test_capture_command_stopped_by_a_signal_keeps_everything(tmp_path: Path, sig: int) -> None:
     """`egressaudit capture` without --duration, stopped by `kill` (SIGTERM) or a closed terminal (SIGHUP): it stops
@@ -367,7 +378,7 @@ def test_capture_command_stopped_by_a_signal_keeps_everything(tmp_path: Path, si
     cmd = [sys.executable, "-m", "egressaudit", "capture", "--iface", "lo", "--filter", f"udp port {port}", "--out", str(out), "--quiet"]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(1.5)
+        _wait_capturing(out, proc.poll)
         tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         for _ in range(300):
             tx.sendto(b"\xf0" + bytes(99), ("127.0.0.1", port))
@@ -383,6 +394,87 @@ def test_capture_command_stopped_by_a_signal_keeps_everything(tmp_path: Path, si
     session = json.loads((out / "session.json").read_text())
     assert session["capture"]["stopped_by"] == "signal"
     assert session["capture"]["frames"] == 300 and session["counts"]["packets"] == 300
+
+
+@needs_sniffer
+def test_capture_command_in_a_terminal_that_hangs_up_still_writes_its_session(tmp_path: Path) -> None:
+    """`egressaudit capture` with its progress line in a real terminal (a pty it controls), which then goes away (an
+    ssh connection drops): it gets SIGHUP and every write to the terminal fails from then on, yet it must stop, analyse
+    and write the session, as after Ctrl-C."""
+    import json
+    import os
+    import pty
+    import sys
+
+    out = tmp_path / "live"
+    port = _free_port(socket.SOCK_DGRAM)
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", port))
+    cmd = [sys.executable, "-m", "egressaudit", "capture", "--iface", "lo", "--filter", f"udp port {port}", "--out", str(out)]
+    pid, master = pty.fork()
+    if pid == 0:  # the child: a session of its own, the pty its controlling terminal
+        try:
+            os.execv(sys.executable, cmd)
+        finally:
+            os._exit(127)
+    seen = bytearray()
+    hang_up = threading.Event()
+    reader = threading.Thread(target=_drain, args=(master, seen, hang_up), daemon=True)  # so that its writes never block
+    reader.start()
+    status: int | None = None
+
+    def exited() -> int | None:
+        nonlocal status
+        if status is None:
+            done, st = os.waitpid(pid, os.WNOHANG)
+            status = st if done else None
+        return status
+
+    try:
+        _wait_capturing(out, exited)
+        tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for _ in range(300):
+            tx.sendto(b"\xf0" + bytes(99), ("127.0.0.1", port))
+        tx.close()
+        deadline = time.monotonic() + 30
+        while b"300 packets" not in seen:  # its progress line, on the terminal
+            assert time.monotonic() < deadline, bytes(seen[-500:])
+            time.sleep(0.05)
+        hang_up.set()  # the terminal goes away (the reader closes its end): SIGHUP to its session
+        reader.join(10)
+        deadline = time.monotonic() + 60
+        while exited() is None:
+            assert time.monotonic() < deadline, "egressaudit capture still running 60 s after its terminal hung up"
+            time.sleep(0.05)
+    finally:
+        rx.close()
+        if exited() is None:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    assert status is not None and os.waitstatus_to_exitcode(status) == 0, (status, bytes(seen[-2000:]))
+    session = json.loads((out / "session.json").read_text())
+    assert session["capture"]["stopped_by"] == "signal"
+    assert session["capture"]["frames"] == 300 and session["counts"]["packets"] == 300
+    assert (out / "flows.parquet").is_file()
+
+
+def _drain(fd: int, into: bytearray, hang_up: threading.Event) -> None:
+    """Read the pty's output into ``into`` until ``hang_up`` is set, then close it."""
+    import os
+    import select
+
+    try:
+        while not hang_up.is_set():
+            if select.select([fd], [], [], 0.05)[0]:
+                try:
+                    data = os.read(fd, 65536)
+                except OSError:  # the other end is gone
+                    return
+                if not data:
+                    return
+                into += data
+    finally:
+        os.close(fd)
 
 
 def test_capture_command_on_a_missing_interface_is_one_line() -> None:

@@ -187,17 +187,18 @@ def test_the_recorder_process_records_while_the_proxy_is_quiet_and_at_most_max_l
         assert proc.close({}) == 0
     assert pq.read_table(out / "http.parquet").num_rows == 200
 
-    # 2) a proxy that never goes quiet: the snapshots are recorded anyway, max_lag late
+    # 2) a proxy that never goes quiet (its clock stamped in the future: no pause of this test can look quiet): the
+    #    snapshots are recorded anyway, max_lag late
     out = tmp_path / "busy"
     proc = W.RecorderProcess(out, RecorderOptions(session_id="b"), None, max_lag=lag)
     proc.wait_ready()
     try:
-        proc.touch()
+        proc.activity.value = float("inf")
+        proc.touch = lambda: None  # type: ignore[method-assign]  # (submitting stamps the clock too)
         for i in range(20):
             proc.submit_flow(_post("api.segment.io", f"/v1/batch?{i}", body))
         sent = time.monotonic()
         while _http_rows(out) < 20:
-            proc.touch()
             assert time.monotonic() - sent < lag + 10, "snapshots held back past max_lag while the proxy stayed busy"
             time.sleep(0.005)
         assert time.monotonic() - sent >= lag - 0.2  # not before their lag ran out
@@ -210,19 +211,32 @@ def test_the_recorder_process_records_while_the_proxy_is_quiet_and_at_most_max_l
     proc = W.RecorderProcess(out, RecorderOptions(session_id="f"), None, max_lag=600, max_hold_bytes=10 * size)
     proc.wait_ready()
     try:
-        proc.touch()
+        proc.activity.value = float("inf")
+        proc.touch = lambda: None  # type: ignore[method-assign]  # (submitting stamps the clock too)
         for i in range(20):
             proc.submit_flow(_post("api.segment.io", f"/v1/batch/{i}", body))
         sent = time.monotonic()
         while _http_rows(out) < 10:
-            proc.touch()
             assert time.monotonic() - sent < 30, f"{_http_rows(out)} rows: held past max_hold_bytes while the proxy stayed busy"
             time.sleep(0.005)
-        busy(2.0)  # the rest stays held while the proxy is busy: only the excess was recorded
+        time.sleep(2.0)  # the rest stays held while the proxy is busy: only the excess was recorded
         assert _http_rows(out) == 10
     finally:
         assert proc.close({}) == 0
     assert pq.read_table(out / "http.parquet").column("path").to_pylist() == [f"/v1/batch/{i}" for i in range(20)]
+
+
+def test_a_recorder_that_does_not_finish_in_time_is_killed(tmp_path: Path) -> None:
+    """The worker ignores SIGTERM (it reaches the whole process group): a close that times out must still end it."""
+    from egressaudit.http import worker as W
+
+    proc = W.RecorderProcess(tmp_path / "slow", RecorderOptions(session_id="s"), None)
+    proc.wait_ready()
+    body = json.dumps({"events": [{"device_id": f"{i:032x}", "n": i} for i in range(300)]}).encode()
+    for i in range(300):  # several seconds of recording, far more than the timeout below
+        proc.submit_flow(_post("api.segment.io", f"/v1/batch/{i}", body))
+    code = proc.close({}, timeout=0.2)
+    assert code is not None and code < 0 and not proc.process.is_alive()
 
 
 def test_a_negative_max_lag_is_refused_in_one_line(tmp_path: Path) -> None:

@@ -561,6 +561,21 @@ class _Run:
                     pass
 
 
+def _off_the_terminal(fds: list[int]) -> None:
+    """The terminal hung up: what the capture and the analysis after it would print there goes to /dev/null, since
+    every write to it now fails (EIO) and would end the run before the session is written."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        return
+    for fd in fds:
+        try:
+            os.dup2(null, fd)
+        except OSError:
+            pass
+    os.close(null)
+
+
 def capture(
     iface: str,
     out_dir: Path,
@@ -596,13 +611,18 @@ def capture(
     previous: dict[signal.Signals, Any] = {}
     signalled: list[int] = []
 
+    terminal = [fd for fd in (1, 2) if os.isatty(fd)]  # (asked now: a hung-up terminal may no longer say it is one)
+
     def on_signal(signum: int, frame: FrameType | None) -> None:
         signalled.append(signum)
         stop.set()
+        if signum == signal.SIGHUP:
+            _off_the_terminal(terminal)
 
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: a closed terminal
-            if signal.getsignal(signum) is not signal.SIG_IGN:  # (nohup ignores SIGHUP: so do we)
+            handler = signal.getsignal(signum)
+            if handler is not signal.SIG_IGN and handler is not None:  # (nohup ignores SIGHUP: so do we; None: set from C)
                 previous[signum] = signal.signal(signum, on_signal)
 
     try:

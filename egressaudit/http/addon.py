@@ -123,9 +123,10 @@ class EgressAudit:
             self._flusher = loop.create_task(self._flush_every_second())
         # a terminal closing sends SIGHUP, which would kill mitmdump before it compacts and writes session.json: shut
         # down as on SIGTERM instead (unless the user chose to ignore it, as nohup does)
-        if signal.getsignal(signal.SIGHUP) is signal.SIG_DFL:
+        hup = getattr(signal, "SIGHUP", None)  # (none on Windows)
+        if hup is not None and signal.getsignal(hup) is signal.SIG_DFL:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # no signal handling in this loop or thread
-                loop.add_signal_handler(signal.SIGHUP, ctx.master.shutdown)
+                loop.add_signal_handler(hup, ctx.master.shutdown)
 
     async def _flush_every_second(self) -> None:
         while True:

@@ -88,9 +88,10 @@ def run_mitmdump(out: Path, conf: Path, **kw: object) -> int:
         proc.send_signal(signal.SIGTERM)
 
     previous = {}
-    for sig in (signal.SIGTERM, signal.SIGHUP):
+    for sig in [s for s in (signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None]:  # (no SIGHUP on Windows)
         with contextlib.suppress(ValueError):  # not the main thread: signals stay as they are
-            if signal.getsignal(sig) is not signal.SIG_IGN:  # (nohup ignores SIGHUP: so do we)
+            handler = signal.getsignal(sig)
+            if handler is not signal.SIG_IGN and handler is not None:  # (nohup ignores SIGHUP: so do we; None: set from C)
                 previous[sig] = signal.signal(sig, stop)
     try:
         try:

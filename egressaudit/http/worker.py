@@ -70,8 +70,9 @@ MAX_LAG_S = 30
 """A snapshot waits for an idle proxy at most this long by default (``egressaudit_max_lag``); then it is recorded regardless."""
 MAX_HOLD_BYTES = 64 << 20
 """Bodies held for an idle proxy at most (approximately: request, response and WebSocket message contents)."""
-IGNORED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-"""Signals sent to the proxy's whole process group; the worker finishes when the proxy tells it or dies, not on these."""
+IGNORED_SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None)
+"""Signals sent to the proxy's whole process group; the worker finishes when the proxy tells it or dies, not on these
+(so it is stopped with SIGKILL when it must be)."""
 BUSY_POLL_S = 0.01
 FLUSH_S = 1.0
 
@@ -152,18 +153,17 @@ def restore(snap: Snapshot) -> http.HTTPFlow:
 
 
 @contextlib.contextmanager
-def _signals_ignored() -> Iterator[None]:
-    """IGNORED_SIGNALS ignored for a while in this process (and in the processes it starts meanwhile)."""
-    try:
-        previous = [(sig, signal.signal(sig, signal.SIG_IGN)) for sig in IGNORED_SIGNALS]
-    except ValueError:  # not the main thread: cannot change signal handling here
+def _signals_blocked() -> Iterator[None]:
+    """IGNORED_SIGNALS blocked in this thread for a while, and so in the processes it starts meanwhile (a signal mask
+    survives fork and exec): a signal that arrives meanwhile stays pending here or goes to another thread, not lost."""
+    if not hasattr(signal, "pthread_sigmask"):  # (Windows)
         yield
         return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, IGNORED_SIGNALS)
     try:
         yield
     finally:
-        for sig, handler in previous:
-            signal.signal(sig, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 class RecorderStartError(Exception):
@@ -183,9 +183,10 @@ class RecorderProcess:
         self._timer: asyncio.TimerHandle | None = None
         mp = multiprocessing.get_context("spawn")
         # Ctrl-C (and SIGTERM, SIGHUP) reach the whole process group, and the worker takes a second to import: start it
-        # with them ignored (kept across exec), so that an early one cannot kill it before it can finish and compact.
-        # The queue's first semaphore starts multiprocessing's resource tracker, which must not die of SIGHUP either.
-        with _signals_ignored():
+        # with them blocked (it ignores them, then unblocks them), so that an early one cannot kill it before it can
+        # finish and compact.  The queue's first semaphore starts multiprocessing's resource tracker, which must not die
+        # of SIGHUP either (it ignores and unblocks SIGINT and SIGTERM itself; SIGHUP stays blocked there).
+        with _signals_blocked():
             self.queue: Any = mp.Queue(QUEUE_SIZE)
             self.activity: Any = mp.RawValue("d", time.monotonic())  # when the proxy last did something (CLOCK_MONOTONIC, system-wide)
             self.closing: Any = mp.RawValue("b", 0)  # "close" without the queue (see _close_at_exit)
@@ -211,7 +212,7 @@ class RecorderProcess:
             if not self.process.is_alive():
                 raise RecorderStartError(f"the recorder process ended at start with exit code {self.process.exitcode}")
             if time.monotonic() > deadline:
-                self.process.terminate()  # not left running behind a proxy that will not use it
+                self.process.kill()  # not left running behind a proxy that will not use it (it ignores SIGTERM)
                 self.process.join(5)
                 raise RecorderStartError(f"the recorder process was not ready after {timeout:.0f} s")
         try:
@@ -272,7 +273,7 @@ class RecorderProcess:
             self.closing.value = 1
             self.process.join(120)
             if self.process.is_alive():
-                self.process.terminate()
+                self.process.kill()
                 self.process.join(5)
 
     def close(self, extra: dict[str, Any], timeout: float = 120.0) -> int | None:
@@ -283,7 +284,7 @@ class RecorderProcess:
         self.queue.close()
         self.process.join(timeout)
         if self.process.is_alive():
-            self.process.terminate()
+            self.process.kill()  # (it ignores SIGTERM)
             self.process.join(5)
         return self.process.exitcode
 
@@ -308,6 +309,8 @@ def _run(
 ) -> None:  # fmt: skip
     for sig in IGNORED_SIGNALS:  # they reach the whole process group; the proxy decides when we stop
         signal.signal(sig, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, IGNORED_SIGNALS)  # (blocked while we were started)
     try:
         from egressaudit.signatures import default_db, load
 
@@ -357,6 +360,9 @@ def _run(
             held -= size
             _record(rec, k, state, n, opts.keep_bodies)
             now = time.monotonic()
+            if now - last_flush >= FLUSH_S:  # a long backlog (at close, or after a long busy spell) reaches disk as it goes
+                rec.flush()
+                last_flush, forced = now, False
         if finishing:
             if kind == "close":
                 rec.close(payload)
