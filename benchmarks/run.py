@@ -938,7 +938,8 @@ def _profile_summary(prof: Path, n: int) -> dict[str, Any]:
     }
 
 
-def bench_proxy(n: int, rounds: int, threads: int, profile: bool, block: int = 200, gap: float = 1.3, sustained: bool = True) -> dict[str, Any]:
+def bench_proxy(n: int, rounds: int, threads: int, profile: bool, block: int = 200, gap: float = 1.3, sustained: bool = True,
+                sustained_rounds: int = 4) -> dict[str, Any]:  # fmt: skip
     from egressaudit.http.worker import IDLE_S, MAX_HOLD_BYTES, MAX_LAG_S
 
     reqs = telemetry_requests(n)
@@ -968,9 +969,9 @@ def bench_proxy(n: int, rounds: int, threads: int, profile: bool, block: int = 2
         if sustained:
             # no quiet moment within a configuration's requests: the recorder holds them all (default max_lag), or with
             # max_lag 0 records alongside, as it does under traffic that never pauses for longer than max_lag;
-            # two rounds each in opposite orders (c a b, b a c), so that drift over the ~30 s of a round hits (a) and (b) alike
+            # rounds in alternating orders (c a b, b a c, ...), so that drift over the ~45 s of a round hits (a) and (b) alike
             for group, lag in ((SUSTAINED, None), (BEYOND, 0.0)):
-                for r, order in enumerate((configs, configs[::-1])):
+                for r, order in enumerate([configs, configs[::-1]] * max(1, sustained_rounds // 2)):
                     console.print(f"[bold]proxy[/] {', '.join(order)} one after the other, {n:,} POSTs each without a pause, 1 client"
                                   + ("" if lag is None else f", egressaudit_max_lag={lag:g}"))  # fmt: skip
                     runs += [
@@ -1204,7 +1205,7 @@ def _proxy_tables(px: dict[str, Any]) -> list[tuple[str, list[str], list[list[st
             "after each of (b)'s blocks the benchmark waits for it to finish that block's work before the quiet gap (at most "
             f"{max((o.get('settle_s_max', 0) for o in px['overhead'].values()), default=0):.1f} s), so that no other configuration's block runs "
             f"alongside it. The '{SUSTAINED}' rounds send each configuration's {px['requests']:,} requests as one block without a pause (c a b, "
-            f"then b a c), held and recorded afterwards; the '{BEYOND}' rounds do the same with egressaudit_max_lag=0, so the recorder "
+            f"then b a c, and so on), held and recorded afterwards; the '{BEYOND}' rounds do the same with egressaudit_max_lag=0, so the recorder "
             "records alongside: what traffic that never pauses for longer than the hold costs. "
             f"Load average (1 min) before/after: {px['loadavg_before_after']}.")  # fmt: skip
     out.append(("Proxy overhead", ["configuration", "client threads", "runs x POSTs", "median ms", "p99 ms", "requests/s", "proxy CPU ms/req",
@@ -1292,7 +1293,10 @@ def main() -> int:
     ap.add_argument("--proxy-threads", type=int, default=8, help="client threads of the concurrent proxy run (1: none)")
     ap.add_argument("--proxy-block", type=int, default=200, help="requests per interleaved block of the proxy runs")
     ap.add_argument("--proxy-gap", type=float, default=1.3, help="seconds of quiet after each proxy block (the recorder does a block's work in it)")
-    ap.add_argument("--no-proxy-sustained", action="store_true", help="leave out the proxy round that sends all requests without a pause")
+    ap.add_argument("--no-proxy-sustained", action="store_true", help="leave out the proxy rounds that send all requests without a pause")
+    ap.add_argument(
+        "--proxy-sustained-rounds", type=int, default=None, help="rounds of each no-pause group, in alternating orders (default 4; --quick 2)"
+    )
     ap.add_argument("--profile", action="store_true", help="proxy part: one more run of the addon under cProfile, summarised")
     args = ap.parse_args()
     packets = args.packets or (300_000 if args.quick else 2_000_000)
@@ -1314,7 +1318,8 @@ def main() -> int:
             res = bench_capture([int(x) for x in args.rates.split(",")], duration)
         elif part == "proxy":
             res = bench_proxy(args.proxy_requests or (300 if args.quick else 2000), args.proxy_rounds or (1 if args.quick else 3),
-                              args.proxy_threads, args.profile, args.proxy_block, args.proxy_gap, not args.no_proxy_sustained)  # fmt: skip
+                              args.proxy_threads, args.profile, args.proxy_block, args.proxy_gap, not args.no_proxy_sustained,
+                              args.proxy_sustained_rounds or (2 if args.quick else 4))  # fmt: skip
         # re-read: another run (another part) may have written its results since this one started
         all_res = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else {}
         all_res["environment"] = env
