@@ -1251,7 +1251,9 @@ def _proxy_tables(px: dict[str, Any]) -> list[tuple[str, list[str], list[list[st
                 f"under the profiler). Main-thread busy time {pr['busy_s']:.2f} s (idle epoll waits left out); the addon's hooks and flushes "
                 "(EgressAudit.client_connected/requestheaders/response/error, Recorder.flush/close) "
                 f"take {pr['addon_s']:.2f} s of it = {100 * pr['addon_share_of_busy']:.0f}%, "
-                f"{pr['addon_ms_per_req']:.2f} ms per request. Share = of the busy time; cumulative times nest.")  # fmt: skip
+                f"{pr['addon_ms_per_req']:.2f} ms per request. Share = of the busy time; cumulative times nest."
+                + (f" From an earlier run (`{pr['from_earlier_run']}`): the latest had no --profile."
+                   if pr.get("from_earlier_run") else ""))  # fmt: skip
         out.append(("Proxy overhead: where the addon's time goes (egressaudit functions, cumulative)", ["function", "calls", "cum s", "% of busy"],
                     rows, note))  # fmt: skip
         rows = [[x["where"], _f(x["calls"]), _f(x["own_s"], ".2f"), _f(100 * x["share_of_busy"], ".1f")] for x in pr["top_own"]]
@@ -1322,6 +1324,9 @@ def main() -> int:
                               args.proxy_sustained_rounds or (2 if args.quick else 4))  # fmt: skip
         # re-read: another run (another part) may have written its results since this one started
         all_res = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else {}
+        earlier = all_res.get("proxy", {}).get("profile")
+        if part == "proxy" and res.get("profile") is None and earlier:  # a run without --profile keeps the last profile, marked
+            res["profile"] = {**earlier, "from_earlier_run": earlier.get("from_earlier_run") or all_res.get("commands", {}).get("proxy", "?")}
         all_res["environment"] = env
         all_res[part] = res
         all_res.setdefault("commands", {})[part] = cmd.strip()
