@@ -341,10 +341,7 @@ def test_capture_command_captures_then_analyses(tmp_path: Path) -> None:
         text=True,
     )
     time.sleep(1.5)
-    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    for _ in range(500):
-        tx.sendto(b"\xf0" + bytes(99), ("127.0.0.1", port))
-    tx.close()
+    _send_udp(port, 500)
     _, err = proc.communicate(timeout=60)
     rx.close()
     assert proc.returncode == 0, err
@@ -352,6 +349,13 @@ def test_capture_command_captures_then_analyses(tmp_path: Path) -> None:
     assert session["capture"]["frames"] == 500 and session["capture"]["kernel_drops"] == 0
     assert session["counts"]["packets"] == 500
     assert (out / "flows.parquet").is_file() and (out / "capture.pcapng").is_file()
+
+
+def _send_udp(port: int, n: int) -> None:
+    """``n`` datagrams of 100 bytes to 127.0.0.1:``port``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+        for _ in range(n):
+            tx.sendto(b"\xf0" + bytes(99), ("127.0.0.1", port))
 
 
 def _wait_capturing(out: Path, exited: Callable[[], object], timeout: float = 60) -> None:
@@ -379,10 +383,7 @@ def test_capture_command_stopped_by_a_signal_keeps_everything(tmp_path: Path, si
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     try:
         _wait_capturing(out, proc.poll)
-        tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        for _ in range(300):
-            tx.sendto(b"\xf0" + bytes(99), ("127.0.0.1", port))
-        tx.close()
+        _send_udp(port, 300)
         time.sleep(0.5)
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=60)
@@ -432,10 +433,7 @@ def test_capture_command_in_a_terminal_that_hangs_up_still_writes_its_session(tm
 
     try:
         _wait_capturing(out, exited)
-        tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        for _ in range(300):
-            tx.sendto(b"\xf0" + bytes(99), ("127.0.0.1", port))
-        tx.close()
+        _send_udp(port, 300)
         deadline = time.monotonic() + 30
         while b"300 packets" not in seen:  # its progress line, on the terminal
             assert time.monotonic() < deadline, bytes(seen[-500:])

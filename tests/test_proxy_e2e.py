@@ -328,6 +328,21 @@ def test_proxy_command_defaults_loopback_private_ca(tmp_path: Path, sink: Sink) 
     assert "dan@example.org" not in (out / "http.parquet").read_bytes().decode("latin-1")
 
 
+def _mitmdump_that_exits(tmp_path: Path, out: Path, *settings: str, port: int | None = None, timeout: float = 120) -> tuple[int, str]:
+    """A mitmdump with the audit addon that is expected to stop on its own (at start): its exit code and its output."""
+    exe = shutil.which("mitmdump")
+    cmd = [exe] if exe else [sys.executable, "-c", "from mitmproxy.tools.main import mitmdump; mitmdump()"]
+    cmd += ["-q", "--listen-host", "127.0.0.1", "--listen-port", str(port or free_port()), "-s", str(ROOT / "addons" / "egressaudit_addon.py")]
+    cmd += ["--set", f"confdir={tmp_path / 'conf'}", "--set", f"egressaudit_dir={out}"]
+    for setting in settings:
+        cmd += ["--set", setting]
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    except subprocess.TimeoutExpired as e:
+        raise AssertionError(f"mitmdump did not exit within {timeout:g} s") from e
+    return r.returncode, r.stdout + r.stderr
+
+
 @pytest.mark.skipif(CURL is None, reason="curl not installed")
 def test_max_lag_is_an_option_of_the_command_line(tmp_path: Path, sink: Sink) -> None:
     """--set egressaudit_max_lag=0 (record at once) runs and records; a negative one stops mitmdump at start in one line."""
@@ -339,13 +354,8 @@ def test_max_lag_is_an_option_of_the_command_line(tmp_path: Path, sink: Sink) ->
         assert proxy.stop() == 0
     assert pq.read_table(out / "http.parquet").num_rows == 1
 
-    exe = shutil.which("mitmdump")
-    cmd = [exe] if exe else [sys.executable, "-c", "from mitmproxy.tools.main import mitmdump; mitmdump()"]
-    cmd += ["-q", "--listen-host", "127.0.0.1", "--listen-port", str(free_port()), "-s", str(ROOT / "addons" / "egressaudit_addon.py")]
-    cmd += ["--set", f"confdir={tmp_path / 'conf'}", "--set", f"egressaudit_dir={tmp_path / 'bad'}", "--set", "egressaudit_max_lag=-1"]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    log = r.stdout + r.stderr
-    assert r.returncode != 0 and "egressaudit: egressaudit_max_lag: must be 0 or more seconds, not -1" in log, log
+    code, log = _mitmdump_that_exits(tmp_path, tmp_path / "bad", "egressaudit_max_lag=-1")
+    assert code != 0 and "egressaudit: egressaudit_max_lag: must be 0 or more seconds, not -1" in log, log
     assert "Traceback" not in log, log
 
 
@@ -353,14 +363,8 @@ def test_a_recorder_that_cannot_start_stops_the_proxy_at_start(tmp_path: Path, s
     """The recorder process reports ready before the proxy serves; if it cannot start, mitmdump exits with one line."""
     out = tmp_path / "audit"
     (out / ".salt").mkdir(parents=True)  # the session's salt file cannot be read or written
-    exe = shutil.which("mitmdump")
-    cmd = [exe] if exe else [sys.executable, "-c", "from mitmproxy.tools.main import mitmdump; mitmdump()"]
-    cmd += ["-q", "--listen-host", "127.0.0.1", "--listen-port", str(free_port()), "-s", str(ROOT / "addons" / "egressaudit_addon.py")]
-    cmd += ["--set", f"confdir={tmp_path / 'conf'}", "--set", f"egressaudit_dir={out}"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
-    log = r.stdout + r.stderr
-    assert r.returncode != 0, log
+    code, log = _mitmdump_that_exits(tmp_path, out)
+    assert code != 0, log
     assert "egressaudit: cannot start the recorder: IsADirectoryError" in log, log
     assert "Traceback" not in log, log
     assert not list(out.glob("*.parquet")) and not list(out.glob("*.parts"))
@@ -373,16 +377,7 @@ def test_a_proxy_whose_port_is_taken_exits_instead_of_waiting_for_its_recorder(t
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        exe = shutil.which("mitmdump")
-        cmd = [exe] if exe else [sys.executable, "-c", "from mitmproxy.tools.main import mitmdump; mitmdump()"]
-        cmd += ["-q", "--listen-host", "127.0.0.1", "--listen-port", str(taken.getsockname()[1])]
-        cmd += ["-s", str(ROOT / "addons" / "egressaudit_addon.py"), "--set", f"confdir={tmp_path / 'conf'}", "--set", f"egressaudit_dir={out}"]
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        try:
-            r = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=ROOT, env=env)
-        except subprocess.TimeoutExpired as e:
-            raise AssertionError("mitmdump did not exit after failing to listen") from e
-    log = r.stdout + r.stderr
-    assert r.returncode != 0 and "address already in use" in log, log
+        code, log = _mitmdump_that_exits(tmp_path, out, port=taken.getsockname()[1], timeout=60)  # (it used to hang)
+    assert code != 0 and "address already in use" in log, log
     assert "Traceback" not in log, log
     assert json.loads((out / "session.json").read_text())["http"]["exchanges"] == 0

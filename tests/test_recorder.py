@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -141,6 +142,23 @@ def _http_rows(out: Path) -> int:
         return 0
 
 
+def _wait_rows(out: Path, n: int, within: float, why: str) -> float:
+    """Seconds until ``out`` holds ``n`` http rows on disk; fails with ``why`` after ``within`` seconds."""
+    import time
+
+    start = time.monotonic()
+    while _http_rows(out) < n:
+        assert time.monotonic() - start < within, f"{why}: {_http_rows(out)} of {n} rows after {within:g} s"
+        time.sleep(0.005)
+    return time.monotonic() - start
+
+
+def _never_quiet(proc: Any) -> None:
+    """The proxy's clock stamped in the future, and submitting no longer stamps it: no pause of a test can look quiet."""
+    proc.activity.value = float("inf")
+    proc.touch = lambda: None
+
+
 def test_the_recorder_process_records_while_the_proxy_is_quiet_and_at_most_max_lag_behind(tmp_path: Path) -> None:
     """The real worker process: while the proxy keeps stamping activity it holds its snapshots back (no rows, little
     CPU), for at most ``max_lag`` seconds and ``max_hold_bytes``; once the proxy is quiet it records them all."""
@@ -177,31 +195,23 @@ def test_the_recorder_process_records_while_the_proxy_is_quiet_and_at_most_max_l
             gc.enable()
         cpu1 = sum(psutil.Process(proc.process.pid).cpu_times()[:2])
         assert _http_rows(out) == 0
-        quiet_from = time.monotonic()
-        while _http_rows(out) < 200:
-            assert time.monotonic() - quiet_from < 10, f"only {_http_rows(out)} of 200 rows after 10 s of quiet"
-            time.sleep(0.05)
+        _wait_rows(out, 200, 10, "not recorded once the proxy was quiet")
         cpu2 = sum(psutil.Process(proc.process.pid).cpu_times()[:2])
         assert cpu1 - cpu0 < 0.3 * (cpu2 - cpu1), (cpu1 - cpu0, cpu2 - cpu1)  # while busy it polled; the recording came after
     finally:
         assert proc.close({}) == 0
     assert pq.read_table(out / "http.parquet").num_rows == 200
 
-    # 2) a proxy that never goes quiet (its clock stamped in the future: no pause of this test can look quiet): the
-    #    snapshots are recorded anyway, max_lag late
+    # 2) a proxy that never goes quiet: the snapshots are recorded anyway, max_lag late
     out = tmp_path / "busy"
     proc = W.RecorderProcess(out, RecorderOptions(session_id="b"), None, max_lag=lag)
     proc.wait_ready()
     try:
-        proc.activity.value = float("inf")
-        proc.touch = lambda: None  # type: ignore[method-assign]  # (submitting stamps the clock too)
+        _never_quiet(proc)
         for i in range(20):
             proc.submit_flow(_post("api.segment.io", f"/v1/batch?{i}", body))
-        sent = time.monotonic()
-        while _http_rows(out) < 20:
-            assert time.monotonic() - sent < lag + 10, "snapshots held back past max_lag while the proxy stayed busy"
-            time.sleep(0.005)
-        assert time.monotonic() - sent >= lag - 0.2  # not before their lag ran out
+        waited = _wait_rows(out, 20, lag + 10, "held back past max_lag while the proxy stayed busy")
+        assert waited >= lag - 0.2  # not before their lag ran out
     finally:
         assert proc.close({}) == 0
 
@@ -211,14 +221,10 @@ def test_the_recorder_process_records_while_the_proxy_is_quiet_and_at_most_max_l
     proc = W.RecorderProcess(out, RecorderOptions(session_id="f"), None, max_lag=600, max_hold_bytes=10 * size)
     proc.wait_ready()
     try:
-        proc.activity.value = float("inf")
-        proc.touch = lambda: None  # type: ignore[method-assign]  # (submitting stamps the clock too)
+        _never_quiet(proc)
         for i in range(20):
             proc.submit_flow(_post("api.segment.io", f"/v1/batch/{i}", body))
-        sent = time.monotonic()
-        while _http_rows(out) < 10:
-            assert time.monotonic() - sent < 30, f"{_http_rows(out)} rows: held past max_hold_bytes while the proxy stayed busy"
-            time.sleep(0.005)
+        _wait_rows(out, 10, 30, "held past max_hold_bytes while the proxy stayed busy")
         time.sleep(2.0)  # the rest stays held while the proxy is busy: only the excess was recorded
         assert _http_rows(out) == 10
     finally:
