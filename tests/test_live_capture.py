@@ -147,7 +147,7 @@ def test_live_capture_on_loopback(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
     t = threading.Thread(target=run)
     t.start()
-    time.sleep(0.5)  # the socket is open and filtered well before this
+    _wait_capturing(tmp_path, lambda: None if t.is_alive() else "exited")
     try:
         traffic.run()
         time.sleep(0.3)
@@ -340,7 +340,7 @@ def test_capture_command_captures_then_analyses(tmp_path: Path) -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(1.5)
+    _wait_capturing(out, proc.poll)
     _send_udp(port, 500)
     _, err = proc.communicate(timeout=60)
     rx.close()

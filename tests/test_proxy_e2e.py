@@ -175,7 +175,9 @@ def test_a_killed_proxy_loses_at_most_the_last_second(tmp_path: Path, sink: Sink
                 json.dumps({"n": i, "email": "bob@example.org"}),
                 "https://api.segment.io/v1/batch",
             )
-        time.sleep(2.5)  # more than the flush interval
+        deadline = time.monotonic() + 10  # the flush interval is 1 s: 10 s leaves room for a slow machine
+        while read_rows(out, "http").num_rows < 5 and time.monotonic() < deadline:
+            time.sleep(0.1)
     finally:
         proxy.stop(signal.SIGKILL)
     assert not (out / "http.parquet").exists()  # never compacted: the process was killed
