@@ -971,7 +971,8 @@ def bench_proxy(n: int, rounds: int, threads: int, profile: bool, block: int = 2
             # max_lag 0 records alongside, as it does under traffic that never pauses for longer than max_lag;
             # rounds in alternating orders (c a b, b a c, ...), so that drift over the ~45 s of a round hits (a) and (b) alike
             for group, lag in ((SUSTAINED, None), (BEYOND, 0.0)):
-                for r, order in enumerate([configs, configs[::-1]] * max(1, sustained_rounds // 2)):
+                for r in range(sustained_rounds):
+                    order = configs if r % 2 == 0 else configs[::-1]
                     console.print(f"[bold]proxy[/] {', '.join(order)} one after the other, {n:,} POSTs each without a pause, 1 client"
                                   + ("" if lag is None else f", egressaudit_max_lag={lag:g}"))  # fmt: skip
                     runs += [
@@ -1028,8 +1029,7 @@ def bench_proxy(n: int, rounds: int, threads: int, profile: bool, block: int = 2
             f"\n  mitmdump log: {x['log_tail'][-400:]}" for x in runs if x.get("log_tail"))[:3000])  # fmt: skip
     overhead = {}
     for g in groups:
-        a = next(r for r in rows if r["group"] == g and r["config"] == "mitmdump")
-        b = next(r for r in rows if r["group"] == g and r["config"] == "mitmdump+egressaudit")
+        a, b = _a_and_b(rows, g)
         overhead[g] = {"median_ratio": b["median_ms"] / a["median_ms"], "p99_ratio": b["p99_ms"] / a["p99_ms"],
                             "time_per_req_ratio": a["rps"] / b["rps"],
                             "cpu_per_req_ratio": b["proxy_cpu_ms_per_req"] / a["proxy_cpu_ms_per_req"],
@@ -1176,6 +1176,13 @@ def tables(res: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]], s
     return out
 
 
+def _a_and_b(rows: list[dict[str, Any]], group: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A group's (a) mitmdump row and (b) mitmdump+egressaudit row."""
+    a = next(r for r in rows if r["group"] == group and r["config"] == "mitmdump")
+    b = next(r for r in rows if r["group"] == group and r["config"] == "mitmdump+egressaudit")
+    return a, b
+
+
 def _round_interval(a: list[float], b: list[float], resamples: int = 10_000) -> tuple[float, float] | None:
     """95% bootstrap interval, resampling rounds (a round's (a) and (b) values together), of mean(b) / mean(a): how far the
     machine's round-to-round swing leaves the ratio uncertain.  None with fewer than 3 rounds."""
@@ -1193,8 +1200,7 @@ def _proxy_intervals(px: dict[str, Any]) -> dict[str, dict[str, tuple[float, flo
     """Per group: the round intervals of median latency and time per request ((b)/(a))."""
     out = {}
     for g in px["overhead"]:
-        a = next(r for r in px["rows"] if r["group"] == g and r["config"] == "mitmdump")
-        b = next(r for r in px["rows"] if r["group"] == g and r["config"] == "mitmdump+egressaudit")
+        a, b = _a_and_b(px["rows"], g)
         out[g] = {"median": _round_interval(a["median_ms_runs"], b["median_ms_runs"]),
                   "time": _round_interval([1 / x for x in a["rps_runs"]], [1 / x for x in b["rps_runs"]])}  # fmt: skip
     return out
