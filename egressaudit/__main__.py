@@ -1,3 +1,3 @@
-from egressaudit.cli import app
+from egressaudit.cli import run
 
-app(prog_name="egressaudit")
+run()

@@ -7,12 +7,20 @@ Exit codes (also in the README):
 * 3: an input cannot be used (not a capture, empty, unreadable, not a session folder)
 * 4: the output cannot be written
 * 5: the signature database is invalid
+* 6: the recording is incomplete: data was lost (the message says what); what reached disk was kept
+* 1: an internal error (a bug): one line on stderr, the traceback saved to a file (see :func:`run`)
+* 130: interrupted (Ctrl-C) where a command does not handle it itself
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
+import sys
+import traceback
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -35,6 +43,8 @@ if TYPE_CHECKING:
 EXIT_INPUT = 3
 EXIT_OUTPUT = 4
 EXIT_SIGNATURES = 5
+EXIT_INCOMPLETE = 6
+EXIT_INTERNAL = 1
 FLOW_FILE_SUFFIXES = (".mitm", ".flows", ".har")
 
 app = typer.Typer(
@@ -64,6 +74,56 @@ def main(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
 ) -> None:
     """egressaudit: network egress privacy auditor for video-conferencing clients."""
+    from egressaudit.session import private_umask
+
+    private_umask()  # every file a command writes (session tables, reports, exports) is 0600, folders 0700
+
+
+CRASH_DIR = Path("~/.egressaudit/crashes")
+
+
+def run() -> None:
+    """The ``egressaudit`` command: the typer app, with a last resort for bugs.
+
+    Every expected failure is one line and a documented exit code (the commands
+    handle them).  An exception that still escapes is a bug: it is reported in
+    one line, its traceback saved to ``~/.egressaudit/crashes/`` (0600) for a bug
+    report, and the exit code is 1.  Ctrl-C outside a command that handles it
+    exits 130 without a traceback.
+    """
+    try:
+        app(prog_name="egressaudit")
+    except KeyboardInterrupt:
+        err.print("interrupted", highlight=False)
+        sys.exit(130)
+    except Exception as e:
+        where = _save_crash(e)
+        msg = " ".join(str(e).split())[:300]
+        err.print(
+            f"[bold red]internal error:[/] {type(e).__name__}: {msg} -- a bug in egressaudit; "
+            + (f"details in {where}, please include them in a report" if where else "please report it"),
+            highlight=False,
+            soft_wrap=True,
+            markup=True,
+        )
+        sys.exit(EXIT_INTERNAL)
+
+
+def _save_crash(e: BaseException) -> Path | None:
+    from egressaudit.session import private_dir
+
+    try:
+        folder = CRASH_DIR.expanduser()
+        private_dir(folder.parent)
+        private_dir(folder)
+        path = folder / f"crash-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.txt"
+        text = f"egressaudit {__version__}\nargv: {sys.argv!r}\n\n" + "".join(traceback.format_exception(e))
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as f:
+            f.write(text)
+        return path
+    except OSError:
+        return None
 
 
 def _check_cidr(values: list[str] | None) -> list[str] | None:
@@ -103,8 +163,6 @@ def analyze(
     Captures give OUT/flows.parquet; mitmproxy flow files (.mitm, .flows) and HAR files (.har) give
     OUT/http.parquet and OUT/fields.parquet. OUT/session.json records inputs, versions and skipped counts.
     """
-    from egressaudit import session as sess
-    from egressaudit.capture.analyze import AnalyzeOptions
 
     db = _load_db(extra_signatures, client)
     for p in inputs:
@@ -112,10 +170,35 @@ def analyze(
             raise _fail(f"{p}: no such file", EXIT_INPUT)
         if p.is_dir():
             raise _fail(f"{p}: is a folder, not a capture file", EXIT_INPUT)
+    with _session_folder(out):
+        _analyze_inputs(inputs, out, db, local_net, client, idle_timeout, keep_values, keep_query, quiet)
+
+
+@contextlib.contextmanager
+def _session_folder(out: Path) -> Iterator[None]:
+    """``out`` made a private, writable session folder and held (its recording lock) for the time of the block; exit 4
+    with one line when it cannot be."""
+    from egressaudit import session as sess
+
     try:
         sess.prepare(out)
-    except sess.SessionError as e:
-        raise _fail(str(e), EXIT_OUTPUT) from None
+        lock = sess.RecordingLock(out)
+        lock.acquire()
+    except (sess.SessionError, OSError) as e:
+        raise _fail(str(e) if isinstance(e, sess.SessionError) else f"{out}: {e.strerror or e}", EXIT_OUTPUT) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _analyze_inputs(
+    inputs: list[Path], out: Path, db: SignatureDB, local_net: list[str] | None, client: str | None, idle_timeout: float,
+    keep_values: bool, keep_query: bool, quiet: bool,
+) -> None:  # fmt: skip
+    from egressaudit import session as sess
+    from egressaudit.capture.analyze import AnalyzeOptions
+
     flow_files = [p for p in inputs if p.suffix.lower() in FLOW_FILE_SUFFIXES]
     captures = [p for p in inputs if p not in flow_files]
     session_id = sess.session_id_for(out)
@@ -224,40 +307,94 @@ def capture(
     from egressaudit.capture.live import capture as live_capture
 
     db = _load_db(extra_signatures, client)
-    try:
-        sess.prepare(out)
-    except sess.SessionError as e:
-        raise _fail(str(e), EXIT_OUTPUT) from None
-    try:
-        if quiet:
-            stats = live_capture(iface, out, duration, bpf=bpf, idle_timeout=idle_timeout)
-        else:
-            with console.status(f"capturing on {iface}... (Ctrl-C to stop)") as st:
-
-                def progress(s: LiveStats) -> None:
-                    st.update(f"capturing on {iface}: {s.frames:,} packets, {s.flows_live:,} live flows, {s.kernel_drops:,} dropped")
-
-                stats = live_capture(iface, out, duration, bpf=bpf, idle_timeout=idle_timeout, on_progress=progress)
-    except CaptureSetupError as e:
-        raise _fail(str(e), EXIT_INPUT) from None
-    except OSError as e:
-        raise _fail(f"{out}: cannot write: {e.strerror or e}", EXIT_OUTPUT) from None
-    if not quiet:
-        console.print(f"captured {stats.frames:,} packets ({stats.kernel_drops:,} dropped by the kernel) -> {stats.path}")
     opts = AnalyzeOptions(local_nets=local_net or (), client=client, idle_timeout=idle_timeout, session_id=sess.session_id_for(out))
-    _analyze_captures([Path(stats.path)], out, db, opts, quiet)
-    sess.update_session_json(
-        out,
-        "capture",
-        {
-            "iface": stats.iface, "elapsed_s": round(stats.elapsed, 3), "frames": stats.frames, "kernel_packets": stats.kernel_packets,
-            "kernel_drops": stats.kernel_drops, "decode_skips": stats.decode_skips, "stopped_by": stats.stopped_by, "filter": bpf,
-            "rcvbuf": stats.rcvbuf,
-            "mode": stats.mode,
-            "flow_updates_skipped": stats.flow_updates_skipped,
-            "ring_freezes": stats.ring_freezes,
-        },
-    )  # fmt: skip
+    with _session_folder(out):
+        # written first, so that a capture that is killed leaves a folder saying what it was doing and with which options:
+        # `egressaudit report` then analyses what reached capture.pcapng (see _recover_capture)
+        try:
+            sess.write_session_json(
+                out,
+                {"session_id": opts.session_id, "state": sess.STATE_CAPTURING, "local_nets": list(opts.local_nets), "audited_client": client,
+                 "idle_timeout_s": idle_timeout, "capture": {"iface": iface, "filter": bpf, "started": sess.now_iso()}},
+                {"version": db.version, "vendors": len(db.vendors), "rules": len(db)},
+            )  # fmt: skip
+        except OSError as e:
+            raise _fail(f"{out}: cannot write: {e.strerror or e}", EXIT_OUTPUT) from None
+        try:
+            if quiet:
+                stats = live_capture(iface, out, duration, bpf=bpf, idle_timeout=idle_timeout)
+            else:
+                with console.status(f"capturing on {iface}... (Ctrl-C to stop)") as st:
+
+                    def progress(s: LiveStats) -> None:
+                        st.update(f"capturing on {iface}: {s.frames:,} packets, {s.flows_live:,} live flows, {s.kernel_drops:,} dropped")
+
+                    stats = live_capture(iface, out, duration, bpf=bpf, idle_timeout=idle_timeout, on_progress=progress)
+        except CaptureSetupError as e:
+            _remove_quietly(out / "session.json")
+            raise _fail(str(e), EXIT_INPUT) from None
+        except OSError as e:
+            raise _fail(f"{out}: cannot write: {e.strerror or e}", EXIT_OUTPUT) from None
+        if not quiet:
+            console.print(f"captured {stats.frames:,} packets ({stats.kernel_drops:,} dropped by the kernel) -> {stats.path}")
+        _analyze_captures([Path(stats.path)], out, db, opts, quiet)
+        try:
+            sess.update_session_json(
+                out,
+                "capture",
+                {
+                    "iface": stats.iface, "elapsed_s": round(stats.elapsed, 3), "frames": stats.frames, "kernel_packets": stats.kernel_packets,
+                    "kernel_drops": stats.kernel_drops, "decode_skips": stats.decode_skips, "stopped_by": stats.stopped_by, "filter": bpf,
+                    "rcvbuf": stats.rcvbuf,
+                    "mode": stats.mode,
+                    "flow_updates_skipped": stats.flow_updates_skipped,
+                    "ring_freezes": stats.ring_freezes,
+                },
+            )  # fmt: skip
+        except OSError as e:
+            raise _fail(f"{out}: cannot write: {e.strerror or e}", EXIT_OUTPUT) from None
+
+
+def _recover_capture(folder: Path) -> None:
+    """A folder whose ``capture`` was killed before it analysed (session.json still says "capturing"): analyse what
+    reached capture.pcapng now, with the options the capture was started with, and mark the session "recovered"."""
+    from egressaudit import session as sess
+    from egressaudit.capture.analyze import AnalyzeOptions
+    from egressaudit.capture.live import CAPTURE_FILE
+
+    try:
+        doc = sess.read_session_json(folder)
+    except sess.SessionError:
+        return
+    if doc.get("state") != sess.STATE_CAPTURING:
+        return
+    pid = sess.recording_pid(folder)
+    if pid is not None:
+        raise _fail(f"{folder}: a capture is still running into this folder{f' (pid {pid})' if pid else ''}; stop it first", EXIT_INPUT)
+    pcap = folder / CAPTURE_FILE
+    if not pcap.exists() or pcap.stat().st_size == 0:
+        raise _fail(f"{folder}: the capture was stopped before it wrote any packet (no {CAPTURE_FILE})", EXIT_INPUT)
+    started = doc.get("capture") if isinstance(doc.get("capture"), dict) else {}
+    err.print(f"{folder}: the capture did not finish (killed?); analysing what reached {CAPTURE_FILE}", highlight=False, soft_wrap=True)
+    client = doc.get("audited_client") if isinstance(doc.get("audited_client"), str) else None
+    db = _load_db(None, client if client else None)
+    nets = [n for n in doc.get("local_nets") or [] if isinstance(n, str)]
+    idle = doc.get("idle_timeout_s")
+    opts = AnalyzeOptions(
+        local_nets=nets, client=client, idle_timeout=float(idle) if isinstance(idle, int | float) else 120.0, session_id=sess.session_id_for(folder)
+    )
+    with _session_folder(folder):
+        _analyze_captures([pcap], folder, db, opts, quiet=True)
+        try:
+            sess.update_session_json(folder, "state", sess.STATE_RECOVERED)
+            sess.update_session_json(folder, "capture", {**(started or {}), "stopped_by": "killed", "recovered": sess.now_iso()})
+        except OSError as e:
+            raise _fail(f"{folder}: cannot write: {e.strerror or e}", EXIT_OUTPUT) from None
+
+
+def _remove_quietly(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink()
 
 
 @app.command()
@@ -270,6 +407,7 @@ def report(
 
     if not session_dir.is_dir():
         raise _fail(f"{session_dir}: not a folder", EXIT_INPUT)
+    _recover_capture(session_dir)
     try:
         path = build_report(session_dir, console=console, redact=not no_redact)
     except ReportError as e:

@@ -15,10 +15,14 @@ meaning; it is written into every Parquet file's metadata and into
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 SCHEMA_VERSION = "1.0"
 
@@ -192,14 +196,119 @@ def column_names(table: str) -> list[str]:
     return [c.name for c in TABLES[table]]
 
 
-def to_table(table: str, rows: list[dict[str, Any]] | dict[str, list[Any]]) -> pa.Table:
-    """Rows (dicts keyed by column name), or columns (lists keyed by name), as a typed Arrow table; missing ones are null."""
+def to_table(table: str, rows: list[dict[str, Any]] | dict[str, list[Any]], problems: Counter[str] | None = None) -> pa.Table:
+    """Rows (dicts keyed by column name), or columns (lists keyed by name), as a typed Arrow table; missing ones are null.
+
+    Values that the column cannot hold never reach the writer: when Arrow refuses
+    the columns as given, each value is checked against its column (see
+    :func:`_fit`), fixed, and counted in ``problems`` as ``"<table>.<column>:<reason>"``.
+    The check costs nothing for valid rows (it runs only after Arrow refused).
+    """
     if isinstance(rows, dict):
         n = len(next(iter(rows.values()), []))
         columns = {c.name: rows.get(c.name, [None] * n) for c in TABLES[table]}
     else:
         columns = {c.name: [r.get(c.name) for r in rows] for c in TABLES[table]}
-    return pa.Table.from_pydict(columns, schema=arrow_schema(table))
+    schema = arrow_schema(table)
+    try:
+        t = pa.Table.from_pydict(columns, schema=schema)
+        if _holds(t):
+            return t
+    except (pa.ArrowException, UnicodeError, OverflowError, TypeError, ValueError):
+        pass
+    counts: Counter[str] = Counter()
+    fixed = {c.name: [_fit(c.type, c.nullable, v, c.name, counts) for v in columns[c.name]] for c in TABLES[table]}
+    if problems is not None:
+        problems.update({f"{table}.{k}": n for k, n in counts.items()})
+    return pa.Table.from_pydict(fixed, schema=schema)
+
+
+def _holds(t: pa.Table) -> bool:
+    """What Arrow accepted but a reader could not use: nulls in non-nullable columns, timestamps beyond Python's datetime."""
+    for i, f in enumerate(t.schema):
+        col = t.column(i)
+        if not f.nullable and col.null_count:
+            return False
+        if pa.types.is_timestamp(f.type) and len(col) > col.null_count:
+            lo, hi = pc.min_max(col.cast(pa.int64())).values()
+            if lo.as_py() < TS_MIN_US or hi.as_py() > TS_MAX_US:
+                return False
+    return True
+
+
+_INT_RANGES = {8: (-(1 << 7), (1 << 7) - 1), 16: (-(1 << 15), (1 << 15) - 1), 32: (-(1 << 31), (1 << 31) - 1), 64: (-(1 << 63), (1 << 63) - 1)}
+TS_MIN_US = -62135596800_000000
+"""Earliest timestamp a table holds (0001-01-01T00:00:00Z, the start of Python's datetime, in microseconds since the
+epoch); earlier ones are clamped."""
+TS_MAX_US = 253402300799_999999
+"""Latest timestamp a table holds (9999-12-31T23:59:59.999999Z, the end of Python's datetime); later ones are clamped."""
+
+
+def escape_text(value: str) -> str:
+    """Text that UTF-8 cannot encode (bytes kept as surrogate escapes, lone surrogates) as escaped text: ``\\xff``, ``\\udc80``."""
+    try:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeError:
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _fit(t: pa.DataType, nullable: bool, v: Any, name: str, counts: Counter[str]) -> Any:
+    """``v`` as a value column type ``t`` can hold; every change is counted in ``counts`` by column and reason."""
+    if v is None:
+        if nullable:
+            return None
+        counts[f"{name}:missing"] += 1
+        return _EMPTY.get(str(t), None) if not pa.types.is_timestamp(t) else 0
+    if pa.types.is_string(t):
+        if isinstance(v, str):
+            try:
+                v.encode("utf-8")
+                return v
+            except UnicodeError:
+                counts[f"{name}:not_utf8"] += 1
+                return escape_text(v)
+        counts[f"{name}:wrong_type"] += 1
+        if isinstance(v, bytes | bytearray | memoryview):
+            return bytes(v).decode("utf-8", "backslashreplace")
+        return escape_text(str(v))
+    if pa.types.is_integer(t) or pa.types.is_timestamp(t):
+        lo, hi = (TS_MIN_US, TS_MAX_US) if pa.types.is_timestamp(t) else _INT_RANGES[t.bit_width]
+        if isinstance(v, datetime):
+            try:
+                v = int(v.timestamp() * 1_000_000)
+            except (OverflowError, ValueError, OSError):
+                v = None
+        elif isinstance(v, float) and math.isfinite(v) and v == int(v):
+            v = int(v)
+        if not isinstance(v, int):
+            counts[f"{name}:wrong_type"] += 1
+            return None if nullable else max(lo, 0)
+        if lo <= v <= hi:
+            return v
+        counts[f"{name}:out_of_range"] += 1
+        if nullable and not pa.types.is_timestamp(t):
+            return None
+        return min(max(v, lo), hi)
+    if pa.types.is_floating(t):
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            return float(v)
+        counts[f"{name}:wrong_type"] += 1
+        return None if nullable else 0.0
+    if pa.types.is_boolean(t):
+        if isinstance(v, bool):
+            return v
+        counts[f"{name}:wrong_type"] += 1
+        return bool(v)
+    if pa.types.is_list(t):
+        if not isinstance(v, list | tuple):
+            counts[f"{name}:wrong_type"] += 1
+            return None if nullable else []
+        inner = t.value_type
+        return [_fit(inner, True, x, name, counts) for x in v]
+    return v
+
+
+_EMPTY: dict[str, Any] = {"string": "", "bool": False, "double": 0.0, "int8": 0, "int16": 0, "int32": 0, "int64": 0}
 
 
 def markdown(table: str | None = None) -> str:

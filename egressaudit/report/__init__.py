@@ -8,7 +8,6 @@ from :mod:`egressaudit.report.render`.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -20,7 +19,7 @@ from egressaudit.report import figures as fig
 from egressaudit.report.render import render_html
 from egressaudit.report.summary import ReportData, check_columns, summarize
 from egressaudit.report.terminal import print_report
-from egressaudit.session import SessionError, read_session_json, read_table, session_id_for
+from egressaudit.session import STATE_RECOVERED, SessionError, atomic_write, private_dir, read_session_json, read_table, session_id_for
 
 __all__ = ["ReportError", "build_report", "load_session", "load_http", "ReportData"]
 
@@ -86,6 +85,20 @@ def load_session(session_dir: Path) -> tuple[pd.DataFrame | None, dict[str, obje
     return flows, session
 
 
+def _recovered_note(session: dict[str, object]) -> str:
+    inputs = session.get("inputs")
+    first = inputs[0] if isinstance(inputs, list) and inputs and isinstance(inputs[0], dict) else {}
+    packets, cut = first.get("packets"), first.get("truncated_records")
+    return (
+        "The capture did not finish (it was killed): these flows were analysed afterwards from the "
+        + (f"{packets:,} packets" if isinstance(packets, int) else "packets")
+        + " that reached capture.pcapng"
+        + (", whose last record was cut short" if cut else "")
+        + ". Packets the capture still held in memory when it died (at most about a second's worth) are missing,"
+        " and the kernel's drop counts are unknown."
+    )
+
+
 def build_report(session_dir: Path, console: Console | None = None, redact: bool = True) -> Path:
     """Write ``session_dir/report.html`` and ``session_dir/figures/*.png``; print the tables to ``console`` (when given).
 
@@ -100,12 +113,15 @@ def build_report(session_dir: Path, console: Console | None = None, redact: bool
     flows, session = load_session(session_dir)
     http, fields = load_http(session_dir) if has_http(session_dir) else (None, None)
     data = summarize(flows, session, redact=redact, http=http, fields=fields)
+    if session.get("state") == STATE_RECOVERED:
+        data.notes.append(_recovered_note(session))
     if session.get(INCOMPLETE):
         data.notes.append("No session.json: the recording did not finish. Rows were read from the part files it left behind.")
     if part_files(session_dir, "http") or part_files(session_dir, "fields"):
         data.notes.append("Some HTTP rows come from part files not yet merged (the recorder was stopped before it compacted its tables).")
+    private_dir(session_dir)  # (a session folder written by an older version, or copied with a permissive umask)
     figdir = session_dir / "figures"
-    figdir.mkdir(exist_ok=True)
+    private_dir(figdir)
     if data.has_flows:
         made = {
             "Egress by data class and category": fig.data_class_figure(data.by_data_class_category, figdir / "data_class.png"),
@@ -116,10 +132,8 @@ def build_report(session_dir: Path, console: Console | None = None, redact: bool
     if data.http is not None:
         p = fig.http_vendor_figure(data.http.by_vendor_category, figdir / "http_vendors.png")
         data.http.figures = {"HTTP request bytes sent per vendor, by category": p.relative_to(session_dir).as_posix()}
-    path = session_dir / "report.html"
-    tmp = session_dir / ".report.html.tmp"
-    tmp.write_text(render_html(data), encoding="utf-8")
-    os.replace(tmp, path)
+    page = render_html(data)
+    path = atomic_write(session_dir / "report.html", lambda tmp: tmp.write_text(page, encoding="utf-8"))
     if console is not None:
         print_report(data, console)
     return path

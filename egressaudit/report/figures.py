@@ -10,6 +10,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from egressaudit.report.summary import CATEGORY_ORDER, DATA_CLASS_ORDER, NONE, human_bytes
+from egressaudit.session import atomic_write
 
 DATA_CLASS_COLORS: dict[str, str] = {
     "customer_content": "#1f77b4",
@@ -49,9 +50,9 @@ def _empty(ax: Axes, title: str, message: str = "no egress in this session") -> 
 
 
 def _save(fig: Figure, path: Path) -> Path:
+    """Write the figure atomically: a full disk leaves no empty or partial PNG behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", dpi=DPI, metadata={"Software": None})
-    return path
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI, metadata={"Software": None}))
 
 
 def data_class_figure(by_class_category: pd.DataFrame, path: Path) -> Path:

@@ -1,0 +1,289 @@
+"""The commands around the session folder under faults: private files, a full disk, a read-only folder, a folder
+another process records into, a capture killed before it analysed, and the last resort for bugs.
+
+Every case runs the real ``egressaudit`` command in a subprocess, as a user would, and checks the exit code, that
+stderr is one line without a traceback, and what is left on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from egressaudit.schema import TS_MAX_US, TS_MIN_US, escape_text, to_table
+from egressaudit.session import RecordingLock
+from tests.support.smallfs import fill, mount_unavailable, read_only_folder, small_filesystem
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "captures" / "janus-echo"
+SAMPLE_ARGS = [str(SAMPLE / "call.pcapng"), "--local-net", "10.77.0.2/32", "--signatures", str(SAMPLE / "selfhosted.yaml")]
+needs_mount = pytest.mark.skipif(mount_unavailable() is not None, reason=str(mount_unavailable()))
+
+
+def egressaudit(*args: str, home: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HOME": str(home), "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "egressaudit", *args], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def one_line_error(r: subprocess.CompletedProcess[str]) -> str:
+    """stderr of a failed command: exactly one non-empty line, no traceback."""
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert "Traceback" not in r.stderr and "Traceback" not in r.stdout, r.stderr
+    assert len(lines) == 1, r.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def sample_session(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The README's sample, analysed once (flows.parquet + session.json)."""
+    home = tmp_path_factory.mktemp("home")
+    out = tmp_path_factory.mktemp("sessions") / "sample"
+    r = egressaudit("analyze", *SAMPLE_ARGS, "--out", str(out), "--quiet", home=home)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def test_every_file_of_a_session_is_private(tmp_path: Path, sample_session: Path) -> None:
+    """Files 0600 and folders 0700, whatever the user's umask: the tables keep real addresses and host names."""
+    out = tmp_path / "audits" / "s"
+    shutil.copytree(sample_session, out)
+    for p in [out, *out.rglob("*")]:  # as if written by an older version, with a permissive umask
+        os.chmod(p, 0o755 if p.is_dir() else 0o644)
+    os.chmod(out.parent, 0o755)
+    (out / "report.html").unlink(missing_ok=True)
+    shutil.rmtree(out / "figures", ignore_errors=True)
+    old = os.umask(0o022)
+    try:
+        fresh = tmp_path / "audits" / "fresh"
+        r = egressaudit("analyze", *SAMPLE_ARGS, "--out", str(fresh), "--quiet", home=tmp_path)
+        assert r.returncode == 0, r.stderr
+        for folder in (fresh, out):
+            r = egressaudit("report", str(folder), home=tmp_path)
+            assert r.returncode == 0, r.stderr
+    finally:
+        os.umask(old)
+    written = [fresh, *fresh.rglob("*")]
+    assert {p.name for p in written} >= {"flows.parquet", "session.json", "report.html", "data_class.png"}
+    modes = {str(p.relative_to(tmp_path)): stat.S_IMODE(p.stat().st_mode) for p in written}
+    assert modes == {k: (0o700 if (tmp_path / k).is_dir() else 0o600) for k in modes}
+    # an existing session folder is narrowed too, and what the report writes into it is private
+    assert stat.S_IMODE(out.stat().st_mode) == 0o700
+    assert stat.S_IMODE((out / "report.html").stat().st_mode) == 0o600
+    assert stat.S_IMODE((out / "figures" / "vendors.png").stat().st_mode) == 0o600
+
+
+def test_a_user_folder_that_is_not_a_session_keeps_its_mode(tmp_path: Path) -> None:
+    """`--out` pointing at a shared folder that already holds other things (e.g. /tmp) is not narrowed."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "someone-elses-file").write_text("x")
+    os.chmod(shared, 0o1777)
+    r = egressaudit("analyze", *SAMPLE_ARGS, "--out", str(shared), "--quiet", home=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o1777
+    assert stat.S_IMODE((shared / "flows.parquet").stat().st_mode) == 0o600
+
+
+@needs_mount
+@pytest.mark.parametrize("free", [0, 8 << 10, 56 << 10], ids=["0B", "8KB", "56KB"])
+def test_report_on_a_full_disk_says_so_and_leaves_no_partial_file(tmp_path: Path, sample_session: Path, free: int) -> None:
+    with small_filesystem(tmp_path / "disk", 4 << 20) as disk:
+        out = disk / "sample"
+        shutil.copytree(sample_session, out)
+        for p in out.glob("report.html"):
+            p.unlink()
+        shutil.rmtree(out / "figures", ignore_errors=True)
+        before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+        fill(disk, free)
+        r = egressaudit("report", str(out), home=tmp_path)
+        assert r.returncode == 4, (r.returncode, r.stderr)
+        assert "No space left on device" in one_line_error(r)
+        left = [p for p in out.rglob("*") if p.is_file()]
+        assert not [p.name for p in left if p.name.endswith(".tmp") or p.stat().st_size == 0], left
+        assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before  # the session itself untouched
+        (disk / ".filler").unlink()
+        r = egressaudit("report", str(out), home=tmp_path)  # space again: the same folder reports
+        assert r.returncode == 0, r.stderr
+        assert (out / "report.html").stat().st_size > 0
+
+
+@needs_mount
+def test_analyze_into_a_read_only_folder_exits_4_and_writes_nothing(tmp_path: Path) -> None:
+    with read_only_folder(tmp_path / "ro") as ro:
+        r = egressaudit("analyze", *SAMPLE_ARGS, "--out", str(ro / "s"), home=tmp_path)
+        assert r.returncode == 4, r.stderr
+        assert "Read-only file system" in one_line_error(r)
+        assert list(ro.iterdir()) == []
+
+
+@needs_mount
+def test_analyze_onto_a_full_disk_exits_4_and_leaves_no_partial_table(tmp_path: Path) -> None:
+    with small_filesystem(tmp_path / "disk", 1 << 20) as disk:
+        out = disk / "s"
+        out.mkdir()
+        fill(disk, 4 << 10)
+        r = egressaudit("analyze", *SAMPLE_ARGS, "--out", str(out), home=tmp_path)
+        assert r.returncode == 4, (r.returncode, r.stderr)
+        assert "No space left on device" in one_line_error(r)
+        assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp") or p.name == "flows.parquet"]
+
+
+def test_a_folder_another_process_records_into_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "busy"
+    out.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from egressaudit.session import RecordingLock; "
+         "RecordingLock(Path(sys.argv[1])).acquire(); print('held', flush=True); time.sleep(60)", str(out)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        r = egressaudit("analyze", *SAMPLE_ARGS, "--out", str(out), home=tmp_path)
+        assert r.returncode == 4, r.stderr
+        assert f"another process (pid {holder.pid}) is recording into this folder" in one_line_error(r)
+        assert not (out / "flows.parquet").exists()
+    finally:
+        holder.kill()
+        holder.communicate()
+    r = egressaudit("analyze", *SAMPLE_ARGS, "--out", str(out), "--quiet", home=tmp_path)  # its holder died: the folder is free
+    assert r.returncode == 0, r.stderr
+    with RecordingLock(out):  # and the lock was released when analyze ended
+        pass
+
+
+def _needs_capture() -> str | None:
+    if os.geteuid() != 0:
+        return "live capture needs root"
+    try:
+        socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0).close()
+    except (OSError, AttributeError) as e:
+        return f"no packet socket here: {e}"
+    return None
+
+
+@pytest.mark.skipif(_needs_capture() is not None, reason=str(_needs_capture()))
+def test_report_analyses_what_a_killed_capture_left(tmp_path: Path) -> None:
+    """`egressaudit capture` SIGKILLed mid-capture leaves capture.pcapng and a session.json that says "capturing":
+    `egressaudit report` analyses what reached disk, says so, and marks the session recovered."""
+    out = tmp_path / "live"
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    port = rx.getsockname()[1]
+    env = {**os.environ, "HOME": str(tmp_path)}
+    cmd = [sys.executable, "-m", "egressaudit", "capture", "--iface", "lo", "--filter", f"udp port {port}", "--out", str(out), "--quiet",
+           "--local-net", "127.0.0.1/32"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / "capture.pcapng").exists():
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert json.loads((out / "session.json").read_text())["state"] == "capturing"
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+            for i in range(400):
+                tx.sendto(i.to_bytes(4, "big") + bytes(96), ("127.0.0.1", port))
+        deadline = time.monotonic() + 30  # until the capture has written some of them (it flushes about once a second)
+        while (out / "capture.pcapng").stat().st_size < 20_000:
+            assert time.monotonic() < deadline, "nothing reached capture.pcapng"
+            time.sleep(0.1)
+        r = egressaudit("report", str(out), home=tmp_path)
+        assert r.returncode == 3 and "a capture is still running into this folder" in one_line_error(r)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+    finally:
+        rx.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert not (out / "flows.parquet").exists()
+    r = egressaudit("report", str(out), home=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr and "the capture did not finish" in r.stderr
+    session = json.loads((out / "session.json").read_text())
+    assert session["state"] == "recovered"
+    assert session["capture"]["stopped_by"] == "killed" and session["capture"]["iface"] == "lo"
+    assert session["local_nets"] == ["127.0.0.1/32"]
+    flows = pq.read_table(out / "flows.parquet").to_pylist()
+    assert sum(f["packets_out"] + f["packets_in"] for f in flows if port in (f["local_port"], f["remote_port"])) >= 150
+    assert "The capture did not finish (it was killed)" in (out / "report.html").read_text()
+    r = egressaudit("report", str(out), home=tmp_path)  # once recovered, reported like any session
+    assert r.returncode == 0 and "did not finish" not in r.stderr
+
+
+def test_a_bug_is_one_line_and_its_traceback_is_saved_privately(tmp_path: Path, sample_session: Path) -> None:
+    """The last resort: an exception no command expected (here: made to happen in the report) exits 1 with one line
+    naming a crash file (0600, in ~/.egressaudit, 0700) that holds the traceback."""
+    code = "import sys; import egressaudit.report as r; r.build_report = lambda *a, **k: 1 / 0; from egressaudit.cli import run; run()"
+    env = {**os.environ, "HOME": str(tmp_path)}
+    r = subprocess.run([sys.executable, "-c", code, "report", str(sample_session)], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 1
+    line = one_line_error(r)
+    assert "internal error: ZeroDivisionError" in line
+    crashes = list((tmp_path / ".egressaudit" / "crashes").glob("crash-*.txt"))
+    assert len(crashes) == 1 and str(crashes[0]) in line.replace("\n", "")
+    assert "Traceback" in crashes[0].read_text() and "ZeroDivisionError" in crashes[0].read_text()
+    assert stat.S_IMODE(crashes[0].stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / ".egressaudit").stat().st_mode) == 0o700
+
+
+# -- the writer's last line of defence -----------------------------------------------------------------------------
+
+
+def _http_row(**kw: object) -> dict[str, object]:
+    row: dict[str, object] = {
+        "session_id": "s", "exchange_id": "x", "kind": "http", "ts": 1_700_000_000_000_000, "direction": "out", "request_wire_bytes": 1,
+        "request_body_bytes": 0, "response_wire_bytes": 0, "response_body_bytes": 0, "field_count": 0, "identifier_fields": 0,
+        "party": "unknown", "category": "unknown", "data_class": "unknown", "rule": "r", "evidence": "e",
+    }  # fmt: skip
+    row.update(kw)
+    return row
+
+
+def test_to_table_keeps_valid_rows_as_they_are() -> None:
+    problems: Counter[str] = Counter()
+    t = to_table("http", [_http_row(host="zoom.us", status=200)], problems)
+    assert problems == Counter() and t.column("host").to_pylist() == ["zoom.us"] and t.column("status").to_pylist() == [200]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "stored", "reason"),
+    [
+        ("request_content_type", "application/\udcffjson", "application/\\xffjson", "not_utf8"),  # mitmproxy's surrogate escapes
+        ("path", "/\ud800", "/\\ud800", "not_utf8"),  # a lone surrogate that no escape handler produced
+        ("method", b"G\xffT", "G\\xffT", "wrong_type"),
+        ("exchange_id", 12345, "12345", "wrong_type"),
+        ("status", 1 << 31, None, "out_of_range"),
+        ("status", "200", None, "wrong_type"),
+        ("server_port", -1 << 40, None, "out_of_range"),
+        ("request_wire_bytes", None, 0, "missing"),
+        ("request_wire_bytes", 1 << 64, (1 << 63) - 1, "out_of_range"),
+        ("ts", float("nan"), 0, "wrong_type"),
+        ("ts", 1 << 70, TS_MAX_US, "out_of_range"),
+        ("ts", -1 << 62, TS_MIN_US, "out_of_range"),
+        ("ts", None, 0, "missing"),
+    ],
+)
+def test_to_table_fits_what_a_column_cannot_hold_and_counts_it(field: str, value: object, stored: object, reason: str) -> None:
+    problems: Counter[str] = Counter()
+    t = to_table("http", [_http_row(host="ok.example"), _http_row(**{field: value})], problems)
+    assert problems == Counter({f"http.{field}:{reason}": 1})
+    got = t.column(field).cast("int64").to_pylist()[1] if field == "ts" else t.column(field).to_pylist()[1]
+    assert got == stored
+    assert t.column("host").to_pylist()[0] == "ok.example"  # the good row around it is kept as it was
+
+
+def test_escape_text_shows_the_bytes() -> None:
+    assert escape_text(b"caf\xc3\xa9 \xff".decode("utf-8", "surrogateescape")) == "café \\xff"
