@@ -224,9 +224,8 @@ def render(data: dict[str, Any]) -> str:
                 continue
             crashes = t.get("crashes") or 0
             crashes_n = len(crashes) if isinstance(crashes, list) else int(crashes)
-            lines.append(
-                f"| `{name}` | {_n(t.get('cases'))} | {_n(t.get('seconds'))} | {_n(t.get('corpus'))} | {crashes_n} | {'yes' if crashes_n == 0 else '**no**'} |"
-            )
+            held = "yes" if crashes_n == 0 else "**no**"
+            lines.append(f"| `{name}` | {_n(t.get('cases'))} | {_n(t.get('seconds'))} | {_n(t.get('corpus'))} | {crashes_n} | {held} |")
     lines += ["", "## Faults and hostile-input tests", "", "| test | what it tries | outcome | s |", "| --- | --- | --- | ---: |"]
     for r in data["faults"]:
         outcome = r["outcome"] + (f": {r['detail']}" if r["detail"] and r["outcome"] != "passed" else "")
