@@ -26,3 +26,13 @@ def test_readme_quick_start_has_two_commands_and_ci_runs_the_test_one() -> None:
     assert len(lines) == 2, lines
     assert "egressaudit analyze" in lines[0] and "egressaudit report" in lines[0]
     assert lines[1] in (ROOT / ".ci" / "run").read_text()
+
+
+def test_the_exit_codes_are_the_same_in_the_readme_and_the_cli() -> None:
+    from egressaudit import cli
+
+    readme = (ROOT / "README.md").read_text().split("## Exit codes", 1)[1].split("\n## ", 1)[0]
+    in_readme = {int(c) for c in re.findall(r"^\| (\d+) \|", readme, re.M)}
+    in_cli = {int(c) for c in re.findall(r"^\* (\d+): ", cli.__doc__ or "", re.M)}
+    constants = {v for k, v in vars(cli).items() if k.startswith("EXIT_") and isinstance(v, int)}
+    assert in_readme == in_cli == {0, 2, *constants, 130}
