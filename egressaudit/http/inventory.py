@@ -27,6 +27,7 @@ from typing import Any
 from egressaudit.http.bodies import Fixed32, Fixed64, Varint
 
 MAX_DEPTH = 64
+"""Nesting depth beyond which a subtree becomes one leaf (its first :data:`MAX_TEXT` characters as JSON)."""
 MAX_PATHS = 5000
 """Distinct key paths kept per body; further ones are folded into ``<more>``."""
 MAX_SCANNED = 1000
@@ -449,6 +450,25 @@ def _detect_str(value: str, prof: _Prof, seen: frozenset[str]) -> set[str] | fro
 # -- walking -----------------------------------------------------------------------
 
 
+def _clipped_json(node: object) -> str:
+    """The first :data:`MAX_TEXT` characters of ``node`` as JSON, encoding no more of it than that.
+
+    (``json.dumps`` of the whole subtree cost its full size, and raised RecursionError on a subtree nested
+    about a thousand deep.)
+    """
+    out: list[str] = []
+    n = 0
+    try:
+        for chunk in json.JSONEncoder(default=str, check_circular=False).iterencode(node):
+            out.append(chunk)
+            n += len(chunk)
+            if n >= MAX_TEXT:
+                break
+    except (RecursionError, ValueError):
+        out.append("…")
+    return "".join(out)[:MAX_TEXT]
+
+
 @dataclass(slots=True)
 class _Acc:
     first: object
@@ -521,7 +541,7 @@ def inventory(tree: object, *, salt: bytes, keep_values: bool = False, seen_name
     def visit(node: object, path: str, prof: _Prof, depth: int) -> None:
         if depth >= MAX_DEPTH:
             if isinstance(node, dict | list | tuple):  # too deep: one leaf
-                node = json.dumps(node, default=str)[:MAX_TEXT]
+                node = _clipped_json(node)
             leaf(path or "$", prof, node)
             return
         depth += 1

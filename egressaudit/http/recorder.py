@@ -2,11 +2,21 @@
 
 One :class:`Recorder` per session folder.  The mitmproxy addon feeds it live
 flows; ``egressaudit analyze`` feeds it flows read from saved mitmproxy files
-and HAR files (mitmproxy's own reader handles both), so both paths produce the
-same rows.  Privacy defaults: query values are redacted, field values are only
-stored as salted hashes (the salt lives in ``OUT/.salt``, mode 0600, never in
-the tables), and no body is stored unless ``keep_bodies`` is set (then the
-flows, bodies included, go to ``OUT/flows.mitm``).
+and HAR files (:func:`read_flow_file`, record by record with mitmproxy's own
+pieces), so both paths produce the same rows.  Privacy defaults: query values
+are redacted, field values are only stored as salted hashes (the salt lives in
+``OUT/.salt``, mode 0600, never in the tables), and no body is stored unless
+``keep_bodies`` is set (then the flows, bodies included, go to ``OUT/flows.mitm``).
+
+Hostile input costs at most what it touches.  A record of a flow file that
+cannot be read is skipped and counted; broken framing ends the file there (the
+flows before it are kept).  An exchange whose body, header or field cannot be
+handled is still recorded with what could be read: values that do not fit
+their column are fixed before they reach the writer (text that is not UTF-8 is
+kept as escaped text, ``application/\\xffjson``; numbers out of range are
+nulled or clamped) and counted in ``session.json`` under ``http.problems`` as
+``<column>:<reason>``; what was not looked at is counted under
+``http.skipped`` by reason.  Only :class:`OSError` (the disk) propagates.
 """
 
 from __future__ import annotations
@@ -14,21 +24,26 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+import math
 import os
 import secrets
+import stat
 import threading
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-from urllib.parse import parse_qsl, quote
+from typing import IO, Any, TypeVar
+from urllib.parse import quote
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from mitmproxy import exceptions, http, io
+from mitmproxy import flow as mflow
+from mitmproxy import http, io
+from mitmproxy.io import compat, tnetstring
+from mitmproxy.io.har import request_to_flow
 from mitmproxy.net.http.http1 import assemble
 
 from egressaudit.classify.engine import assign_party, first_party_vendors
@@ -36,23 +51,176 @@ from egressaudit.classify.http import ExchangeFacts, classify_exchange, looks_li
 from egressaudit.http import bodies
 from egressaudit.http import inventory as inv
 from egressaudit.http.store import TableAppender, compact, read_rows
+from egressaudit.schema import FIELDS, HTTP, Column
 from egressaudit.signatures import SignatureDB
 from egressaudit.taxonomy import Category, Party, data_class_of
 
 NAME_KEYS = frozenset(("display_name", "displayname", "user_name", "username", "name", "screen_name", "full_name", "fullname", "nickname"))
+MAX_QUERY_KEYS = 1000
+"""Query keys kept per request, in the redacted path and in the field inventory; further ones are cut (a final ``&…``
+in the path) and the exchange is counted as ``query_keys_cut``."""
+TS_MIN_US = 0
+"""Earliest timestamp recorded (1970-01-01, microseconds since the epoch); earlier ones are clamped and counted."""
+TS_MAX_US = 253402300799_999999
+"""Latest timestamp recorded (9999-12-31T23:59:59.999999Z, the end of Python's datetime); later ones are clamped."""
+HAR_MAX_BYTES = 1 << 30
+"""HAR files larger than this are refused (mitmproxy's HAR reader and ``json`` hold the whole document in memory:
+peak memory is measured at 3-6 times the file's size, see ``fuzz/hostile_http.py``)."""
+STREAMED = "egressaudit_streamed"
+"""``flow.metadata`` key of a flow whose body was streamed past the proxy (see :meth:`Recorder.add_flow`)."""
+_CUT_WARNINGS = ("too_many_parts", "too_many_keys")
 
 
 class FlowFileError(Exception):
     """A saved flow or HAR file cannot be read; one line for the user."""
 
 
-def redact_query(path: str, keep: bool = False) -> str:
-    """``/a?x=1&y=2`` -> ``/a?x=…&y=…`` (keys stay: they say what kind of value was sent)."""
+# -- text and values that fit their columns ------------------------------------------------
+
+
+def escape_text(value: str) -> str:
+    """Text UTF-8 cannot encode (bytes kept as surrogate escapes, lone surrogates) as escaped text: ``\\xff``, ``\\ud800``."""
+    try:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeError:
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _utf8(value: str) -> bool:
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeError:
+        return False
+    return True
+
+
+_INT_RANGE = {8: (-(1 << 7), (1 << 7) - 1), 16: (-(1 << 15), (1 << 15) - 1), 32: (-(1 << 31), (1 << 31) - 1), 64: (-(1 << 63), (1 << 63) - 1)}
+
+
+@dataclass(frozen=True)
+class _Spec:
+    name: str
+    kind: str  # str, int, ts, str_list, other
+    lo: int
+    hi: int
+    nullable: bool
+
+
+def _specs(cols: list[Column]) -> tuple[_Spec, ...]:
+    out = []
+    for c in cols:
+        t = c.type
+        if pa.types.is_string(t):
+            out.append(_Spec(c.name, "str", 0, 0, c.nullable))
+        elif pa.types.is_timestamp(t):
+            out.append(_Spec(c.name, "ts", TS_MIN_US, TS_MAX_US, c.nullable))
+        elif pa.types.is_integer(t):
+            lo, hi = _INT_RANGE[t.bit_width]
+            out.append(_Spec(c.name, "int", lo, hi, c.nullable))
+        elif pa.types.is_list(t) and pa.types.is_string(t.value_type):
+            out.append(_Spec(c.name, "str_list", 0, 0, c.nullable))
+        else:
+            out.append(_Spec(c.name, "other", 0, 0, c.nullable))
+    return tuple(out)
+
+
+_HTTP_SPECS = _specs(HTTP)
+_FIELD_SPECS = tuple(s for s in _specs(FIELDS) if s.name in ("key_path", "value_type", "value", "value_hash", "detectors", "value_length", "count"))
+
+
+def _fit(row: dict[str, Any], specs: tuple[_Spec, ...], problems: Counter[str]) -> None:
+    """Make every value of ``row`` one its column holds, in place, counting each change as ``<column>:<reason>``."""
+    for s in specs:
+        v = row.get(s.name)
+        if v is None:
+            if not s.nullable:
+                problems[f"{s.name}:missing"] += 1
+                row[s.name] = {"str": "", "int": 0, "ts": TS_MIN_US, "str_list": []}.get(s.kind)
+            continue
+        if s.kind == "str":
+            if type(v) is str:
+                if not _utf8(v):
+                    problems[f"{s.name}:not_utf8"] += 1
+                    row[s.name] = escape_text(v)
+                continue
+            problems[f"{s.name}:wrong_type"] += 1
+            row[s.name] = _as_text(v)
+        elif s.kind in ("int", "ts"):
+            if type(v) is not int:
+                problems[f"{s.name}:wrong_type"] += 1
+                v = _as_int(v)
+                if v is None:
+                    row[s.name] = None if s.nullable and s.kind == "int" else (s.lo if s.lo > 0 else 0)
+                    continue
+            if not s.lo <= v <= s.hi:
+                problems[f"{s.name}:out_of_range"] += 1
+                v = None if s.nullable and s.kind == "int" else min(max(v, s.lo), s.hi)
+            row[s.name] = v
+        elif s.kind == "str_list":
+            if not isinstance(v, list):
+                problems[f"{s.name}:wrong_type"] += 1
+                row[s.name] = None if s.nullable else []
+            elif not all(type(x) is str and _utf8(x) for x in v):
+                problems[f"{s.name}:not_utf8"] += 1
+                row[s.name] = [_as_text(x) for x in v]
+
+
+def _as_text(v: object) -> str:
+    if isinstance(v, str):
+        return escape_text(v)
+    if isinstance(v, bytes | bytearray | memoryview):
+        return bytes(v)[:4096].decode("utf-8", "backslashreplace")
+    try:
+        text = repr(v) if not isinstance(v, int | float) else str(v)
+    except Exception:  # a repr that fails: say what it was
+        text = f"<{type(v).__name__}>"
+    return escape_text(text[:4096])
+
+
+def _as_int(v: object) -> int | None:
+    if isinstance(v, bool):
+        return int(v)
+    if isinstance(v, int):
+        return int(v)
+    if isinstance(v, float) and math.isfinite(v):
+        return int(v)
+    return None
+
+
+def _ts_us(ts: object, problems: Counter[str], name: str = "ts") -> int:
+    """Seconds since the epoch as microseconds within [TS_MIN_US, TS_MAX_US]; anything else is clamped and counted."""
+    if ts is None or isinstance(ts, bool) or not isinstance(ts, int | float):
+        problems[f"{name}:missing" if ts is None else f"{name}:wrong_type"] += 1
+        return TS_MIN_US
+    if isinstance(ts, float) and math.isnan(ts):
+        problems[f"{name}:not_a_number"] += 1
+        return TS_MIN_US
+    if ts * 1_000_000 < TS_MIN_US:
+        problems[f"{name}:out_of_range"] += 1
+        return TS_MIN_US
+    if ts * 1_000_000 > TS_MAX_US:
+        problems[f"{name}:out_of_range"] += 1
+        return TS_MAX_US
+    return int(ts * 1_000_000)
+
+
+def _query_keys(query: str, limit: int = MAX_QUERY_KEYS) -> tuple[list[tuple[str, str]], int]:
+    """The first ``limit`` key/value pairs of a query string, and how many more pieces it has (not parsed)."""
+    return bodies._form_pairs(query, limit)
+
+
+def redact_query(path: str, keep: bool = False, limit: int = MAX_QUERY_KEYS) -> str:
+    """``/a?x=1&y=2`` -> ``/a?x=…&y=…`` (keys stay: they say what kind of value was sent); past ``limit`` keys, ``&…``."""
     if keep or "?" not in path:
         return path
     base, _, query = path.partition("?")
-    keys = [quote(k, safe="") for k, _ in parse_qsl(query, keep_blank_values=True)]
-    return base + "?" + "&".join(f"{k}=…" for k in keys) if keys else base + "?…"
+    pairs, cut = _query_keys(query, limit)
+    keys = [quote(k, safe="", errors="backslashreplace") for k, _ in pairs]
+    if not keys:
+        return base + "?…"
+    return base + "?" + "&".join(f"{k}=…" for k in keys) + ("&…" if cut else "")
 
 
 def _mime(value: str | None) -> str | None:
@@ -94,6 +262,15 @@ class RecorderStats:
     websocket_messages: int = 0
     fields: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
+    """What was not recorded or not looked at, by reason: unreadable records, undecodable bodies, streamed bodies, cut keys."""
+    problems: Counter[str] = field(default_factory=Counter)
+    """Values fixed so that their column holds them, as ``<column>:<reason>`` (not_utf8, out_of_range, wrong_type, ...)."""
+    errors: list[str] = field(default_factory=list)
+    """One line per input file that could not be read to its end."""
+
+
+T = TypeVar("T")
+_Rows = tuple[list[dict[str, Any]], list[dict[str, Any]]]
 
 
 class Recorder:
@@ -118,28 +295,39 @@ class Recorder:
 
     # -- input -----------------------------------------------------------------
     def add_flow(self, flow: http.HTTPFlow) -> None:
-        """An HTTP exchange (and the WebSocket messages it carried, when it has ended)."""
-        rows, fields = self._exchange_rows(flow)
-        if flow.websocket is not None:
-            for i, msg in enumerate(flow.websocket.messages):
-                r, f = self._ws_rows(flow, msg, i)
-                rows.append(r)
+        """An HTTP exchange (and the WebSocket messages it carried, when it has ended).
+
+        Never raises because of the flow's content (only OSError, from the disk): what cannot be read costs that
+        exchange's detail, counted in ``stats``.  A side whose body was streamed past the proxy carries
+        ``flow.metadata["egressaudit_streamed"] = {"request": {"bytes": <total on the wire>, "sha256": <hex or None>},
+        "response": {...}}`` (only the streamed sides); its content then holds only the body's first bytes (still
+        content-encoded): the sizes come from the metadata, the decoded size is null, only the head is sniffed and
+        parsed, and the body hash is the salted hash of the metadata's (the body as sent, not decoded).
+        """
+        rows, fields = self._safe(lambda: self._exchange_rows(flow), flow)
+        ws = self._get(lambda: flow.websocket, None, "websocket")
+        if ws is not None:
+            messages: list[Any] = self._get(lambda: list(ws.messages), [], "websocket")
+            for i, msg in enumerate(messages):
+                r, f = self._safe(lambda i=i, msg=msg: self._ws_rows(flow, msg, i), flow, i)  # type: ignore[misc]
+                rows += r
                 fields += f
         self._emit(rows, fields)
-        if self._writer is not None:
-            with self._lock:
-                self._writer.add(flow)
-                self._mitm_file.flush()
+        self._save(flow)
 
     def add_websocket_message(self, flow: http.HTTPFlow, index: int, number: int | None = None) -> None:
         """Message ``index`` of the flow's list; ``number`` is its position in the whole conversation (default: index)."""
-        assert flow.websocket is not None
-        r, f = self._ws_rows(flow, flow.websocket.messages[index], index if number is None else number)
-        self._emit([r], f)
+        n = index if number is None else number
+        msg = self._get(lambda: flow.websocket.messages[index], None, "websocket")  # type: ignore[union-attr]
+        if msg is None:
+            self.stats.skipped["websocket_message_missing"] += 1
+            return
+        rows, fields = self._safe(lambda: self._ws_rows(flow, msg, n), flow, n)
+        self._emit(rows, fields)
 
     def add_handshake(self, flow: http.HTTPFlow) -> None:
         """The WebSocket upgrade exchange alone (its messages are added one by one)."""
-        rows, fields = self._exchange_rows(flow)
+        rows, fields = self._safe(lambda: self._exchange_rows(flow), flow)
         self._emit(rows, fields)
 
     def _emit(self, rows: list[dict[str, Any]], fields: list[dict[str, Any]]) -> None:
@@ -154,20 +342,163 @@ class Recorder:
             self.fields.append(fields)
         self.http.append(rows)
 
+    def _save(self, flow: http.HTTPFlow) -> None:
+        if self._writer is None:
+            return
+        with self._lock:
+            try:
+                self._writer.add(flow)
+            except OSError:
+                raise
+            except (Exception, RecursionError):  # a flow mitmproxy cannot serialise: the rows are kept, the body is not
+                self.stats.skipped["flows_mitm_unwritable"] += 1
+            self._mitm_file.flush()
+
     def flush(self) -> None:
         self.http.flush()
         self.fields.flush()
 
+    # -- reading a flow without trusting it -----------------------------------
+    def _safe(self, build: Callable[[], _Rows], flow: http.HTTPFlow, index: int | None = None) -> _Rows:
+        """``build()``, or, when it fails on something nothing else caught, one row of what is certain (counted)."""
+        try:
+            return build()
+        except OSError:
+            raise
+        except (Exception, RecursionError, MemoryError) as e:
+            self.stats.skipped[f"recorder_error:{type(e).__name__}"] += 1
+            return [self._fallback_row(flow, e, index)], []
+
+    def _get(self, fn: Callable[[], T], default: T, name: str) -> T:
+        try:
+            return fn()
+        except (Exception, RecursionError):
+            self.stats.problems[f"{name}:unreadable"] += 1
+            return default
+
+    def _text(self, fn: Callable[[], object], name: str) -> str | None:
+        """A text attribute of the flow: str as is, text UTF-8 cannot hold escaped, anything else as text (counted)."""
+        v = self._get(fn, None, name)
+        if v is None:
+            return None
+        if type(v) is str:
+            if _utf8(v):
+                return v
+            self.stats.problems[f"{name}:not_utf8"] += 1
+            return escape_text(v)
+        self.stats.problems[f"{name}:wrong_type"] += 1
+        if isinstance(v, bytes | bytearray):
+            return escape_text(bytes(v)[:4096].decode("utf-8", "surrogateescape"))
+        return _as_text(v)
+
+    def _int(self, fn: Callable[[], object], name: str) -> int | None:
+        v = self._get(fn, None, name)
+        if v is None or type(v) is int:
+            return v
+        self.stats.problems[f"{name}:wrong_type"] += 1
+        return _as_int(v)
+
+    def _bytes(self, fn: Callable[[], object], name: str) -> bytes:
+        v = self._get(fn, None, name)
+        if v is None or type(v) is bytes:
+            return v or b""
+        if isinstance(v, bytearray | memoryview):
+            return bytes(v)
+        self.stats.problems[f"{name}:wrong_type"] += 1
+        return b""
+
+    def _flow_id(self, flow: http.HTTPFlow) -> str:
+        fid = self._get(lambda: flow.id, None, "exchange_id")
+        if type(fid) is str and fid:
+            return fid if _utf8(fid) else escape_text(fid)
+        self.stats.problems["exchange_id:wrong_type"] += 1
+        return _as_text(fid) if fid not in (None, "") else f"no-id-{secrets.token_hex(8)}"
+
+    def _addr(self, addr: object, name: str) -> tuple[str | None, int | None]:
+        if not addr:
+            return None, None
+        try:
+            host, port = addr[0], addr[1]  # type: ignore[index]
+        except Exception:
+            self.stats.problems[f"{name}:wrong_type"] += 1
+            return None, None
+        if type(host) is not str:
+            self.stats.problems[f"{name}:wrong_type"] += 1
+            host = _as_text(host)
+        elif not _utf8(host):
+            self.stats.problems[f"{name}:not_utf8"] += 1
+            host = escape_text(host)
+        if host.startswith("::ffff:") and "." in host:
+            host = host[7:]
+        if type(port) is not int:
+            self.stats.problems[f"{name}:wrong_type"] += 1
+            port = _as_int(port)
+        return host, port
+
+    def _peer(self, conn: Any) -> tuple[str | None, int | None]:
+        """The client's address (as the proxy's socket saw it)."""
+        return self._addr(self._get(lambda: getattr(conn, "peername", None) or getattr(conn, "address", None), None, "client_ip"), "client_ip")
+
+    def _server_peer(self, conn: Any) -> tuple[str | None, int | None]:
+        """The address the proxy actually connected to: the server, or the next proxy in upstream mode.
+
+        Never a host name: in upstream mode mitmproxy keeps the target name in ``address`` and leaves
+        ``peername`` empty, and the connection went to ``via`` instead.
+        """
+        peer = self._get(lambda: getattr(conn, "peername", None), None, "server_ip")
+        if peer:
+            return self._addr(peer, "server_ip")
+        via = self._get(lambda: getattr(conn, "via", None), None, "server_ip")  # (scheme, (host, port)) of the upstream proxy
+        if via:
+            return self._addr(self._get(lambda: via[1], None, "server_ip"), "server_ip")
+        addr = self._get(lambda: getattr(conn, "address", None), None, "server_ip")
+        if addr:
+            host, port = self._addr(addr, "server_ip")
+            try:
+                ipaddress.ip_address(str(host))
+            except ValueError:
+                return None, None
+            return host, port
+        return None, None
+
+    def _streamed(self, flow: http.HTTPFlow, side: str, head: int) -> tuple[int, str | None] | None:
+        """(bytes on the wire, sha256 hex or None) of a side the proxy streamed (see :meth:`add_flow`), else None."""
+        meta = self._get(lambda: flow.metadata.get(STREAMED), None, "streamed_metadata")
+        if meta is None:
+            return None
+        if not isinstance(meta, dict):
+            self.stats.problems["streamed_metadata:wrong_type"] += 1
+            return None
+        info = meta.get(side)
+        if info is None:
+            return None
+        if not isinstance(info, dict):
+            self.stats.problems["streamed_metadata:wrong_type"] += 1
+            return None
+        total, sha = info.get("bytes"), info.get("sha256")
+        if type(total) is not int or not head <= total < 1 << 63:
+            self.stats.problems["streamed_metadata:bad_bytes"] += 1
+            total = head
+        if sha is not None and not (isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdefABCDEF" for c in sha)):
+            self.stats.problems["streamed_metadata:bad_sha256"] += 1
+            sha = None
+        self.stats.skipped["streamed_body"] += 1
+        return total, sha
+
     # -- rows ------------------------------------------------------------------
-    def _body(self, raw: bytes | None, encoding: str | None, content_type: str | None, host: str | None) -> tuple[str, int | None, Any, Any]:
-        """(format, decoded size, parsed body, decoded bytes)"""
+    def _body(self, raw: bytes, encoding: str | None, content_type: str | None, host: str | None, streamed: bool) -> tuple[str, int | None, Any, Any]:
+        """(format, decoded size, parsed body, decoded bytes); of a streamed body's head only the format and the tree."""
         if not raw:
-            return "empty", 0, None, b""
-        decoded, err = bodies.decode_content(raw, encoding, self.opts.body_limit)
+            return ("error:streamed", None, None, None) if streamed else ("empty", 0, None, b"")
+        decoded, err = bodies.decode_content(raw, encoding, self.opts.body_limit, partial=streamed)
         if decoded is None:
             self.stats.skipped[(err or "error:decode").removeprefix("error:")] += 1
             return err or "error:decode", None, None, None
         parsed = bodies.parse_body(decoded, content_type, host)
+        if parsed.warning in _CUT_WARNINGS:
+            self.stats.skipped[parsed.warning] += 1
+        if streamed:  # a head: what it shows, never its (cut) size
+            return (parsed.format if not parsed.format.startswith("error:") else "error:streamed"), None, parsed, None
         if parsed.format.startswith("error:"):
             self.stats.skipped[parsed.format.removeprefix("error:")] += 1
         return parsed.format, len(decoded), parsed, decoded
@@ -178,6 +509,14 @@ class Recorder:
         if self.opts.keep_values:
             return hashlib.sha256(data).hexdigest()
         return hashlib.sha256(self.salt + data).hexdigest()
+
+    def _hash_digest(self, sha: str | None) -> str | None:
+        """The body hash of a streamed body: its sha256 as the proxy computed it, salted like the rest unless values are kept."""
+        if sha is None:
+            return None
+        if self.opts.keep_values:
+            return sha.lower()
+        return hashlib.sha256(self.salt + bytes.fromhex(sha)).hexdigest()
 
     def _verdict_row(self, facts: ExchangeFacts) -> dict[str, Any]:
         v = classify_exchange(facts, self.db)
@@ -196,22 +535,28 @@ class Recorder:
             "evidence": v.evidence,
         }
 
-    def _fields(self, exchange_id: str, host: str | None, row: dict[str, Any], tree: Any, query: str | None) -> list[dict[str, Any]]:
+    def _fields(self, exchange_id: str, host: str | None, row: dict[str, Any], tree: Any, query: list[tuple[str, str]]) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         trees: list[tuple[str, Any]] = []
         if tree is not None:
             trees.append(("", tree))
-        if query:
-            q: dict[str, Any] = {}
-            for k, val in parse_qsl(query, keep_blank_values=True):
-                q.setdefault(k, val)
-            if q:
-                trees.append(("?", q))
+        q: dict[str, Any] = {}
+        for k, val in query:
+            q.setdefault(k, val)
+        if q:
+            trees.append(("?", q))
+        problems = self.stats.problems
         for prefix, t in trees:
-            for f in inv.inventory(t, salt=self.salt, keep_values=self.opts.keep_values, seen_names=self.seen_names):
+            try:
+                found = inv.inventory(t, salt=self.salt, keep_values=self.opts.keep_values, seen_names=self.seen_names)
+            except (Exception, RecursionError):  # a tree the inventory cannot walk: the exchange is kept without its fields
+                self.stats.skipped["inventory_error"] += 1
+                continue
+            for f in found:
                 f = dict(f)
                 if prefix:
                     f["key_path"] = prefix + f["key_path"]
+                _fit(f, _FIELD_SPECS, problems)
                 f.update(session_id=self.opts.session_id, exchange_id=exchange_id, host=host, vendor=row["vendor"], category=row["category"])
                 out.append(f)
         return out
@@ -229,134 +574,166 @@ class Recorder:
             for v in tree[:200]:
                 self._collect_names(v, depth + 1)
 
-    def _exchange_rows(self, flow: http.HTTPFlow) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        req, resp = flow.request, flow.response
-        host = req.pretty_host or req.host
-        ctype = _mime(req.headers.get("content-type"))
-        fmt, decoded_len, parsed, decoded = self._body(req.raw_content, req.headers.get("content-encoding"), ctype, host)
+    def _exchange_rows(self, flow: http.HTTPFlow) -> _Rows:
+        req = flow.request
+        if not isinstance(req, http.Request):
+            raise TypeError("the flow has no request")
+        resp = self._get(lambda: flow.response, None, "response")
+        if resp is not None and not isinstance(resp, http.Response):
+            self.stats.problems["response:wrong_type"] += 1
+            resp = None
+        host = self._text(lambda: req.pretty_host or req.host, "host")
+        ctype = _mime(self._text(lambda: req.headers.get("content-type"), "request_content_type"))
+        encoding = self._text(lambda: req.headers.get("content-encoding"), "request_encoding")
+        raw = self._bytes(lambda: req.raw_content, "request_body")
+        streamed = self._streamed(flow, "request", len(raw))
+        fmt, decoded_len, parsed, decoded = self._body(raw, encoding, ctype, host, streamed is not None)
         tree = getattr(parsed, "tree", None)
-        parts = getattr(parsed, "parts", None) or []
-        files = sum(1 for p in parts if getattr(p, "filename", None))
+        if parsed is not None and parsed.format == "multipart":
+            files = parsed.file_count
+        else:
+            files = sum(1 for p in getattr(parsed, "parts", None) or [] if getattr(p, "filename", None))
+        body_bytes = streamed[0] if streamed else len(raw)
+        path = self._text(lambda: req.path, "path") or ""
+        method = self._text(lambda: req.method, "method")
+        port = self._int(lambda: req.port, "server_port")
+        server = self._server_peer(flow.server_conn)
         facts = ExchangeFacts(
             host=host,
-            server_ip=_server_peer(flow.server_conn)[0],
-            port=req.port,
-            method=req.method,
-            path=req.path,
+            server_ip=server[0],
+            port=port,
+            method=method,
+            path=path,
             request_content_type=ctype,
             body_format=fmt,
-            body_bytes=decoded_len or len(req.raw_content or b""),
+            body_bytes=decoded_len or body_bytes,
             multipart_files=files,
             event_shaped=looks_like_events(tree),
         )
         verdict = self._verdict_row(facts)
-        try:
-            req_head = len(assemble.assemble_request_head(req))
-        except Exception:  # a request mitmproxy could not fully parse
-            req_head = 0
+        req_head = self._get(lambda: len(assemble.assemble_request_head(req)), 0, "request_head")
         resp_head = resp_body = 0
         resp_decoded: int | None = None
+        status: int | None = None
+        resp_ctype: str | None = None
         if resp is not None:
-            try:
-                resp_head = len(assemble.assemble_response_head(resp))
-            except Exception:
-                resp_head = 0
-            resp_body = len(resp.raw_content or b"")
-            if resp.raw_content:
-                d, _ = bodies.decode_content(resp.raw_content, resp.headers.get("content-encoding"), self.opts.body_limit)
+            resp_head = self._get(lambda: len(assemble.assemble_response_head(resp)), 0, "response_head")
+            rraw = self._bytes(lambda: resp.raw_content, "response_body")
+            rstreamed = self._streamed(flow, "response", len(rraw))
+            resp_body = rstreamed[0] if rstreamed else len(rraw)
+            if rstreamed:
+                resp_decoded = None
+            elif rraw:
+                renc = self._text(lambda: resp.headers.get("content-encoding"), "response_encoding")
+                d, _ = bodies.decode_content(rraw, renc, self.opts.body_limit)
                 resp_decoded = len(d) if d is not None else None
             else:
                 resp_decoded = 0
-        exchange_id = flow.id
-        query = req.path.partition("?")[2] if "?" in req.path else None
+            status = self._int(lambda: resp.status_code, "status")
+            resp_ctype = _mime(self._text(lambda: resp.headers.get("content-type"), "response_content_type"))
+        exchange_id = self._flow_id(flow)
+        query: list[tuple[str, str]] = []
+        if "?" in path:
+            query, cut = _query_keys(path.partition("?")[2])
+            if cut:
+                self.stats.skipped["query_keys_cut"] += 1
         if tree is not None and verdict["category"] != Category.telemetry:
             self._collect_names(tree)
         fields = self._fields(exchange_id, host, verdict, tree, query) if verdict["category"] in ("telemetry", "unknown", "content_upload") else []
-        client = _peer(flow.client_conn)
-        server = _server_peer(flow.server_conn)
+        client = self._peer(flow.client_conn)
         row = {
             "session_id": self.opts.session_id,
             "exchange_id": exchange_id,
             "kind": "http",
-            "ts": _us(req.timestamp_start),
+            "ts": _ts_us(self._get(lambda: req.timestamp_start, None, "ts"), self.stats.problems),
             "client_ip": client[0],
             "client_port": client[1],
             "server_ip": server[0],
-            "server_port": server[1] or req.port,
+            "server_port": server[1] or port,
             "host": host,
-            "scheme": req.scheme,
-            "http_version": req.http_version,
-            "method": req.method,
-            "path": redact_query(req.path, self.opts.keep_query),
-            "status": resp.status_code if resp is not None else None,
+            "scheme": self._text(lambda: req.scheme, "scheme"),
+            "http_version": self._text(lambda: req.http_version, "http_version"),
+            "method": method,
+            "path": redact_query(path, self.opts.keep_query),
+            "status": status,
             "direction": "out",
             "request_content_type": ctype,
-            "response_content_type": _mime(resp.headers.get("content-type")) if resp is not None else None,
-            "request_encoding": (req.headers.get("content-encoding") or None),
-            "request_wire_bytes": req_head + len(req.raw_content or b""),
-            "request_body_bytes": len(req.raw_content or b""),
+            "response_content_type": resp_ctype,
+            "request_encoding": encoding or None,
+            "request_wire_bytes": req_head + body_bytes,
+            "request_body_bytes": body_bytes,
             "request_decoded_bytes": decoded_len,
             "response_wire_bytes": resp_head + resp_body,
             "response_body_bytes": resp_body,
             "response_decoded_bytes": resp_decoded,
             "body_format": fmt,
-            "body_sha256": self._hash(decoded) if decoded else None,
+            "body_sha256": self._hash_digest(streamed[1]) if streamed else (self._hash(decoded) if decoded else None),
             "field_count": len(fields),
             "identifier_fields": sum(1 for f in fields if f.get("detectors")),
-            "error": flow.error.msg if flow.error else None,
+            "error": self._text(lambda: flow.error.msg if flow.error else None, "error"),
             **verdict,
         }
+        _fit(row, _HTTP_SPECS, self.stats.problems)
         return [row], fields
 
-    def _ws_rows(self, flow: http.HTTPFlow, msg: Any, index: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    def _ws_rows(self, flow: http.HTTPFlow, msg: Any, index: int) -> _Rows:
         req = flow.request
-        host = req.pretty_host or req.host
-        content: bytes = msg.content or b""
-        parsed = bodies.parse_body(content, "application/json" if msg.is_text and content[:1] in (b"{", b"[") else None) if content else None
+        host = self._text(lambda: req.pretty_host or req.host, "host")
+        content = self._bytes(lambda: msg.content, "websocket_message")
+        from_client = bool(self._get(lambda: msg.from_client, True, "direction"))
+        is_text = bool(self._get(lambda: msg.is_text, False, "websocket_message"))
+        parsed = bodies.parse_body(content, "application/json" if is_text and content[:1] in (b"{", b"[") else None) if content else None
+        if parsed is not None and parsed.warning in _CUT_WARNINGS:
+            self.stats.skipped[parsed.warning] += 1
         fmt = parsed.format if parsed else "empty"
         tree = parsed.tree if parsed else None
+        path = self._text(lambda: req.path, "path") or ""
+        port = self._int(lambda: req.port, "server_port")
+        server = self._server_peer(flow.server_conn)
         facts = ExchangeFacts(
             host=host,
-            server_ip=_server_peer(flow.server_conn)[0],
-            port=req.port,
+            server_ip=server[0],
+            port=port,
             method=None,
-            path=req.path,
+            path=path,
             request_content_type=None,
             body_format=fmt,
-            body_bytes=len(content) if msg.from_client else 0,
+            body_bytes=len(content) if from_client else 0,
             event_shaped=looks_like_events(tree),
             websocket=True,
         )
         verdict = self._verdict_row(facts)
+        exchange_id = f"{self._flow_id(flow)}:{index}"
         fields = []
-        if msg.from_client and verdict["category"] in ("telemetry", "unknown", "content_upload") and tree is not None:
-            fields = self._fields(f"{flow.id}:{index}", host, verdict, tree, None)
-        client, server = _peer(flow.client_conn), _server_peer(flow.server_conn)
+        if from_client and verdict["category"] in ("telemetry", "unknown", "content_upload") and tree is not None:
+            fields = self._fields(exchange_id, host, verdict, tree, [])
+        client = self._peer(flow.client_conn)
+        scheme = self._text(lambda: req.scheme, "scheme")
         row = {
             "session_id": self.opts.session_id,
-            "exchange_id": f"{flow.id}:{index}",
+            "exchange_id": exchange_id,
             "kind": "websocket",
-            "ts": _us(msg.timestamp),
+            "ts": _ts_us(self._get(lambda: msg.timestamp, None, "ts"), self.stats.problems),
             "client_ip": client[0],
             "client_port": client[1],
             "server_ip": server[0],
-            "server_port": server[1] or req.port,
+            "server_port": server[1] or port,
             "host": host,
-            "scheme": "wss" if req.scheme == "https" else "ws",
-            "http_version": req.http_version,
+            "scheme": "wss" if scheme == "https" else "ws",
+            "http_version": self._text(lambda: req.http_version, "http_version"),
             "method": None,
-            "path": redact_query(req.path, self.opts.keep_query),
+            "path": redact_query(path, self.opts.keep_query),
             "status": None,
-            "direction": "out" if msg.from_client else "in",
+            "direction": "out" if from_client else "in",
             "request_content_type": None,
             "response_content_type": None,
             "request_encoding": None,
-            "request_wire_bytes": len(content) if msg.from_client else 0,
-            "request_body_bytes": len(content) if msg.from_client else 0,
-            "request_decoded_bytes": len(content) if msg.from_client else 0,
-            "response_wire_bytes": 0 if msg.from_client else len(content),
-            "response_body_bytes": 0 if msg.from_client else len(content),
-            "response_decoded_bytes": 0 if msg.from_client else len(content),
+            "request_wire_bytes": len(content) if from_client else 0,
+            "request_body_bytes": len(content) if from_client else 0,
+            "request_decoded_bytes": len(content) if from_client else 0,
+            "response_wire_bytes": 0 if from_client else len(content),
+            "response_body_bytes": 0 if from_client else len(content),
+            "response_decoded_bytes": 0 if from_client else len(content),
             "body_format": fmt,
             "body_sha256": self._hash(content) if content else None,
             "field_count": len(fields),
@@ -364,7 +741,35 @@ class Recorder:
             "error": None,
             **verdict,
         }
-        return row, fields
+        _fit(row, _HTTP_SPECS, self.stats.problems)
+        return [row], fields
+
+    def _fallback_row(self, flow: http.HTTPFlow, e: BaseException, index: int | None) -> dict[str, Any]:
+        """The row of an exchange the recorder failed on: what is certain (id, time), nothing classified."""
+        fid = self._flow_id(flow)
+        ts = self._get(lambda: flow.request.timestamp_start, None, "ts")
+        row: dict[str, Any] = {c.name: None for c in HTTP}
+        row.update(
+            session_id=self.opts.session_id,
+            exchange_id=fid if index is None else f"{fid}:{index}",
+            kind="http" if index is None else "websocket",
+            ts=_ts_us(ts, self.stats.problems),
+            direction="out",
+            request_wire_bytes=0,
+            request_body_bytes=0,
+            response_wire_bytes=0,
+            response_body_bytes=0,
+            body_format="error:recorder",
+            field_count=0,
+            identifier_fields=0,
+            party=Party.unknown.value,
+            category=Category.unknown.value,
+            data_class=data_class_of(Category.unknown).value,
+            rule="none",
+            evidence=f"not classified: the recorder could not read this exchange ({type(e).__name__})",
+        )
+        _fit(row, _HTTP_SPECS, self.stats.problems)
+        return row
 
     # -- end -------------------------------------------------------------------
     def close(self, extra: dict[str, Any] | None = None) -> None:
@@ -430,6 +835,8 @@ class Recorder:
             "keep_query": self.opts.keep_query,
             "keep_bodies": self.opts.keep_bodies,
             "skipped": dict(self.stats.skipped),
+            "problems": dict(self.stats.problems),
+            **({"errors": list(self.stats.errors)} if self.stats.errors else {}),
             **extra,
         }
         tmp = self.out / ".session.json.tmp"
@@ -437,64 +844,277 @@ class Recorder:
         os.replace(tmp, path)
 
 
-def _peer(conn: Any) -> tuple[str | None, int | None]:
-    """The client's address (as the proxy's socket saw it)."""
-    return _addr(getattr(conn, "peername", None) or getattr(conn, "address", None))
+def record_files(paths: Iterable[Path], out: Path, db: SignatureDB, opts: RecorderOptions) -> Recorder:
+    """Record the HTTP flows of saved mitmproxy and HAR files into ``out``; skips and problems go to ``session.json``.
 
-
-def _server_peer(conn: Any) -> tuple[str | None, int | None]:
-    """The address the proxy actually connected to: the server, or the next proxy in upstream mode.
-
-    Never a host name: in upstream mode mitmproxy keeps the target name in ``address`` and leaves
-    ``peername`` empty, and the connection went to ``via`` instead.
+    FlowFileError (one line) when a file cannot be used at all; the session is closed first, with what the files
+    before it gave and the error among ``http.errors``.
     """
-    peer = getattr(conn, "peername", None)
-    if peer:
-        return _addr(peer)
-    via = getattr(conn, "via", None)  # (scheme, (host, port)) of the upstream proxy
-    if via:
-        return _addr(via[1])
-    addr = getattr(conn, "address", None)
-    if addr:
-        try:
-            ipaddress.ip_address(str(addr[0]))
-        except ValueError:
-            return None, None
-        return _addr(addr)
-    return None, None
-
-
-def _addr(addr: Any) -> tuple[str | None, int | None]:
-    if not addr:
-        return None, None
-    host = str(addr[0])
-    if host.startswith("::ffff:") and "." in host:
-        host = host[7:]
-    return host, int(addr[1])
-
-
-def _us(ts: float | None) -> int:
-    return int((ts or 0.0) * 1_000_000)
-
-
-def read_flow_file(path: Path) -> Iterator[http.HTTPFlow]:
-    """HTTP flows of a saved mitmproxy file or a HAR file; FlowFileError with one line otherwise."""
+    rec = Recorder(out, db, opts)
+    inputs: list[dict[str, Any]] = []
     try:
-        with open(path, "rb") as f:
-            reader = io.FlowReader(f)
-            for fl in reader.stream():
-                if isinstance(fl, http.HTTPFlow):
-                    yield fl
+        for p in paths:
+            rep = ReadReport(p)
+            try:
+                for fl in read_flow_file(p, report=rep):
+                    rec.add_flow(fl)
+            finally:
+                inputs.append(rep.summary())
+                rec.stats.skipped.update(rep.skipped)
+                rec.stats.problems.update(rep.problems)
+                if rep.error:
+                    rec.stats.errors.append(rep.error)
+    except FlowFileError as e:
+        rec.stats.errors.append(str(e))
+        rec.close({"inputs": inputs})
+        raise
+    rec.close({"inputs": inputs})
+    return rec
+
+
+# -- reading flow files, record by record ------------------------------------------------
+
+
+@dataclass
+class ReadReport:
+    """What reading one flow file gave: HTTP flows, records skipped by reason, values fixed, where it stopped early."""
+
+    path: Path
+    size: int = 0
+    flows: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    problems: Counter[str] = field(default_factory=Counter)
+    error: str | None = None
+    """One line: the framing broke here, and the rest of the file was not read."""
+    stop: str | None = None
+    """Why reading stopped early (the error without the file's name)."""
+
+    def summary(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"path": str(self.path), "size": self.size, "flows": self.flows}
+        if self.skipped:
+            doc["skipped"] = dict(self.skipped)
+        if self.error:
+            doc["error"] = self.error
+        return doc
+
+
+class _Bounded:
+    """A file whose ``read(n)`` never allocates more than what is left of it.
+
+    mitmproxy's tnetstring reader calls ``read(n)`` with the length a record declares, and a buffered file allocates
+    ``n`` bytes before reading: an 11-digit length in a 16-byte file was a MemoryError.  Regular files are cut to their
+    size; other files (pipes) are read in chunks, so memory grows only with what arrives.
+    """
+
+    CHUNK = 1 << 20
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self.f = f
+        try:
+            st = os.fstat(f.fileno())
+            self.size: int | None = st.st_size if stat.S_ISREG(st.st_mode) else None
+        except (OSError, ValueError, AttributeError):
+            self.size = None
+        self.pos = 0
+
+    def read(self, n: int = -1) -> bytes:
+        if n < 0:
+            data = self.f.read()
+        elif self.size is not None:
+            data = self.f.read(max(0, min(n, self.size - self.pos)))
+        else:
+            chunks: list[bytes] = []
+            got = 0
+            while got < n:
+                c = self.f.read(min(n - got, self.CHUNK))
+                if not c:
+                    break
+                chunks.append(c)
+                got += len(c)
+            data = b"".join(chunks)
+        self.pos += len(data)
+        return data
+
+
+_TN_TYPES = frozenset(b",;#^!~]}")
+
+
+class _Corrupt(Exception):
+    pass
+
+
+def _frame(src: _Bounded) -> tuple[int, bytes] | None:
+    """The next top-level tnetstring as (type tag, payload); None at a clean end of file; _Corrupt when framing breaks."""
+    c = src.read(1)
+    if not c:
+        return None
+    digits = b""
+    while c.isdigit():
+        digits += c
+        if len(digits) > 12:
+            raise _Corrupt("absurdly large length prefix")
+        c = src.read(1)
+    if c != b":" or not digits:
+        raise _Corrupt("no length prefix where a record should start")
+    n = int(digits)
+    data = src.read(n)
+    if len(data) < n:
+        raise _Corrupt(f"record declares {n:,} bytes, the file holds {len(data):,} more")
+    tag = src.read(1)
+    if not tag:
+        raise _Corrupt("record cut before its type tag")
+    if tag[0] not in _TN_TYPES:
+        raise _Corrupt(f"unknown type tag {tag!r}")
+    return tag[0], data
+
+
+def _record_reason(e: BaseException, stage: str) -> str:
+    if isinstance(e, RecursionError):
+        return "record_too_deep"
+    if isinstance(e, MemoryError):
+        return "record_too_large"
+    return f"bad_{stage}"
+
+
+def _read_mitm(src: _Bounded, path: Path, rep: ReadReport) -> Iterator[http.HTTPFlow]:
+    """mitmproxy's ``FlowReader.stream`` loop, one record at a time: a bad record costs that record."""
+    while True:
+        start = src.pos
+        try:
+            framed = _frame(src)
+        except _Corrupt as e:
+            rep.skipped["corrupt_record"] += 1
+            left = (src.size - start) if src.size is not None else None
+            rep.stop = f"corrupt record at byte {start:,} ({e})"
+            rep.error = f"{path}: {rep.stop}; {rep.flows:,} flows before it were read, " + (
+                f"the last {left:,} bytes were not" if left is not None else "the rest was not"
+            )
+            return
+        if framed is None:
+            return
+        tag, data = framed
+        if tag != ord("}"):
+            rep.skipped["not_a_flow"] += 1
+            continue
+        stage = "tnetstring"
+        try:
+            state = tnetstring.parse(tag, memoryview(data))
+            del data
+            stage = "flow_version"
+            if not isinstance(state, dict):
+                raise TypeError("not a dict")
+            state = compat.migrate_flow(state)
+            stage = "flow_state"
+            fl = mflow.Flow.from_state(state)
+        except (Exception, RecursionError, MemoryError) as e:  # mitmproxy's code on hostile content: any exception
+            rep.skipped[_record_reason(e, stage)] += 1
+            continue
+        if not isinstance(fl, http.HTTPFlow):
+            rep.skipped["not_http"] += 1
+            continue
+        rep.flows += 1
+        yield fl
+
+
+def _clean_har(entry: object, problems: Counter[str]) -> None:
+    """Strings of a HAR entry that UTF-8 cannot encode (``\\udcff`` escapes, bytes the file had wrong) as escaped text, in place."""
+    stack = [entry]
+    while stack:
+        node = stack.pop()
+        items: Iterable[tuple[Any, Any]]
+        if isinstance(node, dict):
+            items = list(node.items())
+        elif isinstance(node, list):
+            items = enumerate(node)
+        else:
+            continue
+        for k, v in items:
+            if isinstance(v, str):
+                if not _utf8(v):
+                    node[k] = escape_text(v)
+                    problems["har:not_utf8"] += 1
+            elif isinstance(v, dict | list):
+                stack.append(v)
+            if isinstance(node, dict) and isinstance(k, str) and not _utf8(k):
+                node[escape_text(k)] = node.pop(k)
+                problems["har:not_utf8"] += 1
+
+
+def _read_har(src: _Bounded, path: Path, rep: ReadReport) -> Iterator[http.HTTPFlow]:
+    """Entries of a HAR file through mitmproxy's ``request_to_flow``, one at a time: a bad entry costs that entry."""
+    if rep.size > HAR_MAX_BYTES:
+        raise FlowFileError(f"{path}: a HAR file of {rep.size:,} bytes is over the {HAR_MAX_BYTES:,}-byte cap (split it into smaller ones)")
+    raw = src.read()
+    text = raw.decode("utf-8-sig" if raw.startswith(b"\xef\xbb\xbf") else "utf-8", "surrogateescape")
+    del raw
+    try:
+        doc = json.loads(text)
+    except RecursionError:
+        raise FlowFileError(f"{path}: not a HAR file (JSON nested too deeply)") from None
+    except MemoryError:
+        raise FlowFileError(f"{path}: not enough memory to read this HAR file ({rep.size:,} bytes)") from None
+    except ValueError as e:
+        raise FlowFileError(f"{path}: not a mitmproxy flow file or HAR file (not JSON: {e})") from None
+    del text
+    log = doc.get("log") if isinstance(doc, dict) else None
+    entries = log.get("entries") if isinstance(log, dict) else None
+    if not isinstance(entries, list):
+        raise FlowFileError(f"{path}: not a HAR file (no log.entries list)")
+    del doc, log
+    for i in range(len(entries)):
+        entry, entries[i] = entries[i], None  # each entry's memory goes as it is read
+        try:
+            if not isinstance(entry, dict):
+                raise TypeError("entry is not an object")
+            _clean_har(entry, rep.problems)
+            fl = request_to_flow(entry)
+        except KeyError:
+            rep.skipped["har_entry_missing_field"] += 1
+            continue
+        except (TypeError, AttributeError):
+            rep.skipped["har_entry_wrong_type"] += 1
+            continue
+        except (Exception, RecursionError, MemoryError):  # mitmproxy's code on hostile content: any exception
+            rep.skipped["bad_har_entry"] += 1
+            continue
+        rep.flows += 1
+        yield fl
+
+
+def read_flow_file(path: Path, *, report: ReadReport | None = None) -> Iterator[http.HTTPFlow]:
+    """HTTP flows of a saved mitmproxy file or a HAR file.
+
+    Records that cannot be read are skipped and counted in ``report`` (by reason); broken framing ends a mitmproxy
+    file there (``report.error`` says where; the flows before it are yielded).  FlowFileError, with one line, when
+    the file cannot be opened, is neither format, is empty, or holds no readable HTTP flow at all.
+    """
+    rep = report if report is not None else ReadReport(path)
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed below, also when the caller stops early
     except OSError as e:
         raise FlowFileError(f"{path}: cannot read: {e.strerror or e}") from e
-    except (ValueError, KeyError, TypeError, exceptions.FlowReadException) as e:
-        raise FlowFileError(f"{path}: not a mitmproxy flow file or HAR file ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from e
-
-
-def record_files(paths: Iterable[Path], out: Path, db: SignatureDB, opts: RecorderOptions) -> Recorder:
-    rec = Recorder(out, db, opts)
-    for p in paths:
-        for fl in read_flow_file(p):
-            rec.add_flow(fl)
-    rec.close({"inputs": [{"path": str(p), "size": p.stat().st_size} for p in paths]})
-    return rec
+    try:
+        src = _Bounded(f)
+        rep.size = src.size or 0
+        try:
+            head = f.peek(64)[:64] if hasattr(f, "peek") else b""
+        except OSError as e:
+            raise FlowFileError(f"{path}: cannot read: {e.strerror or e}") from e
+        first = head.removeprefix(b"\xef\xbb\xbf").lstrip(b" \t\r\n")[:1]
+        if not head:
+            raise FlowFileError(f"{path}: empty file")
+        if first == b"{":
+            reader = _read_har(src, path, rep)
+        elif first.isdigit():
+            reader = _read_mitm(src, path, rep)
+        else:
+            raise FlowFileError(f"{path}: not a mitmproxy flow file or HAR file")
+        try:
+            yield from reader
+        except OSError as e:
+            raise FlowFileError(f"{path}: cannot read: {e.strerror or e}") from e
+    finally:
+        f.close()
+    if rep.flows == 0:
+        why = rep.stop or ", ".join(f"{k}: {v:,}" for k, v in sorted(rep.skipped.items())) or "no records"
+        raise FlowFileError(f"{path}: no readable HTTP flow ({why})")
