@@ -17,8 +17,10 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -237,6 +239,54 @@ def test_a_bug_is_one_line_and_its_traceback_is_saved_privately(tmp_path: Path, 
     assert "Traceback" in crashes[0].read_text() and "ZeroDivisionError" in crashes[0].read_text()
     assert stat.S_IMODE(crashes[0].stat().st_mode) == 0o600
     assert stat.S_IMODE((tmp_path / ".egressaudit").stat().st_mode) == 0o700
+
+
+def _edit_json(key: str, value: object) -> Callable[[Path], None]:
+    def edit(folder: Path) -> None:
+        doc = json.loads((folder / "session.json").read_text())
+        doc[key] = value
+        (folder / "session.json").write_text(json.dumps(doc))
+
+    return edit
+
+
+def _edit_flows(column: str, values: Callable[[int], pa.Array]) -> Callable[[Path], None]:
+    def edit(folder: Path) -> None:
+        t = pq.read_table(folder / "flows.parquet")
+        pq.write_table(t.set_column(t.schema.get_field_index(column), column, values(t.num_rows)), folder / "flows.parquet")
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("damage", "code", "says"),
+    [
+        (_edit_json("inputs", 5), 0, "session.json is damaged: left out inputs"),
+        (_edit_json("local_hosts", 7), 0, "session.json is damaged: left out local_hosts"),
+        (_edit_json("counts", "x"), 0, "session.json is damaged: left out counts"),
+        (lambda f: (f / "session.json").write_text("[1]"), 3, "session.json: not a JSON object"),
+        (lambda f: (f / "session.json").write_bytes(b"\xff{"), 3, "session.json: unreadable"),
+        (lambda f: (f / "flows.parquet").write_bytes((f / "flows.parquet").read_bytes()[:1000]), 3, "flows.parquet: unreadable"),
+        (_edit_flows("bytes_out", lambda n: pa.array(["x"] * n)), 3, "flows.parquet: columns of the wrong type"),
+        (_edit_flows("bytes_out", lambda n: pa.array(["12"] * n)), 0, ""),  # castable: read as numbers
+        (_edit_flows("ts_start", lambda n: pa.array([None] * n, pa.timestamp("us"))), 3, "flows.parquet: columns of the wrong type"),
+        (lambda f: (f / "flows.parquet").unlink(), 3, "no flows.parquet or http.parquet"),
+    ],
+    ids=["inputs-int", "local_hosts-int", "counts-str", "json-list", "json-bytes", "parquet-cut", "bytes_out-text", "bytes_out-digits",
+         "ts_start-null", "no-flows"],  # fmt: skip
+)
+def test_report_on_a_damaged_session_says_what_is_wrong(
+    tmp_path: Path, sample_session: Path, damage: Callable[[Path], None], code: int, says: str
+) -> None:
+    folder = tmp_path / "s"
+    shutil.copytree(sample_session, folder)
+    damage(folder)
+    r = egressaudit("report", str(folder), home=tmp_path)
+    assert r.returncode == code, r.stderr
+    if code:
+        assert says in one_line_error(r)
+    else:
+        assert "Traceback" not in r.stderr and says in (folder / "report.html").read_text()
 
 
 # -- the writer's last line of defence -----------------------------------------------------------------------------

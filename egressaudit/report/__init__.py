@@ -17,14 +17,17 @@ from rich.console import Console
 from egressaudit.http.store import part_files, read_rows
 from egressaudit.report import figures as fig
 from egressaudit.report.render import render_html
-from egressaudit.report.summary import ReportData, check_columns, summarize
+from egressaudit.report.summary import ReportData, summarize
 from egressaudit.report.terminal import print_report
+from egressaudit.schema import arrow_schema, column_names
 from egressaudit.session import STATE_RECOVERED, SessionError, atomic_write, private_dir, read_session_json, read_table, session_id_for
 
 __all__ = ["ReportError", "build_report", "load_session", "load_http", "ReportData"]
 
 #: Key of the minimal session dict made up for a folder without session.json.
 INCOMPLETE = "_incomplete"
+#: Key of the list of session.json keys left out because their values had the wrong type.
+DROPPED = "_dropped"
 
 
 class ReportError(Exception):
@@ -70,19 +73,46 @@ def load_session(session_dir: Path) -> tuple[pd.DataFrame | None, dict[str, obje
         if not (http and not (session_dir / "session.json").exists()):
             raise ReportError(_one_line(str(e))) from None
         session = {"session_id": session_id_for(session_dir), INCOMPLETE: True}
+    session, dropped = checked_session(session)
+    if dropped:
+        session[DROPPED] = dropped
     if not (session_dir / "flows.parquet").exists():
         if http:
             return None, session
         raise ReportError(f"{session_dir}: no flows.parquet or http.parquet (is this a session folder written by `egressaudit analyze` or `proxy`?)")
     try:
-        flows = read_table(session_dir, "flows").to_pandas()
+        table = read_table(session_dir, "flows")
     except SessionError as e:
         raise ReportError(_one_line(str(e))) from None
-    assert isinstance(flows, pd.DataFrame)
-    missing = check_columns(flows)
+    missing = [c for c in column_names("flows") if c not in table.column_names]
     if missing:
         raise ReportError(f"{session_dir / 'flows.parquet'}: not a flows table of this egressaudit version (missing columns: {', '.join(missing)})")
+    schema = arrow_schema("flows")
+    try:
+        table = table.select(column_names("flows")).cast(schema)
+    except (pa.ArrowException, ValueError) as e:
+        raise ReportError(_one_line(f"{session_dir / 'flows.parquet'}: columns of the wrong type for this egressaudit version: {e}")) from None
+    bad = [f.name for f, col in zip(schema, table.columns, strict=True) if not f.nullable and col.null_count]
+    if bad:
+        raise ReportError(f"{session_dir / 'flows.parquet'}: damaged: empty values in {', '.join(bad)}, which every flow has")
+    flows = table.to_pandas()
+    assert isinstance(flows, pd.DataFrame)
     return flows, session
+
+
+# What the report reads of session.json, and the type each must have; a key of another type (a damaged or
+# hand-edited file) is left out and named in the report, instead of failing somewhere in the middle of it.
+SESSION_TYPES: dict[str, type | tuple[type, ...]] = {
+    "session_id": str, "schema_version": str, "created": str, "state": str, "tool": dict, "signatures": dict,
+    "audited_client": (str, type(None)), "audited_client_source": (str, type(None)), "local_nets": list, "local_hosts": list,
+    "idle_timeout_s": (int, float), "inputs": list, "counts": dict, "http": dict, "capture": dict, "elapsed_s": (int, float),
+}  # fmt: skip
+
+
+def checked_session(doc: dict[str, object]) -> tuple[dict[str, object], list[str]]:
+    """``doc`` without the keys whose values have the wrong type, and their names."""
+    bad = sorted(k for k, t in SESSION_TYPES.items() if k in doc and not isinstance(doc[k], t))
+    return {k: v for k, v in doc.items() if k not in bad}, bad
 
 
 def _recovered_note(session: dict[str, object]) -> str:
@@ -115,6 +145,8 @@ def build_report(session_dir: Path, console: Console | None = None, redact: bool
     data = summarize(flows, session, redact=redact, http=http, fields=fields)
     if session.get("state") == STATE_RECOVERED:
         data.notes.append(_recovered_note(session))
+    if session.get(DROPPED):
+        data.notes.append(f"session.json is damaged: left out {', '.join(map(str, session[DROPPED]))} (values of the wrong type).")  # type: ignore[call-overload]
     if session.get(INCOMPLETE):
         data.notes.append("No session.json: the recording did not finish. Rows were read from the part files it left behind.")
     if part_files(session_dir, "http") or part_files(session_dir, "fields"):

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from egressaudit.schema import FLOWS
 from egressaudit.taxonomy import Category, DataClass, Party
 
 if TYPE_CHECKING:
@@ -42,11 +41,6 @@ def empty_flows() -> pd.DataFrame:
 
     df: pd.DataFrame = to_table("flows", []).to_pandas()
     return df
-
-
-def check_columns(flows: pd.DataFrame) -> list[str]:
-    """Names of the schema's flows columns that ``flows`` lacks."""
-    return [c.name for c in FLOWS if c.name not in flows.columns]
 
 
 def egress(flows: pd.DataFrame) -> pd.DataFrame:
