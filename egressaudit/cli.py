@@ -177,19 +177,40 @@ def analyze(
 @contextlib.contextmanager
 def _session_folder(out: Path) -> Iterator[None]:
     """``out`` made a private, writable session folder and held (its recording lock) for the time of the block; exit 4
-    with one line when it cannot be."""
+    with one line when it cannot be.  A folder the block created and left empty (the command failed before writing
+    anything) is removed again."""
     from egressaudit import session as sess
 
+    created = not out.exists()
     try:
         sess.prepare(out)
         lock = sess.RecordingLock(out)
         lock.acquire()
     except (sess.SessionError, OSError) as e:
+        if created:
+            _remove_empty_session(out)
         raise _fail(str(e) if isinstance(e, sess.SessionError) else f"{out}: {e.strerror or e}", EXIT_OUTPUT) from None
+    ok = False
     try:
         yield
+        ok = True
+    except typer.Exit as e:
+        ok = not e.exit_code
+        raise
     finally:
         lock.release()
+        if created and not ok:
+            _remove_empty_session(out)
+
+
+def _remove_empty_session(out: Path) -> None:
+    """Remove ``out`` if it holds nothing but the recording lock."""
+    from egressaudit.session import LOCK_FILE
+
+    with contextlib.suppress(OSError):
+        if {p.name for p in out.iterdir()} <= {LOCK_FILE}:
+            (out / LOCK_FILE).unlink(missing_ok=True)
+            out.rmdir()
 
 
 def _analyze_inputs(

@@ -225,6 +225,28 @@ def test_report_analyses_what_a_killed_capture_left(tmp_path: Path) -> None:
     assert r.returncode == 0 and "did not finish" not in r.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (["analyze", "{tmp}/text.pcap"], 3),
+        (["analyze", "{tmp}/empty.pcap"], 3),
+        (["analyze", str(SAMPLE / "call.pcapng"), "--signatures", "{tmp}/binary.yaml"], 5),
+        (["capture", "--iface", "no-such-if0", "--duration", "1"], 3),
+        (["capture", "--iface", "lo", "--duration", "1", "--filter", "udp port"], 3),
+    ],
+    ids=["text-file", "empty-file", "binary-signatures", "no-interface", "bad-filter"],
+)
+def test_a_failed_command_says_why_in_one_line_and_leaves_no_folder(tmp_path: Path, args: list[str], code: int) -> None:
+    (tmp_path / "text.pcap").write_text("hello\n")
+    (tmp_path / "empty.pcap").write_bytes(b"")
+    (tmp_path / "binary.yaml").write_bytes(bytes(range(128, 256)))
+    out = tmp_path / "new" / "session"
+    r = egressaudit(*[a.format(tmp=tmp_path) for a in args], "--out", str(out), home=tmp_path)
+    assert r.returncode == code
+    one_line_error(r)
+    assert not out.exists()
+
+
 def test_a_bug_is_one_line_and_its_traceback_is_saved_privately(tmp_path: Path, sample_session: Path) -> None:
     """The last resort: an exception no command expected (here: made to happen in the report) exits 1 with one line
     naming a crash file (0600, in ~/.egressaudit, 0700) that holds the traceback."""

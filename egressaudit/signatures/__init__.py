@@ -377,8 +377,9 @@ def load_file(path: Path) -> VendorFile:
     """Load and validate one vendor file; errors name the file and the rule."""
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as e:
-        raise SignatureError(f"{path}: cannot read: {str(e).splitlines()[0]}") from e
+    except (OSError, UnicodeError, yaml.YAMLError, RecursionError, ValueError) as e:
+        first = (str(e).splitlines() or [type(e).__name__])[0]
+        raise SignatureError(f"{path}: cannot read: {first}") from e
     if not isinstance(raw, dict):
         raise SignatureError(f"{path}: not a mapping")
     try:
