@@ -26,6 +26,7 @@ import ipaddress
 import json
 import math
 import os
+import re
 import secrets
 import stat
 import threading
@@ -63,9 +64,8 @@ TS_MIN_US = 0
 """Earliest timestamp recorded (1970-01-01, microseconds since the epoch); earlier ones are clamped and counted."""
 TS_MAX_US = 253402300799_999999
 """Latest timestamp recorded (9999-12-31T23:59:59.999999Z, the end of Python's datetime); later ones are clamped."""
-HAR_MAX_BYTES = 1 << 30
-"""HAR files larger than this are refused (mitmproxy's HAR reader and ``json`` hold the whole document in memory:
-peak memory is measured at 3-6 times the file's size, see ``fuzz/hostile_http.py``)."""
+HAR_MAX_BYTES = 512 << 20
+"""HAR files larger than this are refused: a HAR is read whole as text (1-4 bytes a character), then entry by entry."""
 STREAMED = "egressaudit_streamed"
 """``flow.metadata`` key of a flow whose body was streamed past the proxy (see :meth:`Recorder.add_flow`)."""
 _CUT_WARNINGS = ("too_many_parts", "too_many_keys")
@@ -1040,33 +1040,97 @@ def _clean_har(entry: object, problems: Counter[str]) -> None:
                 problems["har:not_utf8"] += 1
 
 
+_JSON_WS = re.compile(r"[ \t\n\r]*")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_DECODER = json.JSONDecoder()
+
+
+class _NotHar(Exception):
+    pass
+
+
+def _ws(text: str, pos: int) -> int:
+    m = _JSON_WS.match(text, pos)
+    return m.end() if m else pos
+
+
+def _value_of(text: str, pos: int, key: str) -> int:
+    """Where the value of ``key`` starts in the JSON object at ``pos``; other members are skipped (decoded and dropped)."""
+    if text[pos : pos + 1] != "{":
+        raise _NotHar
+    pos = _ws(text, pos + 1)
+    while text[pos : pos + 1] == '"':
+        k, pos = _DECODER.raw_decode(text, pos)
+        pos = _ws(text, pos)
+        if text[pos : pos + 1] != ":":
+            raise _NotHar
+        pos = _ws(text, pos + 1)
+        if k == key:
+            return pos
+        _, pos = _DECODER.raw_decode(text, pos)
+        pos = _ws(text, pos)
+        if text[pos : pos + 1] != ",":
+            break
+        pos = _ws(text, pos + 1)
+    raise _NotHar
+
+
+def _har_entries(text: str, rep: ReadReport) -> Iterator[object]:
+    """The items of ``log.entries``, each decoded on its own (``json.loads`` of the whole file held every entry's objects
+    at once: a 20 MB HAR took 1.5 GB).  A HAR cut short keeps the entries before the cut (``corrupt_record``)."""
+    try:
+        pos = _value_of(text, _value_of(text, _ws(text, 0), "log"), "entries")
+    except (_NotHar, ValueError, RecursionError) as e:
+        raise _NotHar from e
+    if text[pos : pos + 1] != "[":
+        raise _NotHar
+    pos = _ws(text, pos + 1)
+    if text[pos : pos + 1] == "]":
+        return
+    while True:
+        start = pos
+        try:
+            entry, pos = _DECODER.raw_decode(text, pos)
+        except (ValueError, RecursionError) as e:
+            rep.skipped["corrupt_record"] += 1
+            rep.stop = f"entry at character {start:,} is not JSON ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
+            rep.error = f"{rep.path}: {rep.stop}; {rep.flows:,} flows before it were read, the rest was not"
+            return
+        yield entry
+        pos = _ws(text, pos)
+        if text[pos : pos + 1] != ",":
+            return  # "]" or whatever follows: the entries end here
+        pos = _ws(text, pos + 1)
+
+
 def _read_har(src: _Bounded, path: Path, rep: ReadReport) -> Iterator[http.HTTPFlow]:
-    """Entries of a HAR file through mitmproxy's ``request_to_flow``, one at a time: a bad entry costs that entry."""
+    """Entries of a HAR file through mitmproxy's ``request_to_flow``, one at a time: a bad entry costs that entry.
+
+    Memory: the file's text (1 to 4 bytes a character) plus one entry's objects at a time, under :data:`HAR_MAX_BYTES`.
+    """
     if rep.size > HAR_MAX_BYTES:
         raise FlowFileError(f"{path}: a HAR file of {rep.size:,} bytes is over the {HAR_MAX_BYTES:,}-byte cap (split it into smaller ones)")
     raw = src.read()
-    text = raw.decode("utf-8-sig" if raw.startswith(b"\xef\xbb\xbf") else "utf-8", "surrogateescape")
-    del raw
     try:
-        doc = json.loads(text)
-    except RecursionError:
-        raise FlowFileError(f"{path}: not a HAR file (JSON nested too deeply)") from None
-    except MemoryError:
-        raise FlowFileError(f"{path}: not enough memory to read this HAR file ({rep.size:,} bytes)") from None
-    except ValueError as e:
-        raise FlowFileError(f"{path}: not a mitmproxy flow file or HAR file (not JSON: {e})") from None
-    del text
-    log = doc.get("log") if isinstance(doc, dict) else None
-    entries = log.get("entries") if isinstance(log, dict) else None
-    if not isinstance(entries, list):
-        raise FlowFileError(f"{path}: not a HAR file (no log.entries list)")
-    del doc, log
-    for i in range(len(entries)):
-        entry, entries[i] = entries[i], None  # each entry's memory goes as it is read
+        text = raw.decode("utf-8-sig")
+        surrogates = _SURROGATE_ESCAPE.search(text) is not None  # JSON's "\udcff" is a lone surrogate too
+    except UnicodeDecodeError:  # bytes the file had wrong: kept as surrogate escapes, written as escaped text
+        text = raw.decode("utf-8-sig", "surrogateescape")
+        surrogates = True
+    del raw
+    entries = _har_entries(text, rep)
+    while True:
+        try:
+            entry = next(entries)
+        except StopIteration:
+            return
+        except _NotHar:
+            raise FlowFileError(f"{path}: not a mitmproxy flow file or HAR file (no JSON object with log.entries)") from None
         try:
             if not isinstance(entry, dict):
                 raise TypeError("entry is not an object")
-            _clean_har(entry, rep.problems)
+            if surrogates:
+                _clean_har(entry, rep.problems)
             fl = request_to_flow(entry)
         except KeyError:
             rep.skipped["har_entry_missing_field"] += 1
@@ -1077,6 +1141,8 @@ def _read_har(src: _Bounded, path: Path, rep: ReadReport) -> Iterator[http.HTTPF
         except (Exception, RecursionError, MemoryError):  # mitmproxy's code on hostile content: any exception
             rep.skipped["bad_har_entry"] += 1
             continue
+        finally:
+            del entry
         rep.flows += 1
         yield fl
 
