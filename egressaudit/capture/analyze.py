@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from egressaudit import schema as schema_mod
 from egressaudit.capture.columnar import ColumnarFlowTable, decode_batch
 from egressaudit.capture.flows import Flow, ip_str
 from egressaudit.capture.frames import PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, SUPPORTED_LINKTYPES
-from egressaudit.capture.reader import CaptureError, ReadStats, iter_batches
+from egressaudit.capture.reader import TS_MAX_S, TS_MIN_S, CaptureError, ReadStats, iter_batches
 from egressaudit.classify.engine import FlowFacts, choose_audited_client, classify, first_party_vendors, party_of
 from egressaudit.signatures import SignatureDB, default_db
 from egressaudit.taxonomy import Category, DataClass
@@ -54,6 +55,10 @@ class AnalyzeResult:
         t = self.table
         plain = [t.column(i).cast(pa.int64()) if pa.types.is_timestamp(f.type) else t.column(i) for i, f in enumerate(t.schema)]
         return pa.table(plain, names=t.column_names).to_pylist()  # type: ignore[no-any-return]
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _is_nonunicast(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
@@ -246,6 +251,11 @@ def _analyze(inputs: Sequence[Path], opts: AnalyzeOptions, db: SignatureDB, prog
             skipped["truncated_record"] += stats.truncated
         if stats.corrupt:
             skipped["corrupt_record"] += stats.corrupt
+        skipped.update(stats.skipped)
+        if stats.timestamps_clamped:
+            stats.error(
+                f"{path}: {stats.timestamps_clamped:,} packet timestamps outside {_iso(TS_MIN_S)}..{_iso(TS_MAX_S)} were clamped to that range"
+            )
     table.flush()
     skipped["orphan_fragment"] += table.orphan_fragments
 
@@ -278,9 +288,12 @@ def _analyze(inputs: Sequence[Path], opts: AnalyzeOptions, db: SignatureDB, prog
                 "packets": s.frames,
                 "truncated_records": s.truncated,
                 "corrupt_records": s.corrupt,
+                "skipped_blocks": dict(sorted(s.skipped.items())),
+                "timestamps_clamped": s.timestamps_clamped,
                 "errors": s.errors,
                 "snapped_packets": s.snapped,
                 "interfaces": s.interfaces,
+                "interface_count": s.interface_count,
             }
             for s in stats_list
         ],
@@ -291,6 +304,8 @@ def _analyze(inputs: Sequence[Path], opts: AnalyzeOptions, db: SignatureDB, prog
             "fragments": tally.fragments,
             "skipped": dict(sorted(skipped.items())),
             "skipped_total": sum(skipped.values()),
+            "timestamps_clamped": sum(s.timestamps_clamped for s in stats_list),
+            "timestamp_range": [_iso(TS_MIN_S), _iso(TS_MAX_S)],
             "linktypes": {SUPPORTED_LINKTYPES.get(k, str(k)): n for k, n in sorted(linktypes.items())},
             "by_data_class_bytes_out": {d.value: tally.egress_by_class.get(d.value, 0) for d in DataClass},
         },
