@@ -1182,5 +1182,5 @@ def read_flow_file(path: Path, *, report: ReadReport | None = None) -> Iterator[
     finally:
         f.close()
     if rep.flows == 0:
-        why = rep.stop or ", ".join(f"{k}: {v:,}" for k, v in sorted(rep.skipped.items())) or "no records"
+        why = rep.stop or ", ".join(f"{k}: {v:,}" for k, v in sorted(rep.skipped.items())) or "the file holds no flows"
         raise FlowFileError(f"{path}: no readable HTTP flow ({why})")
