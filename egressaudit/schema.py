@@ -237,11 +237,11 @@ def _holds(t: pa.Table) -> bool:
 
 
 _INT_RANGES = {8: (-(1 << 7), (1 << 7) - 1), 16: (-(1 << 15), (1 << 15) - 1), 32: (-(1 << 31), (1 << 31) - 1), 64: (-(1 << 63), (1 << 63) - 1)}
-TS_MIN_US = -62135596800_000000
-"""Earliest timestamp a table holds (0001-01-01T00:00:00Z, the start of Python's datetime, in microseconds since the
-epoch); earlier ones are clamped."""
-TS_MAX_US = 253402300799_999999
-"""Latest timestamp a table holds (9999-12-31T23:59:59.999999Z, the end of Python's datetime); later ones are clamped."""
+TS_MIN_US = 0
+"""Earliest timestamp a table holds (1970-01-01T00:00:00Z, in microseconds since the epoch); earlier ones are clamped."""
+TS_MAX_US = 9214646400_000000
+"""Latest timestamp a table holds (2262-01-01T00:00:00Z), inside the range of pandas' nanosecond timestamps, which
+reports and notebooks use; later ones are clamped.  Every path that writes a timestamp clamps to this range."""
 
 
 def escape_text(value: str) -> str:

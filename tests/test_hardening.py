@@ -345,6 +345,7 @@ def test_to_table_keeps_valid_rows_as_they_are() -> None:
         ("ts", float("nan"), 0, "wrong_type"),
         ("ts", 1 << 70, TS_MAX_US, "out_of_range"),
         ("ts", -1 << 62, TS_MIN_US, "out_of_range"),
+        ("ts", -5, TS_MIN_US, "out_of_range"),
         ("ts", None, 0, "missing"),
     ],
 )
