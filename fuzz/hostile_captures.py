@@ -9,7 +9,7 @@ header and block fields (lengths, block types, interface ids, ``if_tsresol`` and
 ``if_tsoffset`` options, EPB timestamp words, captured lengths), truncations at
 and around every block boundary, blocks too short for their type, section
 headers with a bad byte-order magic, byte changes in the link, IP, UDP and TCP
-headers of packets, and gzip wrapping with damaged deflate streams.
+headers of packets and in their payloads (what the dissectors read), and gzip wrapping with damaged deflate streams.
 
 Each case runs ``egressaudit analyze CASE --out DIR --quiet`` in-process (typer's
 CliRunner: the real command, its writes included) and every
@@ -312,6 +312,24 @@ def _flip_packet(rng: random.Random, data: bytearray) -> None:
             data[at] = rng.choice((0x00, 0xFF, 0x45, 0x4F, 0x60, 0x06, 0x11, 0x29, 0x2C, 0x04, 0x2B, 0x81, 0x88, rng.getrandbits(8)))
 
 
+def _flip_payload(rng: random.Random, data: bytearray) -> None:
+    """Change a few bytes past the headers: what the dissectors read (TLS and QUIC ClientHellos, DNS, STUN, RTP...)."""
+    if len(data) > 42:
+        for _ in range(rng.randint(1, 8)):
+            data[rng.randrange(42, len(data))] = rng.getrandbits(8)
+
+
+def ng_flip_payload(rng: random.Random, pn: PcapNg) -> str:
+    idx = packet_blocks(pn)
+    for i in rng.sample(idx, min(len(idx), rng.randint(1, 40))):
+        b = pn.blocks[i]
+        caplen = epb_fields(pn, b)[3]
+        data = bytearray(b[28 : 28 + caplen])
+        _flip_payload(rng, data)
+        b[28 : 28 + caplen] = data
+    return "flip_payload"
+
+
 def ng_flip_headers(rng: random.Random, pn: PcapNg) -> str:
     idx = packet_blocks(pn)
     for i in rng.sample(idx, min(len(idx), rng.randint(1, 20))):
@@ -338,7 +356,7 @@ NG_OPS: dict[str, Callable[[random.Random, PcapNg], str]] = {
     "block_length": ng_block_length, "if_tsresol": ng_tsresol, "if_tsoffset": ng_tsoffset, "epb_timestamp": ng_epb_timestamp,
     "interface_id": ng_interface_id, "caplen": ng_caplen, "block_type": ng_block_type, "short_block": ng_short_block,
     "bad_shb": ng_bad_shb, "new_section": ng_new_section, "idb_options": ng_idb_options, "spb_pb": ng_to_spb_or_pb,
-    "flip_headers": ng_flip_headers, "truncate": ng_truncate,
+    "flip_headers": ng_flip_headers, "flip_payload": ng_flip_payload, "truncate": ng_truncate,
 }  # fmt: skip
 
 
@@ -376,6 +394,14 @@ def pcap_flip_headers(rng: random.Random, pc: Pcap) -> str:
     return "flip_headers"
 
 
+def pcap_flip_payload(rng: random.Random, pc: Pcap) -> str:
+    for r in rng.sample(pc.records, min(len(pc.records), rng.randint(1, 40))):
+        data = bytearray(r[16:])
+        _flip_payload(rng, data)
+        r[16:] = data
+    return "flip_payload"
+
+
 def pcap_truncate(rng: random.Random, pc: Pcap) -> str:
     at = rng.randrange(0, len(pc.records) + 1)
     cut = rng.choice((0, 1, 8, 15, 16, 17, 30))
@@ -388,7 +414,7 @@ def pcap_truncate(rng: random.Random, pc: Pcap) -> str:
 
 PCAP_OPS: dict[str, Callable[[random.Random, Pcap], str]] = {
     "pcap_header": pcap_header, "pcap_record_length": pcap_record_length, "pcap_timestamp": pcap_timestamp,
-    "flip_headers": pcap_flip_headers, "truncate": pcap_truncate,
+    "flip_headers": pcap_flip_headers, "flip_payload": pcap_flip_payload, "truncate": pcap_truncate,
 }  # fmt: skip
 
 
@@ -505,6 +531,8 @@ def _message(output: str, case: Path) -> str:
 
 def run(work_dir: Path, cases: int, seed: int, subprocess_every: int = 25, only: int | None = None) -> dict[str, Any]:
     """``cases`` hostile captures through ``egressaudit analyze``; a JSON-able summary (see the module docstring)."""
+    import egressaudit.cli  # noqa: F401 - imported before the clock starts for the first case
+
     work_dir.mkdir(parents=True, exist_ok=True)
     seeds = [(p.name, p.read_bytes()) for p in seed_files(work_dir / "seeds")]
     crashes = work_dir / "crashes"

@@ -21,7 +21,7 @@ import socket
 from collections import OrderedDict
 from collections.abc import Callable
 from collections.abc import Set as AbstractSet
-from typing import Any
+from typing import Any, TypeVar
 
 from egressaudit.capture.frames import PROTO_TCP, PROTO_UDP, IPPacket
 from egressaudit.dissect import discord as discord_d
@@ -46,6 +46,18 @@ TCP_ACK = 0x10
 
 
 _EMPTY: frozenset[Any] = frozenset()
+T = TypeVar("T")
+
+
+def _added(values: AbstractSet[T], value: T) -> AbstractSet[T]:
+    """``values`` with ``value`` in it: a new set the first time (``values`` is the shared empty one), then in place.
+
+    (A copy per new value would be quadratic: a hostile flow sends a new RTP SSRC in every packet.)
+    """
+    if isinstance(values, set):
+        values.add(value)
+        return values
+    return {*values, value}
 
 
 def ip_str(addr: bytes) -> str:
@@ -98,17 +110,19 @@ class Flow:
 
     def note_rtp(self, h: RtpHeader) -> None:
         self.rtp += 1
-        self.pts = self.pts | {h.payload_type} if h.payload_type not in self.pts else self.pts
-        self.ssrcs = self.ssrcs | {h.ssrc} if h.ssrc not in self.ssrcs else self.ssrcs
+        if h.payload_type not in self.pts:
+            self.pts = _added(self.pts, h.payload_type)
+        if h.ssrc not in self.ssrcs:
+            self.ssrcs = _added(self.ssrcs, h.ssrc)
 
     def hint(self, vendor: str) -> None:
         """A vendor named by the payload (STUN attributes, Zoom or Discord framing)."""
         if vendor not in self.vendor_hints:
-            self.vendor_hints = self.vendor_hints | {vendor}
+            self.vendor_hints = _added(self.vendor_hints, vendor)
 
     def media_kind(self, kind: str) -> None:
         if kind not in self.media_kinds:
-            self.media_kinds = self.media_kinds | {kind}
+            self.media_kinds = _added(self.media_kinds, kind)
 
     def set_hostname(self, name: str | None, source: str) -> None:
         if name and self.hostname is None:

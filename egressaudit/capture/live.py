@@ -43,12 +43,23 @@ Details that matter for correct counts:
   every frame the kernel counted has been written.
 * SIGINT/SIGTERM/SIGHUP (when called from the main thread) and the ``stop`` event end
   the capture cleanly: the file is flushed and closed, live flows are ended.
+* The file is flushed every :data:`FLUSH_EVERY` seconds while capturing, so a
+  capture killed outright (SIGKILL, a crash) loses at most that much of what it
+  had read, plus what the kernel still held in the ring (a partly filled block
+  is handed over after :data:`RING_TIMEOUT_MS`); the file then ends without the
+  statistics block, perhaps inside a packet block, which readers count as a
+  truncated record.
+* A write that fails (a full disk, an I/O error) stops the capture: the socket
+  is closed, nothing more is written, and :class:`CaptureWriteError` (an
+  ``OSError``) is raised with the counters up to there in ``stats``; what
+  reached the file is kept and readable.
 * The ring is read without memory barriers, which is correct on x86 (stores
   are not reordered); libpcap uses acquire/release atomics here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import mmap
 import os
@@ -78,6 +89,8 @@ RING_BLOCK = 1 << 20  # bytes per ring block; a frame larger than a block is cut
 RING_TIMEOUT_MS = 50  # the kernel hands over a partly filled block after this long
 RING_BEHIND = 8  # behind when 1/RING_BEHIND of the ring's blocks wait: flow-table updates are skipped
 DRAIN_TIMEOUT = 1.0  # seconds to wait at the end for the frames the kernel counted to reach the ring
+FLUSH_EVERY = 0.5  # seconds between flushes of the file's write buffer: what a capture killed outright loses at most
+WRITE_BUFFER = 1 << 20  # bytes of the file's write buffer
 
 SOL_PACKET = 263
 PACKET_ADD_MEMBERSHIP = 1
@@ -107,6 +120,17 @@ class CaptureSetupError(Exception):
     """The capture cannot start (no such interface, no permission, bad filter); one line for the user."""
 
 
+class CaptureWriteError(OSError):
+    """The capture file could not be written (a full disk, an I/O error): the capture stopped there.
+
+    ``errno`` and ``filename`` are the failed write's; ``strerror`` is one line for
+    the user saying so; ``stats`` holds the capture's counters up to there (set
+    by :func:`capture`).  What reached the file is kept.
+    """
+
+    stats: LiveStats | None = None
+
+
 @dataclass
 class LiveStats:
     """Counters of a live capture; passed to ``on_progress`` while running and returned at the end.
@@ -128,7 +152,7 @@ class LiveStats:
     kernel_packets: int = 0  # frames that passed the socket filter (received + dropped), from PACKET_STATISTICS
     kernel_drops: int = 0  # frames the kernel dropped because the ring (socket buffer) was full
     decode_skips: dict[str, int] = field(default_factory=dict)  # frames written but not in any flow, by reason
-    stopped_by: str = ""  # duration, stop, signal, error
+    stopped_by: str = ""  # duration, stop, signal, error, write_error (the file could not be written: CaptureWriteError)
     rcvbuf: int = 0  # bytes of receive ring (mode "ring") or socket receive buffer (mode "recv") the kernel granted
     mode: str = ""  # "ring": PACKET_MMAP TPACKET_V3 ring; "recv": one recvmsg() per frame
     flow_updates_skipped: int = 0  # frames written to the file but not fed to the live flow table (the ring was behind)
@@ -160,11 +184,13 @@ class PcapNgWriter:
     frames the data itself (scapy's ``RawPcapNgWriter`` builds each block from
     about ten packs and concatenations; see ``benchmarks/run.py --only writer``).
     :meth:`epb` returns the block for callers that gather many frames into one write.
+    Every write that fails raises :class:`CaptureWriteError`; nothing is written after that.
     """
 
     def __init__(self, f: BinaryIO, linktype: int, ifname: str = "", snaplen: int = SNAPLEN) -> None:
         self.f = f
         self.frames = 0
+        self.failed: OSError | None = None
         self._packers: dict[int, tuple[Callable[..., bytes], int]] = {}
         opts = _option(4, f"egressaudit {__version__} live capture".encode()) + _option(0, b"")
         shb = struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1) + opts
@@ -174,7 +200,7 @@ class PcapNgWriter:
         idb_opts += _option(9, b"\x06")  # if_tsresol: 10^-6 (the default, said explicitly)
         idb_opts += _option(0, b"")
         idb = struct.pack("<HHI", linktype, 0, snaplen) + idb_opts
-        f.write(_block(0x0A0D0D0A, shb) + _block(1, idb))
+        self.write_blocks(_block(0x0A0D0D0A, shb) + _block(1, idb))
 
     def epb(self, data: bytes, ts_us: int, wirelen: int) -> bytes:
         """The Enhanced Packet Block of one frame (not written)."""
@@ -189,8 +215,32 @@ class PcapNgWriter:
         return pack(6, total, 0, ts_us >> 32, ts_us & 0xFFFFFFFF, n, wirelen, data, total)
 
     def write(self, data: bytes, ts_us: int, wirelen: int) -> None:
-        self.f.write(self.epb(data, ts_us, wirelen))
+        try:
+            self.f.write(self.epb(data, ts_us, wirelen))
+        except OSError as e:
+            raise self._failed(e) from e
         self.frames += 1
+
+    def write_blocks(self, blocks: bytes) -> None:
+        """Blocks made by :meth:`epb` (or any whole pcapng blocks), written as they are."""
+        try:
+            self.f.write(blocks)
+        except OSError as e:
+            raise self._failed(e) from e
+
+    def flush(self) -> None:
+        """Hand what is buffered to the kernel (it survives the process then)."""
+        try:
+            self.f.flush()
+        except OSError as e:
+            raise self._failed(e) from e
+
+    def _failed(self, e: OSError) -> CaptureWriteError:
+        if isinstance(e, CaptureWriteError):
+            return e
+        self.failed = e
+        name = getattr(self.f, "name", None)
+        return CaptureWriteError(e.errno, e.strerror or str(e), name if isinstance(name, str) else None)
 
     def write_stats(self, start_us: int, end_us: int, received: int, dropped: int) -> None:
         """Interface Statistics Block: capture start/end, packets received and dropped by the kernel."""
@@ -201,7 +251,7 @@ class PcapNgWriter:
             + _option(5, struct.pack("<Q", dropped))
             + _option(0, b"")
         )
-        self.f.write(_block(5, struct.pack("<III", 0, end_us >> 32, end_us & 0xFFFFFFFF) + opts))
+        self.write_blocks(_block(5, struct.pack("<III", 0, end_us >> 32, end_us & 0xFFFFFFFF) + opts))
 
 
 # -- socket helpers ------------------------------------------------------------
@@ -394,6 +444,7 @@ class _Run:
         self.skips: Counter[str] = Counter()
         self.t0 = time.monotonic()
         self.next_progress = self.t0 + PROGRESS_EVERY
+        self.next_flush = self.t0 + FLUSH_EVERY
         self.frames = self.nbytes = self.skipped = 0
         self.kpackets = self.kdrops = self.kfreezes = 0
 
@@ -409,10 +460,14 @@ class _Run:
         s.flow_updates_skipped, s.flows_live, s.elapsed, s.decode_skips = self.skipped, len(self.table.flows), now - self.t0, dict(self.skips)
 
     def check(self) -> tuple[bool, float]:
-        """(time to stop?, seconds to wait for traffic at most); reads the kernel's counters and reports progress when due."""
+        """(time to stop?, seconds to wait for traffic at most); flushes the file, reads the kernel's counters and reports
+        progress when due."""
         now = time.monotonic()
         if self.stop.is_set() or (self.deadline is not None and now >= self.deadline):
             return True, 0.0
+        if now >= self.next_flush:
+            self.next_flush = now + FLUSH_EVERY
+            self.writer.flush()
         if now >= self.next_progress:
             self.next_progress = now + PROGRESS_EVERY
             self.kernel()
@@ -457,7 +512,7 @@ class _Run:
                     add(pkt, sec + nsec * 1e-9)  # type: ignore[arg-type]
             off += nxt
         _U32.pack_into(mm, boff + _BLOCK_STATUS, TP_STATUS_KERNEL)
-        self.writer.f.write(b"".join(parts))
+        self.writer.write_blocks(b"".join(parts))
         self.frames += num
         self.nbytes += nbytes
         if not full:
@@ -590,8 +645,11 @@ def capture(
 
     ``rcvbuf`` is the size of the receive ring (or of the socket buffer when the
     kernel gives no ring).  Returns the final :class:`LiveStats`.  Raises
-    :class:`CaptureSetupError` if the capture cannot start and ``OSError`` if
-    the file cannot be written.
+    :class:`CaptureSetupError` if the capture cannot start, ``OSError`` if the
+    file cannot be created (nothing is left behind then), and
+    :class:`CaptureWriteError` (an ``OSError``) if it cannot be written while
+    capturing: the capture stops, what reached the file is kept, and the
+    error's ``stats`` are the counters up to there (``stopped_by`` "write_error").
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / CAPTURE_FILE
@@ -625,24 +683,35 @@ def capture(
             if handler is not signal.SIG_IGN and handler is not None:  # (nohup ignores SIGHUP: so do we; None: set from C)
                 previous[signum] = signal.signal(signum, on_signal)
 
+    fh: BinaryIO | None = None
     try:
-        fh = open(path, "wb", buffering=1 << 20)  # noqa: SIM115 - closed in the finally below
+        fh = open(path, "wb", buffering=WRITE_BUFFER)  # noqa: SIM115 - closed in the finally below
+        writer = PcapNgWriter(fh, src.linktype, iface)
+        writer.flush()  # a capture killed before its first periodic flush leaves a valid (empty) pcapng, not an empty file
     except BaseException:
         src.close()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        if fh is not None:  # created, but not even its header could be written (a full disk): nothing is left behind
+            with contextlib.suppress(OSError):
+                fh.close()
+            with contextlib.suppress(OSError):
+                path.unlink()
         raise
-    writer = PcapNgWriter(fh, src.linktype, iface)
     started = time.time()
     stats.started = started
     run = _Run(src, writer, table, stats, stop, None, on_progress)
     run.deadline = run.t0 + duration if duration is not None else None
+    failed: CaptureWriteError | None = None
     try:
         if src.ring is not None:
             run.ring_loop(src.ring)
         else:
             run.recv_loop()
         stats.stopped_by = "signal" if signalled else ("stop" if stop.is_set() else "duration")
+    except CaptureWriteError as e:  # a full disk: stop here, keep what reached the file
+        failed = e
+        stats.stopped_by = "write_error"
     except BaseException:
         stats.stopped_by = "error"
         raise
@@ -655,12 +724,19 @@ def capture(
             pass
         src.close()
         end = time.monotonic()
+        if failed is None and writer.failed is None:
+            try:
+                writer.write_stats(int(started * 1e6), int(time.time() * 1e6), run.kpackets, run.kdrops)
+                writer.flush()
+                os.fsync(fh.fileno())
+            except OSError as e:
+                failed = e if isinstance(e, CaptureWriteError) else writer._failed(e)
+                if stats.stopped_by != "error":
+                    stats.stopped_by = "write_error"
         try:
-            writer.write_stats(int(started * 1e6), int(time.time() * 1e6), run.kpackets, run.kdrops)
-            fh.flush()
-            os.fsync(fh.fileno())
-        finally:
-            fh.close()
+            fh.close()  # (after a failed write it tries that write again, and fails again: the file is closed all the same)
+        except OSError:
+            pass
         run.sync(end)
         table.flush()
         stats.flows_live = 0
@@ -668,9 +744,17 @@ def capture(
         stats.decode_skips = {k: v for k, v in sorted(run.skips.items()) if v}
     if on_progress is not None:
         on_progress(stats)
+    if failed is not None:
+        err = CaptureWriteError(
+            failed.errno,
+            f"{failed.strerror or failed} (the capture stopped after {stats.frames:,} packets; what reached {path.name} is kept)",
+            str(path),
+        )
+        err.stats = stats
+        raise err from failed
     return stats
 
 
 USE_RING = True  # False: one recvmsg() per frame even where the kernel offers a ring (tests cover both paths)
 
-__all__ = ["CAPTURE_FILE", "CaptureSetupError", "LiveStats", "PcapNgWriter", "capture", "read_kernel_stats", "socket_filter"]
+__all__ = ["CAPTURE_FILE", "CaptureSetupError", "CaptureWriteError", "LiveStats", "PcapNgWriter", "capture", "read_kernel_stats", "socket_filter"]
