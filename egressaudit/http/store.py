@@ -8,13 +8,27 @@ so a part is either complete or absent).  A killed process loses at most the
 rows of the last second.  :meth:`TableAppender.compact` merges the parts into
 ``OUT/<table>.parquet`` at the end; :func:`read_rows` reads the table and any
 parts a crash left behind, so nothing recorded is lost either way.
+
+A write that fails (a full disk, a folder made read-only) raises ``OSError``
+and keeps the rows buffered, so the next flush writes them; nothing half
+written is left behind.  A row that the table cannot hold at all never blocks
+the others: it is dropped and counted (:attr:`TableAppender.dropped`).
+
+A part can carry a *commit* (:func:`commit_of`): how far the proxy's recorder
+had got in its spool when it wrote the part (see :mod:`egressaudit.http.worker`),
+so that a recorder that replaces a killed one knows exactly which exchanges
+are on disk.  Compaction keeps the latest commit of each spool in the merged
+file's metadata.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +38,10 @@ import pyarrow.parquet as pq
 from egressaudit.schema import arrow_schema, to_table
 
 PARTS = ".parts"
+COMMIT_KEY = b"egressaudit.spool_commit"
+"""Part metadata: one JSON commit ``{"spool": id, "through": seq, ...}``."""
+COMMITS_KEY = b"egressaudit.spool_commits"
+"""Compacted-table metadata: ``{spool id: commit}``, the latest commit of each spool whose parts were merged."""
 
 
 def _parts_dir(out: Path, table: str) -> Path:
@@ -35,6 +53,11 @@ def part_files(out: Path, table: str) -> list[Path]:
     if not d.is_dir():
         return []
     return sorted(p for p in d.glob("*.parquet"))
+
+
+def _unlink_quietly(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink()
 
 
 class TableAppender:
@@ -52,6 +75,15 @@ class TableAppender:
         existing = part_files(out, table)
         self._seq = int(existing[-1].stem) + 1 if existing else 0
         self.rows_written = 0
+        self.dropped: Counter[str] = Counter()
+        """Rows the table could not hold at all, by reason (each was dropped, the rest written)."""
+        self.problems: Counter[str] = Counter()
+        """Values the schema had to fix (escaped text, out-of-range numbers), by column and reason."""
+
+    @property
+    def pending(self) -> int:
+        """Rows buffered, not yet on disk."""
+        return len(self._rows)
 
     def append(self, rows: list[dict[str, Any]]) -> None:
         with self._lock:
@@ -59,8 +91,10 @@ class TableAppender:
         if time.monotonic() - self._last_flush >= self.flush_interval:
             self.flush()
 
-    def flush(self) -> int:
-        """Write the buffered rows as one part file; returns how many rows were written."""
+    def flush(self, commit: dict[str, Any] | None = None) -> int:
+        """Write the buffered rows as one part file (carrying ``commit``); returns how many rows were written.
+
+        OSError (full disk, read-only folder): the rows stay buffered for the next flush, and the error is raised."""
         with self._lock:
             rows, self._rows = self._rows, []
             self._last_flush = time.monotonic()
@@ -70,10 +104,36 @@ class TableAppender:
             self._seq += 1
         path = self._dir / f"{seq:08d}.parquet"
         tmp = self._dir / f".{seq:08d}.tmp"
-        pq.write_table(to_table(self.table, rows), tmp, compression="zstd")
-        os.replace(tmp, path)
-        self.rows_written += len(rows)
-        return len(rows)
+        try:
+            table = self._table(rows)
+            if commit is not None:
+                table = table.replace_schema_metadata({**(table.schema.metadata or {}), COMMIT_KEY: json.dumps(commit).encode()})
+            pq.write_table(table, tmp, compression="zstd")
+            os.replace(tmp, path)
+        except OSError:
+            _unlink_quietly(tmp)
+            with self._lock:  # kept, in order, for the next flush
+                self._rows[:0] = rows
+                if self._seq == seq + 1:
+                    self._seq = seq
+            raise
+        n: int = table.num_rows
+        self.rows_written += n
+        return n
+
+    def _table(self, rows: list[dict[str, Any]]) -> pa.Table:
+        """The rows as a table; a row the schema refuses even after fixing its values is dropped and counted."""
+        try:
+            return to_table(self.table, rows, self.problems)
+        except Exception:  # noqa: BLE001 - one bad row must not keep the others from disk
+            pass
+        good: list[pa.Table] = []
+        for row in rows:
+            try:
+                good.append(to_table(self.table, [row], self.problems))
+            except Exception as e:  # noqa: BLE001
+                self.dropped[f"{type(e).__name__}"] += 1
+        return pa.concat_tables(good) if good else arrow_schema(self.table).empty_table()
 
     def compact(self) -> Path:
         """Flush, then merge the table and every part into ``OUT/<table>.parquet``."""
@@ -81,17 +141,64 @@ class TableAppender:
         return compact(self.out, self.table)
 
 
+def commit_of(path: Path) -> dict[str, Any] | None:
+    """The commit a part file carries, or None."""
+    try:
+        meta = pq.read_schema(path).metadata or {}
+        raw = meta.get(COMMIT_KEY)
+        doc = json.loads(raw) if raw else None
+    except (OSError, ValueError, pa.ArrowException):
+        return None
+    return doc if isinstance(doc, dict) and isinstance(doc.get("spool"), str) else None
+
+
+def _compacted_commits(path: Path) -> dict[str, dict[str, Any]]:
+    try:
+        raw = (pq.read_schema(path).metadata or {}).get(COMMITS_KEY)
+        doc = json.loads(raw) if raw else {}
+    except (OSError, ValueError, pa.ArrowException):
+        return {}
+    return {k: v for k, v in doc.items() if isinstance(v, dict)} if isinstance(doc, dict) else {}
+
+
+def spool_commits(out: Path, table: str) -> dict[str, tuple[dict[str, Any], Path | None]]:
+    """The latest commit of each spool in the table (its compacted file and its parts): ``{spool: (commit, part or None)}``
+    (None: the commit is in the compacted file)."""
+    found: dict[str, tuple[dict[str, Any], Path | None]] = {}
+    path = out / f"{table}.parquet"
+    if path.exists():
+        for spool, c in _compacted_commits(path).items():
+            found[spool] = (c, None)
+    for p in part_files(out, table):
+        pc = commit_of(p)
+        if pc is None:
+            continue
+        before = found.get(pc["spool"])
+        if before is None or int(pc.get("through", -1)) >= int(before[0].get("through", -1)):
+            found[pc["spool"]] = (pc, p)
+    return found
+
+
 def compact(out: Path, table: str) -> Path:
-    """Merge ``OUT/<table>.parquet`` and its part files into one file; remove the parts."""
+    """Merge ``OUT/<table>.parquet`` and its part files into one file; remove the parts.
+
+    OSError (full disk): nothing changes (the parts stay, readable by :func:`read_rows`), and the error is raised."""
     parts = part_files(out, table)
     path = out / f"{table}.parquet"
+    commits = {k: c for k, (c, _) in spool_commits(out, table).items()}
     tables = [pq.read_table(path)] if path.exists() else []
     tables += [pq.read_table(p) for p in parts]
     schema = arrow_schema(table)
     merged = pa.concat_tables([t.cast(schema) for t in tables]) if tables else schema.empty_table()
+    if commits:
+        merged = merged.replace_schema_metadata({**(merged.schema.metadata or {}), COMMITS_KEY: json.dumps(commits).encode()})
     tmp = out / f".{table}.parquet.tmp"
-    pq.write_table(merged, tmp, compression="zstd")
-    os.replace(tmp, path)
+    try:
+        pq.write_table(merged, tmp, compression="zstd")
+        os.replace(tmp, path)
+    except OSError:
+        _unlink_quietly(tmp)
+        raise
     for p in parts:
         p.unlink()
     return path
