@@ -6,7 +6,9 @@ or CAP_NET_RAW (a packet socket) and are skipped with that reason otherwise.
 
 from __future__ import annotations
 
+import errno
 import io
+import os
 import shutil
 import signal
 import socket
@@ -15,13 +17,14 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from egressaudit.capture import live
 from egressaudit.capture.analyze import AnalyzeOptions, analyze
 from egressaudit.capture.frames import LINKTYPE_ETHERNET
-from egressaudit.capture.live import CAPTURE_FILE, CaptureSetupError, LiveStats, PcapNgWriter, capture
+from egressaudit.capture.live import CAPTURE_FILE, CaptureSetupError, CaptureWriteError, LiveStats, PcapNgWriter, capture
 from egressaudit.capture.reader import ReadStats, iter_frames
 
 UDP_FLOWS = 3
@@ -309,6 +312,37 @@ def test_pcapng_writer_round_trip(tmp_path: Path) -> None:
     assert rs.interfaces == [{"linktype": LINKTYPE_ETHERNET, "snaplen": 262144, "name": "lo"}]
     if shutil.which("tshark"):
         assert _tshark_count(path) == len(frames)
+
+
+class _FullDisk(io.BytesIO):
+    """A file that takes ``room`` bytes, then fails as a full disk does."""
+
+    name = "/full/capture.pcapng"
+
+    def __init__(self, room: int) -> None:
+        super().__init__()
+        self.room = room
+
+    def write(self, b: Any) -> int:  # type: ignore[override]
+        if self.tell() + len(bytes(b)) > self.room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return super().write(b)
+
+
+def test_pcapng_writer_turns_a_failed_write_into_capture_write_error() -> None:
+    """Every way the writer writes (one frame, a ring block's frames, the statistics block, a flush) fails the same way."""
+    f = _FullDisk(300)
+    w = PcapNgWriter(f, LINKTYPE_ETHERNET, "lo")
+    frame = bytes(12) + b"\x08\x00" + bytes(100)
+    w.write(frame, 1, len(frame))
+    with pytest.raises(CaptureWriteError) as raised:
+        w.write(frame, 2, len(frame))
+    e = raised.value
+    assert isinstance(e, OSError) and e.errno == errno.ENOSPC and e.filename == "/full/capture.pcapng" and w.failed is not None
+    assert w.frames == 1
+    for call in (lambda: w.write_blocks(w.epb(frame, 3, len(frame))), lambda: w.write_stats(0, 1, 2, 0)):
+        with pytest.raises(CaptureWriteError):
+            call()
 
 
 @needs_sniffer

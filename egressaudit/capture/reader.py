@@ -508,17 +508,17 @@ def _iter_pcapng(fh: BinaryIO, stats: ReadStats, path: Path) -> Iterator[FrameBa
                 _end(b, stats, path)
                 break
             pos = b.pos
+            section = ""  # a section header: its byte order
             if b.buf[pos : pos + 4] == PCAPNG_SHB:
                 magic = b.buf[pos + 8 : pos + 12]
-                order = "<" if magic == b"\x4d\x3c\x2b\x1a" else ">" if magic == b"\x1a\x2b\x3c\x4d" else ""
-                if not order:
+                section = "<" if magic == b"\x4d\x3c\x2b\x1a" else ">" if magic == b"\x1a\x2b\x3c\x4d" else ""
+                if not section:
                     if first:
                         raise CaptureError(f"{path}: not a readable pcapng capture (its section header has a bad byte-order magic)")
                     stats.corrupt += 1
                     stats.error(f"{path}: section header with a bad byte-order magic; stopped there")
                     break
-                ifaces = []  # interface ids restart with every section
-            btype, blen = struct.unpack_from(order + "II", b.buf, pos)
+            btype, blen = struct.unpack_from((section or order) + "II", b.buf, pos)
             if blen < 12 or blen % 4 or blen > MAX_BLOCK:
                 if first:
                     raise CaptureError(f"{path}: not a readable pcapng capture (its first block claims {blen} bytes)")
@@ -539,6 +539,13 @@ def _iter_pcapng(fh: BinaryIO, stats: ReadStats, path: Path) -> Iterator[FrameBa
             b.pos = pos + blen
             body = pos + 8
             # (a block too short for its type's fixed fields is skipped: the next one is at pos + blen all the same)
+            if section:
+                if blen < 28:
+                    stats.skip(SKIP_BLOCK_TOO_SHORT)  # (not a new section: the interfaces so far still hold)
+                else:
+                    order = section
+                    ifaces = []  # interface ids restart with every section
+                continue
             if btype == 6 or btype == 2:  # Enhanced Packet Block, or the obsolete Packet Block (16-bit interface id + drops)
                 if blen < 32:
                     stats.skip(SKIP_BLOCK_TOO_SHORT)
@@ -595,9 +602,7 @@ def _iter_pcapng(fh: BinaryIO, stats: ReadStats, path: Path) -> Iterator[FrameBa
                 stats.interface(lt, snap, name)
                 continue
             else:
-                if btype == 0x0A0D0D0A and blen < 28:
-                    stats.skip(SKIP_BLOCK_TOO_SHORT)
-                continue  # section headers, statistics, name resolution, custom blocks...
+                continue  # statistics, name resolution, custom blocks...
             frames += 1
             nbytes += caplen
             if caplen < wirelen:
