@@ -189,7 +189,7 @@ def test_decode_batch_equals_decode_on_damaged_frames() -> None:
             if b:
                 b[rng.randrange(min(len(b), 80))] = rng.randrange(256)
         frames.append((lt, bytes(b)))
-    frames += [(lt, data) for lt in (0, 101, 108, 113, 276, 999) for data in (b"", b"\x45", bytes(range(60)))]
+    frames += [(lt, data) for lt in (0, 1, 101, 108, 113, 147, 276, 999, 0xFFFF) for data in (b"", b"\x45", bytes(13), bytes(19), bytes(range(60)))]
     buf = b"".join(d for _, d in frames)
     offs = np.cumsum([0] + [len(d) for _, d in frames[:-1]]).astype(np.int64)
     n = len(frames)

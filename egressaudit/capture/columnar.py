@@ -54,7 +54,10 @@ from egressaudit.capture.frames import (
     PROTO_ICMPV6,
     PROTO_TCP,
     PROTO_UDP,
+    SKIP_MALFORMED_LINK,
     SKIP_NOT_IP,
+    SKIP_UNSUPPORTED_LINKTYPE,
+    SUPPORTED_LINKTYPES,
     decode,
 )
 from egressaudit.capture.reader import FrameBatch
@@ -66,6 +69,7 @@ BOOL = npt.NDArray[np.bool_]
 
 _DNS_PORTS = sorted(DNS_PORTS)
 _RAW_LINKTYPES = (LINKTYPE_RAW, LINKTYPE_RAW_12, LINKTYPE_RAW_14, LINKTYPE_IPV4, LINKTYPE_IPV6)
+_LINKTYPES = sorted(SUPPORTED_LINKTYPES)
 _LINK_W = 24  # link header bytes read per frame (Ethernet/SLL/SLL2 + one VLAN tag)
 _IP_W = 40  # IP header bytes read (IPv4 options are skipped by offset, IPv6 up to the addresses)
 _TP_W = 14  # transport header bytes read (TCP up to the flags)
@@ -201,8 +205,16 @@ def decode_batch(batch: FrameBatch, skipped: Counter[str]) -> Packets:
     keep = ok.copy()
     if not_ip.any():
         skipped[SKIP_NOT_IP] += int(not_ip.sum())
+    # frames decode() would skip at once (shorter than their link header, a link type it does not know): counted here,
+    # so that a capture of nothing else (hostile, or a gzip bomb of zeros) costs no Python call per frame
+    short = (eth & (cap < 14)) | (sll & (cap < 16)) | (sll2 & (cap < 20))
+    unknown = ~np.isin(lt, _LINKTYPES)
+    if short.any():
+        skipped[SKIP_MALFORMED_LINK] += int(short.sum())
+    if unknown.any():
+        skipped[SKIP_UNSUPPORTED_LINKTYPE] += int(unknown.sum())
     # the rest, one frame at a time, through the decoder that knows every case
-    for i in np.flatnonzero(~ok & ~not_ip).tolist():
+    for i in np.flatnonzero(~ok & ~not_ip & ~short & ~unknown).tolist():
         o, c = int(off[i]), int(cap[i])
         r = decode(int(lt[i]), buf[o : o + c])
         if isinstance(r, str):
