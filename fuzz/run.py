@@ -223,6 +223,9 @@ def run_target(name: str, cases: int, seconds: float, seed: int, work: Path, mer
     log = proc.stdout + proc.stderr
     (work / name / "log.txt").write_text(log)
     executed = _stat(log, "number_of_executed_units")
+    if executed is None:  # a crash: libFuzzer prints no final stats; its last status line counts the cases before it
+        marks = re.findall(r"^#(\d+)\s", log, re.M)
+        executed = float(marks[-1]) if marks else None
     result: dict[str, Any] = {
         "target": name,
         "cases": int(executed) if executed is not None else None,
@@ -308,16 +311,18 @@ def reproduce(paths: list[Path]) -> int:
 
 
 def _save(results: list[dict[str, Any]]) -> None:
+    """Merge this run's targets into fuzz/results.json (targets not run keep their last result and its date)."""
     doc: dict[str, Any] = {}
     if RESULTS.exists():
         try:
             doc = json.loads(RESULTS.read_text())
         except ValueError:
             doc = {}
-    by = {r["target"]: r for r in doc.get("targets", [])}
+    old = doc.get("targets", {})
+    by = {r["target"]: r for r in old} if isinstance(old, list) else dict(old)
     now = datetime.now(UTC).isoformat(timespec="seconds")
     for r in results:
-        by[r["target"]] = {**r, "run_at": now}
+        by[r["target"]] = {**r, "corpus": r.get("corpus_files"), "date": now}
     try:
         import atheris  # noqa: F401
 
@@ -326,10 +331,12 @@ def _save(results: list[dict[str, Any]]) -> None:
         engine = "fallback mutation loop"
     doc = {
         "command": "python fuzz/run.py " + " ".join(sys.argv[1:]),
+        "date": now,
         "engine": engine,
         "python": sys.version.split()[0],
-        "targets": [by[k] for k in sorted(by)],
+        "targets": {k: by[k] for k in sorted(by)},
         "totals": {
+            "targets": len(by),
             "cases": sum(r.get("cases") or 0 for r in by.values()),
             "crashes": sum(len(r["crashes"]) for r in by.values()),
             "corpus_bytes": sum(r.get("corpus_bytes", 0) for r in by.values()),
