@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import struct
 
 from cryptography.exceptions import InvalidTag
@@ -61,6 +62,7 @@ MAX_CRYPTO = 65536
 MAX_CID = 20
 
 _U32 = struct.Struct("!I")
+_NOT_PADDING = re.compile(rb"[^\x00]")
 
 #: (header-protection key, AEAD key, IV) for one direction
 Keys = tuple[bytes, AESGCM, bytes]
@@ -146,8 +148,9 @@ def _crypto_frames(payload: bytes) -> list[tuple[int, bytes]]:
     try:
         while off < n:
             ftype = payload[off]
-            if ftype == 0x00:  # PADDING: skip the run
-                off = n - len(payload[off:].lstrip(b"\x00"))
+            if ftype == 0x00:  # PADDING: skip the run (searched in place: a copy per run was quadratic on 00 01 00 01 ...)
+                m = _NOT_PADDING.search(payload, off)
+                off = m.start() if m is not None else n
                 continue
             off += 1
             if ftype == 0x01:  # PING
