@@ -427,3 +427,63 @@ def test_parse_body_never_raises_on_random_bytes() -> None:
         for n in (1, 2, 7, 100, 4000):
             p = parse_body(rnd.randbytes(n), ctype)
             assert isinstance(p.format, str) and p.size == n
+
+
+# -- ceilings: every codec and chains of them ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("encoding", "encode"),
+    [
+        ("gzip, br", lambda d: brotli.compress(gzip.compress(d), quality=5)),
+        ("br, gzip", lambda d: gzip.compress(brotli.compress(d, quality=5))),
+        ("zstd, deflate", lambda d: zlib.compress(zstandard.ZstdCompressor().compress(d))),
+        ("gzip, gzip, gzip", lambda d: gzip.compress(gzip.compress(gzip.compress(d)))),
+    ],
+)
+def test_decompression_bomb_in_a_chain_is_refused(encoding: str, encode: Any) -> None:
+    bomb = encode(b"\x00" * (64 << 20))
+    assert decode_content(bomb, encoding, limit=4 << 20) == (None, "error:too_large")
+
+
+@pytest.mark.parametrize(
+    ("encoding", "encode"),
+    [
+        ("gzip", gzip.compress),
+        ("br", lambda d: brotli.compress(d, quality=5)),
+        ("zstd", lambda d: zstandard.ZstdCompressor().compress(d)),
+        ("gzip, br", lambda d: brotli.compress(gzip.compress(d), quality=5)),
+    ],
+)
+def test_a_bomb_costs_about_its_ceiling_in_memory(encoding: str, encode: Any) -> None:
+    """The output held at once stays under two stages' ceilings plus what one step of brotli or zstd input expands to (16 MiB)."""
+    import tracemalloc
+
+    bomb = encode(b"\x00" * (256 << 20))
+    tracemalloc.start()
+    try:
+        assert decode_content(bomb, encoding, limit=8 << 20) == (None, "error:too_large")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * (8 << 20) + (16 << 20) + 4 * len(bomb), peak
+
+
+def test_partial_decoding_of_every_codec() -> None:
+    doc = RAW * 50
+    for encoding, encode in (
+        ("gzip", gzip.compress),
+        ("deflate", zlib.compress),
+        ("br", brotli.compress),
+        ("zstd", zstandard.ZstdCompressor().compress),
+    ):
+        head = encode(doc)[:200]
+        assert decode_content(head, encoding)[0] is None
+        part, err = decode_content(head, encoding, partial=True)
+        assert err is None and part is not None and doc.startswith(part), encoding
+    assert decode_content(b"garbage!", "gzip", partial=True) == (None, "error:bad_gzip")  # a head must still be the codec
+
+
+def test_sniff_magic_of_a_head_with_the_whole_size() -> None:
+    bmp = b"BM" + (5000).to_bytes(4, "little") + bytes(4994)
+    assert sniff_magic(bmp) == "bmp" and sniff_magic(bmp[:4096], 5000) == "bmp" and sniff_magic(bmp[:4096]) is None

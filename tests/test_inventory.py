@@ -381,3 +381,39 @@ def test_addresses_inside_ice_candidates_and_sdp() -> None:
     }
     got = {r["key_path"]: r["detectors"] for r in inventory(tree, salt=b"s" * 32)}
     assert "ipv4" in got["sdp"] and "ipv6" in got["pc[].candidate"] and "ipv4" not in got["note"]
+
+
+# -- limits: paths, depth, cost ----------------------------------------------------------------------------------------
+
+
+def test_paths_are_capped_and_deep_subtrees_become_one_clipped_leaf() -> None:
+    from egressaudit.http import inventory as inv
+
+    rows = inventory({f"k{i}": i for i in range(20_000)}, salt=b"s")
+    assert len(rows) == inv.MAX_PATHS + 1 and rows[-1]["key_path"] == "<more>" and rows[-1]["count"] == 20_000 - inv.MAX_PATHS
+    deep: Any = "x" * 50_000
+    for _ in range(3_000):  # past both MAX_DEPTH and the recursion limit (json.dumps of the subtree raised RecursionError)
+        deep = [deep]
+    (row,) = inventory({"a": deep}, salt=b"s", keep_values=True)
+    assert row["key_path"] == "a" + "[]" * (inv.MAX_DEPTH - 1) and len(row["value"]) <= inv.MAX_TEXT
+
+
+def test_inventory_cost_is_linear() -> None:
+    import time
+
+    def batch(n: int) -> dict[str, Any]:
+        events = [
+            {"event_type": f"e{i % 50}", "device_id": f"7c9e6679-7425-40de-944b-{i:012d}", "n": i, "user": {"email": f"u{i}@x.org"}} for i in range(n)
+        ]
+        return {"events": events}
+
+    small, big = batch(5_000), batch(20_000)
+    times = []
+    for tree in (small, big):
+        best = float("inf")
+        for _ in range(3):  # the best of three: the machine is shared
+            t = time.perf_counter()
+            inventory(tree, salt=b"s")
+            best = min(best, time.perf_counter() - t)
+        times.append(best)
+    assert times[1] < 8 * times[0], times
