@@ -116,3 +116,29 @@ def test_part_store_survives_a_crash_and_compacts(tmp_path: Path) -> None:
     app2.compact()
     assert not part_files(tmp_path, "http")
     assert [r["exchange_id"] for r in pq.read_table(tmp_path / "http.parquet").to_pylist()] == ["e1", "e2", "e4"]
+
+
+def test_har_with_bodies_from_damaged_flows(tmp_path: Path) -> None:
+    """flows.mitm of a killed proxy (a cut last record) or one that kept nothing; a flow mitmproxy cannot export."""
+    import json
+
+    from mitmproxy import io
+    from mitmproxy.test import tflow
+
+    from egressaudit.http.har import HarError, export_har
+
+    (tmp_path / "flows.mitm").write_bytes(b"")
+    assert export_har(tmp_path, tmp_path / "empty.har", bodies=True) == 0
+    with open(tmp_path / "flows.mitm", "wb") as f:
+        w = io.FlowWriter(f)
+        bad = tflow.tflow(resp=True)
+        bad.request.timestamp_start = 1e300  # past what datetime holds
+        for fl in (tflow.tflow(resp=True), bad, tflow.tflow(resp=True)):
+            w.add(fl)
+    data = (tmp_path / "flows.mitm").read_bytes()
+    (tmp_path / "flows.mitm").write_bytes(data[:-20])
+    assert export_har(tmp_path, tmp_path / "s.har", bodies=True) == 1
+    assert json.loads((tmp_path / "s.har").read_text())["log"]["comment"] == "1 flows could not be exported"
+    (tmp_path / "flows.mitm").write_bytes(b"garbage")
+    with pytest.raises(HarError, match="not a mitmproxy flow file"):
+        export_har(tmp_path, tmp_path / "g.har", bodies=True)

@@ -59,6 +59,31 @@ def _entry(r: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _har_with_bodies(mitm: Path) -> dict[str, Any]:
+    """mitmproxy's HAR of the kept flows, flow by flow: a flow its exporter fails on is left out and counted."""
+    from mitmproxy.addons.savehar import SaveHar
+
+    from egressaudit.http.recorder import FlowFileError, read_flow_file
+
+    saver = SaveHar()
+    entries: list[Any] = []
+    failed = 0
+    if mitm.stat().st_size:  # (empty: the proxy kept bodies but saw no exchange)
+        try:
+            for flow in read_flow_file(mitm):
+                try:
+                    entries += saver.make_har([flow])["log"]["entries"]
+                except Exception:  # a flow mitmproxy cannot export (a timestamp past year 9999, ...)
+                    failed += 1
+        except FlowFileError as e:
+            raise HarError(str(e)) from None
+    har: dict[str, Any] = saver.make_har([])
+    har["log"]["entries"] = entries
+    if failed:
+        har["log"]["comment"] = f"{failed} flows could not be exported"
+    return har
+
+
 def export_har(session_dir: Path, out: Path, bodies: bool = False) -> int:
     """Write the HAR file; returns the number of entries."""
     if not session_dir.is_dir():
@@ -67,11 +92,7 @@ def export_har(session_dir: Path, out: Path, bodies: bool = False) -> int:
         mitm = session_dir / "flows.mitm"
         if not mitm.exists():
             raise HarError(f"{session_dir}: no bodies were kept (record with --keep-bodies to export them)")
-        from mitmproxy.addons.savehar import SaveHar
-
-        from egressaudit.http.recorder import read_flow_file
-
-        har = SaveHar().make_har(list(read_flow_file(mitm)))
+        har = _har_with_bodies(mitm)
     else:
         if not (session_dir / "http.parquet").exists() and not (session_dir / ".parts" / "http").is_dir():
             raise HarError(f"{session_dir}: no http.parquet (record with `egressaudit proxy` or analyze .mitm/.har files)")
