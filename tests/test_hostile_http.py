@@ -289,6 +289,12 @@ def test_har_entries_one_by_one(tmp_path: Path) -> None:
     assert s["skipped"] == {"corrupt_record": 1}
 
 
+def test_har_over_the_cap_exits_3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A HAR is held whole as text: past HAR_MAX_BYTES it is refused before it is read."""
+    monkeypatch.setattr(recorder, "HAR_MAX_BYTES", 2000)
+    refused(tmp_path, "big.har", json.dumps(har([entry(i) for i in range(5)])).encode(), "2,000-byte cap")
+
+
 # -- linear work and bounded memory --------------------------------------------------------------------------
 def _multipart(n: int, lf: bool = False) -> bytes:
     body = b"".join(b'--XB\r\nContent-Disposition: form-data; name="f%d"\r\n\r\nv\r\n' % i for i in range(n)) + b"--XB--\r\n"

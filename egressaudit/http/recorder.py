@@ -1108,9 +1108,9 @@ def _read_har(src: _Bounded, path: Path, rep: ReadReport) -> Iterator[http.HTTPF
 
     Memory: the file's text (1 to 4 bytes a character) plus one entry's objects at a time, under :data:`HAR_MAX_BYTES`.
     """
-    if rep.size > HAR_MAX_BYTES:
-        raise FlowFileError(f"{path}: a HAR file of {rep.size:,} bytes is over the {HAR_MAX_BYTES:,}-byte cap (split it into smaller ones)")
-    raw = src.read()
+    raw = src.read(HAR_MAX_BYTES + 1)  # (a pipe has no size to check first)
+    if rep.size > HAR_MAX_BYTES or len(raw) > HAR_MAX_BYTES:
+        raise FlowFileError(f"{path}: a HAR file over the {HAR_MAX_BYTES:,}-byte cap (split it into smaller ones)")
     try:
         text = raw.decode("utf-8-sig")
         surrogates = _SURROGATE_ESCAPE.search(text) is not None  # JSON's "\udcff" is a lone surrogate too
