@@ -209,19 +209,15 @@ def _adopt(name: str, work: Path) -> int:
 
 def run_target(name: str, cases: int, seconds: float, seed: int, work: Path, merge: bool) -> dict[str, Any]:
     (work / name).mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(work / name / "new", ignore_errors=True)
     base = [sys.executable, str(Path(__file__).resolve()), "--worker", name, "--work", str(work)]
     started = time.monotonic()
-    proc = subprocess.run(
-        [*base, "--cases", str(cases), "--seconds", str(seconds), "--seed", str(seed)],
-        capture_output=True,
-        text=True,
-        errors="replace",
-        cwd=ROOT,
-    )
+    log_path = work / name / "log.txt"
+    with open(log_path, "w") as log_file:  # streamed: `tail -f fuzz/work/<target>/log.txt` shows progress
+        proc = subprocess.run(
+            [*base, "--cases", str(cases), "--seconds", str(seconds), "--seed", str(seed)], stdout=log_file, stderr=subprocess.STDOUT, cwd=ROOT
+        )
     elapsed = time.monotonic() - started
-    log = proc.stdout + proc.stderr
-    (work / name / "log.txt").write_text(log)
+    log = log_path.read_text(errors="replace")
     executed = _stat(log, "number_of_executed_units")
     if executed is None:  # a crash: libFuzzer prints no final stats; its last status line counts the cases before it
         marks = re.findall(r"^#(\d+)\s", log, re.M)
@@ -259,6 +255,7 @@ def run_all(names: list[str], cases: int, seconds: float, seed: int, jobs: int, 
         r = run_target(name, cases, seconds, seed, work, merge)
         if not quiet:
             print(_row(r), flush=True)
+            _save([r])  # as each target ends: a long run interrupted keeps what it measured
         return r
 
     with ThreadPoolExecutor(max(1, jobs)) as pool:
@@ -311,7 +308,15 @@ def reproduce(paths: list[Path]) -> int:
 
 
 def _save(results: list[dict[str, Any]]) -> None:
-    """Merge this run's targets into fuzz/results.json (targets not run keep their last result and its date)."""
+    """Merge results into fuzz/results.json (targets not run keep their last result and its date); runs may overlap."""
+    import fcntl
+
+    with open(FUZZ / ".results.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _merge_results(results)
+
+
+def _merge_results(results: list[dict[str, Any]]) -> None:
     doc: dict[str, Any] = {}
     if RESULTS.exists():
         try:
@@ -377,7 +382,6 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             ap.error(f"unknown targets: {', '.join(unknown)} (see --list)")
     results = run_all(names, args.cases, args.seconds, args.seed, args.jobs, args.work, not args.no_merge)
-    _save(results)
     crashed = [r for r in results if r["crashes"]]
     total = sum(r["cases"] or 0 for r in results)
     print(f"{len(results)} targets, {total:,} cases, {len(crashed)} crashed; results in {os.path.relpath(RESULTS)}")
