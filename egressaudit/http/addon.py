@@ -8,33 +8,127 @@ Rows reach disk about a second after the proxy goes quiet and at most
 ``egressaudit_max_lag`` + 1 s behind under continuous traffic (see
 :mod:`egressaudit.http.store`), and the tables are compacted when mitmproxy
 shuts down.
+
+**Large bodies** (a ``Content-Length`` above ``egressaudit_stream_large_bodies``,
+4 MiB by default) are streamed through the proxy instead of being buffered in
+it: a tap counts their bytes, hashes them (sha256 of the body as sent; the
+recorder salts it like its other hashes) and keeps their first :data:`HEAD_BYTES` (still content-encoded) as the
+flow's content; ``flow.metadata["egressaudit_streamed"]`` then says, per side
+streamed, ``{"bytes": total on the wire, "sha256": hex or None}`` (None: the
+stream was cut short).  So an upload of any size costs the proxy and the
+recorder about 1 MiB.  Bodies of unknown length (chunked, HTTP/2 without a
+length) are buffered as mitmproxy does by default.  Other addons see a streamed
+body in ``requestheaders``/``responseheaders`` only, as with mitmproxy's
+``stream_large_bodies``.
+
+**Exit code.**  mitmdump exits 0 after a clean shutdown whatever happened to
+the recording; this addon puts a small addon at the end of mitmproxy's chain
+(:class:`ExitStatus`) whose ``done`` runs after every other addon's and ends
+mitmdump with the recording's code: 0 recorded, 4 the session folder could
+not be written (full disk, read-only), 6 exchanges were lost (stderr says
+how many and why; session.json's ``http.recording`` too).  At start, an
+unusable folder exits 4, a bad signature file 5, a bad option value 2, each in
+one line.
+
+**Recording lock.**  The addon holds ``OUT/.recording.lock``
+(:class:`egressaudit.session.RecordingLock`) while it records, shared with its
+recorder process: a second recorder into the same folder is refused at start,
+and the lock is free again only once the last process writing the folder has
+ended (a recorder finishing after a killed mitmdump keeps it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import logging
 import signal
 from pathlib import Path
 from typing import Any
 
 from mitmproxy import ctx, http
+from mitmproxy.net.http.http1 import expected_http_body_size
+from mitmproxy.utils import human
 
+from egressaudit import session as sess
 from egressaudit.http.recorder import Recorder, RecorderOptions
-from egressaudit.http.worker import MAX_LAG_S, RecorderProcess, RecorderStartError
-from egressaudit.session import session_id_for
+from egressaudit.http.worker import CLOSE_STALL_S, MAX_LAG_S, RecorderProcess, RecorderStartError, say
 from egressaudit.signatures import SignatureError, data_dir, default_db, load
 
 log = logging.getLogger(__name__)
+
+HEAD_BYTES = 1 << 20
+"""Of a streamed body, this much is kept as the flow's content (and so reaches the recorder)."""
+STREAM_DEFAULT = "4m"
+EXIT_USAGE, EXIT_OUTPUT, EXIT_SIGNATURES, EXIT_INCOMPLETE = 2, 4, 5, 6
+
+
+class _StartError(Exception):
+    def __init__(self, msg: str, code: int) -> None:
+        super().__init__(msg)
+        self.code = code
+
+
+class ExitStatus:
+    """The last addon of mitmproxy's chain: its ``done`` runs after every other addon's (saving flows, HAR files),
+    then ends mitmdump with the recording's exit code (SystemExit passes through mitmproxy's hook calls, which catch
+    only Exception)."""
+
+    name = "egressaudit_exit_status"
+
+    def __init__(self) -> None:
+        self.code = 0
+
+    def done(self) -> None:
+        if self.code:
+            raise SystemExit(self.code)
+
+
+class BodyTap:
+    """mitmproxy's ``stream`` callable for one streamed body: passes each chunk on unchanged, counting, hashing and
+    keeping the head; at the end the head becomes the message's (raw) content."""
+
+    def __init__(self, flow: http.HTTPFlow, side: str, msg: http.Message, hasher: Any) -> None:
+        self.msg = msg
+        self.hash = hasher
+        self.head = bytearray()
+        self.entry: dict[str, Any] = {"bytes": 0, "sha256": None}
+        self.finished = False
+        flow.metadata.setdefault("egressaudit_streamed", {})[side] = self.entry
+
+    def __call__(self, data: bytes) -> bytes | list[bytes]:
+        if data:
+            self.entry["bytes"] += len(data)
+            self.hash.update(data)
+            room = HEAD_BYTES - len(self.head)
+            if room > 0:
+                self.head += data[:room]
+            return data
+        self.finish(complete=True)
+        return []
+
+    def finish(self, complete: bool) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        if complete:
+            self.entry["sha256"] = self.hash.hexdigest()
+        self.msg.data.content = bytes(self.head)
 
 
 class EgressAudit:
     def __init__(self) -> None:
         self.recorder: Recorder | None = None  # inline mode (egressaudit_inline)
         self.worker: RecorderProcess | None = None
+        self.lock: sess.RecordingLock | None = None
+        self.out: Path | None = None
+        self.status = ExitStatus()
+        self.stream_above: int | None = None
+        self.close_timeout = CLOSE_STALL_S
+        self._running = False
         self._flusher: asyncio.Task[None] | None = None
-        self._ws_seen: dict[str, int] = {}
 
     def load(self, loader: Any) -> None:
         loader.add_option("egressaudit_dir", str, "", "Session folder to write http.parquet and fields.parquet into (required).")
@@ -54,11 +148,38 @@ class EgressAudit:
         loader.add_option(
             "egressaudit_inline", bool, False, "Decode and inventory inside the proxy process (default: in a worker process, off the proxy's path)."
         )
+        loader.add_option(
+            "egressaudit_stream_large_bodies",
+            str,
+            STREAM_DEFAULT,
+            "Stream bodies whose Content-Length is larger than this (k/m/g suffixes) through the proxy instead of buffering them: the "
+            "recorder gets their size, a hash and their first MiB. 0: buffer every body.",
+        )
+        loader.add_option(
+            "egressaudit_spool",
+            bool,
+            True,
+            "Keep exchanges waiting for the recorder process in DIR/.spool (0600, deleted once recorded), so that a recorder that dies "
+            "loses none of them; false keeps them in its memory only (nothing of the bodies on disk).",
+        )
+        loader.add_option(
+            "egressaudit_close_timeout",
+            int,
+            int(CLOSE_STALL_S),
+            "Seconds without progress after which a recorder that is finishing is stopped (and replaced, skipping the exchange it was on).",
+        )
 
     def configure(self, updated: set[str]) -> None:
         if not any(k.startswith("egressaudit_") for k in updated):
             return
         opts = ctx.options
+        try:
+            size = human.parse_size(opts.egressaudit_stream_large_bodies or "0")
+        except ValueError:
+            self._fail(f"egressaudit_stream_large_bodies: not a size: {opts.egressaudit_stream_large_bodies!r}", EXIT_USAGE)
+            return
+        self.stream_above = size or None
+        self.close_timeout = max(1, int(opts.egressaudit_close_timeout))
         if not opts.egressaudit_dir:
             if self.recorder is None and self.worker is None:
                 log.warning("egressaudit: set egressaudit_dir=DIR to record (nothing is recorded now)")
@@ -66,42 +187,102 @@ class EgressAudit:
         self._close({})
         try:
             self._start(opts)
-        except (ValueError, SignatureError, OSError, RecorderStartError) as e:
-            # one line, no traceback; an error logged at start-up makes mitmproxy exit before it proxies anything
-            log.error(f"egressaudit: {e}")
+        except _StartError as e:
+            self._fail(str(e), e.code)
+
+    def _fail(self, msg: str, code: int) -> None:
+        """One line; at start mitmdump then exits with ``code`` before it proxies anything."""
+        say(msg)
+        if not self._running:
+            raise SystemExit(code)
+        log.error(f"egressaudit: {msg}")
 
     def _start(self, opts: Any) -> None:
         out = Path(opts.egressaudit_dir)
-        files = self._signature_files(opts.egressaudit_signatures)
-        db = load(files) if files else default_db()  # validated here, so a bad file stops the proxy at start
+        try:
+            files = self._signature_files(opts.egressaudit_signatures)
+            db = load(files) if files else default_db()  # validated here, so a bad file stops the proxy at start
+        except SignatureError as e:
+            raise _StartError(str(e), EXIT_SIGNATURES) from None
+        except ValueError as e:
+            raise _StartError(str(e), EXIT_USAGE) from None
         client = opts.egressaudit_client or None
         if client is not None and client not in db.vendors:
-            raise ValueError(f"egressaudit_client: unknown vendor {client!r}")
+            raise _StartError(f"egressaudit_client: unknown vendor {client!r}", EXIT_USAGE)
+        if not opts.egressaudit_max_lag >= 0:
+            raise _StartError(f"egressaudit_max_lag: must be 0 or more seconds, not {opts.egressaudit_max_lag}", EXIT_USAGE)
         ropts = RecorderOptions(
-            session_id=session_id_for(out),
+            session_id=sess.session_id_for(out),
             client=client,
             keep_values=opts.egressaudit_keep_values,
             keep_query=opts.egressaudit_keep_query,
             keep_bodies=opts.egressaudit_keep_bodies,
         )
-        if opts.egressaudit_inline:
-            self.recorder = Recorder(out, db, ropts)
-        else:
-            out.mkdir(parents=True, exist_ok=True)
-            worker = RecorderProcess(out, ropts, [str(f) for f in files] if files else None, max_lag=opts.egressaudit_max_lag)
-            worker.wait_ready()
-            self.worker = worker
+        lock = sess.RecordingLock(out)
+        try:
+            sess.prepare(out)
+            lock.acquire()
+        except sess.SessionError as e:
+            raise _StartError(str(e), EXIT_OUTPUT) from None
+        except OSError as e:
+            raise _StartError(f"{out}: cannot write in the session folder: {e.strerror or e}", EXIT_OUTPUT) from None
+        try:
+            if opts.egressaudit_inline:
+                self.recorder = Recorder(out, db, ropts)
+            else:
+                worker = RecorderProcess(
+                    out, ropts, [str(f) for f in files] if files else None, max_lag=opts.egressaudit_max_lag, lock_fd=lock._fd,
+                    spool=opts.egressaudit_spool,
+                )  # fmt: skip
+                worker.wait_ready()
+                self.worker = worker
+        except RecorderStartError as e:
+            lock.release()
+            raise _StartError(str(e), e.code if e.code in (EXIT_OUTPUT,) else 1) from None
+        except OSError as e:
+            lock.release()
+            raise _StartError(f"{out}: cannot write in the session folder: {e.strerror or e}", EXIT_OUTPUT) from None
+        self.lock, self.out = lock, out
         log.info(f"egressaudit: recording to {out}")
 
-    def _close(self, extra: dict[str, Any]) -> None:
+    def _close(self, extra: dict[str, Any]) -> int:
+        """Finish the recording; the exit code it deserves (0, 4, 6), said in one line unless 0."""
+        code = 0
         if self.recorder is not None:
-            self.recorder.close(extra)
+            try:
+                self.recorder.close(extra)
+            except OSError as e:
+                say(f"{self.out}: cannot finish the session ({e.strerror or e}): what reached disk stays readable")
+                code = EXIT_OUTPUT
             self.recorder = None
         if self.worker is not None:
-            code = self.worker.close(extra)
-            if code != 0:
-                log.error(f"egressaudit: the recorder process ended with exit code {code}")
-            self.worker = None
+            worker, self.worker = self.worker, None
+            rc = worker.close(extra, timeout=self.close_timeout)
+            if rc == EXIT_OUTPUT:
+                code = EXIT_OUTPUT  # (the worker said what could not be written)
+            elif rc == EXIT_INCOMPLETE:
+                code = EXIT_INCOMPLETE
+                say(f"recording incomplete: {self._lost_summary()}; what reached disk is in {self.out}")
+            elif rc != 0:
+                code = EXIT_INCOMPLETE
+                say(
+                    f"recording incomplete: the recorder process could not finish ({_exit_text(rc)}): {self.out} holds what reached disk, "
+                    "session.json may not say what is missing"
+                )
+            elif worker.restarts:
+                say(f"the recorder process was restarted {worker.restarts} time(s); no exchange was lost")
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+        return code
+
+    def _lost_summary(self) -> str:
+        try:
+            rec = json.loads((Path(self.out or ".") / "session.json").read_text(encoding="utf-8"))["http"]["recording"]
+            reasons = "; ".join(f"{k}: {v:,}" for k, v in rec["lost_by_reason"].items())
+            return f"{rec['lost']:,} of {rec['handed_over']:,} exchanges lost ({reasons})"
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return "exchanges were lost (see session.json)"
 
     @staticmethod
     def _signature_files(extra: str) -> list[Path]:
@@ -111,16 +292,19 @@ class EgressAudit:
         if not p.exists():
             raise ValueError(f"egressaudit_signatures: {p}: no such file or folder")
         files = list(data_dir().glob("*.yaml")) + (sorted(p.glob("*.yaml")) if p.is_dir() else [p])
-        try:
-            load(files)
-        except SignatureError as e:
-            raise ValueError(str(e)) from None
+        load(files)  # (SignatureError: the caller says which file and rule)
         return files
 
     def running(self) -> None:
+        self._running = True
+        status = ctx.master.addons.get(ExitStatus.name)
+        if status is None:
+            ctx.master.addons.add(self.status)  # the end of the chain: its `done` comes after every other addon's
+        else:  # (this script was reloaded)
+            self.status = status
         loop = asyncio.get_running_loop()
         if self._flusher is None:
-            self._flusher = loop.create_task(self._flush_every_second())
+            self._flusher = loop.create_task(self._every_second())
         # a terminal closing sends SIGHUP, which would kill mitmdump before it compacts and writes session.json: shut
         # down as on SIGTERM instead (unless the user chose to ignore it, as nohup does)
         hup = getattr(signal, "SIGHUP", None)  # (none on Windows)
@@ -128,9 +312,11 @@ class EgressAudit:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # no signal handling in this loop or thread
                 loop.add_signal_handler(hup, ctx.master.shutdown)
 
-    async def _flush_every_second(self) -> None:
+    async def _every_second(self) -> None:
         while True:
             await asyncio.sleep(1.0)
+            if self.worker is not None:
+                self.worker.check()  # a worker that died while the proxy is idle is noticed (and replaced) within a second
             if self.recorder is not None:  # inline mode; the worker flushes on its own
                 try:
                     self.recorder.flush()
@@ -145,8 +331,34 @@ class EgressAudit:
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         if self.worker is not None:
             self.worker.touch()
+        if self.stream_above is not None and (self.worker is not None or self.recorder is not None):
+            self._tap(flow, "request", flow.request, lambda: expected_http_body_size(flow.request))
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        if self.stream_above is not None and flow.response is not None and (self.worker is not None or self.recorder is not None):
+            response = flow.response
+            self._tap(flow, "response", response, lambda: expected_http_body_size(flow.request, response))
+
+    def _tap(self, flow: http.HTTPFlow, side: str, msg: http.Message, size: Any) -> None:
+        """Stream ``msg``'s body through a BodyTap when its announced length is above the threshold."""
+        if callable(msg.stream) or flow.websocket is not None:
+            return
+        try:
+            n = size()
+        except ValueError:  # a malformed length: mitmproxy decides what to do with it
+            return
+        assert self.stream_above is not None
+        if n is not None and n > self.stream_above:
+            msg.stream = BodyTap(flow, side, msg, hashlib.sha256())
+
+    @staticmethod
+    def _end_taps(flow: http.HTTPFlow, complete: bool) -> None:
+        for msg in (flow.request, flow.response):
+            if msg is not None and isinstance(msg.stream, BodyTap):
+                msg.stream.finish(complete)
 
     def response(self, flow: http.HTTPFlow) -> None:
+        self._end_taps(flow, complete=True)  # (finished already; a body cut short stays without a hash)
         kind = "handshake" if flow.websocket is not None else "flow"
         if self.worker is not None:
             self.worker.submit_flow(flow, kind)
@@ -154,6 +366,7 @@ class EgressAudit:
             (self.recorder.add_handshake if kind == "handshake" else self.recorder.add_flow)(flow)
 
     def error(self, flow: http.HTTPFlow) -> None:
+        self._end_taps(flow, complete=False)
         if flow.response is not None:
             return
         if self.worker is not None:
@@ -173,4 +386,13 @@ class EgressAudit:
         if self._flusher is not None:
             self._flusher.cancel()
             self._flusher = None
-        self._close({"mode": [str(m) for m in ctx.options.mode], "listen_host": ctx.options.listen_host or "*"})
+        self.status.code = self._close({"mode": [str(m) for m in ctx.options.mode], "listen_host": ctx.options.listen_host or "*"})
+
+
+def _exit_text(code: int | None) -> str:
+    if code is None:
+        return "it could not start again"
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+    return f"exit code {code}"

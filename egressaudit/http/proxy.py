@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from mitmproxy.certs import CertStore
@@ -15,6 +17,10 @@ from egressaudit.http import mitm_script
 
 DEFAULT_CONFDIR = Path("~/.egressaudit/mitmproxy")
 CA_BASENAME = "mitmproxy"
+PR_SET_PDEATHSIG = 1
+EXIT_INCOMPLETE = 6
+RECORDER_GRACE_S = 300.0
+"""How long ``egressaudit proxy`` waits for the recorder of a killed mitmdump to finish the session."""
 
 
 class ProxyError(Exception):
@@ -75,14 +81,28 @@ def mitmdump_args(
     return args + extra
 
 
+def _die_with_parent(parent: int) -> None:
+    """In the mitmdump child, before exec: SIGTERM when ``egressaudit proxy`` dies, however it dies (SIGKILL
+    included), so that mitmdump shuts down cleanly and finishes the session instead of running on as an orphan."""
+    with contextlib.suppress(Exception):  # (not Linux: no such guarantee)
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the line above: the signal would never come
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
 def run_mitmdump(out: Path, conf: Path, **kw: object) -> int:
-    """Run mitmdump in a child process until it exits (Ctrl-C stops it cleanly); returns its exit code.
+    """Run mitmdump in a child process until it exits (Ctrl-C stops it cleanly); returns the command's exit code.
 
     SIGTERM or SIGHUP to this process (``kill``, a service manager, a closed terminal) are passed on to mitmdump as
-    SIGTERM, on which it shuts down cleanly too, instead of leaving it running without its parent."""
+    SIGTERM, on which it shuts down cleanly too; if this process is killed outright, mitmdump gets SIGTERM from the
+    kernel (PR_SET_PDEATHSIG).  mitmdump's own exit code (the addon's: 0, 4 output cannot be written, 6 recording
+    incomplete; 2 and 5 at start) is returned as it is; a mitmdump killed by a signal gives 6 with one line, once its
+    recorder process (which finishes the session on its own) has released the session folder."""
     args = mitmdump_args(out, conf, **kw)  # type: ignore[arg-type]
     cmd = [sys.executable, "-c", "from mitmproxy.tools.main import mitmdump; mitmdump()", *args]
-    proc = subprocess.Popen(cmd)
+    me = os.getpid()
+    proc = subprocess.Popen(cmd, preexec_fn=lambda: _die_with_parent(me))  # noqa: PLW1509 - single-threaded here
 
     def stop(signum: int, frame: object) -> None:
         proc.send_signal(signal.SIGTERM)
@@ -95,15 +115,51 @@ def run_mitmdump(out: Path, conf: Path, **kw: object) -> int:
                 previous[sig] = signal.signal(sig, stop)
     try:
         try:
-            return proc.wait()
+            code = proc.wait()
         except KeyboardInterrupt:
             # Ctrl-C in a terminal reaches mitmdump too (same process group): let it shut down and compact.
             # A second Ctrl-C is passed on, which makes mitmdump exit at once.
             try:
-                return proc.wait()
+                code = proc.wait()
             except KeyboardInterrupt:
                 proc.send_signal(signal.SIGINT)
-                return proc.wait()
+                code = proc.wait()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    return _outcome(code, out)
+
+
+def _outcome(code: int, out: Path) -> int:
+    """The command's exit code for mitmdump's ``code``."""
+    if code >= 0:
+        return code
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = f"signal {-code}"
+    waited = _wait_for_recorder(out, RECORDER_GRACE_S)
+    tail = (
+        "its recorder finished the session with what it had been handed"
+        if waited
+        else f"its recorder is still writing {out} (the session is complete when it ends)"
+    )
+    print(
+        f"egressaudit: mitmdump was killed by {name}: recording incomplete (exchanges still in the proxy were lost); {tail}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return EXIT_INCOMPLETE
+
+
+def _wait_for_recorder(out: Path, timeout: float) -> bool:
+    """Wait until nothing holds the session folder's recording lock (the recorder process of a killed mitmdump records
+    what it holds, compacts and writes session.json); False if it still does after ``timeout`` seconds."""
+    from egressaudit.session import recording_pid
+
+    deadline = time.monotonic() + timeout
+    while recording_pid(out) is not None:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True

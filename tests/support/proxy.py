@@ -95,3 +95,78 @@ class Mitmdump:
 def audit_proxy(tmp: Path, sink_port: int, out: Path, *settings: str, name: str = "mitmdump", **where: Any) -> Mitmdump:
     """The audit addon writing to *out*, with every connection it opens sent to the local sink on *sink_port*; *where* as for Mitmdump."""
     return Mitmdump(tmp, name, [ADDON, REDIRECT], f"sink=127.0.0.1:{sink_port}", f"egressaudit_dir={out}", *settings, **where)
+
+
+class ProxyCommand:
+    """``egressaudit proxy`` as a user runs it (its own session and confdir), with the test's redirect addon after ``--``;
+    its stderr goes to a file.  *extra* are further mitmdump arguments."""
+
+    def __init__(
+        self, tmp: Path, out: Path, sink_port: int, *extra: str, name: str = "proxy", env: dict[str, str] | None = None, redirect: bool = True,
+        options: Sequence[str] = (),
+    ) -> None:  # fmt: skip
+        self.port = free_port()
+        self.out = out
+        self.conf = tmp / f"{name}-ca"
+        self.ca = self.conf / "mitmproxy-ca-cert.pem"
+        self.errfile = tmp / f"{name}.err"
+        cmd = [sys.executable, "-m", "egressaudit", "proxy", "--out", str(out), "--port", str(self.port), "--confdir", str(self.conf), *options]
+        cmd += ["--", *(["-s", str(REDIRECT), "--set", f"sink=127.0.0.1:{sink_port}"] if redirect else [])]
+        cmd += ["--set", "connection_strategy=lazy", "--set", "ssl_insecure=true", *extra]
+        self._err = open(self.errfile, "w")  # noqa: SIM115 - closed in wait()
+        base = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=self._err, env={**base, **(env or {})}, start_new_session=True
+        )
+
+    def wait_listening(self) -> ProxyCommand:
+        wait_listening("127.0.0.1", self.port, self.proc, lambda: self.stderr()[-3000:], timeout=60)
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stderr(self) -> str:
+        return self.errfile.read_text(errors="replace")
+
+    def lines(self, prefix: str = "egressaudit:") -> list[str]:
+        """Its own stderr lines (the CA instructions left out)."""
+        return [line for line in self.stderr().splitlines() if line.startswith(prefix)]
+
+    def family(self) -> list[Any]:
+        """psutil processes of the command, its mitmdump and the recorder."""
+        import psutil
+
+        p = psutil.Process(self.proc.pid)
+        return [p, *p.children(recursive=True)]
+
+    def recorder(self) -> Any:
+        """The recorder process (the mitmdump child that is not multiprocessing's helper)."""
+        import psutil
+
+        for c in psutil.Process(self.proc.pid).children(recursive=True):
+            if "spawn_main" in " ".join(c.cmdline()) and "resource_tracker" not in " ".join(c.cmdline()):
+                return c
+        raise AssertionError("no recorder process")
+
+    def mitmdump(self) -> Any:
+        import psutil
+
+        (child,) = psutil.Process(self.proc.pid).children()
+        return child
+
+    def wait(self, timeout: float = 120) -> int:
+        try:
+            code = self.proc.wait(timeout)
+        finally:
+            self._err.close()
+        return code
+
+    def kill_all(self) -> None:
+        """Whatever is left of the command's session (cleanup)."""
+        import contextlib
+
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self._err.close()
