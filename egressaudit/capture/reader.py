@@ -24,7 +24,8 @@ records around it still count:
   ``timestamps_clamped``.  pcapng allows far more (an ``if_tsresol`` of 10^0
   with a 64-bit count, a 64-bit ``if_tsoffset``); this range is what every
   consumer of the session holds: int64 microseconds in the tables, Python's
-  datetime in HAR exports, and pandas' nanosecond timestamps in the report.
+  datetime in HAR exports, and pandas timestamps in the report even at
+  nanosecond resolution (whose range ends in April 2262).
 
 A file whose first block cannot be read at all (not a capture, an empty
 file, a damaged gzip header or first deflate block, a first section header
@@ -160,14 +161,6 @@ class ReadStats:
         self.interface_count += 1
         if len(self.interfaces) < MAX_LISTED:
             self.interfaces.append({"linktype": linktype, "snaplen": snaplen, "name": name})
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 PCAP_MAGICS = {
