@@ -52,7 +52,7 @@ from egressaudit.classify.http import ExchangeFacts, classify_exchange, looks_li
 from egressaudit.http import bodies
 from egressaudit.http import inventory as inv
 from egressaudit.http.store import TableAppender, compact, read_rows
-from egressaudit.schema import FIELDS, HTTP, Column
+from egressaudit.schema import FIELDS, HTTP, TS_MAX_US, TS_MIN_US, Column, escape_text
 from egressaudit.signatures import SignatureDB
 from egressaudit.taxonomy import Category, Party, data_class_of
 
@@ -60,10 +60,6 @@ NAME_KEYS = frozenset(("display_name", "displayname", "user_name", "username", "
 MAX_QUERY_KEYS = 1000
 """Query keys kept per request, in the redacted path and in the field inventory; further ones are cut (a final ``&…``
 in the path) and the exchange is counted as ``query_keys_cut``."""
-TS_MIN_US = 0
-"""Earliest timestamp recorded (1970-01-01, microseconds since the epoch); earlier ones are clamped and counted."""
-TS_MAX_US = 253402300799_999999
-"""Latest timestamp recorded (9999-12-31T23:59:59.999999Z, the end of Python's datetime); later ones are clamped."""
 HAR_MAX_BYTES = 512 << 20
 """HAR files larger than this are refused: a HAR is read whole as text (1-4 bytes a character), then entry by entry."""
 STREAMED = "egressaudit_streamed"
@@ -76,14 +72,6 @@ class FlowFileError(Exception):
 
 
 # -- text and values that fit their columns ------------------------------------------------
-
-
-def escape_text(value: str) -> str:
-    """Text UTF-8 cannot encode (bytes kept as surrogate escapes, lone surrogates) as escaped text: ``\\xff``, ``\\ud800``."""
-    try:
-        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeError:
-        return value.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _utf8(value: str) -> bool:
@@ -190,7 +178,8 @@ def _as_int(v: object) -> int | None:
 
 
 def _ts_us(ts: object, problems: Counter[str], name: str = "ts") -> int:
-    """Seconds since the epoch as microseconds within [TS_MIN_US, TS_MAX_US]; anything else is clamped and counted."""
+    """Seconds since the epoch as microseconds within the tables' range (``schema.TS_MIN_US``..``TS_MAX_US``, 1970..2262);
+    anything else is clamped and counted."""
     if ts is None or isinstance(ts, bool) or not isinstance(ts, int | float):
         problems[f"{name}:missing" if ts is None else f"{name}:wrong_type"] += 1
         return TS_MIN_US
