@@ -417,3 +417,16 @@ def test_inventory_cost_is_linear() -> None:
             best = min(best, time.perf_counter() - t)
         times.append(best)
     assert times[1] < 8 * times[0], times
+
+
+def test_the_walk_stops_at_max_containers(monkeypatch: pytest.MonkeyPatch) -> None:
+    from collections import Counter
+
+    from egressaudit.http import inventory as inv
+
+    monkeypatch.setattr(inv, "MAX_CONTAINERS", 100)
+    cuts: Counter[str] = Counter()
+    (row,) = inventory({"a": [{"x": i} for i in range(1000)]}, salt=b"s", cuts=cuts)
+    assert row["key_path"] == "a[].x" and row["count"] < 100 and cuts == {"inventory_cut": 1}
+    cuts.clear()
+    assert inventory({"a": [{"x": i} for i in range(50)]}, salt=b"s", cuts=cuts)[0]["count"] == 50 and not cuts

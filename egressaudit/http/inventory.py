@@ -20,6 +20,7 @@ import json
 import math
 import re
 import secrets
+from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,8 @@ MAX_DEPTH = 64
 """Nesting depth beyond which a subtree becomes one leaf (its first :data:`MAX_TEXT` characters as JSON)."""
 MAX_PATHS = 5000
 """Distinct key paths kept per body; further ones are folded into ``<more>``."""
+MAX_CONTAINERS = 500_000
+"""Objects and lists walked per tree; the walk stops there (16 MiB of ``[{},{},...]`` is 5.6M of them: 8 s)."""
 MAX_SCANNED = 1000
 """Values per key path that detectors look at (all are counted)."""
 MAX_TEXT = 10_000
@@ -496,13 +499,16 @@ _TYPE_NAMES: dict[type, str] = {
 }
 
 
-def inventory(tree: object, *, salt: bytes, keep_values: bool = False, seen_names: Collection[str] = ()) -> list[dict[str, Any]]:
+def inventory(
+    tree: object, *, salt: bytes, keep_values: bool = False, seen_names: Collection[str] = (), cuts: Counter[str] | None = None
+) -> list[dict[str, Any]]:
     """One row per distinct key path of ``tree``: key_path, value_type, count, detectors, value_hash, value, value_length.
 
     ``value_hash`` is :func:`hash_value` of the first value at the path;
     ``value`` is that value's canonical text only when ``keep_values``.
     ``seen_names`` (e.g. display names seen in other bodies) fire
     ``seen_name`` on equal values, compared case-insensitively.
+    A walk stopped at :data:`MAX_CONTAINERS` is counted in ``cuts`` as ``inventory_cut``.
     """
     seen = frozenset(n.strip().casefold() for n in seen_names if isinstance(n, str) and len(n.strip()) >= 2)
     accs: dict[str, _Acc] = {}
@@ -538,7 +544,12 @@ def inventory(tree: object, *, salt: bytes, keep_values: bool = False, seen_name
         return acc
 
     # every leaf, depth first in document order; empty dicts and lists are not leaves (recursion is bounded by MAX_DEPTH)
+    budget = [MAX_CONTAINERS]
+
     def visit(node: object, path: str, prof: _Prof, depth: int) -> None:
+        budget[0] -= 1
+        if budget[0] < 0:
+            return
         if depth >= MAX_DEPTH:
             if isinstance(node, dict | list | tuple):  # too deep: one leaf
                 node = _clipped_json(node)
@@ -559,6 +570,9 @@ def inventory(tree: object, *, salt: bytes, keep_values: bool = False, seen_name
                     slot = slots[ks] = [f"{path}.{ks}" if path else ks, cprof, None]
                 tv = type(v)
                 if tv is dict or tv is list or (tv is not str and isinstance(v, dict | list | tuple)):
+                    if budget[0] <= 0:
+                        budget[0] = -1
+                        break
                     visit(v, slot[0], slot[1], depth)
                     continue
                 acc = slot[2]
@@ -587,6 +601,9 @@ def inventory(tree: object, *, salt: bytes, keep_values: bool = False, seen_name
             sub = path + "[]"
             for v in node:
                 if isinstance(v, dict | list | tuple):
+                    if budget[0] <= 0:
+                        budget[0] = -1
+                        break
                     visit(v, sub, prof, depth)
                 else:
                     leaf(sub, prof, v)
@@ -594,6 +611,8 @@ def inventory(tree: object, *, salt: bytes, keep_values: bool = False, seen_name
             leaf(path or "$", prof, node)
 
     visit(tree, "", _prof("", "", False), 0)
+    if budget[0] < 0 and cuts is not None:
+        cuts["inventory_cut"] += 1
     rows: list[dict[str, Any]] = []
     for path, acc in accs.items():
         text = canonical_text(acc.first)

@@ -537,7 +537,7 @@ class Recorder:
         problems = self.stats.problems
         for prefix, t in trees:
             try:
-                found = inv.inventory(t, salt=self.salt, keep_values=self.opts.keep_values, seen_names=self.seen_names)
+                found = inv.inventory(t, salt=self.salt, keep_values=self.opts.keep_values, seen_names=self.seen_names, cuts=self.stats.skipped)
             except (Exception, RecursionError):  # a tree the inventory cannot walk: the exchange is kept without its fields
                 self.stats.skipped["inventory_error"] += 1
                 continue
