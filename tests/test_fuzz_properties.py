@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+import ipaddress
 import json
 import os
 import struct
@@ -61,7 +62,7 @@ _COMMON = {
     "database": None,
     "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
 }
-settings.register_profile("egressaudit-ci", max_examples=40, **_COMMON)  # type: ignore[arg-type]
+settings.register_profile("egressaudit-ci", max_examples=40, derandomize=True, **_COMMON)  # the same examples every run  # type: ignore[arg-type]
 settings.register_profile("long", max_examples=4000, **_COMMON)  # type: ignore[arg-type]
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "egressaudit-ci")
 SETTINGS = settings.get_profile(PROFILE if PROFILE in ("egressaudit-ci", "long") else "egressaudit-ci")
@@ -142,7 +143,7 @@ def test_dns_reads_back_what_was_built(m: tuple[bytes, str, list[tuple[str, str]
     for parsed in (dns.parse_dns(msg), dns.parse_dns_tcp(struct.pack("!H", len(msg)) + msg)):
         assert parsed is not None
         assert parsed.is_response and parsed.qname == qname and parsed.qtype == 1
-        assert list(parsed.answers) == answers
+        assert [(o, ipaddress.ip_address(a)) for o, a in parsed.answers] == [(o, ipaddress.ip_address(a)) for o, a in answers]
         assert list(parsed.cnames) == cnames
 
 
