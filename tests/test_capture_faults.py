@@ -1,9 +1,10 @@
-"""Live capture under faults: killed outright, a disk that fills up, a folder it cannot write to.
+"""Live capture under faults: killed outright, a disk that fills up, a folder it cannot write to, an interface that goes away.
 
 Real ``egressaudit capture`` processes on the loopback interface with real UDP
 traffic to 127.0.0.1 (numbered datagrams, so that what reached the file can be
 told from what was lost), real small filesystems and read-only mounts
-(tests/support/smallfs.py).  Needs root (a packet socket, mounts); each test is
+(tests/support/smallfs.py), the veth of a namespace made by the test
+(tests/support/netns.py).  Needs root (a packet socket, mounts); each test is
 skipped with the reason otherwise.
 """
 
@@ -24,11 +25,13 @@ import pytest
 from egressaudit.capture import live
 from egressaudit.capture.live import CAPTURE_FILE, CaptureWriteError, LiveStats, capture
 from egressaudit.capture.reader import ReadStats, iter_frames
+from tests.support.netns import Netns, netns_unavailable
 from tests.support.smallfs import mount_unavailable, read_only_folder, small_filesystem
 from tests.test_live_capture import _can_sniff, _free_port, _wait_capturing
 
 needs_sniffer = pytest.mark.skipif(_can_sniff() is not None, reason=_can_sniff() or "")
 needs_mount = pytest.mark.skipif(mount_unavailable() is not None, reason=str(mount_unavailable()))
+needs_netns = pytest.mark.skipif(netns_unavailable() is not None, reason=str(netns_unavailable()))
 PAYLOAD = 100  # bytes per datagram: 4 of sequence number, then padding
 
 
@@ -243,3 +246,37 @@ def test_read_only_folder_exits_4_at_start_and_leaves_nothing(tmp_path: Path) ->
             capture("lo", ro, duration=30.0)
         assert not isinstance(raised.value, CaptureWriteError)
         assert list(ro.iterdir()) == []
+
+
+@needs_sniffer
+@needs_netns
+@pytest.mark.parametrize("mode", ["ring", "recv"])
+def test_an_interface_that_goes_away_stops_the_capture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
+    """The veth of a test namespace deleted while capturing on it: the capture stops at once (it spun in ring mode until
+    its duration ended; in recv mode it raised ENETDOWN, which the command reported as a write error), says why in
+    ``error``, and the file it wrote is a valid capture."""
+    monkeypatch.setattr(live, "USE_RING", mode == "ring")
+    ns = Netns.create()
+    result: list[LiveStats | BaseException] = []
+
+    def run() -> None:
+        try:
+            result.append(capture(ns.host_if, tmp_path, duration=120.0))
+        except BaseException as e:  # handed to the test thread
+            result.append(e)
+
+    t = threading.Thread(target=run)
+    try:
+        t.start()
+        _wait_capturing(tmp_path, lambda: None if t.is_alive() else "exited")
+        subprocess.run(["ip", "link", "del", ns.host_if], check=True, capture_output=True, timeout=20)
+        t.join(30)  # (a bound for a hung test: the duration is 120 s)
+        assert not t.is_alive(), "the capture went on after its interface was removed"
+    finally:
+        ns.close()
+        t.join(120)
+    (stats,) = result
+    assert isinstance(stats, LiveStats), repr(stats)
+    assert stats.stopped_by == "interface_error" and stats.error.startswith(f"{ns.host_if}: ") and "\n" not in stats.error
+    frames, rs = numbers_in(tmp_path / CAPTURE_FILE, 0)
+    assert frames == [] and rs.truncated == rs.corrupt == 0 and rs.format == "pcapng"

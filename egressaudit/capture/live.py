@@ -49,6 +49,9 @@ Details that matter for correct counts:
   is handed over after :data:`RING_TIMEOUT_MS`); the file then ends without the
   statistics block, perhaps inside a packet block, which readers count as a
   truncated record.
+* An interface that goes down or away stops the capture as the end of its
+  duration would (the file is closed and can be analysed), with
+  ``stopped_by`` "interface_error" and the reason in :attr:`LiveStats.error`.
 * A write that fails (a full disk, an I/O error) stops the capture: the socket
   is closed, nothing more is written, and :class:`CaptureWriteError` (an
   ``OSError``) is raised with the counters up to there in ``stats``; what
@@ -152,7 +155,8 @@ class LiveStats:
     kernel_packets: int = 0  # frames that passed the socket filter (received + dropped), from PACKET_STATISTICS
     kernel_drops: int = 0  # frames the kernel dropped because the ring (socket buffer) was full
     decode_skips: dict[str, int] = field(default_factory=dict)  # frames written but not in any flow, by reason
-    stopped_by: str = ""  # duration, stop, signal, error, write_error (the file could not be written: CaptureWriteError)
+    stopped_by: str = ""  # duration, stop, signal, error, write_error (the file could not be written: CaptureWriteError), interface_error
+    error: str = ""  # why the capture stopped early, one line (interface_error: the interface went down or away)
     rcvbuf: int = 0  # bytes of receive ring (mode "ring") or socket receive buffer (mode "recv") the kernel granted
     mode: str = ""  # "ring": PACKET_MMAP TPACKET_V3 ring; "recv": one recvmsg() per frame
     flow_updates_skipped: int = 0  # frames written to the file but not fed to the live flow table (the ring was behind)
@@ -447,6 +451,14 @@ class _Run:
         self.next_flush = self.t0 + FLUSH_EVERY
         self.frames = self.nbytes = self.skipped = 0
         self.kpackets = self.kdrops = self.kfreezes = 0
+        self.error = ""  # the socket's error, when the interface went down or away
+
+    def socket_error(self) -> bool:
+        """Whether the socket reports an error (the interface went down or was removed); it is kept in ``error``."""
+        err = self.src.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            self.error = f"{self.stats.iface}: {os.strerror(err)}"
+        return bool(err)
 
     def kernel(self) -> None:
         p, d, f = _kernel_stats(self.src.sock)
@@ -539,7 +551,9 @@ class _Run:
             done, wait = self.check()
             if done:
                 break
-            poller.poll(int(wait * 1000) + 1)
+            events = poller.poll(int(wait * 1000) + 1)
+            if events and events[0][1] & select.POLLERR and self.socket_error():
+                break  # (poll would report the error at once, again and again: the loop would spin)
         self.ring_drain(ring, cur, poller)
 
     def ring_drain(self, ring: _Ring, cur: int, poller: select.poll) -> None:
@@ -579,6 +593,9 @@ class _Run:
                 data, anc, _, _ = recvmsg(SNAPLEN, _ANCBUF)
             except (BlockingIOError, InterruptedError):
                 data = None
+            except OSError as e:  # the interface went down or away (ENETDOWN, ENXIO)
+                self.error = f"{self.stats.iface}: {e.strerror or e}"
+                break
             if data is not None:
                 wirelen = len(data)
                 ts = time.time()
@@ -708,7 +725,8 @@ def capture(
             run.ring_loop(src.ring)
         else:
             run.recv_loop()
-        stats.stopped_by = "signal" if signalled else ("stop" if stop.is_set() else "duration")
+        stats.stopped_by = "interface_error" if run.error else "signal" if signalled else "stop" if stop.is_set() else "duration"
+        stats.error = run.error
     except CaptureWriteError as e:  # a full disk: stop here, keep what reached the file
         failed = e
         stats.stopped_by = "write_error"
