@@ -324,7 +324,7 @@ def capture(
     """Capture live traffic to OUT/capture.pcapng (needs root or CAP_NET_RAW), then analyse it like `analyze`."""
     from egressaudit import session as sess
     from egressaudit.capture.analyze import AnalyzeOptions
-    from egressaudit.capture.live import CaptureSetupError, LiveStats
+    from egressaudit.capture.live import CaptureSetupError, CaptureWriteError, LiveStats
     from egressaudit.capture.live import capture as live_capture
 
     db = _load_db(extra_signatures, client)
@@ -354,8 +354,13 @@ def capture(
         except CaptureSetupError as e:
             _remove_quietly(out / "session.json")
             raise _fail(str(e), EXIT_INPUT) from None
+        except CaptureWriteError as e:
+            # (a full disk would refuse flows.parquet too: the folder stays "capturing", and `report` analyses it later)
+            raise _fail(f"{out}: cannot write: {e.strerror}; `egressaudit report {out}` analyses it once there is space", EXIT_OUTPUT) from None
         except OSError as e:
             raise _fail(f"{out}: cannot write: {e.strerror or e}", EXIT_OUTPUT) from None
+        if stats.stopped_by == "interface_error":
+            err.print(f"warning: the capture stopped early: {stats.error}", highlight=False, soft_wrap=True, markup=False)
         if not quiet:
             console.print(f"captured {stats.frames:,} packets ({stats.kernel_drops:,} dropped by the kernel) -> {stats.path}")
         _analyze_captures([Path(stats.path)], out, db, opts, quiet)
