@@ -207,17 +207,24 @@ def _adopt(name: str, work: Path) -> int:
     return added
 
 
-def run_target(name: str, cases: int, seconds: float, seed: int, work: Path, merge: bool) -> dict[str, Any]:
+def run_target(name: str, cases: int, seconds: float, seed: int, work: Path, merge: bool, collect: bool = False) -> dict[str, Any]:
+    """Fuzz one target in a worker process, then merge what it found; ``collect``: read the log a worker left instead."""
     (work / name).mkdir(parents=True, exist_ok=True)
     base = [sys.executable, str(Path(__file__).resolve()), "--worker", name, "--work", str(work)]
     started = time.monotonic()
     log_path = work / name / "log.txt"
-    with open(log_path, "w") as log_file:  # streamed: `tail -f fuzz/work/<target>/log.txt` shows progress
-        proc = subprocess.run(
-            [*base, "--cases", str(cases), "--seconds", str(seconds), "--seed", str(seed)], stdout=log_file, stderr=subprocess.STDOUT, cwd=ROOT
-        )
+    returncode = 0
+    if not collect:
+        with open(log_path, "w") as log_file:  # streamed: `tail -f fuzz/work/<target>/log.txt` shows progress
+            returncode = subprocess.run(
+                [*base, "--cases", str(cases), "--seconds", str(seconds), "--seed", str(seed)], stdout=log_file, stderr=subprocess.STDOUT, cwd=ROOT
+            ).returncode
     elapsed = time.monotonic() - started
     log = log_path.read_text(errors="replace")
+    if collect:
+        done = re.search(r"Done (\d+) runs in (\d+) second", log)
+        elapsed = float(done.group(2)) if done else 0.0
+        returncode = 0 if done else 1
     executed = _stat(log, "number_of_executed_units")
     if executed is None:  # a crash: libFuzzer prints no final stats; its last status line counts the cases before it
         marks = re.findall(r"^#(\d+)\s", log, re.M)
@@ -232,10 +239,10 @@ def run_target(name: str, cases: int, seconds: float, seed: int, work: Path, mer
         "coverage_guided": "FALLBACK:" not in log,
         "seed": seed,
         "crashes": [],
-        "exit": proc.returncode,
+        "exit": returncode,
     }
     written = _WRITTEN.findall(log)
-    if proc.returncode != 0 or written:
+    if returncode != 0 or written:
         exc, where = _cause(log)
         result["crashes"].append({"file": os.path.relpath(written[-1], ROOT) if written else None, "exception": exc, "cause": where})
     elif merge:
@@ -248,11 +255,13 @@ def run_target(name: str, cases: int, seconds: float, seed: int, work: Path, mer
     return result
 
 
-def run_all(names: list[str], cases: int, seconds: float, seed: int, jobs: int, work: Path, merge: bool, quiet: bool = False) -> list[dict[str, Any]]:
+def run_all(
+    names: list[str], cases: int, seconds: float, seed: int, jobs: int, work: Path, merge: bool, quiet: bool = False, collect: bool = False
+) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
 
     def one(name: str) -> dict[str, Any]:
-        r = run_target(name, cases, seconds, seed, work, merge)
+        r = run_target(name, cases, seconds, seed, work, merge, collect)
         if not quiet:
             print(_row(r), flush=True)
             _save([r])  # as each target ends: a long run interrupted keeps what it measured
@@ -361,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-merge", action="store_true", help="leave the committed corpus as it is")
     ap.add_argument("--reproduce", nargs="+", type=Path, metavar="FILE", help="run crash or corpus files through their target")
     ap.add_argument("--list", action="store_true", help="list the targets")
+    ap.add_argument("--collect", action="store_true", help="record the runs whose logs are in --work (workers that outlived their runner)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--merge", action="store_true", help=argparse.SUPPRESS)
     args, rest = ap.parse_known_args(argv)
@@ -381,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         unknown = [n for n in names if n not in targets.TARGETS]
         if unknown:
             ap.error(f"unknown targets: {', '.join(unknown)} (see --list)")
-    results = run_all(names, args.cases, args.seconds, args.seed, args.jobs, args.work, not args.no_merge)
+    results = run_all(names, args.cases, args.seconds, args.seed, args.jobs, args.work, not args.no_merge, collect=args.collect)
     crashed = [r for r in results if r["crashes"]]
     total = sum(r["cases"] or 0 for r in results)
     print(f"{len(results)} targets, {total:,} cases, {len(crashed)} crashed; results in {os.path.relpath(RESULTS)}")
