@@ -136,7 +136,7 @@ MAX_RESTARTS = 10
 CLOSE_STALL_S = 120.0
 """Closing stops a worker that made no progress for this long."""
 MAX_PENDING_ROWS = 200_000
-"""Rows kept in memory while the disk is full at most; past it, exchanges are dropped (counted)."""
+"""Rows kept in memory while the disk is full at most; past it, recording pauses (exchanges wait) until the disk takes them."""
 IGNORED_SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None)
 """Signals sent to the proxy's whole process group; the worker finishes when the proxy tells it or dies, not on these
 (so it is stopped with SIGKILL when it must be)."""
@@ -146,6 +146,7 @@ SPOOL = ".spool"
 EXIT_OK, EXIT_OUTPUT, EXIT_INCOMPLETE = 0, 4, 6
 """The worker's exit codes, the same as the command's: recorded, output could not be written, exchanges lost."""
 
+_STOPPED = "recording had stopped (the recorder process kept dying)"
 _HEADER = struct.Struct("<4sQIII")  # magic, first sequence number, count, payload length, payload crc32
 _MAGIC = b"EAS1"
 # shared counters (RecorderProcess.shared)
@@ -316,10 +317,11 @@ class _SpoolWriter:
             self._rotate(first)
         header = _HEADER.pack(_MAGIC, first, count, len(payload), zlib.crc32(payload))
         try:
-            view = memoryview(header + payload)
-            while view:
-                n = os.write(self.fd, view)
-                view = view[n:]
+            n = os.writev(self.fd, [header, payload])  # (no copy of the payload)
+            rest = memoryview(header + payload)[n:] if n < len(header) + len(payload) else memoryview(b"")
+            while rest:
+                n = os.write(self.fd, rest)
+                rest = rest[n:]
         except OSError:
             with contextlib.suppress(OSError):
                 os.ftruncate(self.fd, self.size)
@@ -359,7 +361,7 @@ class RecorderProcess:
         self.pending: list[Item] = []
         self.pending_bytes = 0
         self.seq = 0  # sequence number of the last exchange submitted
-        self.dropped = 0  # exchanges never handed over (backlog full, or recording stopped)
+        self.not_handed: Counter[str] = Counter()  # exchanges never handed over, by reason (counted as lost)
         self.restarts = 0
         self.deaths: list[str] = []
         self.skip: set[tuple[int, int]] = set()
@@ -480,13 +482,29 @@ class RecorderProcess:
         self.activity.value = time.monotonic()
 
     def submit_flow(self, flow: http.HTTPFlow, kind: str = "flow") -> None:
-        self._submit(kind, self._state(flow), -1)
+        try:
+            state = self._state(flow)
+        except Exception as e:  # noqa: BLE001 - a flow mitmproxy itself cannot copy: counted, never the proxy's problem
+            self._unshippable(e)
+            return
+        self._submit(kind, state, -1)
 
     def submit_websocket_message(self, flow: http.HTTPFlow) -> None:
         """The flow's newest WebSocket message, without copying the whole conversation each time."""
-        assert flow.websocket is not None
-        messages = flow.websocket.messages
-        self._submit("ws", self._state(flow, messages[-1:]), len(messages) - 1)
+        try:
+            assert flow.websocket is not None
+            messages = flow.websocket.messages
+            state, number = self._state(flow, messages[-1:]), len(messages) - 1
+        except Exception as e:  # noqa: BLE001
+            self._unshippable(e)
+            return
+        self._submit("ws", state, number)
+
+    def _unshippable(self, e: Exception) -> None:
+        self.seq += 1
+        self.not_handed[f"the proxy could not copy it ({type(e).__name__})"] += 1
+        why = f"{type(e).__name__}: {str(e)[:200]}"
+        self._say_once(f"copy:{type(e).__name__}", f"an exchange could not be copied for the recorder ({why}): counted as lost")
 
     def _state(self, flow: http.HTTPFlow, messages: list[Any] | None = None) -> Any:
         if not self.full_state:
@@ -498,7 +516,7 @@ class RecorderProcess:
         self.touch()
         self.seq += 1
         if self.gave_up:
-            self.dropped += 1
+            self.not_handed[_STOPPED] += 1
             return
         self.pending.append((kind, state, number))
         self.pending_bytes += _held(state, self.full_state)
@@ -521,11 +539,11 @@ class RecorderProcess:
         batch = _Batch(self.seq - len(self.pending) + 1, self.pending, self.pending_bytes)
         self.pending, self.pending_bytes = [], 0
         if self.gave_up:
-            self.dropped += len(batch.items)
+            self.not_handed[_STOPPED] += len(batch.items)
             return
         with self._cond:
             if self._backlog_bytes + batch.nbytes > MAX_BACKLOG_BYTES and self._backlog:
-                self.dropped += len(batch.items)
+                self.not_handed[f"the recorder was more than {MAX_BACKLOG_BYTES >> 20} MiB behind"] += len(batch.items)
                 full = True
             else:
                 self._backlog.append(batch)
@@ -551,7 +569,7 @@ class RecorderProcess:
                 if self._stop and self.gave_up:
                     for m in self._backlog:
                         if isinstance(m, _Batch):
-                            self.dropped += len(m.items)
+                            self.not_handed[_STOPPED] += len(m.items)
                     self._backlog.clear()
                     return
                 msg, conn, gen = self._backlog[0], self._conn, self._generation
@@ -666,7 +684,7 @@ class RecorderProcess:
 
     def _enqueue_close(self, extra: dict[str, Any]) -> None:
         spool = "disk" if self._spool is not None else ("off" if self._spool_off else "memory (the spool could not be written)")
-        info = {"handed_over": self.seq, "dropped": self.dropped, "restarts": self.restarts, "deaths": list(self.deaths), "spool": spool}
+        info = {"handed_over": self.seq, "not_handed": dict(self.not_handed), "restarts": self.restarts, "deaths": list(self.deaths), "spool": spool}
         with self._cond:
             self._backlog = collections.deque(m for m in self._backlog if not isinstance(m, _Close))
             self._backlog.append(_Close(extra, info))
@@ -990,14 +1008,12 @@ class _Worker:
         self.shared[_HEARTBEAT] += 1
         for r in self.readers:
             r.close()
-        own = self.commits[self.spool]
+        own = self.commits.setdefault(self.spool, _Commit(self.spool))
         info = self.close_msg[1] if self.close_msg is not None else {}
         extra = dict(self.close_msg[0]) if self.close_msg is not None else {}
         handed = int(info.get("handed_over", own.through))
         lost = Counter(own.lost)
-        dropped = int(info.get("dropped", 0))
-        if dropped:
-            lost["never handed over (the recorder was too far behind, or recording had stopped)"] += dropped
+        lost.update({str(k): int(v) for k, v in (info.get("not_handed") or {}).items()})
         unknown = handed - own.rows - sum(lost.values())
         if unknown > 0:
             lost["held in memory by a recorder process that died"] += unknown
@@ -1100,7 +1116,36 @@ def _run(
     with contextlib.suppress(OSError):
         ready.send("ready")
         ready.close()
-    raise SystemExit(worker.run())
+    try:
+        code = worker.run()
+    except Exception as e:  # a bug: one line and the traceback in a file; the proxy starts a successor
+        where = _save_crash(e)
+        say(
+            f"the recorder process failed: {type(e).__name__}: {' '.join(str(e).split())[:200]} -- a bug in egressaudit; "
+            + (f"details in {where}" if where else "please report it")
+        )
+        code = 1
+    raise SystemExit(code)
+
+
+def _save_crash(e: BaseException) -> Path | None:
+    """The traceback in ``~/.egressaudit/crashes/recorder-<time>-<pid>.txt`` (0600), for a bug report."""
+    import traceback
+    from datetime import UTC, datetime
+
+    from egressaudit.session import private_dir
+
+    try:
+        folder = Path("~/.egressaudit/crashes").expanduser()
+        private_dir(folder.parent)
+        private_dir(folder)
+        path = folder / f"recorder-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.txt"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as f:
+            f.write("".join(traceback.format_exception(e)))
+        return path
+    except OSError:
+        return None
 
 
 def _record(rec: Recorder, kind: str, state: Any, number: int, full_state: bool) -> None:
