@@ -590,6 +590,12 @@ def run_case(env: Env, i: int, seed: int) -> list[Req]:
     return reqs
 
 
+def _shape(what: str) -> str:
+    """The client and request shape of a request's description (``h1 POST headers``, ``h2``, ``websocket``)."""
+    words = what.split(" ")
+    return " ".join(words[:3] if words[0] == "h1" else words[:1])
+
+
 def traceback_causes(text: str) -> Counter[str]:
     """``ExceptionType at file:line`` (the innermost frame) of each traceback in ``text``."""
     causes: Counter[str] = Counter()
@@ -683,6 +689,9 @@ def run(work_dir: Path, cases: int, seed: int, clients: int = CLIENTS) -> dict[s
         "answered_by_upstream_without_row": len(missing),
         "answered_by_proxy_with_row": proxy_answers_with_row,
         "proxy_answer_statuses": dict(sorted(Counter(str(r.status) for r in results if r.answer == "proxy").items())),
+        "proxy_answers_without_row_by_shape": dict(
+            Counter(_shape(r.what) for r in results if r.answer == "proxy" and not by_id[r.rid]).most_common()
+        ),
         "websocket_messages": {
             "sent": ws_sent,
             "received_by_upstream": ws_forwarded,

@@ -439,3 +439,20 @@ def test_large_uploads_are_streamed_counted_and_hashed_not_buffered(tmp_path: Pa
         assert len(fl.request.raw_content or b"") == 1 << 20  # the head only
         assert fl.metadata["egressaudit_streamed"] == {"request": {"bytes": size, "sha256": digest}}
     assert (out / "flows.mitm").stat().st_size < 8 << 20
+
+
+def test_a_second_proxy_into_the_same_folder_is_refused_at_start(tmp_path: Path, sink: Sink, proxies: list[ProxyCommand]) -> None:
+    """The recording lock (OUT/.recording.lock) is held by mitmdump and its recorder: a second recorder into the folder
+    exits 4 at start in one line naming the first, which goes on recording."""
+    out = tmp_path / "audit"
+    first = start(proxies, tmp_path, out, sink.port, name="first")
+    second = ProxyCommand(tmp_path, out, sink.port, name="second")
+    proxies.append(second)
+    assert second.wait(60) == 4
+    no_traceback(second)
+    lines = second.lines()
+    assert len(lines) == 1 and "another process" in lines[0] and "is recording into this folder" in lines[0], second.stderr()
+    assert curl_batch(first, [post(f"/v1/batch/{i}") for i in range(3)]) == [200] * 3
+    first.proc.send_signal(signal.SIGTERM)
+    assert first.wait(60) == 0
+    assert pq.read_table(out / "http.parquet").num_rows == 3 and recording(out)["complete"]

@@ -129,8 +129,10 @@ MAX_LAG_S = 30
 """A snapshot waits for an idle proxy at most this long by default (``egressaudit_max_lag``); then it is recorded regardless."""
 MAX_HOLD_BYTES = 64 << 20
 """Bodies held for an idle proxy at most (approximately: request, response and WebSocket message contents)."""
-MAX_BACKLOG_BYTES = 64 << 20
-"""Snapshots waiting in the proxy for the sender thread at most; past it new batches are dropped (counted)."""
+MAX_BACKLOG_BYTES = 256 << 20
+"""Snapshots waiting in the proxy for the sender thread at most (it writes them to the page cache far faster than
+mitmproxy receives them: this bounds the proxy's memory when the disk stalls, or, without the spool, when the worker
+does not read); past it new batches are dropped (counted)."""
 SEGMENT_BYTES = 16 << 20
 MAX_RESTARTS = 10
 CLOSE_STALL_S = 120.0
