@@ -456,3 +456,48 @@ def test_a_second_proxy_into_the_same_folder_is_refused_at_start(tmp_path: Path,
     first.proc.send_signal(signal.SIGTERM)
     assert first.wait(60) == 0
     assert pq.read_table(out / "http.parquet").num_rows == 3 and recording(out)["complete"]
+
+
+def test_a_spool_left_by_a_run_killed_outright_is_recorded_by_the_next_run(tmp_path: Path, sink: Sink, proxies: list[ProxyCommand]) -> None:
+    """SIGKILL of the whole process group (proxy, mitmdump and recorder at once) while the recorder holds everything (a
+    long max_lag, never-quiet traffic): what was handed over waits in OUT/.spool, and the next proxy into the folder
+    records it, exactly once (the commits in the part files say what was on disk already)."""
+    out = tmp_path / "audit"
+    proxy = start(proxies, tmp_path, out, sink.port, "--set", "egressaudit_max_lag=600", name="killed")
+    traffic = Traffic(proxy, clients=4, per_client=150)
+    for p in traffic.procs:
+        p.wait(120)
+    answered = traffic.stop()
+    assert answered == 600
+    wait_for("the last batch spooled", lambda: spooled(out) >= 600 - 64, timeout=30)
+    at_kill = spooled(out)
+    os.killpg(proxy.proc.pid, signal.SIGKILL)
+    proxy.wait(10)
+    assert (out / ".spool").is_dir() and not (out / "session.json").exists()
+    before = http_rows(out)
+    nxt = start(proxies, tmp_path, out, sink.port, name="next")
+    nxt.proc.send_signal(signal.SIGTERM)
+    assert nxt.wait(120) == 0, nxt.stderr()[-3000:]
+    rows = pq.read_table(out / "http.parquet").to_pylist()
+    ids = [r["exchange_id"] for r in rows]
+    assert len(ids) == len(set(ids))  # nothing twice
+    assert at_kill <= len(rows) <= 600 and len(rows) > before
+    rec = recording(out)
+    assert rec["recovered_from_earlier_runs"] == len(rows) - before and not (out / ".spool").exists()
+
+
+def spooled(out: Path) -> int:
+    """Exchanges in the spool's segments (their record headers say how many each holds)."""
+    import struct
+
+    n = 0
+    for seg in sorted((out / ".spool").glob("*.seg")) if (out / ".spool").is_dir() else []:
+        data = seg.read_bytes()
+        pos = 0
+        while pos + 24 <= len(data):
+            _, first, count, length, _ = struct.unpack_from("<4sQIII", data, pos)
+            if pos + 24 + length > len(data):
+                break
+            n += count
+            pos += 24 + length
+    return n

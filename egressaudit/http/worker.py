@@ -828,6 +828,7 @@ class _Worker:
         self.commits: dict[str, _Commit] = {}
         self.dirty: str | None = None  # the spool whose rows are buffered, not yet committed
         self.readers: list[_SpoolReader] = []
+        self.resumed_rows: dict[str, int] = {}
         self.recovered = 0
         self.disk_error: str | None = None
         self.last_flush = time.monotonic()
@@ -852,6 +853,7 @@ class _Worker:
         for spool in [s for s in spools if s != self.spool] + [self.spool]:
             self.commits.setdefault(spool, _Commit(spool))
             self.readers.append(_SpoolReader(self.folder, spool))
+        self.resumed_rows = {s: c.rows for s, c in self.commits.items()}
 
     # -- receiving ---------------------------------------------------------------
     def receive(self, timeout: float) -> None:
@@ -1019,7 +1021,8 @@ class _Worker:
         unknown = handed - own.rows - sum(lost.values())
         if unknown > 0:
             lost["held in memory by a recorder process that died"] += unknown
-        recovered = {s: c.rows for s, c in self.commits.items() if s != self.spool and c.rows}
+        recovered = {s: c.rows - self.resumed_rows.get(s, 0) for s, c in self.commits.items() if s != self.spool}
+        recovered = {s: n for s, n in recovered.items() if n}
         recording: dict[str, Any] = {
             "complete": not lost and flushed and not self.parent_gone,
             "handed_over": handed,
