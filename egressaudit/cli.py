@@ -239,11 +239,16 @@ def _analyze_inputs(
             raise _fail(f"{out}: cannot write: {e.strerror or e}", EXIT_OUTPUT) from None
         if not quiet:
             st = rec.stats
-            skipped = ", ".join(f"{k}: {v}" for k, v in st.skipped.items()) or "none"
+            skipped = ", ".join(f"{k}: {v:,}" for k, v in sorted(st.skipped.items())) or "none"
+            fixed = ", ".join(f"{k}: {v:,}" for k, v in sorted(st.problems.items()))
             console.print(
                 f"http: {st.exchanges:,} exchanges, {st.websocket_messages:,} websocket messages, {st.fields:,} fields inventoried; "
-                f"undecodable bodies: {skipped}"
+                f"skipped: {skipped}" + (f"; values fixed to fit their column: {fixed}" if fixed else ""),
+                highlight=False,
+                markup=False,
             )
+            for line in st.errors:
+                err.print(f"warning: {line}", highlight=False, soft_wrap=True, markup=False)
             console.print(f"next: egressaudit inventory {out}")
 
 
