@@ -53,7 +53,7 @@ from mitmproxy.utils import human
 
 from egressaudit import session as sess
 from egressaudit.http.recorder import Recorder, RecorderOptions
-from egressaudit.http.worker import CLOSE_STALL_S, MAX_LAG_S, RecorderProcess, RecorderStartError, say
+from egressaudit.http.worker import CLOSE_STALL_S, MAX_LAG_S, RecorderProcess, RecorderStartError, say, why
 from egressaudit.signatures import SignatureError, data_dir, default_db, load
 
 log = logging.getLogger(__name__)
@@ -224,7 +224,7 @@ class EgressAudit:
         except sess.SessionError as e:
             raise _StartError(str(e), EXIT_OUTPUT) from None
         except OSError as e:
-            raise _StartError(f"{out}: cannot write in the session folder: {e.strerror or e}", EXIT_OUTPUT) from None
+            raise _StartError(f"{out}: cannot write in the session folder: {why(e)}", EXIT_OUTPUT) from None
         try:
             if opts.egressaudit_inline:
                 self.recorder = Recorder(out, db, ropts)
@@ -240,7 +240,7 @@ class EgressAudit:
             raise _StartError(str(e), e.code if e.code in (EXIT_OUTPUT,) else 1) from None
         except OSError as e:
             lock.release()
-            raise _StartError(f"{out}: cannot write in the session folder: {e.strerror or e}", EXIT_OUTPUT) from None
+            raise _StartError(f"{out}: cannot write in the session folder: {why(e)}", EXIT_OUTPUT) from None
         self.lock, self.out = lock, out
         log.info(f"egressaudit: recording to {out}")
 
@@ -251,7 +251,7 @@ class EgressAudit:
             try:
                 self.recorder.close(extra)
             except OSError as e:
-                say(f"{self.out}: cannot finish the session ({e.strerror or e}): what reached disk stays readable")
+                say(f"{self.out}: cannot finish the session ({why(e)}): what reached disk stays readable")
                 code = EXIT_OUTPUT
             self.recorder = None
         if self.worker is not None:

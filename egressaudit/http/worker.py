@@ -99,6 +99,7 @@ import math
 import multiprocessing
 import os
 import pickle
+import re
 import secrets
 import signal
 import struct
@@ -144,6 +145,7 @@ IGNORED_SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signa
 (so it is stopped with SIGKILL when it must be)."""
 BUSY_POLL_S = 0.01
 FLUSH_S = 1.0
+FINISH_TICK_S = 600.0
 SPOOL = ".spool"
 EXIT_OK, EXIT_OUTPUT, EXIT_INCOMPLETE = 0, 4, 6
 """The worker's exit codes, the same as the command's: recorded, output could not be written, exchanges lost."""
@@ -163,6 +165,17 @@ def say(msg: str) -> None:
     """One line on stderr, at once (mitmproxy's own log goes to stdout and is silenced by -q)."""
     with contextlib.suppress(OSError, ValueError):
         print(f"egressaudit: {msg}", file=sys.stderr, flush=True)
+
+
+def why(e: BaseException) -> str:
+    """An OSError in a few words (pyarrow's carry the errno only in their text: "[errno 28] ...")."""
+    if isinstance(e, OSError):
+        if e.strerror:
+            return str(e.strerror)
+        m = re.search(r"\[errno (\d+)\]", str(e), re.IGNORECASE)
+        if m:
+            return os.strerror(int(m.group(1)))
+    return " ".join(str(e).split())[:200] or type(e).__name__
 
 
 def snapshot(flow: http.HTTPFlow, messages: list[Any] | None = None) -> Snapshot:
@@ -604,7 +617,7 @@ class RecorderProcess:
                 self._spool = None
                 if not self.shared[_DISK_SAID]:  # (one line for a full disk, whichever process meets it first)
                     self.shared[_DISK_SAID] = 1
-                    say(f"{self.out}: cannot write ({e.strerror or e}): exchanges wait in the recorder's memory, rows are retried every second")
+                    say(f"{self.out}: cannot write ({why(e)}): exchanges wait in the recorder's memory, rows are retried every second")
         if msg.in_spool:
             if not self.shared[_WAKE]:
                 self.shared[_WAKE] = 1
@@ -979,8 +992,8 @@ class _Worker:
         except OSError as e:
             if self.disk_error is None and not self.shared[_DISK_SAID]:
                 self.shared[_DISK_SAID] = 1
-                say(f"{self.out}: cannot write ({e.strerror or e}): {self.rec.http.pending:,} rows kept in memory, retried every second")
-            self.disk_error = e.strerror or str(e)
+                say(f"{self.out}: cannot write ({why(e)}): {self.rec.http.pending:,} rows kept in memory, retried every second")
+            self.disk_error = why(e)
             self.shared[_DISK_FULL] = 1
             return False
         if self.disk_error is not None:
@@ -1007,7 +1020,26 @@ class _Worker:
             r.finished = keep
 
     def finish(self) -> int:
-        """Everything is recorded: write it out, compact, write session.json; the exit code."""
+        """Everything is recorded: write it out, compact, write session.json; the exit code.
+
+        Compacting a long session takes a while without any exchange to count: a thread ticks the heartbeat meanwhile
+        (for at most :data:`FINISH_TICK_S`), so that the proxy waits for work that is bounded and not about content."""
+        done = threading.Event()
+
+        def tick() -> None:
+            end = time.monotonic() + FINISH_TICK_S
+            while not done.wait(0.5) and time.monotonic() < end:
+                self.shared[_HEARTBEAT] += 1
+
+        ticker = threading.Thread(target=tick, name="egressaudit-finishing", daemon=True)
+        ticker.start()
+        try:
+            return self._finish()
+        finally:
+            done.set()
+            ticker.join(2)
+
+    def _finish(self) -> int:
         flushed = self.flush()
         self.shared[_HEARTBEAT] += 1
         for r in self.readers:
@@ -1050,13 +1082,15 @@ class _Worker:
                 self.rec.close(extra)
                 written = True
             except OSError as e:
-                say(f"{self.out}: cannot finish the session ({e.strerror or e}): what reached disk stays readable")
+                say(f"{self.out}: cannot finish the session ({why(e)}): what reached disk stays readable")
         if not written:
             try:
                 self.rec._write_session(extra)  # what is on disk, uncompacted, and what was not written
                 written = True
             except Exception as e:  # noqa: BLE001 - the line below says it
-                say(f"{self.out}: session.json could not be written ({getattr(e, 'strerror', None) or e})")
+                with contextlib.suppress(OSError):
+                    (self.out / ".session.json.tmp").unlink()  # (the recorder's half-written one)
+                say(f"{self.out}: session.json could not be written ({why(e)})")
         self.shared[_HEARTBEAT] += 1
         if written and flushed:
             self._drop_spools()
