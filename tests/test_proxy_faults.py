@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from egressaudit.http.store import part_files, read_rows
+from egressaudit.session import recording_pid
 from tests.support.proxy import ROOT, ProxyCommand
 from tests.support.sink import Sink
 from tests.support.smallfs import fill, mount_unavailable, read_only_folder, small_filesystem
@@ -267,8 +268,12 @@ def test_a_killed_mitmdump_exits_6_in_one_line_and_leaves_a_readable_session(tmp
     assert curl_batch(proxy, [post(f"/v1/batch/{i}", body=json.dumps({"email": "eve@example.org", "n": i})) for i in range(20)]) == [200] * 20
     wait_for("the rows on disk", lambda: http_rows(out) == 20)  # (handed over: a killed mitmdump loses its last ~50 ms)
     recorder = proxy.recorder()
-    proxy.mitmdump().kill()
+    mitmdump = proxy.mitmdump()
+    assert recording_pid(out) == mitmdump.pid  # (the recording lock names mitmdump; its recorder shares the lock)
+    mitmdump.kill()
     assert proxy.wait(120) == 6
+    assert recording_pid(out) is None  # released once the recorder had finished ...
+    assert (out / ".recording.lock").read_text().strip() == str(recorder.pid)  # ... which named itself while it did
     no_traceback(proxy)
     lines = proxy.lines()
     assert len(lines) == 1 and "mitmdump was killed by SIGKILL" in lines[0], lines

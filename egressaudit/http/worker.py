@@ -828,12 +828,13 @@ class _SpoolReader:
 class _Worker:
     def __init__(
         self, out: Path, opts: RecorderOptions, rec: Recorder, conn: Any, parent: int, activity: Any, shared: Any,
-        max_lag: float, max_hold_bytes: int, spool: str, skip: set[tuple[int, int]],
+        max_lag: float, max_hold_bytes: int, spool: str, skip: set[tuple[int, int]], lock_fd: int | None = None,
     ) -> None:  # fmt: skip
         self.out, self.opts, self.rec, self.conn, self.parent = out, opts, rec, conn, parent
         self.activity, self.shared = activity, shared
         self.max_lag, self.max_hold_bytes = max_lag, max_hold_bytes
         self.spool, self.skip = spool, skip
+        self.lock_fd = lock_fd
         self.folder = out / SPOOL
         self.waiting: collections.deque[_Entry] = collections.deque()
         self.held = 0
@@ -884,11 +885,19 @@ class _Worker:
                     self.close_msg = (msg[1], msg[2])
                 ready = self.conn.poll(0)
         except (EOFError, OSError):  # the proxy has gone without closing us
-            self.parent_gone = True
+            self._orphaned()
         if not self.parent_gone and os.getppid() != self.parent:
-            self.parent_gone = True
+            self._orphaned()
         self.shared[_WAKE] = 0  # (before reading the spool: a batch spooled after this wakes us again)
         self._poll_spools(self.finishing)
+
+    def _orphaned(self) -> None:
+        """The proxy died: from now on the recording lock is ours alone, and its file names us (for other commands)."""
+        if not self.parent_gone and self.lock_fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.lock_fd, 0)
+                os.pwrite(self.lock_fd, f"{os.getpid()}\n".encode(), 0)
+        self.parent_gone = True
 
     def _poll_spools(self, final: bool) -> None:
         """Hold what the spools hold that is new (``final``: the proxy writes no more); earlier runs' spools are due now."""
@@ -1138,14 +1147,14 @@ def _run(
         signal.signal(sig, signal.SIG_IGN)
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, IGNORED_SIGNALS)  # (blocked while we were started)
-    del lock  # (an open descriptor now, sharing the proxy's flock: held until we exit)
     try:
         from egressaudit.signatures import default_db, load
 
         db = load([Path(p) for p in signature_files]) if signature_files else default_db()
         # the worker writes parts itself, each with its commit (flush_interval: never on its own)
         rec = Recorder(Path(out), db, dataclasses.replace(opts, flush_interval=math.inf))
-        worker = _Worker(Path(out), opts, rec, conn, parent, activity, shared, max_lag, max_hold_bytes, spool, set(skip))
+        # (lock: an open descriptor, sharing the proxy's flock on the recording lock, held until we exit)
+        worker = _Worker(Path(out), opts, rec, conn, parent, activity, shared, max_lag, max_hold_bytes, spool, set(skip), lock)
         pa.array([0])  # pyarrow imports pandas on its first conversion of Python objects: now, not at the first flush
     except Exception as e:  # reported by the proxy at start, in one line
         code = EXIT_OUTPUT if isinstance(e, OSError) else 1
