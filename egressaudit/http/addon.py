@@ -217,6 +217,7 @@ class EgressAudit:
             keep_query=opts.egressaudit_keep_query,
             keep_bodies=opts.egressaudit_keep_bodies,
         )
+        sess.private_umask()  # (mitmdump run by hand: the session, its spool and the recorder's files 0600, as with egressaudit proxy)
         lock = sess.RecordingLock(out)
         try:
             sess.prepare(out)
