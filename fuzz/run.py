@@ -221,10 +221,14 @@ def run_target(name: str, cases: int, seconds: float, seed: int, work: Path, mer
             ).returncode
     elapsed = time.monotonic() - started
     log = log_path.read_text(errors="replace")
+    interrupted = "KeyboardInterrupt: stopping" in log or "libFuzzer: run interrupted" in log  # SIGINT: stopped, not a crash
     if collect:
         done = re.search(r"Done (\d+) runs in (\d+) second", log)
-        elapsed = float(done.group(2)) if done else 0.0
-        returncode = 0 if done else 1
+        rates = re.findall(r"exec/s: (\d+)", log)
+        marks = re.findall(r"^#(\d+)\s", log, re.M)
+        units, rate = (float(marks[-1]) if marks else 0.0), (float(rates[-1]) if rates else 0.0)
+        elapsed = float(done.group(2)) if done else (units / rate if rate else 0.0)
+        returncode = 0 if done or interrupted else 1
     executed = _stat(log, "number_of_executed_units")
     if executed is None:  # a crash: libFuzzer prints no final stats; its last status line counts the cases before it
         marks = re.findall(r"^#(\d+)\s", log, re.M)
@@ -239,10 +243,12 @@ def run_target(name: str, cases: int, seconds: float, seed: int, work: Path, mer
         "coverage_guided": "FALLBACK:" not in log,
         "seed": seed,
         "crashes": [],
-        "exit": returncode,
+        "exit": 0 if interrupted else returncode,
     }
     written = _WRITTEN.findall(log)
-    if returncode != 0 or written:
+    if interrupted:
+        result["interrupted"] = True
+    if not interrupted and (returncode != 0 or written):
         exc, where = _cause(log)
         result["crashes"].append({"file": os.path.relpath(written[-1], ROOT) if written else None, "exception": exc, "cause": where})
     elif merge:
