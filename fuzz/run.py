@@ -262,7 +262,16 @@ def run_target(name: str, cases: int, seconds: float, seed: int, work: Path, mer
 
 
 def run_all(
-    names: list[str], cases: int, seconds: float, seed: int, jobs: int, work: Path, merge: bool, quiet: bool = False, collect: bool = False
+    names: list[str],
+    cases: int,
+    seconds: float,
+    seed: int,
+    jobs: int,
+    work: Path,
+    merge: bool,
+    quiet: bool = False,
+    collect: bool = False,
+    save: bool = True,
 ) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
 
@@ -270,7 +279,8 @@ def run_all(
         r = run_target(name, cases, seconds, seed, work, merge, collect)
         if not quiet:
             print(_row(r), flush=True)
-            _save([r])  # as each target ends: a long run interrupted keeps what it measured
+            if save:
+                _save([r])  # as each target ends: a long run interrupted keeps what it measured
         return r
 
     with ThreadPoolExecutor(max(1, jobs)) as pool:
@@ -374,6 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--work", type=Path, default=WORK, help="scratch folder for new inputs and logs (default fuzz/work)")
     ap.add_argument("--no-merge", action="store_true", help="leave the committed corpus as it is")
+    ap.add_argument("--no-save", action="store_true", help="leave fuzz/results.json as it is (a short check run)")
     ap.add_argument("--reproduce", nargs="+", type=Path, metavar="FILE", help="run crash or corpus files through their target")
     ap.add_argument("--list", action="store_true", help="list the targets")
     ap.add_argument("--collect", action="store_true", help="record the runs whose logs are in --work (workers that outlived their runner)")
@@ -397,10 +408,13 @@ def main(argv: list[str] | None = None) -> int:
         unknown = [n for n in names if n not in targets.TARGETS]
         if unknown:
             ap.error(f"unknown targets: {', '.join(unknown)} (see --list)")
-    results = run_all(names, args.cases, args.seconds, args.seed, args.jobs, args.work, not args.no_merge, collect=args.collect)
+    results = run_all(
+        names, args.cases, args.seconds, args.seed, args.jobs, args.work, not args.no_merge, collect=args.collect, save=not args.no_save
+    )
     crashed = [r for r in results if r["crashes"]]
     total = sum(r["cases"] or 0 for r in results)
-    print(f"{len(results)} targets, {total:,} cases, {len(crashed)} crashed; results in {os.path.relpath(RESULTS)}")
+    where = "not saved" if args.no_save else f"results in {os.path.relpath(RESULTS)}"
+    print(f"{len(results)} targets, {total:,} cases, {len(crashed)} crashed; {where}")
     for r in crashed:
         c = r["crashes"][0]
         print(f"  {r['target']}: {c['cause']}: {c['exception']}\n    python fuzz/run.py --reproduce {c['file']}")
