@@ -505,6 +505,8 @@ def proxy(
     from egressaudit import session as sess
     from egressaudit.http.proxy import ProxyError, ca_instructions, ensure_ca, run_mitmdump
 
+    if not any(m.startswith(("wireguard", "local")) for m in mode or ["regular"]):
+        _check_listen(listen_host, port)
     try:
         sess.prepare(out)
     except sess.SessionError as e:
@@ -521,6 +523,23 @@ def proxy(
     raise typer.Exit(code)
 
 
+def _check_listen(host: str, port: int) -> None:
+    """Exit 2 with one line when the proxy could not listen on host:port (mitmdump would exit 1 with its own message)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as e:
+        raise typer.BadParameter(f"cannot listen on {host}: {e.strerror or e}", param_hint="--listen-host") from None
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as mitmproxy's server does
+        try:
+            s.bind(addr)
+        except OSError as e:
+            raise typer.BadParameter(f"cannot listen on {host}:{port}: {e.strerror or e}", param_hint="--port") from None
+
+
 @app.command()
 def inventory(
     session_dir: Annotated[Path, typer.Argument(help="Session folder with http.parquet / fields.parquet.", show_default=False)],
@@ -534,6 +553,20 @@ def inventory(
         print_inventory(session_dir, console, all_fields=all_fields, category=None if category == "any" else category)
     except InventoryError as e:
         raise _fail(str(e), EXIT_INPUT) from None
+    _warn_incomplete(session_dir)
+
+
+def _warn_incomplete(session_dir: Path) -> None:
+    """One warning line per thing the session says it lost (the same notes the report shows)."""
+    from egressaudit.report import recording_notes
+    from egressaudit.session import SessionError, read_session_json
+
+    try:
+        session = read_session_json(session_dir)
+    except SessionError:
+        session = {}
+    for note in recording_notes(session_dir, session):
+        err.print(f"warning: {note}", highlight=False, soft_wrap=True, markup=False)
 
 
 @app.command()
@@ -552,6 +585,7 @@ def har(
     except OSError as e:
         raise _fail(f"{out}: cannot write: {e.strerror or e}", EXIT_OUTPUT) from None
     console.print(f"{n:,} entries -> {out}")
+    _warn_incomplete(session_dir)
 
 
 if __name__ == "__main__":  # pragma: no cover

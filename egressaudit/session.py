@@ -145,6 +145,13 @@ class RecordingLock:
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
 
+    def fileno(self) -> int:
+        """The lock file's descriptor (a process started with it inherits the lock: the kernel drops it only when every
+        holder has ended)."""
+        if self._fd is None:
+            raise ValueError("the recording lock is not held")
+        return self._fd
+
     def release(self) -> None:
         if self._fd is not None:
             os.close(self._fd)  # (the file stays: unlinking it would race with a new holder)

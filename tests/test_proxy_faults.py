@@ -284,6 +284,9 @@ def test_a_killed_mitmdump_exits_6_in_one_line_and_leaves_a_readable_session(tmp
     for args in (["inventory", str(out)], ["har", str(out), "--out", str(tmp_path / "s.har")], ["report", str(out)]):
         r = egressaudit(*args)
         assert r.returncode == 0 and "Traceback" not in r.stderr, (args, r.stdout[-2000:], r.stderr[-2000:])
+        # and each says what the session lost
+        assert "The HTTP recording is incomplete" in r.stderr + r.stdout, (args, r.stderr[-2000:])
+    assert "the proxy ended without closing the recorder" in (out / "report.html").read_text()
 
 
 # -- disks that refuse --------------------------------------------------------------------------------------------------
@@ -480,6 +483,10 @@ def test_a_spool_left_by_a_run_killed_outright_is_recorded_by_the_next_run(tmp_p
     proxy.wait(10)
     assert (out / ".spool").is_dir() and not (out / "session.json").exists()
     before = http_rows(out)
+    r = egressaudit("report", str(out))  # says what waits in the spool and how to record it
+    said = r.stderr if r.returncode else (out / "report.html").read_text()
+    assert "Traceback" not in r.stderr and f"run `egressaudit proxy --out {out}` again to record them" in said, r.stderr
+    assert r.returncode == (0 if before else 3)
     nxt = start(proxies, tmp_path, out, sink.port, name="next")
     nxt.proc.send_signal(signal.SIGTERM)
     assert nxt.wait(120) == 0, nxt.stderr()[-3000:]

@@ -231,7 +231,7 @@ class EgressAudit:
                 self.recorder = Recorder(out, db, ropts)
             else:
                 worker = RecorderProcess(
-                    out, ropts, [str(f) for f in files] if files else None, max_lag=opts.egressaudit_max_lag, lock_fd=lock._fd,
+                    out, ropts, [str(f) for f in files] if files else None, max_lag=opts.egressaudit_max_lag, lock_fd=lock.fileno(),
                     spool=opts.egressaudit_spool,
                 )  # fmt: skip
                 worker.wait_ready()

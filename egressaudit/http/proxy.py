@@ -14,6 +14,7 @@ from pathlib import Path
 from mitmproxy.certs import CertStore
 
 from egressaudit.http import mitm_script
+from egressaudit.session import private_dir
 
 DEFAULT_CONFDIR = Path("~/.egressaudit/mitmproxy")
 CA_BASENAME = "mitmproxy"
@@ -31,6 +32,8 @@ def ensure_ca(confdir: Path | None) -> Path:
     """Create (once) the CA in a private folder (0700; key files 0600) and return the folder."""
     conf = (confdir or DEFAULT_CONFDIR).expanduser()
     try:
+        if confdir is None:  # ~/.egressaudit: also holds crash files; private as a whole
+            private_dir(conf.parent)
         conf.mkdir(parents=True, exist_ok=True)
         os.chmod(conf, 0o700)
         CertStore.from_store(conf, CA_BASENAME, 2048)

@@ -53,6 +53,7 @@ from egressaudit.http import bodies
 from egressaudit.http import inventory as inv
 from egressaudit.http.store import TableAppender, compact, read_rows
 from egressaudit.schema import FIELDS, HTTP, TS_MAX_US, TS_MIN_US, Column, escape_text
+from egressaudit.session import atomic_write
 from egressaudit.signatures import SignatureDB
 from egressaudit.taxonomy import Category, Party, data_class_of
 
@@ -793,9 +794,7 @@ class Recorder:
         party = [Party.unknown.value if v is None else (Party.first.value if v in first else Party.third.value) for v in vendors]
         idx = table.schema.get_field_index("party")
         table = table.set_column(idx, table.schema.field("party"), pa.array(party, pa.string()))
-        tmp = self.out / ".http.parquet.tmp"
-        pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
         self.client = client
 
     def _write_session(self, extra: dict[str, Any]) -> None:
@@ -828,9 +827,8 @@ class Recorder:
             **({"errors": list(self.stats.errors)} if self.stats.errors else {}),
             **extra,
         }
-        tmp = self.out / ".session.json.tmp"
-        tmp.write_text(json.dumps(doc, indent=2, default=str) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        text = json.dumps(doc, indent=2, default=str) + "\n"
+        atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def record_files(paths: Iterable[Path], out: Path, db: SignatureDB, opts: RecorderOptions) -> Recorder:

@@ -38,6 +38,8 @@ import pyarrow.parquet as pq
 from egressaudit.schema import arrow_schema, to_table
 
 PARTS = ".parts"
+SPOOL = ".spool"
+"""Exchanges handed to the proxy's recorder and not yet recorded (:mod:`egressaudit.http.worker`), bodies included."""
 COMMIT_KEY = b"egressaudit.spool_commit"
 """Part metadata: one JSON commit ``{"spool": id, "through": seq, ...}``."""
 COMMITS_KEY = b"egressaudit.spool_commits"
@@ -53,6 +55,12 @@ def part_files(out: Path, table: str) -> list[Path]:
     if not d.is_dir():
         return []
     return sorted(p for p in d.glob("*.parquet"))
+
+
+def unrecorded(out: Path) -> int:
+    """Spool segments a recorder left in ``out`` (exchanges not yet recorded, or not known to be)."""
+    folder = out / SPOOL
+    return len(list(folder.glob("*.seg"))) if folder.is_dir() else 0
 
 
 def _unlink_quietly(path: Path) -> None:

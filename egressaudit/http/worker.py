@@ -118,7 +118,7 @@ from mitmproxy import flow as mflow
 from mitmproxy.websocket import WebSocketData
 
 from egressaudit.http.recorder import Recorder, RecorderOptions, redact_query
-from egressaudit.http.store import spool_commits
+from egressaudit.http.store import SPOOL, spool_commits
 
 BATCH = 64
 BATCH_BYTES = 4 << 20
@@ -146,7 +146,6 @@ IGNORED_SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signa
 BUSY_POLL_S = 0.01
 FLUSH_S = 1.0
 FINISH_TICK_S = 600.0
-SPOOL = ".spool"
 EXIT_OK, EXIT_OUTPUT, EXIT_INCOMPLETE = 0, 4, 6
 """The worker's exit codes, the same as the command's: recorded, output could not be written, exchanges lost."""
 
@@ -1268,9 +1267,3 @@ def _record_fallback(rec: Recorder, opts: RecorderOptions, kind: str, state: Any
 
 def spool_folder(out: Path) -> Path:
     return out / SPOOL
-
-
-def unrecorded(out: Path) -> int:
-    """Spool segments a recorder left in ``out`` (exchanges not yet recorded, or not known to be)."""
-    folder = out / SPOOL
-    return len(list(folder.glob("*.seg"))) if folder.is_dir() else 0

@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow as pa
 from rich.console import Console
 
-from egressaudit.http.store import part_files, read_rows
+from egressaudit.http.store import SPOOL, part_files, read_rows, unrecorded
 from egressaudit.report import figures as fig
 from egressaudit.report.render import render_html
 from egressaudit.report.summary import ReportData, summarize
@@ -71,6 +71,12 @@ def load_session(session_dir: Path) -> tuple[pd.DataFrame | None, dict[str, obje
         session = read_session_json(session_dir)
     except SessionError as e:
         if not (http and not (session_dir / "session.json").exists()):
+            left = unrecorded(session_dir)
+            if left and not (session_dir / "session.json").exists():
+                raise ReportError(
+                    f"{session_dir}: nothing recorded yet: {left} spool segment(s) hold exchanges the proxy's recorder did not record "
+                    f"(was it killed?); run `egressaudit proxy --out {session_dir}` again to record them"
+                ) from None
             raise ReportError(_one_line(str(e))) from None
         session = {"session_id": session_id_for(session_dir), INCOMPLETE: True}
     session, dropped = checked_session(session)
@@ -129,6 +135,33 @@ def _recovered_note(session: dict[str, object]) -> str:
     )
 
 
+def recording_notes(session_dir: Path, session: dict[str, object]) -> list[str]:
+    """What the proxy's recording says it lost (session.json ``http.recording``), and exchanges it left unrecorded."""
+    notes = []
+    http = session.get("http")
+    rec = http.get("recording") if isinstance(http, dict) else None
+    if isinstance(rec, dict) and rec.get("complete") is False:
+        lost, handed = rec.get("lost"), rec.get("handed_over")
+        reasons = rec.get("lost_by_reason") if isinstance(rec.get("lost_by_reason"), dict) else {}
+        text = "The HTTP recording is incomplete"
+        if isinstance(lost, int) and isinstance(handed, int):
+            text += f": {lost:,} of the {handed:,} exchanges handed to the recorder were lost"
+        if reasons:
+            text += " (" + "; ".join(f"{k}: {v}" for k, v in reasons.items()) + ")"
+        if isinstance(rec.get("stopped_by"), str):
+            text += f"; {rec['stopped_by']}"
+        if isinstance(rec.get("unwritten_rows"), int) and rec["unwritten_rows"]:
+            text += f"; {rec['unwritten_rows']:,} rows could not be written to disk"
+        notes.append(text + ".")
+    left = unrecorded(session_dir)
+    if left:
+        notes.append(
+            f"{left} spool segment(s) in {session_dir / SPOOL} hold exchanges (bodies included) the recorder did not record: "
+            f"run `egressaudit proxy --out {session_dir}` again to record them, or delete that folder."
+        )
+    return notes
+
+
 def build_report(session_dir: Path, console: Console | None = None, redact: bool = True) -> Path:
     """Write ``session_dir/report.html`` and ``session_dir/figures/*.png``; print the tables to ``console`` (when given).
 
@@ -147,6 +180,7 @@ def build_report(session_dir: Path, console: Console | None = None, redact: bool
         data.notes.append(_recovered_note(session))
     if session.get(DROPPED):
         data.notes.append(f"session.json is damaged: left out {', '.join(map(str, session[DROPPED]))} (values of the wrong type).")  # type: ignore[call-overload]
+    data.notes += recording_notes(session_dir, session)
     if session.get(INCOMPLETE):
         data.notes.append("No session.json: the recording did not finish. Rows were read from the part files it left behind.")
     if part_files(session_dir, "http") or part_files(session_dir, "fields"):

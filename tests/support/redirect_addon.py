@@ -23,6 +23,9 @@ class RedirectToSink:
         flow.request.port = int(port)
         flow.request.host_header = original
 
+    # a streamed request (egressaudit_stream_large_bodies) connects upstream at the headers stage, before `request`
+    requestheaders = request
+
     def server_connect(self, data: Any) -> None:
         addr = data.server.address
         if addr is None or addr[0] not in ("127.0.0.1", "::1", "localhost"):
