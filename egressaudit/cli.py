@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from egressaudit.capture.analyze import AnalyzeOptions
     from egressaudit.signatures import SignatureDB
 
+EXIT_USAGE = 2
 EXIT_INPUT = 3
 EXIT_OUTPUT = 4
 EXIT_SIGNATURES = 5
@@ -530,14 +531,14 @@ def _check_listen(host: str, port: int) -> None:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as e:
-        raise typer.BadParameter(f"cannot listen on {host}: {e.strerror or e}", param_hint="--listen-host") from None
+        raise _fail(f"--listen-host: cannot listen on {host}: {e.strerror or e}", EXIT_USAGE) from None
     family, kind, proto, _, addr = infos[0]
     with socket.socket(family, kind, proto) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as mitmproxy's server does
         try:
             s.bind(addr)
         except OSError as e:
-            raise typer.BadParameter(f"cannot listen on {host}:{port}: {e.strerror or e}", param_hint="--port") from None
+            raise _fail(f"--port: cannot listen on {host}:{port}: {e.strerror or e}", EXIT_USAGE) from None
 
 
 @app.command()

@@ -247,6 +247,18 @@ def test_a_failed_command_says_why_in_one_line_and_leaves_no_folder(tmp_path: Pa
     assert not out.exists()
 
 
+def test_a_proxy_whose_port_is_taken_says_so_in_one_line_and_leaves_nothing(tmp_path: Path) -> None:
+    """(mitmdump itself exits 1 with its own message when it cannot listen, after the folder was made.)"""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = egressaudit("proxy", "--out", str(tmp_path / "px"), "--port", str(port), home=tmp_path)
+    assert r.returncode == 2
+    assert f"--port: cannot listen on 127.0.0.1:{port}" in one_line_error(r)
+    assert not (tmp_path / "px").exists()
+
+
 def test_a_bug_is_one_line_and_its_traceback_is_saved_privately(tmp_path: Path, sample_session: Path) -> None:
     """The last resort: an exception no command expected (here: made to happen in the report) exits 1 with one line
     naming a crash file (0600, in ~/.egressaudit, 0700) that holds the traceback."""
@@ -360,3 +372,17 @@ def test_to_table_fits_what_a_column_cannot_hold_and_counts_it(field: str, value
 
 def test_escape_text_shows_the_bytes() -> None:
     assert escape_text(b"caf\xc3\xa9 \xff".decode("utf-8", "surrogateescape")) == "café \\xff"
+
+
+def test_the_proxy_ca_lives_in_a_private_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from egressaudit.http.proxy import ensure_ca
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    old = os.umask(0o022)
+    try:
+        conf = ensure_ca(None)
+    finally:
+        os.umask(old)
+    assert conf == tmp_path / ".egressaudit" / "mitmproxy"
+    assert stat.S_IMODE(conf.parent.stat().st_mode) == 0o700 and stat.S_IMODE(conf.stat().st_mode) == 0o700
+    assert stat.S_IMODE((conf / "mitmproxy-ca.pem").stat().st_mode) == 0o600  # the private key
