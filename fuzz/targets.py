@@ -182,7 +182,7 @@ def _flow_key(f: Flow) -> tuple[Any, ...]:
     return (f.proto, tuple(ends), *counts, f.hostname or "", f.app_protocol or "")
 
 
-def frames_target(data: bytes, linktype: int | None = None, late_fragments_differ: bool = True) -> None:
+def frames_target(data: bytes, linktype: int | None = None) -> None:
     """Frames (records: selector = link type unless fixed) through the columnar and the per-packet decoders and flow tables.
 
     Both must take every frame without raising and agree on skips and flows (the
@@ -228,15 +228,9 @@ def frames_target(data: bytes, linktype: int | None = None, late_fragments_diffe
         ft.add(r, when)
     ft.flush()
     _need(col_skipped == pkt_skipped, f"skip counts differ: columnar {dict(col_skipped)} per-packet {dict(pkt_skipped)}")
-    late = late_fragments_differ and ts[-1] - ts[0] > 120.0
-    if late:
-        # Known difference (tests/test_fuzz_corpus.py, xfail): a later fragment arriving after its flow's idle timeout is an
-        # orphan for the per-packet table, but counted into the flow by the columnar one.  Compared without fragmented flows.
-        col_flows = [f for f in col_flows if not f.fragments]
-        pkt_flows = [f for f in pkt_flows if not f.fragments]
     a, b2 = sorted(map(_flow_key, col_flows)), sorted(map(_flow_key, pkt_flows))
     _need(a == b2, f"flows differ: columnar {a[:3]} per-packet {b2[:3]}")
-    _need(late or table.orphan_fragments == ft.orphan_fragments, "orphan fragment counts differ")
+    _need(table.orphan_fragments == ft.orphan_fragments, "orphan fragment counts differ")
 
 
 def link_target(data: bytes) -> None:

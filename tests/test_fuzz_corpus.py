@@ -88,15 +88,12 @@ def test_the_reproducers_of_issue_11_are_in_the_corpus() -> None:
     assert len((CORPUS / "mitm/repro-11-digit-length.mitm").read_bytes()) == 16
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open (capture/columnar.py): a later fragment arriving after its flow's idle timeout is counted into the flow by "
-    "ColumnarFlowTable but is an orphan for the per-packet FlowTable (found by the ip target)",
-)
 @pytest.mark.parametrize("version", ["v4", "v6"])
 def test_both_flow_tables_agree_on_a_fragment_after_the_idle_timeout(version: str) -> None:
+    """A later fragment more than the idle timeout after its first fragment is an orphan in both tables (the columnar one
+    counted it into the flow: found by the ip target)."""
     data = (CORPUS / "ip" / f"repro-fragment-after-idle-timeout-{version}").read_bytes()
-    T.frames_target(data, T.fr.LINKTYPE_RAW, late_fragments_differ=False)
+    T.frames_target(data, T.fr.LINKTYPE_RAW)
 
 
 def test_a_crash_a_broken_outcome_and_a_slow_case_all_count(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -267,7 +267,7 @@ class ColumnarFlowTable(Inspector):
         self.open: OrderedDict[int, Flow] = OrderedDict()  # key hash -> the key's open flow, least recently seen first
         self.keys: dict[int, int] = {}  # key hash -> a second, independent hash of the key (open flows only)
         self.dns_map: dict[bytes, str] = {}
-        self.frag_map: dict[tuple[int, int, int, int, int, int], tuple[int, int, int, int, int]] = {}
+        self.frag_map: dict[tuple[int, int, int, int, int, int], tuple[int, int, int, int, int, float]] = {}  # (... first fragment's time)
         self.orphan_fragments = 0
         self.packets = 0
         self._events: list[tuple[int, bytes, str]] = []
@@ -505,11 +505,11 @@ class ColumnarFlowTable(Inspector):
             if pk.frag[i] == 1:
                 if len(self.frag_map) > 65536:
                     self.frag_map.clear()
-                self.frag_map[fk] = (int(h[i]), int(ah[i]), int(al[i]), int(bh[i]), int(bl[i]))
+                self.frag_map[fk] = (int(h[i]), int(ah[i]), int(al[i]), int(bh[i]), int(bl[i]), float(pk.ts[i]))
                 live.add(int(h[i]))
                 continue
             hit = self.frag_map.get(fk)
-            if hit is None or (hit[0] not in live and hit[0] not in self.open):
+            if hit is None or (hit[0] not in live and hit[0] not in self.open) or pk.ts[i] - hit[5] > self.idle_timeout:
                 self.orphan_fragments += 1
                 keep[i] = False
                 continue

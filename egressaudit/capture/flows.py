@@ -282,7 +282,7 @@ class FlowTable(Inspector):
         self.idle_timeout = idle_timeout
         self.flows: OrderedDict[FlowKey, Flow] = OrderedDict()
         self.dns_map: dict[bytes, str] = {}
-        self.frag_map: dict[tuple[bytes, bytes, int, int], FlowKey] = {}
+        self.frag_map: dict[tuple[bytes, bytes, int, int], tuple[FlowKey, float]] = {}  # first fragments: flow and time
         self.orphan_fragments = 0
         self.packets = 0
         self._last_expire = 0.0
@@ -296,7 +296,8 @@ class FlowTable(Inspector):
         version, src, dst, proto, sp, dp, ip_len, payload, tcp_flags, frag, frag_id, vlan = pkt
         flows = self.flows
         if frag == 2:
-            fk = self.frag_map.get((src, dst, proto, frag_id))
+            hit = self.frag_map.get((src, dst, proto, frag_id))
+            fk = hit[0] if hit is not None and ts - hit[1] <= self.idle_timeout else None  # (later than that: not its datagram's)
             flow = flows.get(fk) if fk else None
             if flow is None:
                 self.orphan_fragments += 1
@@ -325,7 +326,7 @@ class FlowTable(Inspector):
             flow.fragments += 1
             if len(self.frag_map) > 65536:
                 self.frag_map.clear()
-            self.frag_map[(src, dst, proto, frag_id)] = key
+            self.frag_map[(src, dst, proto, frag_id)] = (key, ts)
         if from_a:
             flow.pkts_ab += 1
             flow.bytes_ab += ip_len
