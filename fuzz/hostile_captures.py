@@ -30,24 +30,25 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import os
 import random
 import shutil
 import struct
-import subprocess
 import sys
 import tempfile
 import time
-import traceback
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "captures" / "public" / "ndpi"
 SAMPLE = ROOT / "captures" / "janus-echo" / "call.pcapng"
+if str(ROOT) not in sys.path:  # (run as a script or loaded from its path: the fuzz folder is then not a package)
+    sys.path.insert(0, str(ROOT))
+from fuzz.outcome import Outcome, invoke, message, run_command  # noqa: E402
+
 SEED_RECORDS = 300
 SHB = 0x0A0D0D0A
 EPB, IDB, PB, SPB, ISB = 6, 1, 2, 3, 5
@@ -458,59 +459,14 @@ def mutate(rng: random.Random, seeds: list[tuple[str, bytes]]) -> tuple[bytes, s
 
 
 # -- running -------------------------------------------------------------------------------------------------
-@dataclass
-class Outcome:
-    exit_code: int
-    traceback: str = ""  # "ExceptionType at file:line" when the command crashed
-    output: str = ""
-    session: dict[str, Any] = field(default_factory=dict)
-
-
-def _cause(exc: BaseException) -> str:
-    frames = traceback.extract_tb(exc.__traceback__)
-    ours = [f for f in frames if "egressaudit" in f.filename] or frames
-    where = f"{Path(ours[-1].filename).name}:{ours[-1].lineno}" if ours else "?"
-    kind = type(exc)
-    name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
-    return f"{name} at {where}"
-
-
-def _cause_from_text(text: str) -> str:
-    """The cause from a printed traceback (its last line and its innermost egressaudit frame)."""
-    lines = text.splitlines()
-    where = "?"
-    for ln in lines:
-        s = ln.strip()
-        if s.startswith('File "') and "egressaudit" in s:
-            path, _, rest = s[6:].partition('", line ')
-            where = f"{Path(path).name}:{rest.split(',')[0]}"
-    last = next((ln for ln in reversed(lines) if ln.strip() and not ln.startswith(" ")), "?")
-    return f"{last.split(':')[0]} at {where}"
-
-
 def run_inprocess(case: Path, out: Path) -> Outcome:
-    from typer.testing import CliRunner
-
-    from egressaudit.cli import app
-
-    r = CliRunner().invoke(app, ["analyze", str(case), "--out", str(out), "--quiet"])
-    o = Outcome(r.exit_code, output=r.output)
-    if r.exception is not None and not isinstance(r.exception, SystemExit):
-        o.traceback = _cause(r.exception)
+    o = invoke(["analyze", str(case), "--out", str(out), "--quiet"])
     _read_session(o, out)
     return o
 
 
 def run_subprocess(case: Path, out: Path, home: Path) -> Outcome:
-    env = {**os.environ, "HOME": str(home), "COLUMNS": "200"}
-    p = subprocess.run([sys.executable, "-m", "egressaudit", "analyze", str(case), "--out", str(out), "--quiet"],
-                       capture_output=True, text=True, env=env, timeout=600)  # fmt: skip
-    o = Outcome(p.returncode, output=p.stderr)
-    if "Traceback" in p.stderr or "Traceback" in p.stdout:
-        o.traceback = _cause_from_text(p.stderr + p.stdout)
-    elif p.returncode == 1:  # the last-resort handler: one line, the traceback saved under HOME
-        crashes = sorted((home / ".egressaudit" / "crashes").glob("crash-*.txt"))
-        o.traceback = _cause_from_text(crashes[-1].read_text()) if crashes else "exit 1 at ?"
+    o = run_command(["analyze", str(case), "--out", str(out), "--quiet"], home)
     _read_session(o, out)
     return o
 
@@ -520,13 +476,6 @@ def _read_session(o: Outcome, out: Path) -> None:
         o.session = json.loads((out / "session.json").read_text()) if o.exit_code == 0 else {}
     except (OSError, ValueError):
         o.session = {}
-
-
-def _message(output: str, case: Path) -> str:
-    """A failure's line, with the case's path and numbers taken out (so that like messages are counted together)."""
-    line = next((ln.strip() for ln in output.splitlines() if ln.strip()), "")
-    line = line.replace(str(case), "CASE")
-    return "".join("N" if ch.isdigit() else ch for ch in line)[:160]
 
 
 def run(work_dir: Path, cases: int, seed: int, subprocess_every: int = 25, only: int | None = None) -> dict[str, Any]:
@@ -568,7 +517,7 @@ def run(work_dir: Path, cases: int, seed: int, subprocess_every: int = 25, only:
                 slowest = (took, f"case {i} ({seed_name}: {', '.join(ops)}; {len(data):,} bytes)")
             exit_codes[str(o.exit_code)] += 1
             if o.exit_code not in (0, 1):
-                messages[_message(o.output, case)] += 1
+                messages[message(o.output, case)] += 1
             if o.traceback or o.exit_code == 1:
                 causes[o.traceback or "exit 1"] += 1
                 crashes.mkdir(exist_ok=True)

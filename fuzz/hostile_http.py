@@ -37,24 +37,24 @@ import argparse
 import copy
 import gzip
 import json
-import os
 import random
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
-import traceback
 import zlib
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # (run as a script or loaded from its path: the fuzz folder is then not a package)
+    sys.path.insert(0, str(ROOT))
+from fuzz.outcome import Outcome, invoke, message, run_command  # noqa: E402
+
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
@@ -507,66 +507,8 @@ def make_case(rng: random.Random) -> tuple[bytes, str, list[str]]:
 
 
 # -- running ----------------------------------------------------------------------------------------------------
-@dataclass
-class Outcome:
-    exit_code: int
-    output: str = ""
-    traceback: str | None = None
-    session: dict[str, Any] = field(default_factory=dict)
-
-
-def _cause(exc: BaseException) -> str:
-    frames = traceback.extract_tb(exc.__traceback__)
-    ours = [f for f in frames if "egressaudit" in f.filename] or frames
-    where = f"{Path(ours[-1].filename).name}:{ours[-1].lineno}" if ours else "?"
-    kind = type(exc)
-    name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
-    return f"{name} at {where}"
-
-
-def _cause_from_text(text: str) -> str:
-    lines = text.splitlines()
-    where = "?"
-    for ln in lines:
-        s = ln.strip()
-        if s.startswith('File "') and "egressaudit" in s:
-            path, _, rest = s[6:].partition('", line ')
-            where = f"{Path(path).name}:{rest.split(',')[0]}"
-    last = next((ln for ln in reversed(lines) if ln.strip() and not ln.startswith(" ")), "?")
-    return f"{last.split(':')[0]} at {where}"
-
-
-def invoke(args: list[str]) -> Outcome:
-    from typer.testing import CliRunner
-
-    from egressaudit.cli import app
-
-    r = CliRunner().invoke(app, args)
-    o = Outcome(r.exit_code, output=r.output)
-    if r.exception is not None and not isinstance(r.exception, SystemExit):
-        o.traceback = _cause(r.exception)
-    elif r.exit_code == 1 or "Traceback" in r.output:
-        o.traceback = "exit 1 at ?"
-    return o
-
-
 def run_subprocess(case: Path, out: Path, home: Path) -> Outcome:
-    env = {**os.environ, "HOME": str(home), "COLUMNS": "200"}
-    p = subprocess.run([sys.executable, "-m", "egressaudit", "analyze", str(case), "--out", str(out), "--quiet"],
-                       capture_output=True, text=True, env=env, timeout=600)  # fmt: skip
-    o = Outcome(p.returncode, output=p.stderr)
-    if "Traceback" in p.stderr or "Traceback" in p.stdout:
-        o.traceback = _cause_from_text(p.stderr + p.stdout)
-    elif p.returncode == 1:
-        crashes = sorted((home / ".egressaudit" / "crashes").glob("crash-*.txt"))
-        o.traceback = _cause_from_text(crashes[-1].read_text()) if crashes else "exit 1 at ?"
-    return o
-
-
-def _message(output: str, case: Path) -> str:
-    line = next((ln.strip() for ln in output.splitlines() if ln.strip()), "")
-    line = line.replace(str(case), "CASE")
-    return "".join("N" if ch.isdigit() else ch for ch in line)[:160]
+    return run_command(["analyze", str(case), "--out", str(out), "--quiet"], home)
 
 
 def run(work_dir: Path, cases: int, seed: int, subprocess_every: int = 50, report_every: int = 10, only: int | None = None) -> dict[str, Any]:
@@ -604,7 +546,7 @@ def run(work_dir: Path, cases: int, seed: int, subprocess_every: int = 50, repor
             outcomes = [("analyze", o)]
             exit_codes[str(o.exit_code)] += 1
             if o.exit_code not in (0, 1):
-                messages[_message(o.output, case)] += 1
+                messages[message(o.output, case)] += 1
             if o.exit_code == 0:
                 successes += 1
                 try:

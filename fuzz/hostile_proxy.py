@@ -62,6 +62,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # (run as a script or loaded from its path: the fuzz folder is then not a package)
+    sys.path.insert(0, str(ROOT))
+from fuzz.outcome import traceback_causes  # noqa: E402
+
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
@@ -594,17 +598,6 @@ def _shape(what: str) -> str:
     """The client and request shape of a request's description (``h1 POST headers``, ``h2``, ``websocket``)."""
     words = what.split(" ")
     return " ".join(words[:3] if words[0] == "h1" else words[:1])
-
-
-def traceback_causes(text: str) -> Counter[str]:
-    """``ExceptionType at file:line`` (the innermost frame) of each traceback in ``text``."""
-    causes: Counter[str] = Counter()
-    for block in text.split("Traceback (most recent call last):")[1:]:
-        frames = re.findall(r'File "([^"]+)", line (\d+)', block)
-        exc = re.search(r"^(\w+(?:\.\w+)*):?", block.split("\n\n")[0].strip().splitlines()[-1])
-        where = f"{Path(frames[-1][0]).name}:{frames[-1][1]}" if frames else "?"
-        causes[f"{exc.group(1) if exc else '?'} at {where}"] += 1
-    return causes
 
 
 def run(work_dir: Path, cases: int, seed: int, clients: int = CLIENTS) -> dict[str, Any]:
