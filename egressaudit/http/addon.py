@@ -53,7 +53,7 @@ from mitmproxy.utils import human
 
 from egressaudit import session as sess
 from egressaudit.http.recorder import Recorder, RecorderOptions
-from egressaudit.http.worker import CLOSE_STALL_S, MAX_LAG_S, RecorderProcess, RecorderStartError, say, why
+from egressaudit.http.worker import CLOSE_STALL_S, MAX_LAG_S, RecorderProcess, RecorderStartError, exit_text, say, why
 from egressaudit.signatures import SignatureError, data_dir, default_db, load
 
 log = logging.getLogger(__name__)
@@ -405,9 +405,4 @@ class EgressAudit:
 
 
 def _exit_text(code: int | None) -> str:
-    if code is None:
-        return "it could not start again"
-    if code < 0:
-        with contextlib.suppress(ValueError):
-            return f"killed by {signal.Signals(-code).name}"
-    return f"exit code {code}"
+    return "it could not start again" if code is None else exit_text(code)

@@ -292,7 +292,8 @@ def _fd_from(dup: Any) -> int:
     return int(dup.detach())
 
 
-def _signame(code: int | None) -> str:
+def exit_text(code: int | None) -> str:
+    """How a process ended, for a message: "exit code 4", "killed by SIGKILL"."""
     if code is None:
         return "still running"
     if code < 0:
@@ -434,7 +435,7 @@ class RecorderProcess:
         while not self._ready.poll(0.05):
             if not self.process.is_alive():
                 self._stop_sender()
-                raise RecorderStartError(f"the recorder process ended at start ({_signame(self.process.exitcode)})")
+                raise RecorderStartError(f"the recorder process ended at start ({exit_text(self.process.exitcode)})")
             if time.monotonic() > deadline:
                 self.process.kill()  # not left running behind a proxy that will not use it (it ignores SIGTERM)
                 self.process.join(5)
@@ -468,7 +469,7 @@ class RecorderProcess:
 
     def _on_death(self, stalled: bool = False) -> None:
         code = self.process.exitcode
-        why = "stopped after making no progress" if stalled else _signame(code)
+        why = "stopped after making no progress" if stalled else exit_text(code)
         cur = (int(self.shared[_CUR_SPOOL]), int(self.shared[_CUR_SEQ]))
         if cur[1]:
             self._died_on[cur] += 1
