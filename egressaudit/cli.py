@@ -1,15 +1,7 @@
 """The ``egressaudit`` command.
 
-Exit codes (also in the README):
-
-* 0: success
-* 2: wrong usage (unknown option, missing argument)
-* 3: an input cannot be used (not a capture, empty, unreadable, not a session folder)
-* 4: the output cannot be written
-* 5: the signature database is invalid
-* 6: the recording is incomplete: data was lost (the message says what); what reached disk was kept
-* 1: an internal error (a bug): one line on stderr, the traceback saved to a file (see :func:`run`)
-* 130: interrupted (Ctrl-C) where a command does not handle it itself
+Thin commands over the package's functions.  Every expected failure is one line on stderr and a documented exit
+code (:mod:`egressaudit.errors`, and the README); :func:`run` is the last resort for bugs.
 """
 
 from __future__ import annotations
@@ -18,9 +10,7 @@ import contextlib
 import ipaddress
 import os
 import sys
-import traceback
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -29,6 +19,15 @@ from rich.console import Console
 from rich.table import Table
 
 from egressaudit import __version__
+from egressaudit.errors import (
+    EXIT_INPUT,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_OUTPUT,
+    EXIT_SIGNATURES,
+    EXIT_USAGE,
+    save_crash,
+)
 
 # Arrow's default allocator (mimalloc) keeps memory it has freed; with the system's, the flows table of
 # `analyze` reuses what the flows leave as they become rows: peak RSS 346 -> 311 MB on 117k flows
@@ -40,12 +39,6 @@ if TYPE_CHECKING:
     from egressaudit.capture.analyze import AnalyzeOptions
     from egressaudit.signatures import SignatureDB
 
-EXIT_USAGE = 2
-EXIT_INPUT = 3
-EXIT_OUTPUT = 4
-EXIT_SIGNATURES = 5
-EXIT_INCOMPLETE = 6
-EXIT_INTERNAL = 1
 FLOW_FILE_SUFFIXES = (".mitm", ".flows", ".har")
 
 app = typer.Typer(
@@ -80,9 +73,6 @@ def main(
     private_umask()  # every file a command writes (session tables, reports, exports) is 0600, folders 0700
 
 
-CRASH_DIR = Path("~/.egressaudit/crashes")
-
-
 def run() -> None:
     """The ``egressaudit`` command: the typer app, with a last resort for bugs.
 
@@ -96,9 +86,9 @@ def run() -> None:
         app(prog_name="egressaudit")
     except KeyboardInterrupt:
         err.print("interrupted", highlight=False)
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     except Exception as e:
-        where = _save_crash(e)
+        where = save_crash(e, version=__version__)
         msg = " ".join(str(e).split())[:300]
         err.print(
             f"[bold red]internal error:[/] {type(e).__name__}: {msg} -- a bug in egressaudit; "
@@ -110,21 +100,6 @@ def run() -> None:
         sys.exit(EXIT_INTERNAL)
 
 
-def _save_crash(e: BaseException) -> Path | None:
-    from egressaudit.session import private_dir
-
-    try:
-        folder = CRASH_DIR.expanduser()
-        private_dir(folder.parent)
-        private_dir(folder)
-        path = folder / f"crash-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.txt"
-        text = f"egressaudit {__version__}\nargv: {sys.argv!r}\n\n" + "".join(traceback.format_exception(e))
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as f:
-            f.write(text)
-        return path
-    except OSError:
-        return None
 
 
 def _check_cidr(values: list[str] | None) -> list[str] | None:

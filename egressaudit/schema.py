@@ -200,9 +200,10 @@ def to_table(table: str, rows: list[dict[str, Any]] | dict[str, list[Any]], prob
     """Rows (dicts keyed by column name), or columns (lists keyed by name), as a typed Arrow table; missing ones are null.
 
     Values that the column cannot hold never reach the writer: when Arrow refuses
-    the columns as given, each value is checked against its column (see
-    :func:`_fit`), fixed, and counted in ``problems`` as ``"<table>.<column>:<reason>"``.
-    The check costs nothing for valid rows (it runs only after Arrow refused).
+    the columns as given (or accepts what a reader could not use: nulls in a
+    non-nullable column, timestamps out of range), every row is fitted with
+    :func:`fit_row` and each change counted in ``problems`` as
+    ``"<table>.<column>:<reason>"``.  Valid rows cost nothing more.
     """
     if isinstance(rows, dict):
         n = len(next(iter(rows.values()), []))
@@ -217,14 +218,18 @@ def to_table(table: str, rows: list[dict[str, Any]] | dict[str, list[Any]], prob
     except (pa.ArrowException, UnicodeError, OverflowError, TypeError, ValueError):
         pass
     counts: Counter[str] = Counter()
-    fixed = {c.name: [_fit(c.type, c.nullable, v, c.name, counts) for v in columns[c.name]] for c in TABLES[table]}
+    names = list(columns)
+    fitted = [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+    specs = column_specs(table)
+    for row in fitted:
+        fit_row(row, specs, counts)
     if problems is not None:
         problems.update({f"{table}.{k}": n for k, n in counts.items()})
-    return pa.Table.from_pydict(fixed, schema=schema)
+    return pa.Table.from_pydict({name: [r[name] for r in fitted] for name in names}, schema=schema)
 
 
 def _holds(t: pa.Table) -> bool:
-    """What Arrow accepted but a reader could not use: nulls in non-nullable columns, timestamps beyond Python's datetime."""
+    """What Arrow accepted but a reader could not use: nulls in non-nullable columns, timestamps out of range."""
     for i, f in enumerate(t.schema):
         col = t.column(i)
         if not f.nullable and col.null_count:
@@ -236,12 +241,12 @@ def _holds(t: pa.Table) -> bool:
     return True
 
 
-_INT_RANGES = {8: (-(1 << 7), (1 << 7) - 1), 16: (-(1 << 15), (1 << 15) - 1), 32: (-(1 << 31), (1 << 31) - 1), 64: (-(1 << 63), (1 << 63) - 1)}
 TS_MIN_US = 0
 """Earliest timestamp a table holds (1970-01-01T00:00:00Z, in microseconds since the epoch); earlier ones are clamped."""
 TS_MAX_US = 9214646400_000000
 """Latest timestamp a table holds (2262-01-01T00:00:00Z), inside the range of pandas' nanosecond timestamps, which
 reports and notebooks use; later ones are clamped.  Every path that writes a timestamp clamps to this range."""
+_INT_RANGES = {8: (-(1 << 7), (1 << 7) - 1), 16: (-(1 << 15), (1 << 15) - 1), 32: (-(1 << 31), (1 << 31) - 1), 64: (-(1 << 63), (1 << 63) - 1)}
 
 
 def escape_text(value: str) -> str:
@@ -252,63 +257,135 @@ def escape_text(value: str) -> str:
         return value.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _fit(t: pa.DataType, nullable: bool, v: Any, name: str, counts: Counter[str]) -> Any:
-    """``v`` as a value column type ``t`` can hold; every change is counted in ``counts`` by column and reason."""
-    if v is None:
-        if nullable:
+def is_utf8(value: str) -> bool:
+    """Whether Arrow can write ``value`` (no surrogates)."""
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeError:
+        return False
+    return True
+
+
+def as_text(v: object) -> str:
+    """Any value as text a string column holds (bytes decoded with escapes, at most 4 KiB of a foreign value)."""
+    if isinstance(v, str):
+        return escape_text(v)
+    if isinstance(v, bytes | bytearray | memoryview):
+        return bytes(v)[:4096].decode("utf-8", "backslashreplace")
+    try:
+        text = repr(v) if not isinstance(v, int | float) else str(v)
+    except Exception:  # a repr that fails: say what it was
+        text = f"<{type(v).__name__}>"
+    return escape_text(text[:4096])
+
+
+def as_int(v: object) -> int | None:
+    """An integer for ``v`` (bools, finite floats, datetimes as microseconds since the epoch), or None."""
+    if isinstance(v, int):
+        return int(v)
+    if isinstance(v, float) and math.isfinite(v):
+        return int(v)
+    if isinstance(v, datetime):
+        try:
+            return int(v.timestamp() * 1_000_000)
+        except (OverflowError, ValueError, OSError):
             return None
-        counts[f"{name}:missing"] += 1
-        return _EMPTY.get(str(t), None) if not pa.types.is_timestamp(t) else 0
+    return None
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """What :func:`fit_row` checks of one column."""
+
+    name: str
+    kind: str  # str, int, ts, float, bool, str_list, int_list, other
+    lo: int
+    hi: int
+    nullable: bool
+
+
+def _spec(c: Column) -> ColumnSpec:
+    t = c.type
     if pa.types.is_string(t):
-        if isinstance(v, str):
-            try:
-                v.encode("utf-8")
-                return v
-            except UnicodeError:
-                counts[f"{name}:not_utf8"] += 1
-                return escape_text(v)
-        counts[f"{name}:wrong_type"] += 1
-        if isinstance(v, bytes | bytearray | memoryview):
-            return bytes(v).decode("utf-8", "backslashreplace")
-        return escape_text(str(v))
-    if pa.types.is_integer(t) or pa.types.is_timestamp(t):
-        lo, hi = (TS_MIN_US, TS_MAX_US) if pa.types.is_timestamp(t) else _INT_RANGES[t.bit_width]
-        if isinstance(v, datetime):
-            try:
-                v = int(v.timestamp() * 1_000_000)
-            except (OverflowError, ValueError, OSError):
-                v = None
-        elif isinstance(v, float) and math.isfinite(v) and v == int(v):
-            v = int(v)
-        if not isinstance(v, int):
-            counts[f"{name}:wrong_type"] += 1
-            return None if nullable else max(lo, 0)
-        if lo <= v <= hi:
-            return v
-        counts[f"{name}:out_of_range"] += 1
-        if nullable and not pa.types.is_timestamp(t):
-            return None
-        return min(max(v, lo), hi)
+        return ColumnSpec(c.name, "str", 0, 0, c.nullable)
+    if pa.types.is_timestamp(t):
+        return ColumnSpec(c.name, "ts", TS_MIN_US, TS_MAX_US, c.nullable)
+    if pa.types.is_integer(t):
+        return ColumnSpec(c.name, "int", *_INT_RANGES[t.bit_width], c.nullable)
     if pa.types.is_floating(t):
-        if isinstance(v, int | float) and not isinstance(v, bool):
-            return float(v)
-        counts[f"{name}:wrong_type"] += 1
-        return None if nullable else 0.0
+        return ColumnSpec(c.name, "float", 0, 0, c.nullable)
     if pa.types.is_boolean(t):
-        if isinstance(v, bool):
-            return v
-        counts[f"{name}:wrong_type"] += 1
-        return bool(v)
-    if pa.types.is_list(t):
-        if not isinstance(v, list | tuple):
-            counts[f"{name}:wrong_type"] += 1
-            return None if nullable else []
-        inner = t.value_type
-        return [_fit(inner, True, x, name, counts) for x in v]
-    return v
+        return ColumnSpec(c.name, "bool", 0, 0, c.nullable)
+    if pa.types.is_list(t) and pa.types.is_string(t.value_type):
+        return ColumnSpec(c.name, "str_list", 0, 0, c.nullable)
+    if pa.types.is_list(t) and pa.types.is_integer(t.value_type):
+        return ColumnSpec(c.name, "int_list", *_INT_RANGES[t.value_type.bit_width], c.nullable)
+    return ColumnSpec(c.name, "other", 0, 0, c.nullable)
 
 
-_EMPTY: dict[str, Any] = {"string": "", "bool": False, "double": 0.0, "int8": 0, "int16": 0, "int32": 0, "int64": 0}
+def column_specs(table: str, names: tuple[str, ...] | None = None) -> tuple[ColumnSpec, ...]:
+    """The checks of a table's columns (all, or those named), for :func:`fit_row`."""
+    return tuple(_spec(c) for c in TABLES[table] if names is None or c.name in names)
+
+
+_EMPTY: dict[str, Any] = {"str": "", "int": 0, "ts": TS_MIN_US, "float": 0.0, "bool": False, "str_list": [], "int_list": []}
+
+
+def fit_row(row: dict[str, Any], specs: tuple[ColumnSpec, ...], problems: Counter[str]) -> None:
+    """Make every value of ``row`` one its column holds, in place, counting each change as ``<column>:<reason>``
+    (missing, not_utf8, wrong_type, out_of_range): text that is not UTF-8 becomes escaped text, integers out of range
+    become null (clamped where the column has no null, and timestamps always), wrong types are converted or nulled."""
+    for s in specs:
+        v = row.get(s.name)
+        if v is None:
+            if not s.nullable:
+                problems[f"{s.name}:missing"] += 1
+                row[s.name] = _EMPTY.get(s.kind)
+            continue
+        kind = s.kind
+        if kind == "str":
+            if type(v) is str:
+                if not is_utf8(v):
+                    problems[f"{s.name}:not_utf8"] += 1
+                    row[s.name] = escape_text(v)
+                continue
+            problems[f"{s.name}:wrong_type"] += 1
+            row[s.name] = as_text(v)
+        elif kind in ("int", "ts"):
+            if type(v) is not int:
+                problems[f"{s.name}:wrong_type"] += 1
+                v = as_int(v)
+                if v is None:
+                    row[s.name] = None if s.nullable and kind == "int" else _EMPTY[kind]
+                    continue
+            if not s.lo <= v <= s.hi:
+                problems[f"{s.name}:out_of_range"] += 1
+                v = None if s.nullable and kind == "int" else min(max(v, s.lo), s.hi)
+            row[s.name] = v
+        elif kind == "float":
+            if not isinstance(v, int | float) or isinstance(v, bool):
+                problems[f"{s.name}:wrong_type"] += 1
+                row[s.name] = None if s.nullable else 0.0
+        elif kind == "bool":
+            if not isinstance(v, bool):
+                problems[f"{s.name}:wrong_type"] += 1
+                row[s.name] = bool(v) if isinstance(v, int | float | str) else (None if s.nullable else False)
+        elif kind == "str_list":
+            if not isinstance(v, list | tuple):
+                problems[f"{s.name}:wrong_type"] += 1
+                row[s.name] = None if s.nullable else []
+            elif not all(type(x) is str and is_utf8(x) for x in v):
+                problems[f"{s.name}:not_utf8"] += 1
+                row[s.name] = [as_text(x) for x in v]
+        elif kind == "int_list":
+            if not isinstance(v, list | tuple):
+                problems[f"{s.name}:wrong_type"] += 1
+                row[s.name] = None if s.nullable else []
+            elif not all(type(x) is int and s.lo <= x <= s.hi for x in v):
+                problems[f"{s.name}:out_of_range"] += 1
+                row[s.name] = [x for x in (as_int(y) for y in v) if x is not None and s.lo <= x <= s.hi]
 
 
 def markdown(table: str | None = None) -> str:

@@ -57,12 +57,13 @@ def private_umask() -> int:
     return os.umask(PRIVATE_UMASK)
 
 
-def private_dir(path: Path) -> None:
-    """Create ``path`` (and parents) if needed and make it 0700; an existing folder is narrowed only when it is empty
-    or already a session folder (a user's ``--out .`` or ``--out /tmp`` keeps its mode)."""
+def private_dir(path: Path, narrow: bool = False) -> None:
+    """Create ``path`` (and parents) if needed and make it 0700.  An existing folder is narrowed when ``narrow`` (a
+    folder egressaudit owns, such as ``~/.egressaudit``), or when it is empty or already a session folder; a user's
+    ``--out .`` or ``--out /tmp`` keeps its mode."""
     created = not path.exists()
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if created or not any(path.iterdir()) or (path / "session.json").exists() or (path / LOCK_FILE).exists():
+    if narrow or created or not any(path.iterdir()) or (path / "session.json").exists() or (path / LOCK_FILE).exists():
         os.chmod(path, 0o700)
 
 

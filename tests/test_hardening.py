@@ -386,3 +386,16 @@ def test_the_proxy_ca_lives_in_a_private_folder(tmp_path: Path, monkeypatch: pyt
     assert conf == tmp_path / ".egressaudit" / "mitmproxy"
     assert stat.S_IMODE(conf.parent.stat().st_mode) == 0o700 and stat.S_IMODE(conf.stat().st_mode) == 0o700
     assert stat.S_IMODE((conf / "mitmproxy-ca.pem").stat().st_mode) == 0o600  # the private key
+
+
+def test_an_older_wide_egressaudit_folder_is_narrowed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ~/.egressaudit made 0755 by an older version (it already holds the CA folder) becomes 0700."""
+    from egressaudit.http.proxy import ensure_ca
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    home = tmp_path / ".egressaudit"
+    (home / "mitmproxy").mkdir(parents=True)
+    os.chmod(home, 0o755)
+    os.chmod(home / "mitmproxy", 0o755)
+    conf = ensure_ca(None)
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700 and stat.S_IMODE(conf.stat().st_mode) == 0o700

@@ -52,6 +52,7 @@ from mitmproxy import ctx, http
 from mitmproxy.utils import human
 
 from egressaudit import session as sess
+from egressaudit.errors import EXIT_INCOMPLETE, EXIT_OUTPUT, EXIT_SIGNATURES, EXIT_USAGE
 from egressaudit.http.recorder import Recorder, RecorderOptions
 from egressaudit.http.worker import CLOSE_STALL_S, MAX_LAG_S, RecorderProcess, RecorderStartError, exit_text, say, why
 from egressaudit.signatures import SignatureError, data_dir, default_db, load
@@ -61,7 +62,6 @@ log = logging.getLogger(__name__)
 HEAD_BYTES = 1 << 20
 """Of a streamed body, this much is kept as the flow's content (and so reaches the recorder)."""
 STREAM_DEFAULT = "4m"
-EXIT_USAGE, EXIT_OUTPUT, EXIT_SIGNATURES, EXIT_INCOMPLETE = 2, 4, 5, 6
 
 
 class _StartError(Exception):

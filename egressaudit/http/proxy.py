@@ -13,13 +13,13 @@ from pathlib import Path
 
 from mitmproxy.certs import CertStore
 
+from egressaudit.errors import EXIT_INCOMPLETE
 from egressaudit.http import mitm_script
 from egressaudit.session import private_dir
 
 DEFAULT_CONFDIR = Path("~/.egressaudit/mitmproxy")
 CA_BASENAME = "mitmproxy"
 PR_SET_PDEATHSIG = 1
-EXIT_INCOMPLETE = 6
 RECORDER_GRACE_S = 300.0
 """How long ``egressaudit proxy`` waits for the recorder of a killed mitmdump to finish the session."""
 
@@ -33,7 +33,7 @@ def ensure_ca(confdir: Path | None) -> Path:
     conf = (confdir or DEFAULT_CONFDIR).expanduser()
     try:
         if confdir is None:  # ~/.egressaudit: also holds crash files; private as a whole
-            private_dir(conf.parent)
+            private_dir(conf.parent, narrow=True)
         conf.mkdir(parents=True, exist_ok=True)
         os.chmod(conf, 0o700)
         CertStore.from_store(conf, CA_BASENAME, 2048)

@@ -52,7 +52,7 @@ from egressaudit.classify.http import ExchangeFacts, classify_exchange, looks_li
 from egressaudit.http import bodies
 from egressaudit.http import inventory as inv
 from egressaudit.http.store import TableAppender, compact, read_rows
-from egressaudit.schema import FIELDS, HTTP, TS_MAX_US, TS_MIN_US, Column, escape_text
+from egressaudit.schema import HTTP, TS_MAX_US, TS_MIN_US, as_int, as_text, column_specs, escape_text, fit_row, is_utf8
 from egressaudit.session import atomic_write
 from egressaudit.signatures import SignatureDB
 from egressaudit.taxonomy import Category, Party, data_class_of
@@ -68,114 +68,15 @@ STREAMED = "egressaudit_streamed"
 _CUT_WARNINGS = ("too_many_parts", "too_many_keys")
 
 
+_HTTP_SPECS = column_specs("http")
+_FIELD_SPECS = column_specs("fields", ("key_path", "value_type", "value", "value_hash", "detectors", "value_length", "count"))
+
+
 class FlowFileError(Exception):
     """A saved flow or HAR file cannot be read; one line for the user."""
 
 
 # -- text and values that fit their columns ------------------------------------------------
-
-
-def _utf8(value: str) -> bool:
-    if value.isascii():
-        return True
-    try:
-        value.encode("utf-8")
-    except UnicodeError:
-        return False
-    return True
-
-
-_INT_RANGE = {8: (-(1 << 7), (1 << 7) - 1), 16: (-(1 << 15), (1 << 15) - 1), 32: (-(1 << 31), (1 << 31) - 1), 64: (-(1 << 63), (1 << 63) - 1)}
-
-
-@dataclass(frozen=True)
-class _Spec:
-    name: str
-    kind: str  # str, int, ts, str_list, other
-    lo: int
-    hi: int
-    nullable: bool
-
-
-def _specs(cols: list[Column]) -> tuple[_Spec, ...]:
-    out = []
-    for c in cols:
-        t = c.type
-        if pa.types.is_string(t):
-            out.append(_Spec(c.name, "str", 0, 0, c.nullable))
-        elif pa.types.is_timestamp(t):
-            out.append(_Spec(c.name, "ts", TS_MIN_US, TS_MAX_US, c.nullable))
-        elif pa.types.is_integer(t):
-            lo, hi = _INT_RANGE[t.bit_width]
-            out.append(_Spec(c.name, "int", lo, hi, c.nullable))
-        elif pa.types.is_list(t) and pa.types.is_string(t.value_type):
-            out.append(_Spec(c.name, "str_list", 0, 0, c.nullable))
-        else:
-            out.append(_Spec(c.name, "other", 0, 0, c.nullable))
-    return tuple(out)
-
-
-_HTTP_SPECS = _specs(HTTP)
-_FIELD_SPECS = tuple(s for s in _specs(FIELDS) if s.name in ("key_path", "value_type", "value", "value_hash", "detectors", "value_length", "count"))
-
-
-def _fit(row: dict[str, Any], specs: tuple[_Spec, ...], problems: Counter[str]) -> None:
-    """Make every value of ``row`` one its column holds, in place, counting each change as ``<column>:<reason>``."""
-    for s in specs:
-        v = row.get(s.name)
-        if v is None:
-            if not s.nullable:
-                problems[f"{s.name}:missing"] += 1
-                row[s.name] = {"str": "", "int": 0, "ts": TS_MIN_US, "str_list": []}.get(s.kind)
-            continue
-        if s.kind == "str":
-            if type(v) is str:
-                if not _utf8(v):
-                    problems[f"{s.name}:not_utf8"] += 1
-                    row[s.name] = escape_text(v)
-                continue
-            problems[f"{s.name}:wrong_type"] += 1
-            row[s.name] = _as_text(v)
-        elif s.kind in ("int", "ts"):
-            if type(v) is not int:
-                problems[f"{s.name}:wrong_type"] += 1
-                v = _as_int(v)
-                if v is None:
-                    row[s.name] = None if s.nullable and s.kind == "int" else (s.lo if s.lo > 0 else 0)
-                    continue
-            if not s.lo <= v <= s.hi:
-                problems[f"{s.name}:out_of_range"] += 1
-                v = None if s.nullable and s.kind == "int" else min(max(v, s.lo), s.hi)
-            row[s.name] = v
-        elif s.kind == "str_list":
-            if not isinstance(v, list):
-                problems[f"{s.name}:wrong_type"] += 1
-                row[s.name] = None if s.nullable else []
-            elif not all(type(x) is str and _utf8(x) for x in v):
-                problems[f"{s.name}:not_utf8"] += 1
-                row[s.name] = [_as_text(x) for x in v]
-
-
-def _as_text(v: object) -> str:
-    if isinstance(v, str):
-        return escape_text(v)
-    if isinstance(v, bytes | bytearray | memoryview):
-        return bytes(v)[:4096].decode("utf-8", "backslashreplace")
-    try:
-        text = repr(v) if not isinstance(v, int | float) else str(v)
-    except Exception:  # a repr that fails: say what it was
-        text = f"<{type(v).__name__}>"
-    return escape_text(text[:4096])
-
-
-def _as_int(v: object) -> int | None:
-    if isinstance(v, bool):
-        return int(v)
-    if isinstance(v, int):
-        return int(v)
-    if isinstance(v, float) and math.isfinite(v):
-        return int(v)
-    return None
 
 
 def _ts_us(ts: object, problems: Counter[str], name: str = "ts") -> int:
@@ -372,21 +273,21 @@ class Recorder:
         if v is None:
             return None
         if type(v) is str:
-            if _utf8(v):
+            if is_utf8(v):
                 return v
             self.stats.problems[f"{name}:not_utf8"] += 1
             return escape_text(v)
         self.stats.problems[f"{name}:wrong_type"] += 1
         if isinstance(v, bytes | bytearray):
             return escape_text(bytes(v)[:4096].decode("utf-8", "surrogateescape"))
-        return _as_text(v)
+        return as_text(v)
 
     def _int(self, fn: Callable[[], object], name: str) -> int | None:
         v = self._get(fn, None, name)
         if v is None or type(v) is int:
             return v
         self.stats.problems[f"{name}:wrong_type"] += 1
-        return _as_int(v)
+        return as_int(v)
 
     def _bytes(self, fn: Callable[[], object], name: str) -> bytes:
         v = self._get(fn, None, name)
@@ -400,9 +301,9 @@ class Recorder:
     def _flow_id(self, flow: http.HTTPFlow) -> str:
         fid = self._get(lambda: flow.id, None, "exchange_id")
         if type(fid) is str and fid:
-            return fid if _utf8(fid) else escape_text(fid)
+            return fid if is_utf8(fid) else escape_text(fid)
         self.stats.problems["exchange_id:wrong_type"] += 1
-        return _as_text(fid) if fid not in (None, "") else f"no-id-{secrets.token_hex(8)}"
+        return as_text(fid) if fid not in (None, "") else f"no-id-{secrets.token_hex(8)}"
 
     def _addr(self, addr: object, name: str) -> tuple[str | None, int | None]:
         if not addr:
@@ -414,15 +315,15 @@ class Recorder:
             return None, None
         if type(host) is not str:
             self.stats.problems[f"{name}:wrong_type"] += 1
-            host = _as_text(host)
-        elif not _utf8(host):
+            host = as_text(host)
+        elif not is_utf8(host):
             self.stats.problems[f"{name}:not_utf8"] += 1
             host = escape_text(host)
         if host.startswith("::ffff:") and "." in host:
             host = host[7:]
         if type(port) is not int:
             self.stats.problems[f"{name}:wrong_type"] += 1
-            port = _as_int(port)
+            port = as_int(port)
         return host, port
 
     def _peer(self, conn: Any) -> tuple[str | None, int | None]:
@@ -546,7 +447,7 @@ class Recorder:
                 f = dict(f)
                 if prefix:
                     f["key_path"] = prefix + f["key_path"]
-                _fit(f, _FIELD_SPECS, problems)
+                fit_row(f, _FIELD_SPECS, problems)
                 f.update(session_id=self.opts.session_id, exchange_id=exchange_id, host=host, vendor=row["vendor"], category=row["category"])
                 out.append(f)
         return out
@@ -663,7 +564,7 @@ class Recorder:
             "error": self._text(lambda: flow.error.msg if flow.error else None, "error"),
             **verdict,
         }
-        _fit(row, _HTTP_SPECS, self.stats.problems)
+        fit_row(row, _HTTP_SPECS, self.stats.problems)
         return [row], fields
 
     def _ws_rows(self, flow: http.HTTPFlow, msg: Any, index: int) -> _Rows:
@@ -731,7 +632,7 @@ class Recorder:
             "error": None,
             **verdict,
         }
-        _fit(row, _HTTP_SPECS, self.stats.problems)
+        fit_row(row, _HTTP_SPECS, self.stats.problems)
         return [row], fields
 
     def _fallback_row(self, flow: http.HTTPFlow, e: BaseException, index: int | None) -> dict[str, Any]:
@@ -758,7 +659,7 @@ class Recorder:
             rule="none",
             evidence=f"not classified: the recorder could not read this exchange ({type(e).__name__})",
         )
-        _fit(row, _HTTP_SPECS, self.stats.problems)
+        fit_row(row, _HTTP_SPECS, self.stats.problems)
         return row
 
     # -- end -------------------------------------------------------------------
@@ -1017,12 +918,12 @@ def _clean_har(entry: object, problems: Counter[str]) -> None:
             continue
         for k, v in items:
             if isinstance(v, str):
-                if not _utf8(v):
+                if not is_utf8(v):
                     node[k] = escape_text(v)
                     problems["har:not_utf8"] += 1
             elif isinstance(v, dict | list):
                 stack.append(v)
-            if isinstance(node, dict) and isinstance(k, str) and not _utf8(k):
+            if isinstance(node, dict) and isinstance(k, str) and not is_utf8(k):
                 node[escape_text(k)] = node.pop(k)
                 problems["har:not_utf8"] += 1
 

@@ -117,8 +117,10 @@ from mitmproxy import connection, http
 from mitmproxy import flow as mflow
 from mitmproxy.websocket import WebSocketData
 
+from egressaudit.errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_OUTPUT, save_crash
 from egressaudit.http.recorder import Recorder, RecorderOptions, redact_query
 from egressaudit.http.store import SPOOL, spool_commits
+from egressaudit.schema import escape_text
 
 BATCH = 64
 BATCH_BYTES = 4 << 20
@@ -146,7 +148,6 @@ IGNORED_SIGNALS = tuple(s for s in (signal.SIGINT, signal.SIGTERM, getattr(signa
 BUSY_POLL_S = 0.01
 FLUSH_S = 1.0
 FINISH_TICK_S = 600.0
-EXIT_OK, EXIT_OUTPUT, EXIT_INCOMPLETE = 0, 4, 6
 """The worker's exit codes, the same as the command's: recorded, output could not be written, exchanges lost."""
 
 _STOPPED = "recording had stopped (the recorder process kept dying)"
@@ -1167,33 +1168,13 @@ def _run(
     try:
         code = worker.run()
     except Exception as e:  # a bug: one line and the traceback in a file; the proxy starts a successor
-        where = _save_crash(e)
+        where = save_crash(e, prefix="recorder")
         say(
             f"the recorder process failed: {type(e).__name__}: {' '.join(str(e).split())[:200]} -- a bug in egressaudit; "
             + (f"details in {where}" if where else "please report it")
         )
         code = 1
     raise SystemExit(code)
-
-
-def _save_crash(e: BaseException) -> Path | None:
-    """The traceback in ``~/.egressaudit/crashes/recorder-<time>-<pid>.txt`` (0600), for a bug report."""
-    import traceback
-    from datetime import UTC, datetime
-
-    from egressaudit.session import private_dir
-
-    try:
-        folder = Path("~/.egressaudit/crashes").expanduser()
-        private_dir(folder.parent)
-        private_dir(folder)
-        path = folder / f"recorder-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.txt"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as f:
-            f.write("".join(traceback.format_exception(e)))
-        return path
-    except OSError:
-        return None
 
 
 def _record(rec: Recorder, kind: str, state: Any, number: int, full_state: bool) -> None:
@@ -1211,8 +1192,7 @@ def _text(v: Any) -> str | None:
         return None
     if isinstance(v, bytes | bytearray):
         return bytes(v).decode("utf-8", "backslashreplace")
-    s = str(v)
-    return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace") if any(0xD800 <= ord(ch) <= 0xDFFF for ch in s) else s
+    return escape_text(str(v))
 
 
 def _record_fallback(rec: Recorder, opts: RecorderOptions, kind: str, state: Any, number: int, error: BaseException) -> bool:
