@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from egressaudit import __version__
 from egressaudit.errors import (
@@ -48,12 +49,13 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err = Console(stderr=True)
+console = Console(emoji=False)
+err = Console(stderr=True, emoji=False)
 
 
 def _fail(msg: str, code: int) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+    # (a Text: a path or value in msg, such as "[x]" or ":x:", is printed as it is, never read as markup or an emoji)
+    err.print(Text.assemble(("error:", "bold red"), " ", msg), highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -91,15 +93,15 @@ def run() -> None:
         where = save_crash(e, version=__version__)
         msg = " ".join(str(e).split())[:300]
         err.print(
-            f"[bold red]internal error:[/] {type(e).__name__}: {msg} -- a bug in egressaudit; "
-            + (f"details in {where}, please include them in a report" if where else "please report it"),
+            Text.assemble(
+                ("internal error:", "bold red"),
+                f" {type(e).__name__}: {msg} -- a bug in egressaudit; "
+                + (f"details in {where}, please include them in a report" if where else "please report it"),
+            ),
             highlight=False,
             soft_wrap=True,
-            markup=True,
         )
         sys.exit(EXIT_INTERNAL)
-
-
 
 
 def _check_cidr(values: list[str] | None) -> list[str] | None:
@@ -157,14 +159,15 @@ def _session_folder(out: Path) -> Iterator[None]:
     anything) is removed again."""
     from egressaudit import session as sess
 
-    created = not out.exists()
+    created = _first_new(out)
+    undo = created is not None or _is_empty_dir(out)
     try:
         sess.prepare(out)
         lock = sess.RecordingLock(out)
         lock.acquire()
     except (sess.SessionError, OSError) as e:
-        if created:
-            _remove_empty_session(out)
+        if undo:
+            _remove_empty_session(out, created)
         raise _fail(str(e) if isinstance(e, sess.SessionError) else f"{out}: {e.strerror or e}", EXIT_OUTPUT) from None
     ok = False
     try:
@@ -175,18 +178,56 @@ def _session_folder(out: Path) -> Iterator[None]:
         raise
     finally:
         lock.release()
-        if created and not ok:
-            _remove_empty_session(out)
+        if undo and not ok:
+            _remove_empty_session(out, created)
 
 
-def _remove_empty_session(out: Path) -> None:
-    """Remove ``out`` if it holds nothing but the recording lock."""
+def _is_empty_dir(path: Path) -> bool:
+    try:
+        return path.is_dir() and not any(path.iterdir())
+    except OSError:
+        return False
+
+
+def _first_new(out: Path) -> Path | None:
+    """The first folder of ``out``'s path that does not exist yet (what a command creating ``out`` creates), or None."""
+    if out.exists():
+        return None
+    top = out.absolute()
+    while not top.parent.exists():
+        top = top.parent
+    return top
+
+
+def _remove_empty_session(out: Path, top: Path | None) -> None:
+    """Undo a failed command's folder: when ``out`` holds nothing recorded (no flows table, no capture, no HTTP row: only
+    the lock, the salt, empty tables or the session.json of a command that then failed), remove it and the parents made
+    for it up to ``top``, the first folder of its path the command created (``--out new/s`` creates ``new`` too); with
+    ``top`` None (``out`` was there, empty, before the command) only empty it.  A session that holds rows (earlier inputs
+    of a command whose later input failed) is kept."""
+    import shutil
+
+    from egressaudit.http.store import PARTS, read_rows
     from egressaudit.session import LOCK_FILE
 
+    bookkeeping = {LOCK_FILE, ".salt", "session.json", PARTS, "http.parquet", "fields.parquet"}
     with contextlib.suppress(OSError):
-        if {p.name for p in out.iterdir()} <= {LOCK_FILE}:
-            (out / LOCK_FILE).unlink(missing_ok=True)
-            out.rmdir()
+        if not {p.name for p in out.iterdir()} <= bookkeeping:
+            return
+        try:
+            if any(read_rows(out, table).num_rows for table in ("http", "fields")):
+                return
+        except Exception:  # noqa: BLE001 - a table that cannot be read may hold something: keep the folder
+            return
+        if top is None:
+            for p in out.iterdir():
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+            return
+        shutil.rmtree(out)
+        for parent in out.absolute().parents:  # the parents made for it (mkdir -p), while empty
+            if not parent.is_relative_to(top):
+                break
+            parent.rmdir()
 
 
 def _analyze_inputs(
@@ -207,10 +248,15 @@ def _analyze_inputs(
         from egressaudit.http.recorder import FlowFileError, RecorderOptions, record_files
 
         ropts = RecorderOptions(session_id=session_id, client=client, keep_values=keep_values, keep_query=keep_query)
+        import pyarrow as pa
+
         try:
             rec = record_files(flow_files, out, db, ropts)
         except FlowFileError as e:
             raise _fail(str(e), EXIT_INPUT) from None
+        except pa.ArrowException as e:  # (before OSError: Arrow's IO errors are both)
+            msg = " ".join(str(e).split())[:300]
+            raise _fail(f"{out}: the HTTP tables already in this folder are damaged ({msg}); use another --out", EXIT_INPUT) from None
         except OSError as e:
             raise _fail(f"{out}: cannot write: {e.strerror or e}", EXIT_OUTPUT) from None
         if not quiet:
@@ -225,27 +271,34 @@ def _analyze_inputs(
             )
             for line in st.errors:
                 err.print(f"warning: {line}", highlight=False, soft_wrap=True, markup=False)
-            console.print(f"next: egressaudit inventory {out}")
+            console.print(f"next: egressaudit inventory {out}", markup=False, highlight=False)
+
+
+def _signature_files(extra_signatures: list[Path] | None) -> list[Path]:
+    """The extra signature files named by ``--signatures`` (folders expanded), as absolute paths; exit 5 for a missing one."""
+    files: list[Path] = []
+    for p in extra_signatures or ():
+        if not p.exists():
+            raise _fail(f"{p}: no such signature file or folder", EXIT_SIGNATURES)
+        files += sorted(p.glob("*.yaml")) if p.is_dir() else [p]
+    return [f.resolve() for f in files]
 
 
 def _load_db(extra_signatures: list[Path] | None, client: str | None) -> SignatureDB:
-    from egressaudit.signatures import SignatureError, data_dir, default_db, load
-
-    try:
-        if extra_signatures:
-            files = list(data_dir().glob("*.yaml"))
-            for p in extra_signatures:
-                if not p.exists():
-                    raise SignatureError(f"{p}: no such signature file or folder")
-                files += sorted(p.glob("*.yaml")) if p.is_dir() else [p]
-            db = load(files)
-        else:
-            db = default_db()
-    except SignatureError as e:
-        raise _fail(str(e), EXIT_SIGNATURES) from None
+    db = _signature_db(_signature_files(extra_signatures))
     if client is not None and client not in db.vendors:
         raise typer.BadParameter(f"unknown vendor {client!r}; known: {', '.join(sorted(db.vendors))}", param_hint="--client")
     return db
+
+
+def _signature_db(extra_files: list[Path]) -> SignatureDB:
+    """The packaged signatures plus ``extra_files``; exit 5 with one line when one is invalid."""
+    from egressaudit.signatures import SignatureError, data_dir, default_db, load
+
+    try:
+        return load([*data_dir().glob("*.yaml"), *extra_files]) if extra_files else default_db()
+    except SignatureError as e:
+        raise _fail(str(e), EXIT_SIGNATURES) from None
 
 
 def _analyze_captures(captures: list[Path], out: Path, db: SignatureDB, opts: AnalyzeOptions, quiet: bool) -> None:
@@ -273,7 +326,7 @@ def _analyze_captures(captures: list[Path], out: Path, db: SignatureDB, opts: An
 def _print_analyze_summary(session: dict[str, object], out: Path) -> None:
     counts = session["counts"]
     assert isinstance(counts, dict)
-    t = Table(title=f"egressaudit analyze -> {out}", show_header=False)
+    t = Table(title=Text(f"egressaudit analyze -> {out}"), show_header=False)
     t.add_row("packets", f"{counts['packets']:,}")
     t.add_row("flows", f"{counts['flows']:,}")
     t.add_row("audited client", str(session.get("audited_client") or "not detected (use --client)"))
@@ -285,7 +338,7 @@ def _print_analyze_summary(session: dict[str, object], out: Path) -> None:
     for k, v in by.items():
         t.add_row(f"egress {k}", f"{v:,} B")
     console.print(t)
-    console.print(f"next: egressaudit report {out}")
+    console.print(f"next: egressaudit report {out}", markup=False, highlight=False)
 
 
 @app.command()
@@ -308,7 +361,8 @@ def capture(
     from egressaudit.capture.live import CaptureSetupError, CaptureWriteError, LiveStats
     from egressaudit.capture.live import capture as live_capture
 
-    db = _load_db(extra_signatures, client)
+    signature_files = _signature_files(extra_signatures)
+    db = _load_db(signature_files, client)
     opts = AnalyzeOptions(local_nets=local_net or (), client=client, idle_timeout=idle_timeout, session_id=sess.session_id_for(out))
     with _session_folder(out):
         # written first, so that a capture that is killed leaves a folder saying what it was doing and with which options:
@@ -317,7 +371,8 @@ def capture(
             sess.write_session_json(
                 out,
                 {"session_id": opts.session_id, "state": sess.STATE_CAPTURING, "local_nets": list(opts.local_nets), "audited_client": client,
-                 "idle_timeout_s": idle_timeout, "capture": {"iface": iface, "filter": bpf, "started": sess.now_iso()}},
+                 "idle_timeout_s": idle_timeout, "signature_files": [str(f) for f in signature_files],
+                 "capture": {"iface": iface, "filter": bpf, "started": sess.now_iso()}},
                 {"version": db.version, "vendors": len(db.vendors), "rules": len(db)},
             )  # fmt: skip
         except OSError as e:
@@ -343,7 +398,8 @@ def capture(
         if stats.stopped_by == "interface_error":
             err.print(f"warning: the capture stopped early: {stats.error}", highlight=False, soft_wrap=True, markup=False)
         if not quiet:
-            console.print(f"captured {stats.frames:,} packets ({stats.kernel_drops:,} dropped by the kernel) -> {stats.path}")
+            line = f"captured {stats.frames:,} packets ({stats.kernel_drops:,} dropped by the kernel) -> {stats.path}"
+            console.print(line, markup=False, highlight=False)
         _analyze_captures([Path(stats.path)], out, db, opts, quiet)
         try:
             sess.update_session_json(
@@ -382,9 +438,16 @@ def _recover_capture(folder: Path) -> None:
     if not pcap.exists() or pcap.stat().st_size == 0:
         raise _fail(f"{folder}: the capture was stopped before it wrote any packet (no {CAPTURE_FILE})", EXIT_INPUT)
     started = doc.get("capture") if isinstance(doc.get("capture"), dict) else {}
-    err.print(f"{folder}: the capture did not finish (killed?); analysing what reached {CAPTURE_FILE}", highlight=False, soft_wrap=True)
     client = doc.get("audited_client") if isinstance(doc.get("audited_client"), str) else None
-    db = _load_db(None, client if client else None)
+    names = doc.get("signature_files") or []
+    files = [Path(n) for n in names if isinstance(n, str)] if isinstance(names, list) else []
+    for f in files:
+        if not f.is_file():
+            raise _fail(f"{folder}: the capture was started with the signature file {f}, which is gone; restore it to analyse", EXIT_INPUT)
+    db = _signature_db(files)
+    if client and client not in db.vendors:
+        raise _fail(f"{folder}: the capture was started with --client {client}, which no signature file defines now", EXIT_INPUT)
+    err.print(f"{folder}: the capture did not finish (killed?); analysing what reached {CAPTURE_FILE}", highlight=False, soft_wrap=True, markup=False)
     nets = [n for n in doc.get("local_nets") or [] if isinstance(n, str)]
     idle = doc.get("idle_timeout_s")
     opts = AnalyzeOptions(
@@ -421,7 +484,7 @@ def report(
         raise _fail(str(e), EXIT_INPUT) from None
     except OSError as e:
         raise _fail(f"{session_dir}: cannot write the report: {e.strerror or e}", EXIT_OUTPUT) from None
-    console.print(f"report: {path}")
+    console.print(f"report: {path}", markup=False, highlight=False)
 
 
 @app.command()
@@ -478,11 +541,22 @@ def proxy(
     extra: Annotated[list[str] | None, typer.Argument(help="Further mitmdump arguments, after --.", show_default=False)] = None,
 ) -> None:
     """Run mitmproxy (mitmdump) with the egressaudit addon, recording every HTTP exchange into OUT."""
+    from mitmproxy.proxy.mode_specs import ProxyMode
+
     from egressaudit import session as sess
     from egressaudit.http.proxy import ProxyError, ca_instructions, ensure_ca, run_mitmdump
 
-    if not any(m.startswith(("wireguard", "local")) for m in mode or ["regular"]):
+    modes = mode or ["regular"]
+    for m in modes:
+        try:
+            ProxyMode.parse(m)
+        except ValueError as e:
+            raise _fail(f"--mode {m}: {e}", EXIT_USAGE) from None
+    # (wireguard and local listen elsewhere, MODE@PORT on its own port, "" on every address: mitmdump checks those)
+    if listen_host and not any(m.startswith(("wireguard", "local")) or "@" in m for m in modes):
         _check_listen(listen_host, port)
+    created = _first_new(out)
+    undo = created is not None or _is_empty_dir(out)
     try:
         sess.prepare(out)
     except sess.SessionError as e:
@@ -490,12 +564,19 @@ def proxy(
     try:
         conf = ensure_ca(confdir)
     except ProxyError as e:
+        if undo:
+            _remove_empty_session(out, created)
         raise _fail(str(e), EXIT_OUTPUT) from None
     err.print(ca_instructions(conf, listen_host, port), highlight=False, soft_wrap=True, markup=False)
     code = run_mitmdump(
-        out, conf, port=port, listen_host=listen_host, modes=mode or ["regular"], client=client, keep_values=keep_values,
+        out, conf, port=port, listen_host=listen_host, modes=modes, client=client, keep_values=keep_values,
         keep_query=keep_query, keep_bodies=keep_bodies, extra=extra or [],
     )  # fmt: skip
+    if code == EXIT_INTERNAL and undo and _is_empty_dir(out):
+        # mitmdump refused its arguments (the line above says which) before the addon started: a usage error
+        code = EXIT_USAGE
+    if undo and code:
+        _remove_empty_session(out, created)
     raise typer.Exit(code)
 
 
@@ -560,7 +641,7 @@ def har(
         raise _fail(str(e), EXIT_INPUT) from None
     except OSError as e:
         raise _fail(f"{out}: cannot write: {e.strerror or e}", EXIT_OUTPUT) from None
-    console.print(f"{n:,} entries -> {out}")
+    console.print(f"{n:,} entries -> {out}", markup=False, highlight=False)
     _warn_incomplete(session_dir)
 
 

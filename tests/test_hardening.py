@@ -178,14 +178,20 @@ def _needs_capture() -> str | None:
 @pytest.mark.skipif(_needs_capture() is not None, reason=str(_needs_capture()))
 def test_report_analyses_what_a_killed_capture_left(tmp_path: Path) -> None:
     """`egressaudit capture` SIGKILLed mid-capture leaves capture.pcapng and a session.json that says "capturing":
-    `egressaudit report` analyses what reached disk, says so, and marks the session recovered."""
+    `egressaudit report` analyses what reached disk, says so, and marks the session recovered, with the capture's
+    options (its own signature file and --client included)."""
     out = tmp_path / "live"
+    mine = tmp_path / "mylab.yaml"
+    mine.write_text(
+        "vendor: mylab\ndisplay_name: My lab\nkind: conferencing\nrules:\n"
+        "  - id: sfu\n    cidrs: [127.0.0.0/8]\n    category: media\n    source: our own lab set-up\n"
+    )
     rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     rx.bind(("127.0.0.1", 0))
     port = rx.getsockname()[1]
     env = {**os.environ, "HOME": str(tmp_path)}
     cmd = [sys.executable, "-m", "egressaudit", "capture", "--iface", "lo", "--filter", f"udp port {port}", "--out", str(out), "--quiet",
-           "--local-net", "127.0.0.1/32"]  # fmt: skip
+           "--local-net", "127.0.0.1/32", "--signatures", str(mine), "--client", "mylab"]  # fmt: skip
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
     try:
         deadline = time.monotonic() + 60
@@ -211,14 +217,20 @@ def test_report_analyses_what_a_killed_capture_left(tmp_path: Path) -> None:
             proc.kill()
             proc.communicate()
     assert not (out / "flows.parquet").exists()
+    mine.rename(tmp_path / "away.yaml")  # the capture's signature file is gone: say so, leave the folder as it is
+    r = egressaudit("report", str(out), home=tmp_path)
+    assert r.returncode == 3 and f"started with the signature file {mine}, which is gone" in one_line_error(r)
+    assert json.loads((out / "session.json").read_text())["state"] == "capturing"
+    (tmp_path / "away.yaml").rename(mine)
     r = egressaudit("report", str(out), home=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr and "the capture did not finish" in r.stderr
     session = json.loads((out / "session.json").read_text())
     assert session["state"] == "recovered"
     assert session["capture"]["stopped_by"] == "killed" and session["capture"]["iface"] == "lo"
-    assert session["local_nets"] == ["127.0.0.1/32"]
+    assert session["local_nets"] == ["127.0.0.1/32"] and session["audited_client"] == "mylab"
     flows = pq.read_table(out / "flows.parquet").to_pylist()
+    assert {f["vendor"] for f in flows if port in (f["local_port"], f["remote_port"])} == {"mylab"}
     assert sum(f["packets_out"] + f["packets_in"] for f in flows if port in (f["local_port"], f["remote_port"])) >= 150
     assert "The capture did not finish (it was killed)" in (out / "report.html").read_text()
     r = egressaudit("report", str(out), home=tmp_path)  # once recovered, reported like any session
@@ -233,18 +245,34 @@ def test_report_analyses_what_a_killed_capture_left(tmp_path: Path) -> None:
         (["analyze", str(SAMPLE / "call.pcapng"), "--signatures", "{tmp}/binary.yaml"], 5),
         (["capture", "--iface", "no-such-if0", "--duration", "1"], 3),
         (["capture", "--iface", "lo", "--duration", "1", "--filter", "udp port"], 3),
+        (["analyze", "{tmp}/empty.har"], 3),
+        (["analyze", "{tmp}/empty.mitm"], 3),
+        (["proxy", "--mode", "bogus:x"], 2),
     ],
-    ids=["text-file", "empty-file", "binary-signatures", "no-interface", "bad-filter"],
+    ids=["text-file", "empty-file", "binary-signatures", "no-interface", "bad-filter", "har-without-entries", "empty-mitm", "bad-proxy-mode"],
 )
 def test_a_failed_command_says_why_in_one_line_and_leaves_no_folder(tmp_path: Path, args: list[str], code: int) -> None:
     (tmp_path / "text.pcap").write_text("hello\n")
     (tmp_path / "empty.pcap").write_bytes(b"")
     (tmp_path / "binary.yaml").write_bytes(bytes(range(128, 256)))
+    (tmp_path / "empty.har").write_text('{"log": {"version": "1.2", "entries": []}}')
+    (tmp_path / "empty.mitm").write_bytes(b"")
     out = tmp_path / "new" / "session"
     r = egressaudit(*[a.format(tmp=tmp_path) for a in args], "--out", str(out), home=tmp_path)
     assert r.returncode == code
     one_line_error(r)
-    assert not out.exists()
+    assert not (tmp_path / "new").exists()  # nor the parent made for it
+
+
+def test_mitmdump_refusing_its_arguments_is_a_usage_error_and_leaves_no_folder(tmp_path: Path) -> None:
+    out = tmp_path / "new" / "px"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    r = egressaudit("proxy", "--out", str(out), "--port", str(port), "--", "--no-such-mitmdump-flag", home=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr and "mitmdump: error: unrecognized arguments: --no-such-mitmdump-flag" in r.stderr
+    assert not (tmp_path / "new").exists()
 
 
 def test_a_proxy_whose_port_is_taken_says_so_in_one_line_and_leaves_nothing(tmp_path: Path) -> None:

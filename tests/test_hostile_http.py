@@ -269,6 +269,15 @@ def test_empty_and_flowless_files_exit_3_with_one_line(tmp_path: Path) -> None:
     refused(tmp_path, "garbage.mitm", b"\x00\x01garbage", "not a mitmproxy flow file or HAR file")
 
 
+def test_a_later_file_that_fails_keeps_what_the_earlier_ones_recorded(tmp_path: Path) -> None:
+    (tmp_path / "good.har").write_text(json.dumps(har([entry(0)])))
+    (tmp_path / "nothing.har").write_text(json.dumps(har([])))
+    out = tmp_path / "new" / "session"
+    r = runner.invoke(app, ["analyze", str(tmp_path / "good.har"), str(tmp_path / "nothing.har"), "--out", str(out)])
+    assert r.exit_code == 3 and "nothing.har" in r.output
+    assert pq.read_table(out / "http.parquet").num_rows == 1
+
+
 @pytest.mark.parametrize("text", [b"{not json", b'{"log": 5}', b"[1, 2]", b'{"a": {"entries": []}}', b"{" * 5000])
 def test_not_a_har_exits_3(tmp_path: Path, text: bytes) -> None:
     refused(tmp_path, "x.har", text, "x.har")

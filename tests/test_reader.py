@@ -163,6 +163,9 @@ def test_gzip_keeps_every_frame_before_the_damage(tmp_path: Path) -> None:
     two = gzip.compress(raw[: len(raw) // 3], mtime=0) + gzip.compress(raw[len(raw) // 3 :], mtime=0) + bytes(64)
     frames, stats = damaged(two)
     assert frames == full and stats.truncated == 0 and not stats.errors
+    padded = gzip.compress(raw[:1000], mtime=0) + bytes(3 << 20) + gzip.compress(raw[1000:], mtime=0)  # padding across reads
+    frames, stats = damaged(padded)
+    assert frames == full and stats.truncated == 0 and not stats.errors
     first = bytearray(gz)
     first[10] |= 0x06  # a reserved block type in the first deflate block header
     with pytest.raises(CaptureError, match="not a readable capture \\(gzip: .*invalid block type"):

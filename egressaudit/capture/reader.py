@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import struct
 import zlib
 from collections.abc import Iterator
@@ -248,6 +249,9 @@ class _Hashed:
         self.f.close()
 
 
+_NOT_ZERO = re.compile(rb"[^\x00]")
+
+
 class _Gunzip:
     """A gzip file decompressed as it is read (every member), keeping every byte decoded before any damage.
 
@@ -299,8 +303,12 @@ class _Gunzip:
         while got < n and self.failed is None:
             d = self.d
             if d.eof:  # after a member: the end, zero padding, or another member
-                while self._input(1) and self.src[self.pos] == 0:
-                    self.pos += 1
+                while self._input(1):  # skip zero padding (a chunk at a time: a file may hold megabytes of it)
+                    m = _NOT_ZERO.search(self.src, self.pos)
+                    if m is not None:
+                        self.pos = m.start()
+                        break
+                    self.pos = len(self.src)
                 if not self._input(1):
                     break
                 if not self._input(2) or self.src[self.pos : self.pos + 2] != GZIP_MAGIC:

@@ -10,13 +10,13 @@ only when the session was recorded with ``--keep-bodies``.
 from __future__ import annotations
 
 import json
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from egressaudit import __version__
 from egressaudit.http.store import read_rows
+from egressaudit.session import atomic_write
 
 
 class HarError(Exception):
@@ -105,7 +105,6 @@ def export_har(session_dir: Path, out: Path, bodies: bool = False) -> int:
                 "entries": [_entry(r) for r in rows if r["kind"] == "http"],
             }
         }
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(har, indent=1, default=str), encoding="utf-8")
-    os.replace(tmp, out)
+    text = json.dumps(har, indent=1, default=str)
+    atomic_write(out, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return len(har["log"]["entries"])

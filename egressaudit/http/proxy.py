@@ -103,7 +103,8 @@ def run_mitmdump(out: Path, conf: Path, **kw: object) -> int:
     incomplete; 2 and 5 at start) is returned as it is; a mitmdump killed by a signal gives 6 with one line, once its
     recorder process (which finishes the session on its own) has released the session folder."""
     args = mitmdump_args(out, conf, **kw)  # type: ignore[arg-type]
-    cmd = [sys.executable, "-c", "from mitmproxy.tools.main import mitmdump; mitmdump()", *args]
+    # (argv[0] named, so that mitmdump's own messages read "mitmdump: ...", not "-c: ...")
+    cmd = [sys.executable, "-c", "import sys; sys.argv[0] = 'mitmdump'; from mitmproxy.tools.main import mitmdump; mitmdump()", *args]
     me = os.getpid()
     proc = subprocess.Popen(cmd, preexec_fn=lambda: _die_with_parent(me))  # noqa: PLW1509 - single-threaded here
 
