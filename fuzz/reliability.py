@@ -176,6 +176,21 @@ def _codes(codes: dict[str, int] | None) -> str:
     return ", ".join(f"{k}: {_n(v)}" for k, v in sorted((codes or {}).items(), key=lambda kv: str(kv[0]))) or "-"
 
 
+def _value(v: Any) -> str:
+    if isinstance(v, dict):
+        return ", ".join(f"{k} ({_n(x)})" if isinstance(x, int) else f"{k}: {_value(x)}" for k, x in v.items()) or "none"
+    if isinstance(v, list):
+        return ", ".join(_value(x) for x in v) or "none"
+    return _n(v)
+
+
+def _by_test(rows: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    out: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        out.setdefault((r["file"], r["test"].split("[", 1)[0]), []).append(r)
+    return out
+
+
 def render(data: dict[str, Any]) -> str:
     env = data["environment"]
     lines = [
@@ -190,20 +205,23 @@ def render(data: dict[str, Any]) -> str:
         "",
         "## Hostile inputs",
         "",
-        "| runner | inputs | what | exit codes | tracebacks | held | other measures |",
+        "| runner | inputs | what | exit codes | tracebacks | held | time |",
         "| --- | ---: | --- | --- | ---: | --- | --- |",
     ]
     std = {"target", "what", "inputs", "exit_codes", "tracebacks", "causes", "seconds", "error"}
+    details: list[str] = []
     for r in data["hostile"]:
         if r.get("error"):
             lines.append(f"| `{r['target']}` | | {r['what']} | | | **not run**: {r['error']} | |")
             continue
         tb = int(r.get("tracebacks") or 0)
-        extra = "; ".join(f"{k}: {json.dumps(v) if isinstance(v, dict | list) else _n(v)}" for k, v in r.items() if k not in std)
         lines.append(
             f"| `fuzz/{r['target']}.py` | {_n(r.get('inputs'))} | {r['what']} | {_codes(r.get('exit_codes'))} | {tb} | "
-            f"{'yes' if tb == 0 else '**no**'} | {extra[:400]} ({_n(r.get('seconds'))} s) |"
+            f"{'yes' if tb == 0 else '**no**'} | {_n(r.get('seconds'))} s |"
         )
+        details += ["", f"`{r['target']}`:", ""]
+        details += [f"- {k}: {_value(v)}" for k, v in r.items() if k not in std]
+    lines += details
     causes = [(r["target"], c, n) for r in data["hostile"] for c, n in (r.get("causes") or {}).items()]
     if causes:
         lines += ["", "Tracebacks by cause:", ""] + [f"- `{t}`: {c} ({_n(n)})" for t, c, n in causes]
@@ -214,10 +232,11 @@ def render(data: dict[str, Any]) -> str:
     else:
         targets = fz.get("targets", fz)
         lines += [
-            f"`python fuzz/run.py --cases N` (atheris, coverage-guided; last run {fz.get('date', '?')}, {fz.get('command', '')}).",
+            f"`python fuzz/run.py --cases N` (atheris, coverage-guided): each target's latest run, from `fuzz/results.json`"
+            f" (the latest run of all: {fz.get('date', '?')}, `{fz.get('command', '')}`).",
             "",
-            "| target | cases | seconds | corpus files | crashes | held |",
-            "| --- | ---: | ---: | ---: | ---: | --- |",
+            "| target | cases | seconds | corpus files | crashes | held | run |",
+            "| --- | ---: | ---: | ---: | ---: | --- | --- |",
         ]
         for name, t in sorted(targets.items()) if isinstance(targets, dict) else []:
             if not isinstance(t, dict):
@@ -225,11 +244,26 @@ def render(data: dict[str, Any]) -> str:
             crashes = t.get("crashes") or 0
             crashes_n = len(crashes) if isinstance(crashes, list) else int(crashes)
             held = "yes" if crashes_n == 0 else "**no**"
-            lines.append(f"| `{name}` | {_n(t.get('cases'))} | {_n(t.get('seconds'))} | {_n(t.get('corpus'))} | {crashes_n} | {held} |")
-    lines += ["", "## Faults and hostile-input tests", "", "| test | what it tries | outcome | s |", "| --- | --- | --- | ---: |"]
-    for r in data["faults"]:
-        outcome = r["outcome"] + (f": {r['detail']}" if r["detail"] and r["outcome"] != "passed" else "")
-        lines.append(f"| `{r['file']}::{r['test']}` | {r['what']} | {outcome} | {r['seconds']} |")
+            when = str(t.get("date", ""))[:10]
+            lines.append(f"| `{name}` | {_n(t.get('cases'))} | {_n(t.get('seconds'))} | {_n(t.get('corpus'))} | {crashes_n} | {held} | {when} |")
+    lines += [
+        "",
+        "## Faults and hostile-input tests",
+        "",
+        "One row per test; a parametrized test's cases together (each case is in `fuzz/reliability.json`).",
+        "",
+        "| test | what it tries | cases | outcome | s |",
+        "| --- | --- | ---: | --- | ---: |",
+    ]
+    for (file, test), cases in _by_test(data["faults"]).items():
+        counts: dict[str, int] = {}
+        for r in cases:
+            counts[r["outcome"]] = counts.get(r["outcome"], 0) + 1
+        outcome = ", ".join(f"{k} {v}" if len(cases) > 1 else k for k, v in counts.items())
+        notes = [f"{r['test']}: {r['outcome']} {r['detail']}" for r in cases if r["outcome"] != "passed" and r["detail"]]
+        outcome += "".join(f"; {n}" for n in notes[:3])
+        seconds = round(sum(float(r["seconds"]) for r in cases), 1)
+        lines.append(f"| `{file}::{test}` | {cases[0]['what']} | {len(cases)} | {outcome} | {seconds} |")
     b = data["load"]
     lines += ["", "## Load (from benchmarks/results.json, not re-run here)", ""]
     if b.get("capture"):
