@@ -513,3 +513,69 @@ def spooled(out: Path) -> int:
             n += count
             pos += 24 + length
     return n
+
+
+# -- hostile and damaged files in the session folder --------------------------------------------------------------------
+
+
+class _RunsCommand:
+    """A pickle that runs a shell command when loaded."""
+
+    def __init__(self, cmd: str) -> None:
+        self.cmd = cmd
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (os.system, (self.cmd,))
+
+
+def test_a_hostile_spool_segment_in_the_folder_is_not_run_and_is_counted(tmp_path: Path, sink: Sink, proxies: list[ProxyCommand]) -> None:
+    """A .seg file put into OUT/.spool by someone else, whose pickle runs a command (the recorder read spools with
+    pickle.loads): the proxy's recorder refuses it as damaged, records the rest, and the command exits 6 in one line."""
+    import pickle
+    import struct
+    import zlib
+
+    out = tmp_path / "audit"
+    (out / ".spool").mkdir(parents=True)
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps([("flow", _RunsCommand(f"touch {marker}"), -1)], protocol=4)
+    record = struct.pack("<4sQIII", b"EAS1", 1, 1, len(payload), zlib.crc32(payload)) + payload
+    (out / ".spool" / "0123456789ab-000000000001.seg").write_bytes(record)
+    proxy = ProxyCommand(tmp_path, out, sink.port, env={"HOME": str(tmp_path / "home")})  # (its crash folder)
+    proxies.append(proxy)
+    proxy.wait_listening()
+    assert curl_batch(proxy, [post(f"/v1/batch/{i}") for i in range(3)]) == [200] * 3
+    proxy.proc.send_signal(signal.SIGTERM)
+    code = proxy.wait(120)
+    assert not marker.exists()
+    assert code == 6, proxy.stderr()[-3000:]
+    no_traceback(proxy)
+    lines = proxy.lines()
+    assert len(lines) == 1 and "1 exchanges left in the spool by an earlier run lost (spool record damaged: 1)" in lines[0], lines
+    rec = recording(out)
+    assert (rec["recorded"], rec["lost"], rec["lost_from_earlier_runs"], rec["complete"]) == (3, 0, 1, False)
+    assert pq.read_table(out / "http.parquet").num_rows == 3 and not (out / ".spool").exists()
+    assert not (tmp_path / "home" / ".egressaudit").exists()  # no crash file
+
+
+def test_a_damaged_table_in_the_folder_ends_with_exit_6_in_one_line(tmp_path: Path, sink: Sink, proxies: list[ProxyCommand]) -> None:
+    """An http.parquet that cannot be read (cut short) in the folder the proxy records into: compacting it at the end
+    raised ArrowInvalid, which crashed the recorder (a crash file, "a bug") and each of its 10 successors.  Now one line,
+    exit 6, the new rows kept as parts, session.json written, no crash file."""
+    out = tmp_path / "audit"
+    out.mkdir()
+    (out / "http.parquet").write_bytes(b"PAR1" + b"\0" * 100)
+    proxy = ProxyCommand(tmp_path, out, sink.port, env={"HOME": str(tmp_path / "home")})  # (its crash folder)
+    proxies.append(proxy)
+    proxy.wait_listening()
+    assert curl_batch(proxy, [post(f"/v1/batch/{i}") for i in range(5)]) == [200] * 5
+    proxy.proc.send_signal(signal.SIGTERM)
+    code = proxy.wait(120)
+    assert code == 6, proxy.stderr()[-3000:]
+    no_traceback(proxy)
+    lines = proxy.lines()
+    assert len(lines) == 1 and "cannot compact the tables" in lines[0] and "http.parquet" in lines[0], lines
+    assert sum(pq.read_table(p).num_rows for p in part_files(out, "http")) == 5
+    rec = recording(out)
+    assert rec["recorded"] == 5 and rec["lost"] == 0 and "http.parquet" in rec["not_compacted"] and rec["recorder_restarts"] == 0
+    assert not (tmp_path / "home" / ".egressaudit").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -375,3 +376,317 @@ def test_a_recorder_closed_at_exit_still_finishes_without_starting_a_thread(tmp_
     assert proc.process.exitcode == 0
     assert json.loads((out / "session.json").read_text())["http"]["exchanges"] == 1
     assert (out / "http.parquet").exists()
+
+
+# -- the worker's spool, full disks and damaged tables -------------------------------------------------------------------
+
+
+class _Pipe:
+    """The worker's end of the proxy's pipe, in process: messages queued by the test."""
+
+    def __init__(self) -> None:
+        import collections
+
+        self.msgs: collections.deque[tuple[Any, ...]] = collections.deque()
+
+    def poll(self, timeout: float = 0.0) -> bool:
+        import time
+
+        if not self.msgs and timeout:
+            time.sleep(timeout)
+        return bool(self.msgs)
+
+    def recv(self) -> tuple[Any, ...]:
+        return self.msgs.popleft()
+
+
+def _spool_items(first: int, n: int, tag: str) -> list[tuple[str, Any, int]]:
+    from egressaudit.http.worker import snapshot
+
+    return [("flow", snapshot(_post("api.segment.io", f"/v1/{tag}/{i}", b'{"batch": [{"n": 1}]}')), -1) for i in range(first, first + n)]
+
+
+def _write_spool(out: Path, spool: str, first: int, items: list[Any], payload: bytes | None = None) -> None:
+    import pickle
+
+    from egressaudit.http.worker import SPOOL, _SpoolWriter
+
+    w = _SpoolWriter(out / SPOOL, spool)
+    w.append(first, len(items), payload if payload is not None else pickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL))
+    w.close()
+
+
+def _in_process_worker(out: Path, spool: str) -> tuple[Any, _Pipe, list[int]]:
+    import dataclasses
+    import math
+    import os
+    import types
+
+    from egressaudit.http import worker as W
+
+    opts = RecorderOptions(session_id="w")
+    rec = Recorder(out, default_db(), dataclasses.replace(opts, flush_interval=math.inf))
+    pipe, shared = _Pipe(), [0] * W._SHARED
+    quiet = types.SimpleNamespace(value=0.0)  # the proxy has been quiet for long
+    return W._Worker(out, opts, rec, pipe, os.getppid(), quiet, shared, 600.0, W.MAX_HOLD_BYTES, spool, set()), pipe, shared
+
+
+class _Spinning(BaseException):
+    """Ends a worker loop that retries the disk without pause."""
+
+
+def test_a_full_disk_between_two_spools_is_retried_once_a_second_with_the_data_and_the_heartbeat_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows of an earlier run's spool are buffered, the disk is full (ENOSPC), and the next exchange is of another spool
+    (a part holds the rows of one spool): the worker retried the flush without pause (100% CPU, no heartbeat, its pipe
+    unread).  It now retries once per FLUSH_S, keeps its heartbeat, reads the close, ends with exit 4 and keeps the
+    spools; a later worker records every exchange."""
+    import errno
+    import threading
+    import time
+
+    from egressaudit.http import store
+    from egressaudit.http import worker as W
+
+    out = tmp_path / "audit"
+    out.mkdir()
+    _write_spool(out, "aaaaaaaaaaaa", 1, _spool_items(1, 5, "earlier"))
+    _write_spool(out, "bbbbbbbbbbbb", 1, _spool_items(1, 5, "now"))
+    attempts: list[float] = []
+    real_write = store.pq.write_table
+
+    def full(*args: Any, **kw: Any) -> None:
+        attempts.append(time.monotonic())
+        if len(attempts) > 200:
+            raise _Spinning
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(store.pq, "write_table", full)
+    worker, pipe, shared = _in_process_worker(out, "bbbbbbbbbbbb")
+    result: list[Any] = []
+
+    def run() -> None:
+        try:
+            result.append(worker.run())
+        except BaseException as e:  # noqa: BLE001 - reported below
+            result.append(e)
+
+    t = threading.Thread(target=run, daemon=True)
+    cpu0, start = time.process_time(), time.monotonic()
+    t.start()
+    time.sleep(0.5)
+    beat = shared[W._HEARTBEAT]
+    time.sleep(2.0)
+    cpu, window = time.process_time() - cpu0, time.monotonic() - start
+    assert not result or not isinstance(result[0], _Spinning), f"{len(attempts)} flush attempts in {window:.1f} s"
+    assert 1 <= len(attempts) <= 4, f"{len(attempts)} flush attempts in {window:.1f} s"
+    assert cpu < 0.3 * window, f"{cpu:.2f} s of CPU in {window:.1f} s"
+    assert shared[W._HEARTBEAT] > beat  # alive, as the proxy's close sees it
+    assert worker.rec.http.pending == 5  # the earlier run's rows, kept for the next try
+    pipe.msgs.append(("close", {}, {"handed_over": 5}))
+    t.join(10)
+    assert result == [W.EXIT_OUTPUT]
+    assert len(list((out / W.SPOOL).glob("*.seg"))) == 2  # nothing on disk: both spools stay for the next run
+    rec = _recording(out)
+    assert not rec["complete"] and rec["lost"] == 0
+
+    monkeypatch.setattr(store.pq, "write_table", real_write)
+    nxt, pipe, _ = _in_process_worker(out, "cccccccccccc")
+    pipe.msgs.append(("close", {}, {"handed_over": 0}))
+    assert nxt.run() == W.EXIT_OK
+    paths = sorted(pq.read_table(out / "http.parquet").column("path").to_pylist())
+    assert paths == sorted([f"/v1/earlier/{i}" for i in range(1, 6)] + [f"/v1/now/{i}" for i in range(1, 6)])
+    assert _recording(out)["recovered_from_earlier_runs"] == 10 and not (out / W.SPOOL).exists()
+
+
+class _Hostile:
+    """A pickle that runs a command when loaded."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_hostile_spool_segment_is_refused_not_run_and_counted_as_lost(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker records the spools it finds in OUT/.spool, and read them with pickle.loads: a .seg file placed there ran
+    code.  Segments now load as plain data only: a record naming any callable is refused, counted as damaged, and said
+    (exit 6); the exchanges of the earlier run around it are recorded; a segment whose name is not a spool's is left
+    alone (it crashed the worker: int(name, 16))."""
+    import pickle
+
+    from egressaudit.http import worker as W
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # (crash files of the spawned worker, if any)
+    out = tmp_path / "audit"
+    out.mkdir()
+    marker = tmp_path / "pwned"
+    _write_spool(out, "0123456789ab", 1, _spool_items(1, 3, "before"))
+    evil = pickle.dumps([("flow", _Hostile(marker), -1), ("flow", _Hostile(marker), -1)], protocol=pickle.HIGHEST_PROTOCOL)
+    w = W._SpoolWriter(out / W.SPOOL, "0123456789ab")
+    w.append(4, 2, evil)
+    w.append(6, 2, pickle.dumps(_spool_items(6, 2, "after"), protocol=pickle.HIGHEST_PROTOCOL))
+    w.close()
+    (out / W.SPOOL / "not-hex-000000000001.seg").write_bytes(W._HEADER.pack(W._MAGIC, 1, 1, 0, 0))
+    proc = W.RecorderProcess(out, RecorderOptions(session_id="h"), None)
+    proc.wait_ready()
+    proc.submit_flow(_post("api.segment.io", "/v1/batch/live", b'{"batch": [{"n": 1}]}'))
+    code = proc.close({})
+    assert not marker.exists()
+    assert code == W.EXIT_INCOMPLETE and proc.restarts == 0 and not (tmp_path / "home" / ".egressaudit").exists()
+    rows = pq.read_table(out / "http.parquet").column("path").to_pylist()
+    assert sorted(rows) == sorted(["/v1/batch/live", "/v1/before/1", "/v1/before/2", "/v1/before/3", "/v1/after/6", "/v1/after/7"])
+    rec = _recording(out)
+    assert not rec["complete"] and rec["lost"] == 0 and rec["recorded"] == 1 and rec["recovered_from_earlier_runs"] == 5
+    assert rec["lost_from_earlier_runs"] == 2 and rec["lost_from_earlier_runs_by_reason"] == {"spool record damaged": 2}
+
+
+def test_spool_records_load_as_plain_data_only() -> None:
+    """What the proxy ships loads without any callable: snapshots (a NamedTuple or enum in them goes as its plain value,
+    an object as text); anything naming a callable, extension codes included, is refused."""
+    import copyreg
+    import enum
+    import pickle
+    from typing import NamedTuple
+
+    from egressaudit.http import worker as W
+
+    class Spec(NamedTuple):
+        scheme: str
+        address: tuple[str, int]
+
+    class Kind(enum.IntEnum):
+        TEXT = 1
+
+    f = _post("api.segment.io", "/v1/batch", b'{"n": 1}')
+    f.server_conn.via = Spec("http", ("127.0.0.1", 8081))  # type: ignore[assignment]
+    f.metadata["egressaudit_streamed"] = {"request": {"bytes": Kind.TEXT, "sha256": bytearray(b"ab"), "x": object()}}
+    items = [("flow", W.snapshot(f), -1)]
+    loaded = W._loads(W._dumps(items))
+    assert loaded[0][1][6][3] == ("http", ("127.0.0.1", 8081)) and type(loaded[0][1][6][3]) is tuple
+    streamed = loaded[0][1][7]["request"]
+    assert type(streamed["bytes"]) is int and streamed["sha256"] == b"ab" and streamed["x"].startswith("<object")
+    assert W.restore(loaded[0][1]).server_conn.via == ("http", ("127.0.0.1", 8081))
+    for hostile in (pickle.dumps(Path("/")), pickle.dumps(print), pickle.dumps(Counter(a=1))):
+        with pytest.raises(pickle.UnpicklingError):
+            W._loads(hostile)
+    copyreg.add_extension("os", "system", 0x7FFF)
+    try:
+        with pytest.raises(pickle.UnpicklingError):
+            W._loads(b"\x80\x02\x83\xff\x7f.")  # EXT2 0x7fff
+    finally:
+        copyreg.remove_extension("os", "system", 0x7FFF)
+
+
+def _damage(path: Path) -> None:
+    path.write_bytes(b"PAR1" + b"\0" * 64)  # a table cut short (not Parquet any more)
+
+
+def test_a_damaged_table_in_the_folder_ends_the_recording_with_exit_6_in_one_line_without_a_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """An http.parquet that pyarrow cannot read (ArrowInvalid) made compaction fail at close: the worker caught only
+    OSError, so it crashed (a crash file, "a bug"), and each successor crashed the same way (10 restarts).  Now: one line,
+    exit 6, no crash file, no restart, the new rows kept as parts and session.json written."""
+    from egressaudit.http import worker as W
+    from egressaudit.http.store import part_files
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))  # (the spawned worker's crash folder)
+    out = tmp_path / "audit"
+    out.mkdir()
+    _damage(out / "http.parquet")
+    proc = W.RecorderProcess(out, RecorderOptions(session_id="d"), None)
+    proc.wait_ready()
+    for i in range(3):
+        proc.submit_flow(_post("api.segment.io", f"/v1/batch/{i}", b'{"batch": [{"n": 1}]}'))
+    capfd.readouterr()
+    code = proc.close({})
+    err = capfd.readouterr().err
+    assert code == W.EXIT_INCOMPLETE and proc.restarts == 0, err
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert len(lines) == 1 and "cannot compact" in lines[0] and "http.parquet" in lines[0], lines
+    assert "Traceback" not in err and not (home / ".egressaudit" / "crashes").exists()
+    assert sum(pq.read_table(p).num_rows for p in part_files(out, "http")) == 3  # kept
+    session = json.loads((out / "session.json").read_text())["http"]
+    assert not session["recording"]["complete"] and "http.parquet" in session["recording"]["not_compacted"]
+    assert session["exchanges"] == 3 and session["recording"]["recorded"] == 3
+
+
+def test_a_session_json_that_is_not_an_object_is_replaced(tmp_path: Path) -> None:
+    """A session.json holding valid JSON that is not an object (``[]``, ``"x"``) made closing the recorder fail."""
+    for i, text in enumerate(("[]", '"x"', "3", "null")):
+        out = tmp_path / f"s{i}"
+        out.mkdir()
+        (out / "session.json").write_text(text)
+        rec = Recorder(out, default_db(), RecorderOptions(session_id="j"))
+        rec.add_flow(_post("api.segment.io", "/v1/batch", b'{"n": 1}'))
+        rec.close()
+        doc = json.loads((out / "session.json").read_text())
+        assert doc["session_id"] == "j" and doc["http"]["exchanges"] == 1
+
+
+def test_values_the_table_fitted_reach_session_json_once_even_after_a_failed_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """TableAppender counts the values it had to fit into their columns: the counts never reached session.json, and a
+    flush that failed (a full disk) counted its rows again when retried."""
+    import errno
+
+    from egressaudit.http import store
+
+    first = tmp_path / "first"
+    _rows_of(tmp_path, [_post("api.segment.io", "/v1/batch", b'{"n": 1}')], "first")
+    (row,) = pq.read_table(first / "http.parquet").to_pylist()
+    row["ts"] = 1_700_000_000_000_000  # (as the recorder gives it)
+    out = tmp_path / "out"
+    rec = Recorder(out, default_db(), RecorderOptions(session_id="p", flush_interval=3600))
+    rec.http.append([{**row, "host": "bad\udcffhost"}, {**row, "exchange_id": "x2"}])
+    real_write = store.pq.write_table
+    monkeypatch.setattr(store.pq, "write_table", lambda *a, **k: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left on device")))
+    for _ in range(3):
+        with pytest.raises(OSError):
+            rec.http.flush()
+    monkeypatch.setattr(store.pq, "write_table", real_write)
+    rec.close()
+    problems = json.loads((out / "session.json").read_text())["http"]["problems"]
+    assert problems == {"http.host:not_utf8": 1}
+    assert pq.read_table(out / "http.parquet").column("host").to_pylist() == ["bad\\xffhost", "api.segment.io"]
+
+
+def test_compaction_that_fails_midway_leaves_the_table_and_parts_as_they_were(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """store.compact wrote its output by hand and cleaned up after OSError only: any other failure while writing (here
+    pyarrow's, and an interrupt) left its temporary file behind."""
+    import pyarrow as pa
+
+    from egressaudit.http import store
+
+    out = tmp_path / "out"
+    app = store.TableAppender(out, "http")
+    first = tmp_path / "first"
+    _rows_of(tmp_path, [_post("api.segment.io", "/v1/batch", b'{"n": 1}')], "first")
+    table = pq.read_table(first / "http.parquet")
+    app.append(table.to_pylist())
+    app.compact()
+    before = (out / "http.parquet").read_bytes()
+    app.append(table.to_pylist())
+    app.flush()
+    real_write = store.pq.write_table
+
+    for exc in (pa.ArrowInvalid("boom"), KeyboardInterrupt()):
+
+        def half(t: Any, where: Any, exc: BaseException = exc, **kw: Any) -> None:
+            Path(where).write_bytes(b"PAR1 half a file")
+            raise exc
+
+        monkeypatch.setattr(store.pq, "write_table", half)
+        with pytest.raises(type(exc)):
+            store.compact(out, "http")
+        assert (out / "http.parquet").read_bytes() == before
+        assert sorted(p.name for p in out.iterdir() if p.name.endswith(".tmp")) == []
+        assert len(store.part_files(out, "http")) == 1
+    monkeypatch.setattr(store.pq, "write_table", real_write)
+    store.compact(out, "http")
+    assert pq.read_table(out / "http.parquet").num_rows == 2 and not store.part_files(out, "http")

@@ -262,7 +262,9 @@ class EgressAudit:
                 code = EXIT_OUTPUT  # (the worker said what could not be written)
             elif rc == EXIT_INCOMPLETE:
                 code = EXIT_INCOMPLETE
-                say(f"recording incomplete: {self._lost_summary()}; what reached disk is in {self.out}")
+                summary = self._lost_summary()
+                if summary:  # (empty: nothing lost, the worker said what went wrong)
+                    say(f"recording incomplete: {summary}; what reached disk is in {self.out}")
             elif rc != 0:
                 code = EXIT_INCOMPLETE
                 say(
@@ -279,8 +281,14 @@ class EgressAudit:
     def _lost_summary(self) -> str:
         try:
             rec = json.loads((Path(self.out or ".") / "session.json").read_text(encoding="utf-8"))["http"]["recording"]
-            reasons = "; ".join(f"{k}: {v:,}" for k, v in rec["lost_by_reason"].items())
-            return f"{rec['lost']:,} of {rec['handed_over']:,} exchanges lost ({reasons})"
+            said = []
+            if rec["lost"]:
+                reasons = "; ".join(f"{k}: {v:,}" for k, v in rec["lost_by_reason"].items())
+                said.append(f"{rec['lost']:,} of {rec['handed_over']:,} exchanges lost ({reasons})")
+            if rec.get("lost_from_earlier_runs"):
+                reasons = "; ".join(f"{k}: {v:,}" for k, v in rec["lost_from_earlier_runs_by_reason"].items())
+                said.append(f"{rec['lost_from_earlier_runs']:,} exchanges left in the spool by an earlier run lost ({reasons})")
+            return "; ".join(said)
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return "exchanges were lost (see session.json)"
 

@@ -706,6 +706,8 @@ class Recorder:
                 doc = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 doc = {}
+            if not isinstance(doc, dict):  # valid JSON, but not a session's
+                doc = {}
         from egressaudit import __version__
         from egressaudit.schema import SCHEMA_VERSION
 
@@ -713,19 +715,29 @@ class Recorder:
         doc.setdefault("schema_version", SCHEMA_VERSION)
         doc.setdefault("tool", {"name": "egressaudit", "version": __version__})
         doc.setdefault("signatures", {"version": self.db.version, "vendors": len(self.db.vendors), "rules": len(self.db)})
-        http_rows = read_rows(self.out, "http")
+        unreadable = None
+        try:
+            http_rows = read_rows(self.out, "http")
+            exchanges = int(pc.sum(pc.equal(http_rows.column("kind"), "http")).as_py() or 0)
+            ws_messages = int(pc.sum(pc.equal(http_rows.column("kind"), "websocket")).as_py() or 0)
+            n_fields = read_rows(self.out, "fields").num_rows
+        except (pa.ArrowException, ValueError) as e:  # a damaged table: what this recorder counted instead
+            exchanges, ws_messages, n_fields = self.stats.exchanges, self.stats.websocket_messages, self.stats.fields
+            unreadable = " ".join(str(e).split())[:300]
+        problems = self.stats.problems + self.http.problems + self.fields.problems  # (the tables' keys: "<table>.<column>:<reason>")
         doc["http"] = {
             "updated": datetime.now(UTC).isoformat(timespec="seconds"),
-            "exchanges": int(pc.sum(pc.equal(http_rows.column("kind"), "http")).as_py() or 0),
-            "websocket_messages": int(pc.sum(pc.equal(http_rows.column("kind"), "websocket")).as_py() or 0),
-            "fields": read_rows(self.out, "fields").num_rows,
+            "exchanges": exchanges,
+            "websocket_messages": ws_messages,
+            "fields": n_fields,
             "audited_client": self.opts.client or getattr(self, "client", None),
             "keep_values": self.opts.keep_values,
             "keep_query": self.opts.keep_query,
             "keep_bodies": self.opts.keep_bodies,
             "skipped": dict(self.stats.skipped),
-            "problems": dict(self.stats.problems),
+            "problems": dict(problems),
             **({"errors": list(self.stats.errors)} if self.stats.errors else {}),
+            **({"tables_unreadable": unreadable} if unreadable else {}),
             **extra,
         }
         text = json.dumps(doc, indent=2, default=str) + "\n"

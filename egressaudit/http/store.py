@@ -36,6 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from egressaudit.schema import arrow_schema, to_table
+from egressaudit.session import atomic_write
 
 PARTS = ".parts"
 SPOOL = ".spool"
@@ -86,7 +87,8 @@ class TableAppender:
         self.dropped: Counter[str] = Counter()
         """Rows the table could not hold at all, by reason (each was dropped, the rest written)."""
         self.problems: Counter[str] = Counter()
-        """Values the schema had to fix (escaped text, out-of-range numbers), by column and reason."""
+        """Values the schema had to fix (escaped text, out-of-range numbers), as ``<table>.<column>:<reason>``; rows are
+        counted when written."""
 
     @property
     def pending(self) -> int:
@@ -112,8 +114,10 @@ class TableAppender:
             self._seq += 1
         path = self._dir / f"{seq:08d}.parquet"
         tmp = self._dir / f".{seq:08d}.tmp"
+        problems: Counter[str] = Counter()
+        dropped: Counter[str] = Counter()
         try:
-            table = self._table(rows)
+            table = self._table(rows, problems, dropped)
             if commit is not None:
                 table = table.replace_schema_metadata({**(table.schema.metadata or {}), COMMIT_KEY: json.dumps(commit).encode()})
             pq.write_table(table, tmp, compression="zstd")
@@ -125,22 +129,28 @@ class TableAppender:
                 if self._seq == seq + 1:
                     self._seq = seq
             raise
+        # counted once the rows are on disk (a failed flush fits them again next time)
+        self.problems.update(problems)
+        self.dropped.update(dropped)
         n: int = table.num_rows
         self.rows_written += n
         return n
 
-    def _table(self, rows: list[dict[str, Any]]) -> pa.Table:
+    def _table(self, rows: list[dict[str, Any]], problems: Counter[str], dropped: Counter[str]) -> pa.Table:
         """The rows as a table; a row the schema refuses even after fixing its values is dropped and counted."""
+        whole: Counter[str] = Counter()
         try:
-            return to_table(self.table, rows, self.problems)
+            t = to_table(self.table, rows, whole)
+            problems.update(whole)
+            return t
         except Exception:  # noqa: BLE001 - one bad row must not keep the others from disk
             pass
         good: list[pa.Table] = []
         for row in rows:
             try:
-                good.append(to_table(self.table, [row], self.problems))
+                good.append(to_table(self.table, [row], problems))
             except Exception as e:  # noqa: BLE001
-                self.dropped[f"{type(e).__name__}"] += 1
+                dropped[f"{type(e).__name__}"] += 1
         return pa.concat_tables(good) if good else arrow_schema(self.table).empty_table()
 
     def compact(self) -> Path:
@@ -190,7 +200,8 @@ def spool_commits(out: Path, table: str) -> dict[str, tuple[dict[str, Any], Path
 def compact(out: Path, table: str) -> Path:
     """Merge ``OUT/<table>.parquet`` and its part files into one file; remove the parts.
 
-    OSError (full disk): nothing changes (the parts stay, readable by :func:`read_rows`), and the error is raised."""
+    OSError (full disk), or a file that cannot be read (pyarrow's ArrowException, ValueError): nothing changes (the
+    parts stay, readable by :func:`read_rows` once the table can be read), and the error is raised."""
     parts = part_files(out, table)
     path = out / f"{table}.parquet"
     commits = {k: c for k, (c, _) in spool_commits(out, table).items()}
@@ -200,13 +211,7 @@ def compact(out: Path, table: str) -> Path:
     merged = pa.concat_tables([t.cast(schema) for t in tables]) if tables else schema.empty_table()
     if commits:
         merged = merged.replace_schema_metadata({**(merged.schema.metadata or {}), COMMITS_KEY: json.dumps(commits).encode()})
-    tmp = out / f".{table}.parquet.tmp"
-    try:
-        pq.write_table(merged, tmp, compression="zstd")
-        os.replace(tmp, path)
-    except OSError:
-        _unlink_quietly(tmp)
-        raise
+    atomic_write(path, lambda tmp: pq.write_table(merged, tmp, compression="zstd"))
     for p in parts:
         p.unlink()
     return path

@@ -52,10 +52,11 @@ when the session is closed.
 * An exception while recording one exchange costs that exchange's detail: it
   is recorded as a row with what could be read (host, method, path, status,
   the error) and counted by reason (``http.recording`` in session.json).
-* A full disk: rows stay buffered and are retried every second; the worker
-  says so on stderr once.  A session finished on a disk that stays full ends
-  with exit code 4; what reached disk stays readable, and exchanges not yet on
-  disk stay in the spool (when it could be written) for the next run.
+* A full disk: rows stay buffered and are retried every second (not more
+  often: exchanges of another spool wait meanwhile); the worker says so on
+  stderr once.  A session finished on a disk that stays full ends with exit
+  code 4; what reached disk stays readable, and exchanges not yet on disk stay
+  in the spool (when it could be written) for the next run.
 * The worker dies (SIGKILL, the OOM killer, a crash): the proxy notices at its
   next batch or within a second, says so on stderr in one line and starts a
   successor, which reads the commits on disk and records everything after the
@@ -75,6 +76,12 @@ when the session is closed.
   (its last :data:`SHIP_S` seconds), not counted.
 * A spool left by a run whose proxy and worker both died is recorded by the
   next recorder that opens the folder (its commits say where to resume).
+  Segments are loaded as plain data only (:func:`_loads`: no class or
+  function), so a ``.seg`` file someone else put there runs no code: a record
+  that is damaged or refused costs its exchanges, counted (an earlier run's
+  under ``lost_from_earlier_runs``).
+* A table in the folder that cannot be read (a damaged ``http.parquet``): the
+  rows of this run stay as parts, uncompacted; one line, exit code 6.
 
 Every exchange is either recorded or counted as lost: session.json's
 ``http.recording`` says how many were handed over, recorded and lost, by
@@ -95,6 +102,7 @@ import atexit
 import collections
 import contextlib
 import dataclasses
+import io
 import math
 import multiprocessing
 import os
@@ -119,7 +127,7 @@ from mitmproxy.websocket import WebSocketData
 
 from egressaudit.errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_OUTPUT, save_crash
 from egressaudit.http.recorder import Recorder, RecorderOptions, redact_query
-from egressaudit.http.store import SPOOL, spool_commits
+from egressaudit.http.store import PARTS, SPOOL, spool_commits
 from egressaudit.schema import escape_text
 
 BATCH = 64
@@ -156,6 +164,9 @@ _MAGIC = b"EAS1"
 # shared counters (RecorderProcess.shared)
 _WAKE, _HEARTBEAT, _CUR_SPOOL, _CUR_SEQ, _DONE, _DISK_FULL, _FINISHED, _DISK_SAID = range(8)
 _SHARED = 8
+_SPOOL_ID = re.compile(r"[0-9a-f]{12}")  # RecorderProcess.spool_id
+MAX_RECORD_ITEMS = 1 << 16
+"""A spool record holding more exchanges than this is damaged (a batch holds at most BATCH)."""
 
 Snapshot = tuple[Any, ...]
 Item = tuple[str, Any, int]  # (kind, snapshot or flow state, WebSocket message number)
@@ -176,6 +187,73 @@ def why(e: BaseException) -> str:
         if m:
             return os.strerror(int(m.group(1)))
     return " ".join(str(e).split())[:200] or type(e).__name__
+
+
+class _NotPlain(Exception):
+    pass
+
+
+class _PlainPickler(pickle.Pickler):
+    """Refuses what is not plain data (pickle calls ``reducer_override`` for everything but None, bools and exact
+    int, float, str, bytes, tuple, list, dict, set and frozenset)."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        raise _NotPlain
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    """Loads plain data only: anything naming a class or function (a spool segment someone else wrote) is refused."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"not plain data: {module}.{name}")
+
+
+def _plain(v: Any, depth: int = 0) -> Any:
+    """``v`` as plain data: a subclass of a built-in type (a NamedTuple, an IntEnum) as that type, bytearray and
+    memoryview as bytes, anything else as its repr."""
+    if v is None or type(v) in (bool, int, float, str, bytes):
+        return v
+    if depth > 64:
+        return "..."
+    if isinstance(v, int):
+        return int(v)
+    if isinstance(v, float):
+        return float(v)
+    if isinstance(v, str):
+        return str.__str__(v)
+    if isinstance(v, bytes | bytearray | memoryview):
+        return bytes(v)
+    if isinstance(v, tuple):
+        return tuple(_plain(x, depth + 1) for x in v)
+    if isinstance(v, list):
+        return [_plain(x, depth + 1) for x in v]
+    if isinstance(v, dict):
+        return {_plain(k, depth + 1): _plain(x, depth + 1) for k, x in v.items()}
+    if isinstance(v, set | frozenset):
+        return frozenset(_plain(x, depth + 1) for x in v)
+    try:
+        return repr(v)[:1000]
+    except Exception:  # noqa: BLE001
+        return f"<{type(v).__name__}>"
+
+
+def _dumps(items: list[Item]) -> bytes:
+    """A batch pickled as plain data, which :func:`_loads` reads back."""
+    buf = io.BytesIO()
+    try:
+        _PlainPickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(items)
+        return buf.getvalue()
+    except Exception:  # noqa: BLE001 - _NotPlain, or what pickle cannot take (a flow's metadata holds anything)
+        return pickle.dumps(_plain(items), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _loads(payload: bytes) -> Any:
+    """A pickle of plain data (None, bool, int, float, str, bytes, tuple, list, dict, set); UnpicklingError for any other."""
+    return _PlainUnpickler(io.BytesIO(payload)).load()
+
+
+def _is_item(item: Any) -> bool:
+    return isinstance(item, tuple) and len(item) == 3 and item[0] in ("flow", "handshake", "ws") and type(item[2]) is int
 
 
 def snapshot(flow: http.HTTPFlow, messages: list[Any] | None = None) -> Snapshot:
@@ -391,6 +469,8 @@ class RecorderProcess:
         self._backlog: collections.deque[_Batch | _Close] = collections.deque()
         self._backlog_bytes = 0
         self._generation = 0
+        self._conn: Any = None
+        self._stale_conns: list[Any] = []  # pipes to dead workers, closed by the sender thread (it may be writing to one)
         self._stop = False
         self._spool: _SpoolWriter | None = _SpoolWriter(out / SPOOL, self.spool_id) if spool else None
         self._spool_off = not spool
@@ -421,6 +501,8 @@ class RecorderProcess:
         conn_r.close()  # only the worker reads: a dead worker makes writes fail (EPIPE) instead of filling the pipe forever
         ready_w.close()
         with self._cond:
+            if self._conn is not None:
+                self._stale_conns.append(self._conn)
             self.process = process
             self._conn = conn_w
             self._ready = ready_r
@@ -477,8 +559,8 @@ class RecorderProcess:
             if stalled or self._died_on[cur] >= 2:  # it dies (or hangs) on this exchange: the successor skips it
                 self.skip.add(cur)
         self.deaths.append(why)
-        with contextlib.suppress(OSError):
-            self._conn.close()
+        # (its pipe is not closed here: the sender thread may be writing to it, and a closed Connection raised TypeError
+        # there, which ended the thread: the successors never got the close)
         if self.restarts >= MAX_RESTARTS:
             if not self.gave_up:
                 self.gave_up = True
@@ -577,6 +659,7 @@ class RecorderProcess:
     # -- the sender thread -----------------------------------------------------
     def _send_loop(self) -> None:
         while True:
+            self._close_stale()
             with self._cond:
                 while not self._backlog and not self._stop:
                     self._cond.wait()
@@ -608,7 +691,7 @@ class RecorderProcess:
                 return False
             return True
         if msg.payload is None:
-            msg.payload = pickle.dumps(msg.items, protocol=pickle.HIGHEST_PROTOCOL)
+            msg.payload = _dumps(msg.items)
         if self._spool is not None and not msg.in_spool:
             try:
                 self._spool.append(msg.first, len(msg.items), msg.payload)
@@ -636,8 +719,18 @@ class RecorderProcess:
             self._stop = True
             self._cond.notify_all()
         self._sender.join(5)
+        if not self._sender.is_alive():
+            self._close_stale()
         if self._spool is not None:
             self._spool.close()
+
+    def _close_stale(self) -> None:
+        """Close the pipes to dead workers; only where the sender thread is not writing (in it, or once it has ended)."""
+        with self._cond:
+            stale, self._stale_conns = self._stale_conns, []
+        for c in stale:
+            with contextlib.suppress(OSError):
+                c.close()
 
     # -- the end ---------------------------------------------------------------
     def _close_at_exit(self) -> None:
@@ -815,6 +908,8 @@ class _SpoolReader:
             magic, first, count, length, crc = _HEADER.unpack(os.pread(self.fd, _HEADER.size, self.offset))
             if magic != _MAGIC or self.offset + _HEADER.size + length > size:
                 return
+            if not (0 < count <= MAX_RECORD_ITEMS and 0 < first < 1 << 62):
+                return  # (garbage: the rest of the segment is damaged)
             found.append(_Entry(now, self.spool, first, count, length, self.cur, self.offset + _HEADER.size, length, crc))
             self.offset += _HEADER.size + length
             self.last_seq = first + count - 1
@@ -844,6 +939,7 @@ class _Worker:
         self.dirty: str | None = None  # the spool whose rows are buffered, not yet committed
         self.readers: list[_SpoolReader] = []
         self.resumed_rows: dict[str, int] = {}
+        self.resumed_lost: dict[str, Counter[str]] = {}
         self.recovered = 0
         self.disk_error: str | None = None
         self.last_flush = time.monotonic()
@@ -864,11 +960,13 @@ class _Worker:
             if part is not None and int(c.get("through", 0)) > self.commits.get(spool, _Commit(spool)).through:
                 with contextlib.suppress(OSError):
                     part.unlink()
-        spools = sorted({p.name.rsplit("-", 1)[0] for p in self.folder.glob("*.seg")} if self.folder.is_dir() else set())
+        names = {p.name.rsplit("-", 1)[0] for p in self.folder.glob("*.seg")} if self.folder.is_dir() else set()
+        spools = sorted(n for n in names if _SPOOL_ID.fullmatch(n))  # (another name is no spool of ours: left alone)
         for spool in [s for s in spools if s != self.spool] + [self.spool]:
             self.commits.setdefault(spool, _Commit(spool))
             self.readers.append(_SpoolReader(self.folder, spool))
         self.resumed_rows = {s: c.rows for s, c in self.commits.items()}
+        self.resumed_lost = {s: Counter(c.lost) for s, c in self.commits.items()}
 
     # -- receiving ---------------------------------------------------------------
     def receive(self, timeout: float) -> None:
@@ -880,7 +978,10 @@ class _Worker:
                 if msg[0] == "batch":  # (the spool could not be written): after what was spooled before it
                     self._poll_spools(False)
                     _, first, count, payload = msg
-                    items = pickle.loads(payload)
+                    try:
+                        items = _loads(payload)
+                    except Exception:  # noqa: BLE001 - its exchanges are counted as damaged
+                        items = []
                     self._hold(_Entry(time.monotonic(), self.spool, first, count, len(payload), items=items))
                 elif msg[0] == "close":
                     self.close_msg = (msg[1], msg[2])
@@ -929,12 +1030,15 @@ class _Worker:
         quiet = now - self.activity.value >= IDLE_S
         return self.finishing or quiet or now - self.waiting[0].received >= self.max_lag or self.held > self.max_hold_bytes
 
-    def record_next(self, now: float) -> None:
-        """Record the next exchange of the oldest batch."""
+    def record_next(self, now: float) -> bool:
+        """Record the next exchange of the oldest batch; False when it waits for the disk (a part holds the rows of one
+        spool, and those of the previous spool could not be written: retried once per FLUSH_S)."""
         e = self.waiting[0]
-        if self.dirty is not None and self.dirty != e.spool:  # a part holds the rows of one spool
+        if self.dirty is not None and self.dirty != e.spool:
+            if self.disk_error is not None and now - self.last_flush < FLUSH_S:
+                return False
             if not self.flush():
-                return
+                return False
         if self.head is None:
             self.head = self._load(e)
         c = self.commits[e.spool]
@@ -948,6 +1052,7 @@ class _Worker:
             self.waiting.popleft()
             self.held -= e.size
             self.head = None
+        return True
 
     def _load(self, e: _Entry) -> list[Item]:
         if e.items is not None:
@@ -960,19 +1065,21 @@ class _Worker:
             finally:
                 os.close(fd)
             if len(payload) == e.length and zlib.crc32(payload) == e.crc:
-                items: list[Item] = pickle.loads(payload)
-                return items
-        except Exception:  # noqa: BLE001 - a damaged record costs its exchanges, counted
+                items = _loads(payload)  # (plain data only: a segment may have been put there by anyone)
+                if isinstance(items, list):
+                    return items
+        except Exception:  # noqa: BLE001 - a damaged or refused record costs its exchanges, counted
             pass
         return []
 
     def _record_one(self, c: _Commit, spool_no: int, seq: int, item: Item | None) -> None:
         self.shared[_CUR_SPOOL], self.shared[_CUR_SEQ] = spool_no, seq
-        if item is None:
+        if not _is_item(item):
             c.lost["spool record damaged"] += 1
         elif (spool_no, seq) in self.skip:
             c.lost["the recorder process died on it twice (or hung on it)"] += 1
         else:
+            assert item is not None
             kind, state, number = item
             try:
                 _record(self.rec, kind, state, number, self.opts.keep_bodies)
@@ -1060,13 +1167,20 @@ class _Worker:
         handed = int(info.get("handed_over", own.through))
         lost = Counter(own.lost)
         lost.update({str(k): int(v) for k, v in (info.get("not_handed") or {}).items()})
-        unknown = handed - own.rows - sum(lost.values())
+        left, in_memory = self._unrecorded()  # (when the disk stayed full while finishing)
+        if in_memory:
+            lost["not recorded: the disk was full"] += in_memory
+        unknown = handed - own.rows - sum(lost.values()) - left[self.spool]
         if unknown > 0:
             lost["held in memory by a recorder process that died"] += unknown
         recovered = {s: c.rows - self.resumed_rows.get(s, 0) for s, c in self.commits.items() if s != self.spool}
         recovered = {s: n for s, n in recovered.items() if n}
+        earlier: Counter[str] = Counter()  # exchanges of earlier runs' spools lost now (damaged or refused records)
+        for s, c in self.commits.items():
+            if s != self.spool:
+                earlier.update(c.lost - self.resumed_lost.get(s, Counter()))
         recording: dict[str, Any] = {
-            "complete": not lost and flushed and not self.parent_gone,
+            "complete": not lost and not earlier and not left and flushed and not self.parent_gone,
             "handed_over": handed,
             "recorded": own.rows,
             "lost": sum(lost.values()),
@@ -1077,6 +1191,11 @@ class _Worker:
         }
         if recovered:
             recording["recovered_from_earlier_runs"] = sum(recovered.values())
+        if earlier:
+            recording["lost_from_earlier_runs"] = sum(earlier.values())
+            recording["lost_from_earlier_runs_by_reason"] = dict(earlier)
+        if left:
+            recording["left_in_spool"] = sum(left.values())
         if self.parent_gone:
             recording["stopped_by"] = "the proxy ended without closing the recorder (killed?): exchanges it had not yet handed over are not counted"
         if not flushed:
@@ -1087,12 +1206,18 @@ class _Worker:
             recording["rows_the_tables_refused"] = dropped_rows
         extra["recording"] = recording
         written = False
+        unfinished = EXIT_OK  # compacting failed: EXIT_OUTPUT (the disk), EXIT_INCOMPLETE (a table there cannot be read)
         if flushed:
             try:
                 self.rec.close(extra)
                 written = True
             except OSError as e:
+                unfinished, recording["not_compacted"] = EXIT_OUTPUT, why(e)
                 say(f"{self.out}: cannot finish the session ({why(e)}): what reached disk stays readable")
+            except (pa.ArrowException, ValueError) as e:  # (a damaged http.parquet, fields.parquet or part)
+                unfinished, recording["not_compacted"] = EXIT_INCOMPLETE, why(e)
+                recording["complete"] = False
+                say(f"{self.out}: cannot compact the tables ({why(e)}): the rows of this run stay in {PARTS}")
         if not written:
             try:
                 self.rec._write_session(extra)  # what is on disk, uncompacted, and what was not written
@@ -1102,11 +1227,29 @@ class _Worker:
                     (self.out / ".session.json.tmp").unlink()  # (the recorder's half-written one)
                 say(f"{self.out}: session.json could not be written ({why(e)})")
         self.shared[_HEARTBEAT] += 1
-        if written and flushed:
+        if written and flushed and not left:
             self._drop_spools()
-        code = EXIT_OUTPUT if not (written and flushed) else EXIT_INCOMPLETE if recording["lost"] else EXIT_OK
+        if not (written and flushed) or left:
+            code = EXIT_OUTPUT
+        elif unfinished:
+            code = unfinished
+        else:
+            code = EXIT_INCOMPLETE if recording["lost"] or earlier else EXIT_OK
         self.shared[_FINISHED] = code + 1
         return code
+
+    def _unrecorded(self) -> tuple[Counter[str], int]:
+        """Exchanges still waiting: those in spool files by spool (the next run records them), and those in memory."""
+        left: Counter[str] = Counter()
+        in_memory = 0
+        for e in self.waiting:
+            through = self.commits[e.spool].through if e.spool in self.commits else 0
+            n = max(0, e.first + e.count - 1 - max(through, e.first + e.pos - 1))
+            if e.seg is not None:
+                left[e.spool] += n
+            else:
+                in_memory += n
+        return left, in_memory
 
     def _drop_spools(self) -> None:
         """Every exchange is on disk: the spools' segments go (bodies are not kept)."""
@@ -1118,8 +1261,11 @@ class _Worker:
             self.folder.rmdir()
 
     def run(self) -> int:
+        blocked = False  # the next exchange waits for the disk
         while True:
-            if self.waiting:
+            if blocked:
+                timeout = min(max(self.last_flush + FLUSH_S - time.monotonic(), BUSY_POLL_S), POLL_S)
+            elif self.waiting:
                 # wake when the proxy could have been quiet long enough, or the oldest could be due (or a batch comes)
                 due = min(self.activity.value + IDLE_S, self.waiting[0].received + self.max_lag) - time.monotonic()
                 timeout = min(max(due, BUSY_POLL_S), POLL_S)
@@ -1127,12 +1273,18 @@ class _Worker:
                 timeout = POLL_S
             self.receive(timeout)
             now = time.monotonic()
+            blocked = False
             while self.due(now):
-                self.record_next(now)
+                if not self.record_next(now):
+                    blocked = True
+                    self.shared[_HEARTBEAT] += 1  # alive, waiting for the disk
+                    break
                 now = time.monotonic()
                 if now - self.last_flush >= FLUSH_S:  # a long backlog (at close, after a long busy spell) reaches disk as it goes
                     self.flush()
-            if self.finishing and not self.waiting:
+            if self.finishing and blocked:
+                blocked = not self.flush()  # one more try; then what still waits stays in the spool (exit 4)
+            if self.finishing and (not self.waiting or blocked):
                 return self.finish()
             if now - self.last_flush >= FLUSH_S and (
                 self.disk_error or (self.dirty is not None and (self.forced or now - self.activity.value >= IDLE_S))
