@@ -248,15 +248,17 @@ def _analyze_inputs(
         from egressaudit.http.recorder import FlowFileError, RecorderOptions, record_files
 
         ropts = RecorderOptions(session_id=session_id, client=client, keep_values=keep_values, keep_query=keep_query)
-        import pyarrow as pa
+        from egressaudit.http.store import TableUnreadable, read_rows_checked
 
+        try:  # the tables already in the folder, which the new rows join: a damaged one is refused before anything is added
+            for table in ("http", "fields"):
+                read_rows_checked(out, table)
+        except TableUnreadable as e:
+            raise _fail(f"{e}; use another --out", EXIT_INPUT) from None
         try:
             rec = record_files(flow_files, out, db, ropts)
         except FlowFileError as e:
             raise _fail(str(e), EXIT_INPUT) from None
-        except pa.ArrowException as e:  # (before OSError: Arrow's IO errors are both)
-            msg = " ".join(str(e).split())[:300]
-            raise _fail(f"{out}: the HTTP tables already in this folder are damaged ({msg}); use another --out", EXIT_INPUT) from None
         except OSError as e:
             raise _fail(f"{out}: cannot write: {e.strerror or e}", EXIT_OUTPUT) from None
         if not quiet:

@@ -427,3 +427,47 @@ def test_an_older_wide_egressaudit_folder_is_narrowed(tmp_path: Path, monkeypatc
     os.chmod(home / "mitmproxy", 0o755)
     conf = ensure_ca(None)
     assert stat.S_IMODE(home.stat().st_mode) == 0o700 and stat.S_IMODE(conf.stat().st_mode) == 0o700
+
+
+HAR_ONE = {
+    "log": {"version": "1.2", "creator": {"name": "t", "version": "1"}, "entries": [{
+        "startedDateTime": "2026-01-01T00:00:00.000Z", "time": 1,
+        "request": {"method": "GET", "url": "https://a.example/x", "httpVersion": "HTTP/1.1", "headers": [], "queryString": [],
+                    "cookies": [], "headersSize": -1, "bodySize": 0},
+        "response": {"status": 200, "statusText": "OK", "httpVersion": "HTTP/1.1", "headers": [], "cookies": [],
+                     "content": {"size": 0, "mimeType": "text/plain"}, "redirectURL": "", "headersSize": -1, "bodySize": 0},
+        "cache": {}, "timings": {"send": 0, "wait": 0, "receive": 0}}]},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("command", ["analyze", "inventory", "har", "report"])
+@pytest.mark.parametrize("damage", [b"garbage", b"PAR1" + bytes(64) + b"PAR1"], ids=["short", "not-parquet"])
+def test_a_damaged_http_table_is_one_line_and_exit_3(tmp_path: Path, command: str, damage: bytes) -> None:
+    """A damaged http.parquet in a session folder (every command that reads it exited 1 with a traceback before)."""
+    har = tmp_path / "one.har"
+    har.write_text(json.dumps(HAR_ONE))
+    out = tmp_path / "s"
+    assert egressaudit("analyze", str(har), "--out", str(out), "--quiet", home=tmp_path).returncode == 0
+    (out / "http.parquet").write_bytes(damage)
+    args = {
+        "analyze": ["analyze", str(har), "--out", str(out)],
+        "inventory": ["inventory", str(out)],
+        "har": ["har", str(out), "--out", str(tmp_path / "x.har")],
+        "report": ["report", str(out)],
+    }[command]
+    r = egressaudit(*args, home=tmp_path)
+    assert r.returncode == 3, r.stderr
+    assert "http" in one_line_error(r) and str(out) in r.stderr
+    assert (out / "http.parquet").read_bytes() == damage  # left as it was, for the user to look at
+    assert not (tmp_path / "x.har").exists()
+
+
+def test_the_report_says_what_a_recording_that_could_not_finish_lost(tmp_path: Path) -> None:
+    from egressaudit.report import recording_notes
+
+    session: dict[str, object] = {"http": {"recording": {
+        "complete": False, "lost": 0, "handed_over": 5, "lost_from_earlier_runs": 2,
+        "lost_from_earlier_runs_by_reason": {"spool record damaged": 2}, "not_compacted": "http.parquet: not Parquet"}}}  # fmt: skip
+    (note,) = recording_notes(tmp_path, session)
+    assert "2 exchanges an earlier run left in the spool were lost (spool record damaged: 2)" in note
+    assert "the tables were not compacted (http.parquet: not Parquet)" in note

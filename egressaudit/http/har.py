@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from egressaudit import __version__
-from egressaudit.http.store import read_rows
+from egressaudit.http.store import TableUnreadable, read_rows_checked
 from egressaudit.session import atomic_write
 
 
@@ -96,7 +96,10 @@ def export_har(session_dir: Path, out: Path, bodies: bool = False) -> int:
     else:
         if not (session_dir / "http.parquet").exists() and not (session_dir / ".parts" / "http").is_dir():
             raise HarError(f"{session_dir}: no http.parquet (record with `egressaudit proxy` or analyze .mitm/.har files)")
-        rows = read_rows(session_dir, "http").to_pylist()
+        try:
+            rows = read_rows_checked(session_dir, "http").to_pylist()
+        except TableUnreadable as e:
+            raise HarError(str(e)) from None
         har = {
             "log": {
                 "version": "1.2",

@@ -8,7 +8,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from egressaudit.http.store import read_rows
+from egressaudit.http.store import TableUnreadable, read_rows_checked
 
 CONTENT_DETECTORS = frozenset(("meeting_title", "chat_text", "file_name", "transcript"))
 
@@ -23,8 +23,11 @@ def load_inventory(session_dir: Path, category: str | None = "telemetry") -> tup
         raise InventoryError(f"{session_dir}: not a folder")
     if not (session_dir / "http.parquet").exists() and not (session_dir / ".parts" / "http").is_dir():
         raise InventoryError(f"{session_dir}: no http.parquet (record with `egressaudit proxy` or analyze .mitm/.har files)")
-    http = read_rows(session_dir, "http").to_pandas()
-    fields = read_rows(session_dir, "fields").to_pandas()
+    try:
+        http = read_rows_checked(session_dir, "http").to_pandas()
+        fields = read_rows_checked(session_dir, "fields").to_pandas()
+    except TableUnreadable as e:
+        raise InventoryError(str(e)) from None
     if category:
         http = http[http["category"] == category]
         fields = fields[fields["category"] == category]

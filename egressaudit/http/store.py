@@ -217,6 +217,18 @@ def compact(out: Path, table: str) -> Path:
     return path
 
 
+class TableUnreadable(Exception):
+    """A table file of the session cannot be read (damaged, cut, not Parquet); one line for the user."""
+
+
+def read_rows_checked(out: Path, table: str) -> pa.Table:
+    """:func:`read_rows`, with a file that cannot be read raised as :class:`TableUnreadable` (one line)."""
+    try:
+        return read_rows(out, table)
+    except (OSError, ValueError, pa.ArrowException) as e:
+        raise TableUnreadable(" ".join(f"{out}: {table} table unreadable: {e}".split())[:400]) from None
+
+
 def read_rows(out: Path, table: str) -> pa.Table:
     """The table as recorded: the compacted file plus any parts not yet compacted."""
     path = out / f"{table}.parquet"

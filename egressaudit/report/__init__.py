@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow as pa
 from rich.console import Console
 
-from egressaudit.http.store import SPOOL, part_files, read_rows, unrecorded
+from egressaudit.http.store import SPOOL, TableUnreadable, part_files, read_rows_checked, unrecorded
 from egressaudit.report import figures as fig
 from egressaudit.report.render import render_html
 from egressaudit.report.summary import ReportData, summarize
@@ -48,9 +48,9 @@ def load_http(session_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     out = []
     for table in ("http", "fields"):
         try:
-            df = read_rows(session_dir, table).to_pandas()
-        except (OSError, ValueError, pa.ArrowException) as e:
-            raise ReportError(_one_line(f"{session_dir}: {table} table unreadable: {e}")) from None
+            df = read_rows_checked(session_dir, table).to_pandas()
+        except TableUnreadable as e:
+            raise ReportError(str(e)) from None
         assert isinstance(df, pd.DataFrame)
         out.append(df)
     return out[0], out[1]
@@ -152,6 +152,14 @@ def recording_notes(session_dir: Path, session: dict[str, object]) -> list[str]:
             text += f"; {rec['stopped_by']}"
         if isinstance(rec.get("unwritten_rows"), int) and rec["unwritten_rows"]:
             text += f"; {rec['unwritten_rows']:,} rows could not be written to disk"
+        earlier = rec.get("lost_from_earlier_runs")
+        if isinstance(earlier, int) and earlier:
+            by = rec.get("lost_from_earlier_runs_by_reason")
+            text += f"; {earlier:,} exchanges an earlier run left in the spool were lost" + (
+                " (" + "; ".join(f"{k}: {v}" for k, v in by.items()) + ")" if isinstance(by, dict) and by else ""
+            )
+        if isinstance(rec.get("not_compacted"), str):
+            text += f"; the tables were not compacted ({rec['not_compacted']}): their rows stay in part files"
         notes.append(text + ".")
     left = unrecorded(session_dir)
     if left:
