@@ -26,6 +26,7 @@ from egressaudit.capture.analyze import AnalyzeOptions, analyze
 from egressaudit.capture.frames import LINKTYPE_ETHERNET
 from egressaudit.capture.live import CAPTURE_FILE, CaptureSetupError, CaptureWriteError, LiveStats, PcapNgWriter, capture
 from egressaudit.capture.reader import ReadStats, iter_frames
+from tests.support.signals import as_in_a_terminal
 
 UDP_FLOWS = 3
 UDP_PER_FLOW = 400
@@ -414,7 +415,7 @@ def test_capture_command_stopped_by_a_signal_keeps_everything(tmp_path: Path, si
     rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     rx.bind(("127.0.0.1", port))
     cmd = [sys.executable, "-m", "egressaudit", "capture", "--iface", "lo", "--filter", f"udp port {port}", "--out", str(out), "--quiet"]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, preexec_fn=as_in_a_terminal)  # noqa: PLW1509
     try:
         _wait_capturing(out, proc.poll)
         _send_udp(port, 300)
@@ -449,6 +450,7 @@ def test_capture_command_in_a_terminal_that_hangs_up_still_writes_its_session(tm
     pid, master = pty.fork()
     if pid == 0:  # the child: a session of its own, the pty its controlling terminal
         try:
+            as_in_a_terminal()
             os.execv(sys.executable, cmd)
         finally:
             os._exit(127)

@@ -30,6 +30,7 @@ from typer.testing import CliRunner
 from egressaudit.cli import app
 from egressaudit.http.store import part_files, read_rows
 from tests.support.proxy import REDIRECT, ROOT, Mitmdump, audit_proxy, free_port, wait_listening
+from tests.support.signals import as_in_a_terminal
 from tests.support.sink import Sink
 
 CURL = shutil.which("curl")
@@ -222,7 +223,9 @@ def test_the_proxy_command_stops_its_mitmdump_cleanly_when_it_is_terminated(tmp_
     port, out = free_port(), tmp_path / "audit"
     cmd = [sys.executable, "-m", "egressaudit", "proxy", "--out", str(out), "--port", str(port), "--confdir", str(tmp_path / "ca")]
     cmd += ["--", "-s", str(REDIRECT), "--set", f"sink=127.0.0.1:{sink.port}", "--set", "connection_strategy=lazy", "--set", "ssl_insecure=true"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=as_in_a_terminal  # noqa: PLW1509
+    )
     try:
         wait_listening("127.0.0.1", port, proc, proc.communicate)
         family = psutil.Process(proc.pid).children(recursive=True)
@@ -298,7 +301,9 @@ def test_proxy_command_defaults_loopback_private_ca(tmp_path: Path, sink: Sink) 
     out = tmp_path / "audit"
     cmd = [sys.executable, "-m", "egressaudit", "proxy", "--out", str(out), "--port", str(port), "--confdir", str(conf), "--client", "zoom"]
     cmd += ["--", "-s", str(REDIRECT), "--set", f"sink=127.0.0.1:{sink.port}", "--set", "connection_strategy=lazy", "--set", "ssl_insecure=true"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=as_in_a_terminal  # noqa: PLW1509
+    )
     try:
         wait_listening("127.0.0.1", port, proc, proc.communicate)
         listening = {

@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from tests.support.signals import as_in_a_terminal
+
 ROOT = Path(__file__).resolve().parents[2]
 ADDON = ROOT / "addons" / "egressaudit_addon.py"
 REDIRECT = ROOT / "tests" / "support" / "redirect_addon.py"
@@ -61,7 +63,9 @@ class Mitmdump:
         self.log = open(self.logfile, "w")  # noqa: SIM115 - closed in stop()
         # the addon imports egressaudit: this checkout's, whatever an installed (editable) copy elsewhere may be
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT, env=env, start_new_session=True)
+        self.proc = subprocess.Popen(  # noqa: PLW1509
+            cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT, env=env, start_new_session=True, preexec_fn=as_in_a_terminal
+        )
         try:
             wait_listening(host, self.port, self.proc, lambda: self.logfile.read_text()[-3000:])
         except AssertionError:
@@ -116,8 +120,9 @@ class ProxyCommand:
         self._err = open(self.errfile, "w")  # noqa: SIM115 - closed in wait()
         base = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
         self.proc = subprocess.Popen(
-            cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=self._err, env={**base, **(env or {})}, start_new_session=True
-        )
+            cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=self._err, env={**base, **(env or {})}, start_new_session=True,
+            preexec_fn=as_in_a_terminal,
+        )  # noqa: PLW1509
 
     def wait_listening(self) -> ProxyCommand:
         wait_listening("127.0.0.1", self.port, self.proc, lambda: self.stderr()[-3000:], timeout=60)
