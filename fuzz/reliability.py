@@ -1,6 +1,6 @@
 """Regenerate RELIABILITY.md: what was tried against egressaudit, what held and what did not.
 
-    python fuzz/reliability.py                      # everything (about an hour on 2 cores)
+    python fuzz/reliability.py                      # everything (about 15 minutes on 2 cores)
     python fuzz/reliability.py --quick              # smaller hostile runs, fault tests, last fuzz results
     python fuzz/reliability.py --fuzz-cases 100000  # also run every fuzz target first (fuzz/run.py)
 
@@ -297,7 +297,7 @@ def _commit() -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="fewer hostile inputs (minutes, not an hour)")
+    ap.add_argument("--quick", action="store_true", help="fewer hostile inputs (about 5 minutes, not 15)")
     ap.add_argument("--fuzz-cases", type=int, default=None, help="run fuzz/run.py with this many cases per target first")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip", default="", help="comma-separated sections to keep from the last fuzz/reliability.json: hostile,faults")
