@@ -196,3 +196,16 @@ def test_rtp_evidence_sets_grow_in_place(tmp_path: Path) -> None:
     a.hint("teams")
     a.media_kind("audio")
     assert a.vendor_hints == {"zoom", "teams"} and a.media_kinds == {"audio"} and not b.vendor_hints and not b.media_kinds
+
+
+def test_dns_in_clear_is_dissected_and_encrypted_dns_is_still_dns(tmp_path: Path) -> None:
+    """Port 53 carries DNS in clear (dissected); UDP 853 carries DNS over QUIC (RFC 9250): name resolution too, so
+    classified as DNS, but its bytes are never read as a DNS message (one list of ports for each, in dissect/dns.py)."""
+    query = factories.dns_exchange("stats.example.net", "198.51.100.44")[0]
+    doq = query.copy()
+    doq[UDP].dport = 853
+    doq[UDP].chksum = None
+    doq.time = 1.0
+    rows = {r["remote_port"]: r for r in _rows(tmp_path, [query, doq])}
+    assert rows[53]["app_protocol"] == "dns" and rows[53]["category"] == "dns"
+    assert rows[853]["app_protocol"] != "dns" and rows[853]["category"] == "dns"

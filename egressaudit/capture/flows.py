@@ -37,7 +37,7 @@ from egressaudit.dissect.rtp import RtpHeader
 INSPECT_PACKETS = 48
 SAMPLE_EVERY = 32
 TLS_BUFFER_MAX = 16384
-DNS_PORTS = frozenset((53, 5353, 5355))
+DNS_PORTS = dns_d.PORTS  # (dissected: DNS in clear)
 ZOOM_PORTS = range(8801, 8811)
 TCP_FIN = 0x01
 TCP_SYN = 0x02

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from egressaudit.dissect import dns
 from egressaudit.signatures import Match, SignatureDB
 from egressaudit.taxonomy import Category, DataClass, Party, data_class_of
 
@@ -22,7 +23,8 @@ from egressaudit.taxonomy import Category, DataClass, Party, data_class_of
 MEDIA_PROTOCOLS = frozenset({"stun", "turn", "dtls", "rtp", "rtcp", "zoom_media", "zoom_p2p", "discord_voice"})
 #: categories that media evidence may override (a telemetry host stays telemetry)
 OVERRIDABLE_BY_MEDIA = frozenset({None, Category.signaling, Category.other, Category.unknown, Category.media})
-DNS_PORTS = frozenset({53, 5353, 5355, 853})
+#: name resolution, in clear or encrypted (a flow to these is DNS traffic even when it cannot be read)
+DNS_PORTS = dns.PORTS | dns.ENCRYPTED_PORTS
 
 # Flow shape of real-time media: sustained UDP at audio/video packet rates.
 SHAPE_MIN_PACKETS = 50

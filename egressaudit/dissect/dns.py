@@ -19,6 +19,10 @@ from dataclasses import dataclass
 __all__ = ["DnsMessage", "parse_dns", "parse_dns_tcp"]
 
 TYPE_A, TYPE_CNAME, TYPE_AAAA = 1, 5, 28
+#: ports whose payload is DNS in clear: DNS (RFC 1035), mDNS (RFC 6762), LLMNR (RFC 4795): dissected
+PORTS = frozenset({53, 5353, 5355})
+#: DNS over TLS (TCP, RFC 7858) and over QUIC (UDP, RFC 9250): name resolution, but encrypted, so never dissected
+ENCRYPTED_PORTS = frozenset({853})
 MAX_RECORDS = 256
 MAX_POINTERS = 32
 _HDR = struct.Struct("!HHHHHH")
