@@ -278,12 +278,12 @@ def _analyze_inputs(
 
 def _signature_files(extra_signatures: list[Path] | None) -> list[Path]:
     """The extra signature files named by ``--signatures`` (folders expanded), as absolute paths; exit 5 for a missing one."""
-    files: list[Path] = []
-    for p in extra_signatures or ():
-        if not p.exists():
-            raise _fail(f"{p}: no such signature file or folder", EXIT_SIGNATURES)
-        files += sorted(p.glob("*.yaml")) if p.is_dir() else [p]
-    return [f.resolve() for f in files]
+    from egressaudit.signatures import SignatureError, expand
+
+    try:
+        return expand(extra_signatures or ())
+    except SignatureError as e:
+        raise _fail(str(e), EXIT_SIGNATURES) from None
 
 
 def _load_db(extra_signatures: list[Path] | None, client: str | None) -> SignatureDB:
@@ -295,10 +295,10 @@ def _load_db(extra_signatures: list[Path] | None, client: str | None) -> Signatu
 
 def _signature_db(extra_files: list[Path]) -> SignatureDB:
     """The packaged signatures plus ``extra_files``; exit 5 with one line when one is invalid."""
-    from egressaudit.signatures import SignatureError, data_dir, default_db, load
+    from egressaudit.signatures import SignatureError, default_db, load, with_packaged
 
     try:
-        return load([*data_dir().glob("*.yaml"), *extra_files]) if extra_files else default_db()
+        return load(with_packaged(extra_files)) if extra_files else default_db()
     except SignatureError as e:
         raise _fail(str(e), EXIT_SIGNATURES) from None
 

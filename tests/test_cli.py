@@ -182,6 +182,8 @@ def test_extra_signature_file_and_broken_signature_file(tmp_path: Path) -> None:
     code, text = run("analyze", str(cap), "--out", str(tmp_path / "b"), "--signatures", str(broken))
     assert code == EXIT_SIGNATURES
     assert "broken.yaml" in text and "r1" in text
+    code, text = run("analyze", str(cap), "--out", str(tmp_path / "c"), "--signatures", str(tmp_path / "gone.yaml"))
+    assert code == EXIT_SIGNATURES and "gone.yaml: no such signature file or folder" in text
 
 
 def test_schema_command_documents_every_column() -> None:

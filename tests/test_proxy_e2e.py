@@ -388,3 +388,23 @@ def test_a_proxy_whose_port_is_taken_exits_instead_of_waiting_for_its_recorder(t
     assert code != 0 and "address already in use" in log, log
     assert "Traceback" not in log, log
     assert json.loads((out / "session.json").read_text())["http"]["exchanges"] == 0
+
+
+@pytest.mark.skipif(CURL is None, reason="curl not installed")
+def test_the_addon_classifies_with_a_users_own_signature_folder(tmp_path: Path, sink: Sink) -> None:
+    """``--set egressaudit_signatures=FOLDER``: its vendor files join the packaged ones (the same expansion as the
+    CLI's --signatures), and the recorder process classifies with them."""
+    mine = tmp_path / "sigs"
+    mine.mkdir()
+    (mine / "mylab.yaml").write_text(
+        "vendor: mylab\ndisplay_name: My lab\nkind: analytics\nrules:\n"
+        "  - id: events\n    domains: [events.mylab.example]\n    category: telemetry\n    source: our own lab set-up\n"
+    )
+    out = tmp_path / "audit"
+    proxy = audit_proxy(tmp_path, sink.port, out, f"egressaudit_signatures={mine}")
+    try:
+        curl(proxy, "-H", "content-type: application/json", "--data", '{"n": 1}', "https://events.mylab.example/v1")
+    finally:
+        assert proxy.stop() == 0, proxy.logfile.read_text()
+    rows = read_rows(out, "http").to_pylist()
+    assert [(r["vendor"], r["rule"]) for r in rows] == [("mylab", "mylab/events")]

@@ -55,7 +55,7 @@ from egressaudit import session as sess
 from egressaudit.errors import EXIT_INCOMPLETE, EXIT_OUTPUT, EXIT_SIGNATURES, EXIT_USAGE
 from egressaudit.http.recorder import Recorder, RecorderOptions
 from egressaudit.http.worker import CLOSE_STALL_S, MAX_LAG_S, RecorderProcess, RecorderStartError, exit_text, say, why
-from egressaudit.signatures import SignatureError, data_dir, default_db, load
+from egressaudit.signatures import SignatureError, default_db, expand, load, with_packaged
 
 log = logging.getLogger(__name__)
 
@@ -296,12 +296,7 @@ class EgressAudit:
     def _signature_files(extra: str) -> list[Path]:
         if not extra:
             return []
-        p = Path(extra)
-        if not p.exists():
-            raise ValueError(f"egressaudit_signatures: {p}: no such file or folder")
-        files = list(data_dir().glob("*.yaml")) + (sorted(p.glob("*.yaml")) if p.is_dir() else [p])
-        load(files)  # (SignatureError: the caller says which file and rule)
-        return files
+        return with_packaged(expand([Path(extra)]))  # (SignatureError: the caller says which file and rule)
 
     def running(self) -> None:
         self._running = True

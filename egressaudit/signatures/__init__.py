@@ -422,3 +422,19 @@ def load(paths: Iterable[Path] | None = None, extra_dirs: Iterable[Path] = ()) -
 @lru_cache(maxsize=1)
 def default_db() -> SignatureDB:
     return load()
+
+
+def expand(paths: Iterable[Path]) -> list[Path]:
+    """The vendor files a user named (``--signatures``, ``egressaudit_signatures``): a folder stands for its ``*.yaml``;
+    absolute, so that a session can name them.  SignatureError for a path that does not exist."""
+    files: list[Path] = []
+    for p in paths:
+        if not p.exists():
+            raise SignatureError(f"{p}: no such signature file or folder")
+        files += sorted(p.glob("*.yaml")) if p.is_dir() else [p]
+    return [f.resolve() for f in files]
+
+
+def with_packaged(extra: Iterable[Path]) -> list[Path]:
+    """The packaged vendor files, then ``extra``: what :func:`load` reads for a user's own files."""
+    return [*sorted(data_dir().glob("*.yaml")), *extra]
