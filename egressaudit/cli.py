@@ -10,7 +10,7 @@ import contextlib
 import ipaddress
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -142,7 +142,7 @@ def analyze(
     OUT/http.parquet and OUT/fields.parquet. OUT/session.json records inputs, versions and skipped counts.
     """
 
-    db = _load_db(extra_signatures, client)
+    db = _load_db(_signature_files(extra_signatures), client)
     for p in inputs:
         if not p.exists():
             raise _fail(f"{p}: no such file", EXIT_INPUT)
@@ -159,15 +159,13 @@ def _session_folder(out: Path) -> Iterator[None]:
     anything) is removed again."""
     from egressaudit import session as sess
 
-    created = _first_new(out)
-    undo = created is not None or _is_empty_dir(out)
+    undo = _undoer(out)
     try:
         sess.prepare(out)
         lock = sess.RecordingLock(out)
         lock.acquire()
     except (sess.SessionError, OSError) as e:
-        if undo:
-            _remove_empty_session(out, created)
+        undo()
         raise _fail(str(e) if isinstance(e, sess.SessionError) else f"{out}: {e.strerror or e}", EXIT_OUTPUT) from None
     ok = False
     try:
@@ -178,8 +176,8 @@ def _session_folder(out: Path) -> Iterator[None]:
         raise
     finally:
         lock.release()
-        if undo and not ok:
-            _remove_empty_session(out, created)
+        if not ok:
+            undo()
 
 
 def _is_empty_dir(path: Path) -> bool:
@@ -187,6 +185,15 @@ def _is_empty_dir(path: Path) -> bool:
         return path.is_dir() and not any(path.iterdir())
     except OSError:
         return False
+
+
+def _undoer(out: Path) -> Callable[[], None]:
+    """What undoes a failed command's folder ``out`` (:func:`_remove_empty_session`), decided before the command writes:
+    nothing when ``out`` held something already."""
+    top = _first_new(out)
+    if top is None and not _is_empty_dir(out):
+        return lambda: None
+    return lambda: _remove_empty_session(out, top)
 
 
 def _first_new(out: Path) -> Path | None:
@@ -246,10 +253,9 @@ def _analyze_inputs(
         )
     if flow_files:
         from egressaudit.http.recorder import FlowFileError, RecorderOptions, record_files
-
-        ropts = RecorderOptions(session_id=session_id, client=client, keep_values=keep_values, keep_query=keep_query)
         from egressaudit.http.store import TableUnreadable, read_rows_checked
 
+        ropts = RecorderOptions(session_id=session_id, client=client, keep_values=keep_values, keep_query=keep_query)
         try:  # the tables already in the folder, which the new rows join: a damaged one is refused before anything is added
             for table in ("http", "fields"):
                 read_rows_checked(out, table)
@@ -286,8 +292,9 @@ def _signature_files(extra_signatures: list[Path] | None) -> list[Path]:
         raise _fail(str(e), EXIT_SIGNATURES) from None
 
 
-def _load_db(extra_signatures: list[Path] | None, client: str | None) -> SignatureDB:
-    db = _signature_db(_signature_files(extra_signatures))
+def _load_db(extra_files: list[Path], client: str | None) -> SignatureDB:
+    """The database with the user's own files (from :func:`_signature_files`); exit 2 for an unknown ``client``."""
+    db = _signature_db(extra_files)
     if client is not None and client not in db.vendors:
         raise typer.BadParameter(f"unknown vendor {client!r}; known: {', '.join(sorted(db.vendors))}", param_hint="--client")
     return db
@@ -295,10 +302,10 @@ def _load_db(extra_signatures: list[Path] | None, client: str | None) -> Signatu
 
 def _signature_db(extra_files: list[Path]) -> SignatureDB:
     """The packaged signatures plus ``extra_files``; exit 5 with one line when one is invalid."""
-    from egressaudit.signatures import SignatureError, default_db, load, with_packaged
+    from egressaudit.signatures import SignatureError, database
 
     try:
-        return load(with_packaged(extra_files)) if extra_files else default_db()
+        return database(extra_files)
     except SignatureError as e:
         raise _fail(str(e), EXIT_SIGNATURES) from None
 
@@ -363,7 +370,7 @@ def capture(
     from egressaudit.capture.live import CaptureSetupError, CaptureWriteError, LiveStats
     from egressaudit.capture.live import capture as live_capture
 
-    signature_files = _signature_files(extra_signatures)
+    signature_files = _signature_files(extra_signatures)  # (stored in session.json, for a recovery to use the same)
     db = _load_db(signature_files, client)
     opts = AnalyzeOptions(local_nets=local_net or (), client=client, idle_timeout=idle_timeout, session_id=sess.session_id_for(out))
     with _session_folder(out):
@@ -557,8 +564,7 @@ def proxy(
     # (wireguard and local listen elsewhere, MODE@PORT on its own port, "" on every address: mitmdump checks those)
     if listen_host and not any(m.startswith(("wireguard", "local")) or "@" in m for m in modes):
         _check_listen(listen_host, port)
-    created = _first_new(out)
-    undo = created is not None or _is_empty_dir(out)
+    undo = _undoer(out)
     try:
         sess.prepare(out)
     except sess.SessionError as e:
@@ -566,19 +572,18 @@ def proxy(
     try:
         conf = ensure_ca(confdir)
     except ProxyError as e:
-        if undo:
-            _remove_empty_session(out, created)
+        undo()
         raise _fail(str(e), EXIT_OUTPUT) from None
     err.print(ca_instructions(conf, listen_host, port), highlight=False, soft_wrap=True, markup=False)
     code = run_mitmdump(
         out, conf, port=port, listen_host=listen_host, modes=modes, client=client, keep_values=keep_values,
         keep_query=keep_query, keep_bodies=keep_bodies, extra=extra or [],
     )  # fmt: skip
-    if code == EXIT_INTERNAL and undo and _is_empty_dir(out):
+    if code == EXIT_INTERNAL and _is_empty_dir(out):
         # mitmdump refused its arguments (the line above says which) before the addon started: a usage error
         code = EXIT_USAGE
-    if undo and code:
-        _remove_empty_session(out, created)
+    if code:
+        undo()
     raise typer.Exit(code)
 
 

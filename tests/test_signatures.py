@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from egressaudit.signatures import SignatureError, data_dir, default_db, load, load_file
+from egressaudit.signatures import SignatureError, data_dir, default_db, expand, load, load_file
 
 REQUIRED_VENDORS = {
     "zoom",
@@ -207,4 +207,4 @@ def test_extra_file_cannot_redefine_a_packaged_vendor(tmp_path: Path) -> None:
         "vendor: zoom\ndisplay_name: Z\nkind: conferencing\nrules:\n  - id: x\n    domains: [x.example]\n    source: test\n", encoding="utf-8"
     )
     with pytest.raises(SignatureError, match="zoom"):
-        load(extra_dirs=[tmp_path])
+        load(extra=expand([tmp_path]))

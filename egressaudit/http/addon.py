@@ -55,7 +55,7 @@ from egressaudit import session as sess
 from egressaudit.errors import EXIT_INCOMPLETE, EXIT_OUTPUT, EXIT_SIGNATURES, EXIT_USAGE
 from egressaudit.http.recorder import Recorder, RecorderOptions
 from egressaudit.http.worker import CLOSE_STALL_S, MAX_LAG_S, RecorderProcess, RecorderStartError, exit_text, say, why
-from egressaudit.signatures import SignatureError, default_db, expand, load, with_packaged
+from egressaudit.signatures import SignatureError, database, expand
 
 log = logging.getLogger(__name__)
 
@@ -199,8 +199,8 @@ class EgressAudit:
     def _start(self, opts: Any) -> None:
         out = Path(opts.egressaudit_dir)
         try:
-            files = self._signature_files(opts.egressaudit_signatures)
-            db = load(files) if files else default_db()  # validated here, so a bad file stops the proxy at start
+            files = expand([Path(opts.egressaudit_signatures)]) if opts.egressaudit_signatures else []
+            db = database(files)  # validated here, so a bad file stops the proxy at start
         except SignatureError as e:
             raise _StartError(str(e), EXIT_SIGNATURES) from None
         except ValueError as e:
@@ -291,12 +291,6 @@ class EgressAudit:
             return "; ".join(said)
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return "exchanges were lost (see session.json)"
-
-    @staticmethod
-    def _signature_files(extra: str) -> list[Path]:
-        if not extra:
-            return []
-        return with_packaged(expand([Path(extra)]))  # (SignatureError: the caller says which file and rule)
 
     def running(self) -> None:
         self._running = True

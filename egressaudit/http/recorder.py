@@ -278,9 +278,7 @@ class Recorder:
             self.stats.problems[f"{name}:not_utf8"] += 1
             return escape_text(v)
         self.stats.problems[f"{name}:wrong_type"] += 1
-        if isinstance(v, bytes | bytearray):
-            return escape_text(bytes(v)[:4096].decode("utf-8", "surrogateescape"))
-        return as_text(v)
+        return as_text(v)  # (bytes: decoded with escapes)
 
     def _int(self, fn: Callable[[], object], name: str) -> int | None:
         v = self._get(fn, None, name)

@@ -1301,9 +1301,9 @@ def _run(
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, IGNORED_SIGNALS)  # (blocked while we were started)
     try:
-        from egressaudit.signatures import default_db, load
+        from egressaudit.signatures import database
 
-        db = load([Path(p) for p in signature_files]) if signature_files else default_db()
+        db = database([Path(p) for p in signature_files or ()])
         # the worker writes parts itself, each with its commit (flush_interval: never on its own)
         rec = Recorder(Path(out), db, dataclasses.replace(opts, flush_interval=math.inf))
         # (lock: an open descriptor, sharing the proxy's flock on the recording lock, held until we exit)

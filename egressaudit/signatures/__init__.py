@@ -33,7 +33,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -405,11 +405,9 @@ def data_dir() -> Path:
     return Path(str(resources.files("egressaudit.signatures") / "data"))
 
 
-def load(paths: Iterable[Path] | None = None, extra_dirs: Iterable[Path] = ()) -> SignatureDB:
-    """Load the packaged vendor files (and any extra directories of them)."""
-    files = sorted(paths) if paths is not None else sorted(data_dir().glob("*.yaml"))
-    for d in extra_dirs:
-        files += sorted(Path(d).glob("*.yaml"))
+def load(paths: Iterable[Path] | None = None, extra: Iterable[Path] = ()) -> SignatureDB:
+    """Load vendor files: ``paths``, or the packaged ones, and ``extra`` files (see :func:`expand`)."""
+    files = sorted([*(paths if paths is not None else data_dir().glob("*.yaml")), *extra])
     vendors = [load_file(p) for p in files]
     import hashlib
 
@@ -435,6 +433,7 @@ def expand(paths: Iterable[Path]) -> list[Path]:
     return [f.resolve() for f in files]
 
 
-def with_packaged(extra: Iterable[Path]) -> list[Path]:
-    """The packaged vendor files, then ``extra``: what :func:`load` reads for a user's own files."""
-    return [*sorted(data_dir().glob("*.yaml")), *extra]
+def database(extra: Sequence[Path] = ()) -> SignatureDB:
+    """The packaged vendor files plus a user's own (``extra``, from :func:`expand`); the default database when there
+    are none.  What the CLI, the proxy addon and its recorder process classify with."""
+    return load(extra=extra) if extra else default_db()
