@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import base64
 import gzip
-import hashlib
 import json
 import os
 import random
@@ -61,20 +60,18 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
+from wsproto.utilities import generate_accept_token
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # (run as a script or loaded from its path: the fuzz folder is then not a package)
     sys.path.insert(0, str(ROOT))
 from fuzz.outcome import traceback_causes  # noqa: E402
-
-if str(ROOT) not in sys.path:  # run as a script from anywhere
-    sys.path.insert(0, str(ROOT))
 
 CLIENTS = 4
 TIMEOUT_S = 30.0
 CUT_WAIT_S = 3.0
 """How long a client that sent a request cut short waits for an answer before it hangs up (which the proxy sees)."""
 STREAM_ABOVE = 4 << 20  # the addon's default (egressaudit_stream_large_bodies=4m)
-WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
 # -- hostile pieces --------------------------------------------------------------------------------------------
@@ -274,7 +271,7 @@ def sink_handler(ws_received: Counter[str]) -> type[BaseHTTPRequestHandler]:
 
         def _websocket(self, frame_protocol: Any, opcode: Any, close_reason: Any) -> None:
             key = self.headers.get("sec-websocket-key", "")
-            accept = base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
+            accept = generate_accept_token(key.encode()).decode()  # (RFC 6455, by wsproto, which mitmproxy uses)
             self.send_response(101)
             self.send_header("upgrade", "websocket")
             self.send_header("connection", "Upgrade")

@@ -50,8 +50,10 @@ def proxies() -> Iterator[list[ProxyCommand]]:
         p.kill_all()
 
 
-def start(proxies: list[ProxyCommand], tmp: Path, out: Path, sink_port: int, *extra: str, name: str = "proxy") -> ProxyCommand:
-    p = ProxyCommand(tmp, out, sink_port, *extra, name=name)
+def start(
+    proxies: list[ProxyCommand], tmp: Path, out: Path, sink_port: int, *extra: str, name: str = "proxy", env: dict[str, str] | None = None
+) -> ProxyCommand:
+    p = ProxyCommand(tmp, out, sink_port, *extra, name=name, env=env)
     proxies.append(p)
     return p.wait_listening()
 
@@ -541,9 +543,7 @@ def test_a_hostile_spool_segment_in_the_folder_is_not_run_and_is_counted(tmp_pat
     payload = pickle.dumps([("flow", _RunsCommand(f"touch {marker}"), -1)], protocol=4)
     record = struct.pack("<4sQIII", b"EAS1", 1, 1, len(payload), zlib.crc32(payload)) + payload
     (out / ".spool" / "0123456789ab-000000000001.seg").write_bytes(record)
-    proxy = ProxyCommand(tmp_path, out, sink.port, env={"HOME": str(tmp_path / "home")})  # (its crash folder)
-    proxies.append(proxy)
-    proxy.wait_listening()
+    proxy = start(proxies, tmp_path, out, sink.port, env={"HOME": str(tmp_path / "home")})  # (its crash folder)
     assert curl_batch(proxy, [post(f"/v1/batch/{i}") for i in range(3)]) == [200] * 3
     proxy.proc.send_signal(signal.SIGTERM)
     code = proxy.wait(120)
@@ -565,9 +565,7 @@ def test_a_damaged_table_in_the_folder_ends_with_exit_6_in_one_line(tmp_path: Pa
     out = tmp_path / "audit"
     out.mkdir()
     (out / "http.parquet").write_bytes(b"PAR1" + b"\0" * 100)
-    proxy = ProxyCommand(tmp_path, out, sink.port, env={"HOME": str(tmp_path / "home")})  # (its crash folder)
-    proxies.append(proxy)
-    proxy.wait_listening()
+    proxy = start(proxies, tmp_path, out, sink.port, env={"HOME": str(tmp_path / "home")})  # (its crash folder)
     assert curl_batch(proxy, [post(f"/v1/batch/{i}") for i in range(5)]) == [200] * 5
     proxy.proc.send_signal(signal.SIGTERM)
     code = proxy.wait(120)

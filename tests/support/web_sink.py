@@ -15,8 +15,6 @@ Framing is wsproto's (a dependency of mitmproxy).
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import threading
 from dataclasses import dataclass, field
@@ -24,11 +22,11 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 from wsproto.frame_protocol import CloseReason, FrameProtocol, Opcode
+from wsproto.utilities import generate_accept_token
 
 from tests.support.sink import HttpsServer, Received
 
 BROWSER = Path(__file__).resolve().parent / "browser"
-WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
 @dataclass
@@ -122,7 +120,7 @@ class WebSink(HttpsServer):
             def _websocket(self) -> None:
                 self._record()
                 key = self.headers.get("sec-websocket-key", "")
-                accept = base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
+                accept = generate_accept_token(key.encode()).decode()  # (RFC 6455, by wsproto, which mitmproxy uses)
                 self.send_response(101)
                 self.send_header("upgrade", "websocket")
                 self.send_header("connection", "Upgrade")
