@@ -793,7 +793,7 @@ class _Proxy:
         if self.session is not None:
             import pyarrow.parquet as pq
 
-            from egressaudit.http.store import part_files
+            from egressaudit.session.store import part_files
 
             compacted = (self.session / "http.parquet").exists()
             rows = pq.read_table(self.session / "http.parquet", columns=["kind"]).column("kind").to_pylist() if compacted else []

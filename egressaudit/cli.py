@@ -37,7 +37,7 @@ from egressaudit.errors import (
 os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
 
 if TYPE_CHECKING:
-    from egressaudit.capture.analyze import AnalyzeOptions
+    from egressaudit.audit.analyze import AnalyzeOptions
     from egressaudit.signatures import SignatureDB
 
 FLOW_FILE_SUFFIXES = (".mitm", ".flows", ".har")
@@ -214,8 +214,8 @@ def _remove_empty_session(out: Path, top: Path | None) -> None:
     of a command whose later input failed) is kept."""
     import shutil
 
-    from egressaudit.http.store import PARTS, read_rows
     from egressaudit.session import LOCK_FILE
+    from egressaudit.session.store import PARTS, read_rows
 
     bookkeeping = {LOCK_FILE, ".salt", "session.json", PARTS, "http.parquet", "fields.parquet"}
     with contextlib.suppress(OSError):
@@ -242,7 +242,7 @@ def _analyze_inputs(
     keep_values: bool, keep_query: bool, quiet: bool,
 ) -> None:  # fmt: skip
     from egressaudit import session as sess
-    from egressaudit.capture.analyze import AnalyzeOptions
+    from egressaudit.audit.analyze import AnalyzeOptions
 
     flow_files = [p for p in inputs if p.suffix.lower() in FLOW_FILE_SUFFIXES]
     captures = [p for p in inputs if p not in flow_files]
@@ -253,7 +253,7 @@ def _analyze_inputs(
         )
     if flow_files:
         from egressaudit.http.recorder import FlowFileError, RecorderOptions, record_files
-        from egressaudit.http.store import TableUnreadable, read_rows_checked
+        from egressaudit.session.store import TableUnreadable, read_rows_checked
 
         ropts = RecorderOptions(session_id=session_id, client=client, keep_values=keep_values, keep_query=keep_query)
         try:  # the tables already in the folder, which the new rows join: a damaged one is refused before anything is added
@@ -312,7 +312,7 @@ def _signature_db(extra_files: list[Path]) -> SignatureDB:
 
 def _analyze_captures(captures: list[Path], out: Path, db: SignatureDB, opts: AnalyzeOptions, quiet: bool) -> None:
     from egressaudit import session as sess
-    from egressaudit.capture.analyze import analyze as run
+    from egressaudit.audit.analyze import analyze as run
     from egressaudit.capture.reader import CaptureError
 
     try:
@@ -366,7 +366,7 @@ def capture(
 ) -> None:
     """Capture live traffic to OUT/capture.pcapng (needs root or CAP_NET_RAW), then analyse it like `analyze`."""
     from egressaudit import session as sess
-    from egressaudit.capture.analyze import AnalyzeOptions
+    from egressaudit.audit.analyze import AnalyzeOptions
     from egressaudit.capture.live import CaptureSetupError, CaptureWriteError, LiveStats
     from egressaudit.capture.live import capture as live_capture
 
@@ -431,7 +431,7 @@ def _recover_capture(folder: Path) -> None:
     """A folder whose ``capture`` was killed before it analysed (session.json still says "capturing"): analyse what
     reached capture.pcapng now, with the options the capture was started with, and mark the session "recovered"."""
     from egressaudit import session as sess
-    from egressaudit.capture.analyze import AnalyzeOptions
+    from egressaudit.audit.analyze import AnalyzeOptions
     from egressaudit.capture.live import CAPTURE_FILE
 
     try:

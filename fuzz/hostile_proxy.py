@@ -601,7 +601,7 @@ def run(work_dir: Path, cases: int, seed: int, clients: int = CLIENTS) -> dict[s
     """``cases`` hostile cases (HTTP/1.1, HTTP/2, WebSocket) through one real ``egressaudit proxy``; a JSON-able summary."""
     import pyarrow.parquet as pq
 
-    from egressaudit.http.store import read_rows
+    from egressaudit.session.store import read_rows
     from tests.support.proxy import REDIRECT, free_port, wait_listening
     from tests.support.sink import HttpsServer
 

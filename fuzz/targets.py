@@ -49,17 +49,17 @@ import pyarrow.parquet as pq
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from egressaudit.audit.analyze import AnalyzeOptions, analyze
 from egressaudit.capture import frames as fr
-from egressaudit.capture.analyze import AnalyzeOptions, analyze
-from egressaudit.capture.columnar import ColumnarFlowTable, decode_batch
-from egressaudit.capture.flows import Flow, FlowTable
 from egressaudit.capture.reader import CaptureError, FrameBatch
 from egressaudit.dissect import discord, dns, dtls, quic, rtp, stun, tls, webrtc, zoom
 from egressaudit.dissect import http as http_d
+from egressaudit.flows.columnar import ColumnarFlowTable, decode_batch
+from egressaudit.flows.table import Flow, FlowTable
 from egressaudit.http import bodies
 from egressaudit.http.inventory import inventory
 from egressaudit.http.recorder import FlowFileError, RecorderOptions, record_files
-from egressaudit.http.store import read_rows
+from egressaudit.session.store import read_rows
 from egressaudit.signatures import SignatureDB, default_db
 
 CASE_CPU_S = float(os.environ.get("EGRESSAUDIT_FUZZ_CPU_S", "2.0"))

@@ -24,10 +24,10 @@ from scapy.packet import Packet, Raw
 from scapy.utils import PcapWriter
 
 from egressaudit.capture import reader
-from egressaudit.capture.columnar import ColumnarFlowTable, decode_batch
-from egressaudit.capture.flows import Flow, FlowTable
 from egressaudit.capture.frames import decode
 from egressaudit.capture.reader import FrameBatch, ReadStats, iter_batches, iter_frames
+from egressaudit.flows.columnar import ColumnarFlowTable, decode_batch
+from egressaudit.flows.table import Flow, FlowTable
 from tests import factories
 from tests.ndpi_expected import SHARED, SKIP_REASON
 

@@ -10,9 +10,9 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Packet, Raw
 
-from egressaudit.capture.analyze import AnalyzeOptions, analyze
-from egressaudit.capture.flows import Flow, FlowTable
+from egressaudit.audit.analyze import AnalyzeOptions, analyze
 from egressaudit.capture.frames import decode
+from egressaudit.flows.table import Flow, FlowTable
 from tests import factories
 
 
@@ -134,7 +134,7 @@ def test_one_way_udp_burst_is_not_called_media(tmp_path: Path) -> None:
 def test_inline_community_id_equals_the_reference_for_tcp_udp_v4_v6() -> None:
     import ipaddress
 
-    from egressaudit.capture.analyze import community_id_v1
+    from egressaudit.flows.orient import community_id_v1
 
     ref = communityid.CommunityID()
     cases = [
@@ -154,7 +154,7 @@ def test_the_quick_address_check_never_misses_a_special_address() -> None:
     import ipaddress
     import random
 
-    from egressaudit.capture.analyze import _SPECIAL, maybe_special
+    from egressaudit.flows.orient import _SPECIAL, maybe_special
 
     assert _SPECIAL is not None  # this Python's ipaddress exposes its networks: the quick path is in use
     rng = random.Random(1)

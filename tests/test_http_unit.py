@@ -9,7 +9,7 @@ import pytest
 
 from egressaudit.classify.http import ExchangeFacts, classify_exchange, looks_like_events
 from egressaudit.http.recorder import redact_query
-from egressaudit.http.store import TableAppender, part_files, read_rows
+from egressaudit.session.store import TableAppender, part_files, read_rows
 from egressaudit.signatures import SignatureDB, SignatureError, load_file
 
 VENDOR_YAML = """\

@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
+from egressaudit.audit.analyze import AnalyzeOptions, analyze
 from egressaudit.capture import live
-from egressaudit.capture.analyze import AnalyzeOptions, analyze
 from egressaudit.capture.frames import LINKTYPE_ETHERNET
 from egressaudit.capture.live import CAPTURE_FILE, CaptureSetupError, CaptureWriteError, LiveStats, PcapNgWriter, capture
 from egressaudit.capture.reader import ReadStats, iter_frames

@@ -37,7 +37,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from egressaudit.http.store import read_rows
+from egressaudit.session.store import read_rows
 from tests.support.netns import Netns, netns_unavailable
 from tests.support.proxy import ADDON, ROOT, Mitmdump, audit_proxy
 from tests.support.sink import Sink

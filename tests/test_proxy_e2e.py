@@ -28,7 +28,7 @@ import pytest
 from typer.testing import CliRunner
 
 from egressaudit.cli import app
-from egressaudit.http.store import part_files, read_rows
+from egressaudit.session.store import part_files, read_rows
 from tests.support.proxy import REDIRECT, ROOT, Mitmdump, audit_proxy, free_port, wait_listening
 from tests.support.signals import as_in_a_terminal
 from tests.support.sink import Sink

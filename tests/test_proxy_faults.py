@@ -24,8 +24,8 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from egressaudit.http.store import part_files, read_rows
 from egressaudit.session import recording_pid
+from egressaudit.session.store import part_files, read_rows
 from tests.support.proxy import ROOT, ProxyCommand
 from tests.support.sink import Sink
 from tests.support.smallfs import fill, mount_unavailable, read_only_folder, small_filesystem

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from egressaudit.capture.analyze import AnalyzeOptions, analyze
+from egressaudit.audit.analyze import AnalyzeOptions, analyze
 from tests.ndpi_expected import NDPI, SHARED, SKIP_REASON, parse
 
 pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason=SKIP_REASON)

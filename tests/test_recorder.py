@@ -135,7 +135,7 @@ def test_worker_snapshots_record_the_same_rows_as_whole_flows(tmp_path: Path) ->
 
 
 def _http_rows(out: Path) -> int:
-    from egressaudit.http.store import read_rows
+    from egressaudit.session.store import read_rows
 
     try:
         return read_rows(out, "http").num_rows
@@ -446,8 +446,8 @@ def test_a_full_disk_between_two_spools_is_retried_once_a_second_with_the_data_a
     import threading
     import time
 
-    from egressaudit.http import store
     from egressaudit.http import worker as W
+    from egressaudit.session import store
 
     out = tmp_path / "audit"
     out.mkdir()
@@ -593,7 +593,7 @@ def test_a_damaged_table_in_the_folder_ends_the_recording_with_exit_6_in_one_lin
     OSError, so it crashed (a crash file, "a bug"), and each successor crashed the same way (10 restarts).  Now: one line,
     exit 6, no crash file, no restart, the new rows kept as parts and session.json written."""
     from egressaudit.http import worker as W
-    from egressaudit.http.store import part_files
+    from egressaudit.session.store import part_files
 
     home = tmp_path / "home"
     monkeypatch.setenv("HOME", str(home))  # (the spawned worker's crash folder)
@@ -635,7 +635,7 @@ def test_values_the_table_fitted_reach_session_json_once_even_after_a_failed_wri
     flush that failed (a full disk) counted its rows again when retried."""
     import errno
 
-    from egressaudit.http import store
+    from egressaudit.session import store
 
     first = tmp_path / "first"
     _rows_of(tmp_path, [_post("api.segment.io", "/v1/batch", b'{"n": 1}')], "first")
@@ -661,7 +661,7 @@ def test_compaction_that_fails_midway_leaves_the_table_and_parts_as_they_were(tm
     pyarrow's, and an interrupt) left its temporary file behind."""
     import pyarrow as pa
 
-    from egressaudit.http import store
+    from egressaudit.session import store
 
     out = tmp_path / "out"
     app = store.TableAppender(out, "http")

@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-from egressaudit.http.store import TableAppender, part_files, read_rows
 from egressaudit.report import ReportError, build_report, load_http
 from egressaudit.report import http_summary as H
 from egressaudit.schema import FIELDS, HTTP
 from egressaudit.session import write_session_json, write_table
+from egressaudit.session.store import TableAppender, part_files, read_rows
 from tests.test_report import CLIENT, OTHER_LOCAL, PNG_MAGIC, make_session, sample_rows
 
 T0 = 1_700_000_000_000_000  # microseconds

@@ -2,7 +2,7 @@
 
 ``capture(iface, out_dir, duration)`` reads frames from a Linux packet socket
 (``AF_PACKET``) and writes every frame to ``out_dir/capture.pcapng``; it feeds
-the per-packet :class:`~egressaudit.capture.flows.FlowTable` (whose flows
+the per-packet :class:`~egressaudit.flows.table.FlowTable` (whose flows
 offline ingest's columnar table reproduces field for field), so the number of
 live and finished flows is known while capturing.  The
 file is an ordinary pcapng (one interface, the socket's link type, microsecond
@@ -80,8 +80,8 @@ from types import FrameType
 from typing import Any, BinaryIO
 
 from egressaudit import __version__
-from egressaudit.capture.flows import Flow, FlowTable
 from egressaudit.capture.frames import LINKTYPE_ETHERNET, decode
+from egressaudit.flows.table import Flow, FlowTable
 
 CAPTURE_FILE = "capture.pcapng"
 SNAPLEN = 262144

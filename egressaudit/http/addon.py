@@ -6,7 +6,7 @@ reverse, transparent, wireguard): it only looks at finished exchanges, which a
 worker process records while the proxy is quiet (:mod:`egressaudit.http.worker`).
 Rows reach disk about a second after the proxy goes quiet and at most
 ``egressaudit_max_lag`` + 1 s behind under continuous traffic (see
-:mod:`egressaudit.http.store`), and the tables are compacted when mitmproxy
+:mod:`egressaudit.session.store`), and the tables are compacted when mitmproxy
 shuts down.
 
 **Large bodies** (a ``Content-Length`` above ``egressaudit_stream_large_bodies``,

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from egressaudit import __version__
-from egressaudit.http.store import TableUnreadable, read_rows_checked
 from egressaudit.session import atomic_write
+from egressaudit.session.store import TableUnreadable, read_rows_checked
 
 
 class HarError(Exception):

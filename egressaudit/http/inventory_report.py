@@ -8,7 +8,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from egressaudit.http.store import TableUnreadable, read_rows_checked
+from egressaudit.session.store import TableUnreadable, read_rows_checked
 
 CONTENT_DETECTORS = frozenset(("meeting_title", "chat_text", "file_name", "transcript"))
 

@@ -51,9 +51,9 @@ from egressaudit.classify.engine import assign_party, first_party_vendors
 from egressaudit.classify.http import ExchangeFacts, classify_exchange, looks_like_events
 from egressaudit.http import bodies
 from egressaudit.http import inventory as inv
-from egressaudit.http.store import TableAppender, compact, read_rows
 from egressaudit.schema import HTTP, TS_MAX_US, TS_MIN_US, as_int, as_text, column_specs, escape_text, fit_row, is_utf8
 from egressaudit.session import atomic_write
+from egressaudit.session.store import TableAppender, compact, read_rows
 from egressaudit.signatures import SignatureDB
 from egressaudit.taxonomy import Category, Party, data_class_of
 

@@ -42,7 +42,7 @@ Rows reach disk within about a second of the proxy going quiet, and within
 ``max_lag`` + 1 s under continuous traffic.
 
 **Commits.**  The worker writes rows as part files once a second
-(:mod:`egressaudit.http.store`), each carrying a *commit*: the sequence number
+(:mod:`egressaudit.session.store`), each carrying a *commit*: the sequence number
 of the last exchange whose rows it holds, and running counts.  A spool
 segment is deleted once every exchange in it is committed; the whole spool
 when the session is closed.
@@ -127,8 +127,8 @@ from mitmproxy.websocket import WebSocketData
 
 from egressaudit.errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_OUTPUT, save_crash
 from egressaudit.http.recorder import Recorder, RecorderOptions, redact_query
-from egressaudit.http.store import PARTS, SPOOL, spool_commits
 from egressaudit.schema import escape_text
+from egressaudit.session.store import PARTS, SPOOL, spool_commits
 
 BATCH = 64
 BATCH_BYTES = 4 << 20

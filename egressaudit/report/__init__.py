@@ -14,13 +14,13 @@ import pandas as pd
 import pyarrow as pa
 from rich.console import Console
 
-from egressaudit.http.store import SPOOL, TableUnreadable, part_files, read_rows_checked, unrecorded
 from egressaudit.report import figures as fig
 from egressaudit.report.render import render_html
 from egressaudit.report.summary import ReportData, summarize
 from egressaudit.report.terminal import print_report
 from egressaudit.schema import arrow_schema, column_names
 from egressaudit.session import STATE_RECOVERED, SessionError, atomic_write, private_dir, read_session_json, read_table, session_id_for
+from egressaudit.session.store import SPOOL, TableUnreadable, part_files, read_rows_checked, unrecorded
 
 __all__ = ["ReportError", "build_report", "load_session", "load_http", "ReportData"]
 

@@ -1,29 +1,20 @@
-"""Bidirectional 5-tuple flows with an idle timeout, and the evidence they carry.
+"""Payload inspection: the evidence a flow's first packets carry, read by the dissectors of this package.
 
-A :class:`FlowTable` takes decoded :class:`~egressaudit.capture.frames.IPPacket`
-objects in time order.  Flows are keyed by the unordered pair of endpoints and
-the transport; they end after ``idle_timeout`` seconds without a packet, on a
-new TCP SYN after the previous connection closed, or at the end of the input.
-Memory grows with the number of live flows; finished flows are handed to the
-``on_flow`` callback.  Live capture uses this table; offline ingest uses
-:class:`~egressaudit.capture.columnar.ColumnarFlowTable`, which gives the same
-flows a buffer of frames at a time and is tested against this one.
-
-Only the first packets of a flow are dissected (``INSPECT_PACKETS`` each way,
-then one in ``SAMPLE_EVERY``): enough to read the TLS/QUIC ClientHello, the
-HTTP Host, STUN attributes and RTP headers, at a fraction of the cost of
-dissecting every packet.
+:class:`Evidence` is what a flow learns from its payloads (host name, ALPN,
+STUN/RTP/RTCP/DTLS counts, media kinds, vendor hints); the flow tables of
+:mod:`egressaudit.flows` keep one per flow (their ``Flow`` extends it) and hand
+payloads to :class:`Inspector`, which picks the dissectors by transport, port
+and first bytes.  Nothing here counts packets or bytes: that is the flow
+table's job.
 """
 
 from __future__ import annotations
 
 import socket
-from collections import OrderedDict
-from collections.abc import Callable
 from collections.abc import Set as AbstractSet
 from typing import Any, TypeVar
 
-from egressaudit.capture.frames import PROTO_TCP, PROTO_UDP, IPPacket
+from egressaudit.capture.frames import PROTO_TCP, PROTO_UDP
 from egressaudit.dissect import discord as discord_d
 from egressaudit.dissect import dns as dns_d
 from egressaudit.dissect import http as http_d
@@ -34,16 +25,9 @@ from egressaudit.dissect import webrtc
 from egressaudit.dissect import zoom as zoom_d
 from egressaudit.dissect.rtp import RtpHeader
 
-INSPECT_PACKETS = 48
-SAMPLE_EVERY = 32
 TLS_BUFFER_MAX = 16384
 DNS_PORTS = dns_d.PORTS  # (dissected: DNS in clear)
 ZOOM_PORTS = range(8801, 8811)
-TCP_FIN = 0x01
-TCP_SYN = 0x02
-TCP_RST = 0x04
-TCP_ACK = 0x10
-
 
 _EMPTY: frozenset[Any] = frozenset()
 T = TypeVar("T")
@@ -60,32 +44,17 @@ def _added(values: AbstractSet[T], value: T) -> AbstractSet[T]:
     return {*values, value}
 
 
-def ip_str(addr: bytes) -> str:
-    return socket.inet_ntop(socket.AF_INET if len(addr) == 4 else socket.AF_INET6, addr)
-
-
-class Flow:
-    """Counters and evidence of one flow.  ``a`` is the endpoint that sent the first packet."""
+class Evidence:
+    """What the payloads of one flow showed.  ``proto`` is the IP protocol the payloads came over."""
 
     __slots__ = (
-        "proto", "version", "a_ip", "a_port", "b_ip", "b_port", "ts_first", "ts_last",
-        "pkts_ab", "pkts_ba", "bytes_ab", "bytes_ba", "pay_ab", "pay_ba", "fragments", "vlan",
-        "syn_from_b", "closed", "hostname", "hostname_source", "dns_name", "alpn", "app_protocol",
+        "proto", "hostname", "hostname_source", "dns_name", "alpn", "app_protocol",
         "stun", "rtp", "rtcp", "dtls", "pts", "ssrcs", "media_kinds", "vendor_hints",
-        "tls_buf", "tls_done", "quic", "seen", "http_host", "dns_query", "seq",
+        "tls_buf", "tls_done", "quic", "http_host", "dns_query",
     )  # fmt: skip
 
-    def __init__(self, proto: int, version: int, a_ip: bytes, a_port: int, b_ip: bytes, b_port: int, ts: float, vlan: int = -1, seq: int = 0) -> None:
+    def __init__(self, proto: int) -> None:
         self.proto = proto
-        self.version = version
-        self.a_ip, self.a_port, self.b_ip, self.b_port = a_ip, a_port, b_ip, b_port
-        self.ts_first = self.ts_last = ts
-        self.seq = seq  # number of the flow's first packet in the input: orders flows that start at the same time
-        self.pkts_ab = self.pkts_ba = self.bytes_ab = self.bytes_ba = self.pay_ab = self.pay_ba = 0
-        self.fragments = 0
-        self.vlan = vlan
-        self.syn_from_b = False
-        self.closed = False
         self.hostname: str | None = None
         self.hostname_source: str | None = None
         self.dns_name: str | None = None
@@ -100,13 +69,8 @@ class Flow:
         self.tls_buf = b""
         self.tls_done = False
         self.quic: quic_d.QuicClientHelloAssembler | None = None
-        self.seen = 0
         self.http_host: str | None = None
         self.dns_query: str | None = None
-
-    @property
-    def client_is_a(self) -> bool:
-        return not self.syn_from_b
 
     def note_rtp(self, h: RtpHeader) -> None:
         self.rtp += 1
@@ -130,9 +94,6 @@ class Flow:
             self.hostname_source = source
 
 
-FlowKey = tuple[int, bytes, int, bytes, int]
-
-
 class Inspector:
     """Reads the evidence of a flow from the payloads of its first packets (see the module docstring).
 
@@ -144,13 +105,13 @@ class Inspector:
         raise NotImplementedError
 
     # -- evidence ------------------------------------------------------------
-    def inspect(self, flow: Flow, payload: bytes, sport: int, dport: int, from_client: bool) -> None:
+    def inspect(self, flow: Evidence, payload: bytes, sport: int, dport: int, from_client: bool) -> None:
         if flow.proto == PROTO_TCP:
             self._inspect_tcp(flow, payload, from_client, sport, dport)
         elif flow.proto == PROTO_UDP:
             self._inspect_udp(flow, payload, from_client, sport, dport)
 
-    def _inspect_tcp(self, flow: Flow, payload: bytes, from_client: bool, sp: int, dp: int) -> None:
+    def _inspect_tcp(self, flow: Evidence, payload: bytes, from_client: bool, sp: int, dp: int) -> None:
         if sp in DNS_PORTS or dp in DNS_PORTS:
             msg = dns_d.parse_dns_tcp(payload)
             if msg is not None:
@@ -197,7 +158,7 @@ class Inspector:
             flow.tls_done = True
             flow.tls_buf = b""
 
-    def _inspect_udp(self, flow: Flow, payload: bytes, from_client: bool, sp: int, dp: int) -> None:
+    def _inspect_udp(self, flow: Evidence, payload: bytes, from_client: bool, sp: int, dp: int) -> None:
         if sp in DNS_PORTS or dp in DNS_PORTS:
             msg = dns_d.parse_dns(payload)
             if msg is not None:
@@ -249,7 +210,7 @@ class Inspector:
             flow.app_protocol = "turn" if kind == "turn_channel" else kind
 
     @staticmethod
-    def _note_zoom(flow: Flow, zp: zoom_d.ZoomPacket) -> None:
+    def _note_zoom(flow: Evidence, zp: zoom_d.ZoomPacket) -> None:
         flow.app_protocol = "zoom_media"
         if zp.kind in ("audio", "video", "screen_share"):
             flow.media_kind(zp.kind)
@@ -259,7 +220,7 @@ class Inspector:
             flow.rtcp += 1
         flow.hint("zoom")
 
-    def _note_dns(self, flow: Flow, msg: dns_d.DnsMessage) -> None:
+    def _note_dns(self, flow: Evidence, msg: dns_d.DnsMessage) -> None:
         if msg.qname and flow.dns_query is None:
             flow.dns_query = msg.qname.lower().rstrip(".")
         if not msg.is_response:
@@ -276,112 +237,7 @@ class Inspector:
             self.dns_answer(packed, name or owner.lower().rstrip("."))
 
 
-class FlowTable(Inspector):
-    def __init__(self, on_flow: Callable[[Flow], None], idle_timeout: float = 120.0) -> None:
-        self.on_flow = on_flow
-        self.idle_timeout = idle_timeout
-        self.flows: OrderedDict[FlowKey, Flow] = OrderedDict()
-        self.dns_map: dict[bytes, str] = {}
-        self.frag_map: dict[tuple[bytes, bytes, int, int], tuple[FlowKey, float]] = {}  # first fragments: flow and time
-        self.orphan_fragments = 0
-        self.packets = 0
-        self._last_expire = 0.0
-
-    # -- packets -------------------------------------------------------------
-    def add(self, pkt: IPPacket, ts: float) -> None:
-        self.packets += 1
-        if ts - self._last_expire >= 1.0:
-            self._expire(ts)
-            self._last_expire = ts
-        version, src, dst, proto, sp, dp, ip_len, payload, tcp_flags, frag, frag_id, vlan = pkt
-        flows = self.flows
-        if frag == 2:
-            hit = self.frag_map.get((src, dst, proto, frag_id))
-            fk = hit[0] if hit is not None and ts - hit[1] <= self.idle_timeout else None  # (later than that: not its datagram's)
-            flow = flows.get(fk) if fk else None
-            if flow is None:
-                self.orphan_fragments += 1
-                return
-            flows.move_to_end(fk)  # type: ignore[arg-type]
-            self._count(flow, pkt, ts, src == flow.a_ip)
-            flow.fragments += 1
-            return
-        key: FlowKey = (proto, src, sp, dst, dp) if src < dst or (src == dst and sp <= dp) else (proto, dst, dp, src, sp)
-        flow = flows.get(key)
-        if flow is not None:
-            if ts - flow.ts_last > self.idle_timeout or (proto == PROTO_TCP and flow.closed and tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN):
-                del flows[key]
-                self.on_flow(flow)
-                flow = None
-            else:
-                flows.move_to_end(key)
-        if flow is None:
-            flow = Flow(proto, version, src, sp, dst, dp, ts, vlan, self.packets)
-            dns_map = self.dns_map
-            if dns_map:
-                flow.dns_name = dns_map.get(dst) or dns_map.get(src)
-            flows[key] = flow
-        from_a = src == flow.a_ip and sp == flow.a_port
-        if frag == 1:
-            flow.fragments += 1
-            if len(self.frag_map) > 65536:
-                self.frag_map.clear()
-            self.frag_map[(src, dst, proto, frag_id)] = (key, ts)
-        if from_a:
-            flow.pkts_ab += 1
-            flow.bytes_ab += ip_len
-            flow.pay_ab += len(payload)
-        else:
-            flow.pkts_ba += 1
-            flow.bytes_ba += ip_len
-            flow.pay_ba += len(payload)
-        if ts > flow.ts_last:
-            flow.ts_last = ts
-        if proto == PROTO_TCP:
-            if tcp_flags & (TCP_FIN | TCP_RST):
-                flow.closed = True
-            syn = tcp_flags & (TCP_SYN | TCP_ACK)
-            if syn == TCP_SYN:
-                flow.syn_from_b = not from_a  # the SYN's sender is the client
-            elif syn == (TCP_SYN | TCP_ACK) and flow.pkts_ab + flow.pkts_ba == 1:
-                flow.syn_from_b = from_a  # capture starts at the SYN-ACK: its receiver is the client
-        seen = flow.seen = flow.seen + 1
-        if payload and (seen <= INSPECT_PACKETS * 2 or seen % SAMPLE_EVERY == 0):
-            self.inspect(flow, payload, sp, dp, from_a == flow.client_is_a)
-
-    def dns_answer(self, packed: bytes, name: str) -> None:
-        self.dns_map[packed] = name
-
-    @staticmethod
-    def _count(flow: Flow, pkt: IPPacket, ts: float, from_a: bool) -> None:
-        if from_a:
-            flow.pkts_ab += 1
-            flow.bytes_ab += pkt.ip_len
-            flow.pay_ab += len(pkt.payload)
-        else:
-            flow.pkts_ba += 1
-            flow.bytes_ba += pkt.ip_len
-            flow.pay_ba += len(pkt.payload)
-        if ts > flow.ts_last:
-            flow.ts_last = ts
-
-    def _expire(self, now: float) -> None:
-        flows = self.flows
-        while flows:
-            key, flow = next(iter(flows.items()))
-            if now - flow.ts_last <= self.idle_timeout:
-                break
-            del flows[key]
-            self.on_flow(flow)
-
-    def flush(self) -> None:
-        """End every live flow (end of input)."""
-        for flow in self.flows.values():
-            self.on_flow(flow)
-        self.flows.clear()
-
-
-def _rtp_over_tcp(flow: Flow, data: bytes) -> bool:
+def _rtp_over_tcp(flow: Evidence, data: bytes) -> bool:
     """RTP or RTCP framed by a 2-byte length on TCP (RFC 4571), as RTSP and some SFUs send it."""
     size = int.from_bytes(data[:2], "big")
     if len(data) < 14 or size < 12 or data[2] >> 6 != 2:

@@ -1,6 +1,6 @@
 """Columnar offline ingest: whole read-ahead buffers of frames decoded and metered with numpy.
 
-:class:`~egressaudit.capture.flows.FlowTable` meters one packet at a time, which
+:class:`~egressaudit.flows.table.FlowTable` meters one packet at a time, which
 live capture needs; offline, the same flows come out about three times faster
 when each buffer of frames (:class:`~egressaudit.capture.reader.FrameBatch`) is
 handled as arrays:
@@ -14,7 +14,7 @@ handled as arrays:
    (idle gaps, a TCP SYN after FIN/RST) with prefix sums, adds up the counters
    per flow with ``reduceat`` and carries the flows still open into the next
    batch.  Only the packets that the per-packet table would inspect reach the
-   Python dissectors (:class:`~egressaudit.capture.flows.Inspector`, shared).
+   Python dissectors (:class:`~egressaudit.flows.table.Inspector`, shared).
 
 The flows are the per-packet table's, field for field (tests compare both on
 every real capture and on a synthetic one built to hit the batch edges).  One
@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from egressaudit.capture.flows import DNS_PORTS, INSPECT_PACKETS, SAMPLE_EVERY, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Flow, Inspector
 from egressaudit.capture.frames import (
     ETH_IPV4,
     ETH_IPV6,
@@ -61,6 +60,7 @@ from egressaudit.capture.frames import (
     decode,
 )
 from egressaudit.capture.reader import FrameBatch
+from egressaudit.flows.table import DNS_PORTS, INSPECT_PACKETS, SAMPLE_EVERY, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Flow, Inspector
 
 I64 = npt.NDArray[np.int64]
 U64 = npt.NDArray[np.uint64]
@@ -259,7 +259,7 @@ def _mix(h: U64, x: U64) -> U64:
 
 
 class ColumnarFlowTable(Inspector):
-    """The flows of :class:`~egressaudit.capture.flows.FlowTable`, metered a batch at a time (see the module docstring)."""
+    """The flows of :class:`~egressaudit.flows.table.FlowTable`, metered a batch at a time (see the module docstring)."""
 
     def __init__(self, on_flow: Callable[[Flow], None], idle_timeout: float = 120.0) -> None:
         self.on_flow = on_flow
