@@ -24,7 +24,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "2.0"
+"""2.0: http.parquet speaks the flows' vocabulary (local/remote, out/in, ts_start/ts_end, community_id); a markers table."""
 
 
 @dataclass(frozen=True)
@@ -112,11 +113,20 @@ HTTP: list[Column] = [
     Column("session_id", pa.string(), "Identifier of the session folder; join key across tables.", False),
     Column("exchange_id", pa.string(), "Identifier of the exchange (mitmproxy flow id, plus the message number for WebSocket messages).", False),
     Column("kind", pa.string(), '"http" for a request-response, "websocket" for one WebSocket message.', False),
-    Column("ts", TS, "When the request (or WebSocket message) was sent, UTC.", False),
-    Column("client_ip", pa.string(), "Address of the client as the proxy saw it (joins with flows.local_ip)."),
-    Column("client_port", pa.int32(), "Source port of the client connection (joins with flows.local_port)."),
-    Column("server_ip", pa.string(), "Address of the upstream server, when connected."),
-    Column("server_port", pa.int32(), "Port of the upstream server."),
+    Column("ts_start", TS, "When the request (or WebSocket message) was sent.", False),
+    Column("ts_end", TS, "When the response ended (the message's time for WebSocket messages; ts_start when there was no response).", False),
+    Column(
+        "community_id",
+        pa.string(),
+        "Community ID v1 of the TCP connection that carried the exchange out of the host (local_ip/local_port to "
+        "remote_ip/remote_port): equal to flows.community_id of that connection's flow.",
+    ),
+    Column("local_ip", pa.string(), "Address of the audited host's end of that connection (the proxy's side when it connected upstream)."),
+    Column("local_port", pa.int32(), "Port of the audited host's end of that connection."),
+    Column("remote_ip", pa.string(), "Address of the remote end: the server (or the upstream proxy the exchange went through)."),
+    Column("remote_port", pa.int32(), "Port of the remote end."),
+    Column("client_ip", pa.string(), "Address of the client's connection to the proxy (the audited client's end, for attributing the exchange)."),
+    Column("client_port", pa.int32(), "Source port of the client's connection to the proxy."),
     Column("host", pa.string(), "Host name of the request (Host / :authority / SNI)."),
     Column("scheme", pa.string(), '"http", "https", "ws" or "wss".'),
     Column("http_version", pa.string(), '"HTTP/1.1", "HTTP/2.0", ...'),
@@ -124,15 +134,15 @@ HTTP: list[Column] = [
     Column("path", pa.string(), 'Request path; query values are redacted ("?k=…") unless the session keeps them.'),
     Column("status", pa.int32(), "Response status code, null when there was no response."),
     Column("direction", pa.string(), '"out" (client to server) or "in" for WebSocket messages; "out" for HTTP exchanges.', False),
-    Column("request_content_type", pa.string(), "Content-Type of the request body (parameters dropped)."),
-    Column("response_content_type", pa.string(), "Content-Type of the response body (parameters dropped)."),
-    Column("request_encoding", pa.string(), "Content-Encoding of the request body (gzip, br, zstd, deflate) or null."),
-    Column("request_wire_bytes", pa.int64(), "Request size on the wire: head plus body as sent (compressed).", False),
-    Column("request_body_bytes", pa.int64(), "Request body as sent (compressed size when encoded).", False),
-    Column("request_decoded_bytes", pa.int64(), "Request body after removing the content encoding."),
-    Column("response_wire_bytes", pa.int64(), "Response size on the wire: head plus body as received.", False),
-    Column("response_body_bytes", pa.int64(), "Response body as received (compressed size when encoded).", False),
-    Column("response_decoded_bytes", pa.int64(), "Response body after removing the content encoding."),
+    Column("content_type_out", pa.string(), "Content-Type of the request body (parameters dropped)."),
+    Column("content_type_in", pa.string(), "Content-Type of the response body (parameters dropped)."),
+    Column("encoding_out", pa.string(), "Content-Encoding of the request body (gzip, br, zstd, deflate) or null."),
+    Column("bytes_out", pa.int64(), "Bytes sent: the request's head plus its body as sent (compressed); a WebSocket message from the client.", False),
+    Column("body_bytes_out", pa.int64(), "Request body as sent (compressed size when encoded).", False),
+    Column("decoded_bytes_out", pa.int64(), "Request body after removing the content encoding."),
+    Column("bytes_in", pa.int64(), "Bytes received: the response's head plus its body as received; a WebSocket message from the server.", False),
+    Column("body_bytes_in", pa.int64(), "Response body as received (compressed size when encoded).", False),
+    Column("decoded_bytes_in", pa.int64(), "Response body after removing the content encoding."),
     Column(
         "body_format",
         pa.string(),
@@ -181,7 +191,38 @@ FIELDS: list[Column] = [
     ),
 ]
 
-TABLES: dict[str, list[Column]] = {"flows": FLOWS, "http": HTTP, "fields": FIELDS}
+MARKERS: list[Column] = [
+    Column("session_id", pa.string(), "Identifier of the session folder.", False),
+    Column("ts", TS, "When the state began.", False),
+    Column(
+        "state",
+        pa.string(),
+        "Call state from then on: joining, lobby, talking, muted, unmuted, camera-on, camera-off, screen-share-start, "
+        "screen-share-stop, chat, upload, idle, left, or the user's own word.",
+        False,
+    ),
+    Column("note", pa.string(), "Free text the user gave with the marker."),
+    Column("source", pa.string(), 'Who set it: "cli" (egressaudit session mark), "live" (a key in the live view), "lab" (a scripted call).', False),
+]
+
+TABLES: dict[str, list[Column]] = {"flows": FLOWS, "http": HTTP, "fields": FIELDS, "markers": MARKERS}
+
+HTTP_1_0_NAMES: dict[str, str] = {
+    "ts": "ts_start",
+    "server_ip": "remote_ip",
+    "server_port": "remote_port",
+    "request_content_type": "content_type_out",
+    "response_content_type": "content_type_in",
+    "request_encoding": "encoding_out",
+    "request_wire_bytes": "bytes_out",
+    "request_body_bytes": "body_bytes_out",
+    "request_decoded_bytes": "decoded_bytes_out",
+    "response_wire_bytes": "bytes_in",
+    "response_body_bytes": "body_bytes_in",
+    "response_decoded_bytes": "decoded_bytes_in",
+}
+"""http.parquet's columns in schema 1.0 that have another name in 2.0 (the rest kept theirs; 2.0 added ``ts_end``,
+``community_id``, ``local_ip`` and ``local_port``): what :func:`egressaudit.session.migrate` reads old folders with."""
 
 
 def arrow_schema(table: str) -> pa.Schema:
