@@ -2,7 +2,7 @@
 
 Each capture (nDPI's and NFStream's in ../shared/captures/public, the calling
 apps in ../shared/captures/calls, the sample shipped in captures/) is analysed
-with :func:`egressaudit.capture.analyze.analyze` and default options, and its
+with :func:`egressaudit.audit.analyze.analyze` and default options, and its
 flow table (one row per flow, every column of flows.parquet but session_id and
 flow_id, sorted by start time and 5-tuple) must equal
 ``tests/golden/flows/<group>/<capture>.csv`` cell for cell; the session's
@@ -30,7 +30,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from egressaudit.capture.analyze import AnalyzeOptions, AnalyzeResult, analyze
+from egressaudit.audit.analyze import AnalyzeOptions, AnalyzeResult, analyze
 from tests.ndpi_expected import SHARED, SKIP_REASON
 
 ROOT = Path(__file__).resolve().parents[1]
