@@ -23,7 +23,8 @@ from typer.testing import CliRunner
 
 from egressaudit.cli import app
 from egressaudit.http import bodies, recorder
-from egressaudit.http.recorder import MAX_QUERY_KEYS, Recorder, RecorderOptions
+from egressaudit.http.query import MAX_QUERY_KEYS
+from egressaudit.http.recorder import Recorder, RecorderOptions
 from egressaudit.signatures import default_db
 
 runner = CliRunner()

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from egressaudit.classify.http import ExchangeFacts, classify_exchange, looks_like_events
-from egressaudit.http.recorder import redact_query
+from egressaudit.http.query import redact_query
 from egressaudit.session.store import TableAppender, part_files, read_rows
 from egressaudit.signatures import SignatureDB, SignatureError, load_file
 
@@ -48,10 +51,67 @@ def facts(**kw: object) -> ExchangeFacts:
     return ExchangeFacts(**base)  # type: ignore[arg-type]
 
 
+# hypothesis imports its patch writer (libcst, which warns on import) after a failure, where warnings are errors
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    try:
+        import hypothesis.extra._patching  # noqa: F401
+    except ImportError:
+        pass
+
+
 def test_redact_query_keeps_keys_only() -> None:
     assert redact_query("/a?token=abc&x=1") == "/a?token=…&x=…"
     assert redact_query("/a?token=abc", keep=True) == "/a?token=abc"
     assert redact_query("/plain") == "/plain"
+    assert redact_query("/a?") == redact_query("/a?&&") == "/a?…"
+    assert redact_query("/a?a+b=1&c%2Fd=2&é=3") == "/a?a%20b=…&c%2Fd=…&%C3%A9=…"
+    assert redact_query("/a?k1=1&k2=2&k3=3", limit=2) == "/a?k1=…&k2=…&…"
+
+
+@pytest.mark.parametrize(
+    "redacted",
+    ["/a?…", "/a?x=…", "/a?x=…&y=…&…", "/a?a%20b=…&c%2Fd=…&%C3%A9=…", "/a?=…", "/a?%E2%80%A6=…", "/a?%5Cudcff=…", "/a?%25=…&%2B=…"],
+)
+def test_a_redacted_path_is_left_as_it_is(redacted: str) -> None:
+    """The marker (``?…``, ``&…``) is not read as a key, and percent-quoted keys are not quoted again."""
+    assert redact_query(redacted) == redacted
+
+
+_QUERY_PIECES = st.lists(
+    st.one_of(
+        st.sampled_from(["&", "=", "?", "…", "&…", "%", "%2", "%25", "%20", "%C3%A9", "%E2%80%A6", "%ff", "+", "#", ";", "\udcff", "é"]),
+        st.text(alphabet="abcxyz019_-.~/", max_size=4),
+        st.text(max_size=3),
+    ),
+    max_size=24,
+)
+
+
+@settings(max_examples=400, derandomize=True, deadline=None, database=None)
+@given(base=st.text(alphabet=st.characters(blacklist_characters="?"), max_size=8), pieces=_QUERY_PIECES, limit=st.sampled_from([1, 2, 3, 1000]))
+def test_redact_query_is_idempotent(base: str, pieces: list[str], limit: int) -> None:
+    path = base + "?" + "".join(pieces)
+    once = redact_query(path, limit=limit)
+    assert redact_query(once, limit=limit) == once
+    assert once.startswith(base + "?") and "&&" not in once
+
+
+@settings(max_examples=200, derandomize=True, deadline=None, database=None)
+@given(path=st.text(max_size=40))
+def test_redact_query_is_idempotent_on_any_text(path: str) -> None:
+    once = redact_query(path)
+    assert redact_query(once) == once
+
+
+@settings(max_examples=200, derandomize=True, deadline=None, database=None)
+@given(keys=st.lists(st.text(max_size=6), min_size=1, max_size=6), secret=st.from_regex(r"S3CR3T[0-9]{4}", fullmatch=True))
+def test_redact_query_drops_every_value(keys: list[str], secret: str) -> None:
+    from urllib.parse import quote
+
+    path = "/p?" + "&".join(f"{quote(k, safe='', errors='backslashreplace')}={secret}" for k in keys)
+    once = redact_query(path)
+    assert secret not in once and once.count("=…") == len(keys)
 
 
 def test_path_rule_beats_host_rule(db: SignatureDB) -> None:

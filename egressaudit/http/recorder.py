@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, TypeVar
-from urllib.parse import quote
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -51,6 +50,7 @@ from egressaudit.classify.engine import assign_party, first_party_vendors
 from egressaudit.classify.http import ExchangeFacts, classify_exchange, looks_like_events
 from egressaudit.http import bodies
 from egressaudit.http import inventory as inv
+from egressaudit.http.query import query_keys, redact_query
 from egressaudit.schema import HTTP, TS_MAX_US, TS_MIN_US, as_int, as_text, column_specs, escape_text, fit_row, is_utf8
 from egressaudit.session import atomic_write
 from egressaudit.session.store import TableAppender, compact, read_rows
@@ -58,9 +58,6 @@ from egressaudit.signatures import SignatureDB
 from egressaudit.taxonomy import Category, Party, data_class_of
 
 NAME_KEYS = frozenset(("display_name", "displayname", "user_name", "username", "name", "screen_name", "full_name", "fullname", "nickname"))
-MAX_QUERY_KEYS = 1000
-"""Query keys kept per request, in the redacted path and in the field inventory; further ones are cut (a final ``&…``
-in the path) and the exchange is counted as ``query_keys_cut``."""
 HAR_MAX_BYTES = 512 << 20
 """HAR files larger than this are refused: a HAR is read whole as text (1-4 bytes a character), then entry by entry."""
 STREAMED = "egressaudit_streamed"
@@ -95,23 +92,6 @@ def _ts_us(ts: object, problems: Counter[str], name: str = "ts") -> int:
         problems[f"{name}:out_of_range"] += 1
         return TS_MAX_US
     return int(ts * 1_000_000)
-
-
-def _query_keys(query: str, limit: int = MAX_QUERY_KEYS) -> tuple[list[tuple[str, str]], int]:
-    """The first ``limit`` key/value pairs of a query string, and how many more pieces it has (not parsed)."""
-    return bodies._form_pairs(query, limit)
-
-
-def redact_query(path: str, keep: bool = False, limit: int = MAX_QUERY_KEYS) -> str:
-    """``/a?x=1&y=2`` -> ``/a?x=…&y=…`` (keys stay: they say what kind of value was sent); past ``limit`` keys, ``&…``."""
-    if keep or "?" not in path:
-        return path
-    base, _, query = path.partition("?")
-    pairs, cut = _query_keys(query, limit)
-    keys = [quote(k, safe="", errors="backslashreplace") for k, _ in pairs]
-    if not keys:
-        return base + "?…"
-    return base + "?" + "&".join(f"{k}=…" for k in keys) + ("&…" if cut else "")
 
 
 def _mime(value: str | None) -> str | None:
@@ -523,7 +503,7 @@ class Recorder:
         exchange_id = self._flow_id(flow)
         query: list[tuple[str, str]] = []
         if "?" in path:
-            query, cut = _query_keys(path.partition("?")[2])
+            query, cut = query_keys(path.partition("?")[2])
             if cut:
                 self.stats.skipped["query_keys_cut"] += 1
         if tree is not None and verdict["category"] != Category.telemetry:

@@ -126,7 +126,8 @@ from mitmproxy import flow as mflow
 from mitmproxy.websocket import WebSocketData
 
 from egressaudit.errors import EXIT_INCOMPLETE, EXIT_OK, EXIT_OUTPUT, save_crash
-from egressaudit.http.recorder import Recorder, RecorderOptions, redact_query
+from egressaudit.http.query import redact_query
+from egressaudit.http.recorder import Recorder, RecorderOptions
 from egressaudit.schema import escape_text
 from egressaudit.session.store import PARTS, SPOOL, spool_commits
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, quote
 
 import pandas as pd
 
 from egressaudit.http.inventory_report import CONTENT_DETECTORS
+from egressaudit.http.query import redact_query
 from egressaudit.report.summary import CATEGORY_ORDER, DATA_CLASS_ORDER, NONE, PARTY_ORDER, Redactor, _label, _order, share
 from egressaudit.taxonomy import Category, DataClass, Party
 
@@ -115,19 +115,10 @@ def by_vendor_category(http: pd.DataFrame) -> pd.DataFrame:
     return g.sort_values(["request_wire_bytes", "vendor"], ascending=[False, True]).reset_index(drop=True)
 
 
-def redact_query(path: Any) -> Any:
-    """``/a?x=1&y=2`` -> ``/a?x=…&y=…`` (as the recorder does unless the session kept query values); idempotent."""
-    if not isinstance(path, str) or "?" not in path:
-        return path
-    base, _, query = path.partition("?")
-    keys = [quote(k, safe="") for k, _ in parse_qsl(query, keep_blank_values=True)]
-    return base + "?" + "&".join(f"{k}=…" for k in keys) if keys else base + "?…"
-
-
 def top_endpoints(http: pd.DataFrame, n: int = 20, redact: bool = True) -> pd.DataFrame:
     """The ``n`` endpoints (host, method, path) that received the most HTTP egress; query values redacted when ``redact``."""
     if not http.empty:
-        http = http.assign(path=http["path"].map(redact_query) if redact else http["path"])
+        http = http.assign(path=http["path"].map(lambda p: redact_query(p) if isinstance(p, str) else p) if redact else http["path"])
     g = _grouped(http, ["host", "method", "path", "category"], total_out(http))
     if g.empty:
         return g
