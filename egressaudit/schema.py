@@ -440,3 +440,24 @@ def markdown(table: str | None = None) -> str:
             out.append(f"| `{c.name}` | `{c.type}` | {'yes' if c.nullable else 'no'} | {c.doc} |")
         out.append("")
     return "\n".join(out)
+
+
+def version_of(t: pa.Table | pa.Schema) -> str:
+    """The schema version a table was written with (its Parquet metadata; "1.0" for files that do not say)."""
+    meta = (t.schema if isinstance(t, pa.Table) else t).metadata or {}
+    return (meta.get(b"egressaudit.schema_version") or b"1.0").decode("ascii", "replace")
+
+
+def upgrade(table: str, t: pa.Table) -> pa.Table:
+    """A table written with an older schema, with this version's columns: renamed (:data:`HTTP_1_0_NAMES`), the new
+    ones added (``ts_end`` from ``ts_start``, the rest null), in order and cast.  Tables of this version pass through
+    as they are; ValueError when a column cannot be made."""
+    if version_of(t).split(".")[0] == SCHEMA_VERSION.split(".")[0]:
+        return t
+    if table == "http":
+        t = t.rename_columns([HTTP_1_0_NAMES.get(n, n) for n in t.column_names])
+        if "ts_end" not in t.column_names and "ts_start" in t.column_names:
+            t = t.append_column("ts_end", t.column("ts_start"))
+    schema = arrow_schema(table)
+    cols = [t.column(f.name).cast(f.type) if f.name in t.column_names else pa.nulls(t.num_rows, f.type) for f in schema]
+    return pa.Table.from_arrays(cols, schema=schema)

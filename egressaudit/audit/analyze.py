@@ -19,7 +19,8 @@ import pyarrow as pa
 from egressaudit import schema as schema_mod
 from egressaudit.capture.frames import PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, SUPPORTED_LINKTYPES
 from egressaudit.capture.reader import TS_MAX_S, TS_MIN_S, CaptureError, ReadStats, iter_batches
-from egressaudit.classify.engine import FlowFacts, choose_audited_client, classify, first_party_vendors, party_of
+from egressaudit.classify.engine import FlowFacts, classify
+from egressaudit.classify.party import choose_audited_client, first_party_vendors, party_column
 from egressaudit.flows.columnar import ColumnarFlowTable, decode_batch
 from egressaudit.flows.orient import Orientation, community_id, sides
 from egressaudit.flows.table import Flow, ip_str
@@ -113,7 +114,7 @@ def _analyze(inputs: Sequence[Path], opts: AnalyzeOptions, db: SignatureDB, prog
     vendors = flows_table.column("vendor").to_pylist()
     flows_table = flows_table.append_column(pa.field("session_id", pa.string(), nullable=False), pa.array([session_id] * n, pa.string()))
     flows_table = flows_table.append_column(
-        pa.field("party", pa.string(), nullable=False), pa.array([party_of(v, first).value for v in vendors], pa.string())
+        pa.field("party", pa.string(), nullable=False), pa.array(party_column(vendors, first), pa.string())
     )
     flows_table = flows_table.select(schema_mod.column_names("flows")).cast(schema_mod.arrow_schema("flows"))
     session = {

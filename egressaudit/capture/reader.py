@@ -62,6 +62,8 @@ from typing import Any, BinaryIO, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from egressaudit.errors import InputError
+
 SNAP_MAX = 262144
 TS_MIN_S = 0.0
 """Earliest timestamp kept (1970-01-01T00:00:00Z, seconds since the epoch); earlier ones are clamped to it and counted."""
@@ -71,7 +73,7 @@ MAX_INTERFACES = 65536  # interfaces kept per pcapng section (the obsolete PB ad
 MAX_LISTED = 64  # interfaces listed and error messages kept in ReadStats
 
 
-class CaptureError(Exception):
+class CaptureError(InputError):
     """The input is not a readable capture; the message is one line for the user."""
 
 

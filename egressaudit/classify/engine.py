@@ -12,9 +12,9 @@ Zoom's media encapsulation seen in the payload, or the flow's shape
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from egressaudit.classify.party import first_party_vendors, party_of
 from egressaudit.dissect import dns
 from egressaudit.signatures import Match, SignatureDB
 from egressaudit.taxonomy import Category, DataClass, Party, data_class_of
@@ -108,7 +108,7 @@ def shape_is_media(f: FlowFacts) -> bool:
 
 
 def classify(f: FlowFacts, db: SignatureDB) -> Verdict:
-    """Vendor, service, category, rule and evidence of one flow (party is set by :func:`assign_party`)."""
+    """Vendor, service, category, rule and evidence of one flow (party is decided per session: :mod:`egressaudit.classify.party`)."""
     ev: list[str] = []
     if f.hostname:
         ev.append(f"{f.hostname_source or 'host'}={f.hostname}")
@@ -192,32 +192,8 @@ def _fallback_category(f: FlowFacts) -> Category:
     return Category.unknown
 
 
-def choose_audited_client(flows: Iterable[tuple[str | None, Category, int]], db: SignatureDB) -> str | None:
-    """The conferencing vendor the capture is most about: most bytes of media and signaling.  ``flows``: (vendor, category, bytes)."""
-    score: dict[str, int] = {}
-    for vendor, category, nbytes in flows:
-        if vendor and db.vendor_kind(vendor) == "conferencing" and category in (Category.media, Category.signaling, Category.telemetry):
-            weight = 2 if category == Category.media else 1
-            score[vendor] = score.get(vendor, 0) + weight * nbytes
-    if not score:
-        return None
-    return max(score.items(), key=lambda kv: kv[1])[0]
-
-
-def first_party_vendors(client: str | None, db: SignatureDB) -> frozenset[str]:
-    if not client:
-        return frozenset()
-    vf = db.vendors.get(client)
-    return frozenset({client, *(vf.affiliates if vf else ())})
-
-
 def assign_party(v: Verdict, first: frozenset[str]) -> Party:
     return party_of(v.vendor, first)
 
 
-def party_of(vendor: str | None, first: frozenset[str]) -> Party:
-    if vendor is None:
-        return Party.unknown
-    if vendor in first:
-        return Party.first
-    return Party.third
+__all__ = ["FlowFacts", "Verdict", "assign_party", "classify", "first_party_vendors", "media_evidence", "party_of", "shape_is_media"]

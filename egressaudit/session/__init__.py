@@ -1,217 +1,304 @@
-"""The session folder: typed Parquet tables plus ``session.json``.
+"""The session folder: the unit every command writes and every reader opens.
 
-Writes go to a temporary file in the same folder and are renamed into place,
-so a crash never leaves a half-written table behind, and a write that fails
-(a full disk) removes its temporary file.
+A session folder holds::
 
-Privacy: a session holds its users' most sensitive traffic (real addresses,
-host names, hashes of what telemetry carried).  Session folders are made
-mode 0700, and the commands run with umask 077 (:func:`private_umask`), so
-every file in them is 0600.
+    session.json        the manifest (:mod:`egressaudit.session.manifest`): what was recorded, how, by which version
+    flows.parquet       packet flows (packet path: ``analyze`` of captures, ``capture``)
+    http.parquet        HTTP exchanges and WebSocket messages (HTTP path: the proxy, flow files, HAR)
+    fields.parquet      the fields the HTTP bodies carried (hashed values unless kept)
+    markers.parquet     call states over time (written by audited sessions)
+    capture.pcapng      the packets of ``egressaudit capture``
+    flows.mitm          complete HTTP flows with bodies (only with ``--keep-bodies``)
+    report.html, figures/
 
-A process recording into a folder (``capture``, the proxy's recorder) holds
-:class:`RecordingLock` on ``OUT/.recording.lock`` while it runs: other
-commands can tell a session still being recorded from one whose recorder
-died (:func:`recording_pid`), and two recorders never write one folder.
+Every table's columns are declared once in :mod:`egressaudit.schema` and every table carries ``session_id``; the
+packet and HTTP tables share one vocabulary (``local``/``remote``, ``_out``/``_in``, ``ts_start``/``ts_end``,
+``community_id``) so they join.  This package owns the folder: :mod:`~egressaudit.session.folder` creates it (0700,
+files 0600), claims it for a command (a new folder, ``--force`` to replace a session whole, ``--add`` to add to one;
+a command that fails leaves no folder and an existing session as it was) and writes files atomically;
+:mod:`~egressaudit.session.store` appends rows crash-safely and reads tables (older schemas migrated);
+:mod:`~egressaudit.session.manifest` is the one writer of ``session.json``.
+
+Reading is :func:`open_session` / :func:`open_sessions`, the public API (``egressaudit.open_session``)::
+
+    s = open_session("audits/zoom-call")
+    s.flows, s.http, s.fields, s.markers     # DataFrames, one column per schema column, Arrow-backed dtypes
+    s.manifest.audited_client
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import json
-import os
-import re
-from collections.abc import Callable
-from datetime import UTC, datetime
+import glob
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.compute as pc
 
-from egressaudit import __version__
-from egressaudit.schema import SCHEMA_VERSION, to_table
+from egressaudit.errors import InputError, NotASessionError, UsageError
+from egressaudit.schema import TABLES, arrow_schema
+from egressaudit.session import manifest
+from egressaudit.session.folder import (
+    LOCK_FILE,
+    PRIVATE_UMASK,
+    Claim,
+    RecordingLock,
+    SessionError,
+    atomic_write,
+    claimed,
+    holds_session,
+    prepare,
+    private_dir,
+    private_umask,
+    recording_pid,
+    session_files,
+    session_id_for,
+    write_table,
+)
+from egressaudit.session.manifest import Manifest, now_iso
+from egressaudit.session.store import part_files, read_rows, read_rows_checked
+
+if TYPE_CHECKING:
+    from egressaudit.signatures import SignatureDB
+
+TABLE_NAMES: tuple[str, ...] = tuple(TABLES)
 
 
-class SessionError(Exception):
-    """A session folder cannot be written or read; one line for the user."""
+def dataframe(table: pa.Table) -> pd.DataFrame:
+    """A session table as pandas, every column with the Arrow-backed dtype of its schema type
+    (``pd.ArrowDtype(pa.int64())``, ``pd.ArrowDtype(pa.timestamp("us", tz="UTC"))``, ...): nulls stay nulls in
+    integer columns, and an empty table keeps its columns and dtypes."""
+    df = table.to_pandas(types_mapper=pd.ArrowDtype)
+    assert isinstance(df, pd.DataFrame)
+    return df
 
 
-def session_id_for(out: Path) -> str:
-    """A session id derived from the folder name (letters, digits, ``-_.``)."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", out.resolve().name).strip("-") or "session"
+class Session:
+    """One session folder, opened for reading (:func:`open_session`).
+
+    ``flows``, ``http``, ``fields`` and ``markers`` are DataFrames (see :func:`dataframe`), read when first used; a
+    table the session does not have is empty with its columns.  ``manifest`` is ``session.json``
+    (:class:`~egressaudit.session.manifest.Manifest`); ``dropped_keys`` names its keys left out because their values
+    had the wrong type, and ``has_manifest`` is False for a recording that never wrote one (a killed proxy).
+    """
+
+    def __init__(self, path: Path, manifest_: Manifest, dropped_keys: list[str], has_manifest: bool = True) -> None:
+        self.path = path
+        self.manifest = manifest_
+        self.dropped_keys = dropped_keys
+        self.has_manifest = has_manifest
+        self._tables: dict[str, pa.Table] = {}
+        self._frames: dict[str, pd.DataFrame] = {}
+
+    def __repr__(self) -> str:
+        return f"Session({str(self.path)!r}, client={self.manifest.audited_client!r}, tables={[t for t in TABLE_NAMES if self.has(t)]})"
+
+    @property
+    def session_id(self) -> str:
+        return self.manifest.session_id
+
+    def has(self, table: str) -> bool:
+        """Whether the folder holds the table (its file, or part files a recording left)."""
+        return (self.path / f"{table}.parquet").exists() or (self.path / ".parts" / table).is_dir()
+
+    def table(self, name: str) -> pa.Table:
+        """The table as Arrow, in this version's schema (older ones migrated; part files included); TableUnreadable
+        (exit 3) when it cannot be read, NewerSchemaError when a newer egressaudit wrote it."""
+        if name not in TABLES:
+            raise UsageError(f"unknown table {name!r}; known: {', '.join(TABLES)}")
+        if name not in self._tables:
+            self._tables[name] = read_rows_checked(self.path, name) if self.has(name) else arrow_schema(name).empty_table()
+        return self._tables[name]
+
+    def frame(self, name: str) -> pd.DataFrame:
+        if name not in self._frames:
+            self._frames[name] = dataframe(self.table(name))
+        return self._frames[name]
+
+    @property
+    def flows(self) -> pd.DataFrame:
+        return self.frame("flows")
+
+    @property
+    def http(self) -> pd.DataFrame:
+        return self.frame("http")
+
+    @property
+    def fields(self) -> pd.DataFrame:
+        return self.frame("fields")
+
+    @property
+    def markers(self) -> pd.DataFrame:
+        return self.frame("markers")
 
 
-STATE_CAPTURING = "capturing"
-"""``session.json`` ``state`` while ``egressaudit capture`` runs; a folder left in it was killed before analysing."""
-STATE_COMPLETE = "complete"
+def open_session(path: str | Path) -> Session:
+    """Open a session folder for reading.
+
+    NotASessionError (an :class:`~egressaudit.errors.InputError`, exit 3 in the CLI) for a path that is not a
+    session folder; NewerSchemaError for one written by a newer egressaudit.  A folder whose recording never wrote
+    ``session.json`` (a proxy that was killed) opens with a minimal manifest (``has_manifest`` False) when it holds
+    rows."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise NotASessionError(f"{folder}: not a session folder ({'no such folder' if not folder.exists() else 'not a folder'})")
+    try:
+        m, dropped = manifest.read(folder)
+    except NotASessionError:
+        if not any((folder / f"{t}.parquet").exists() or (folder / ".parts" / t).is_dir() for t in TABLES):
+            raise
+        return Session(folder, Manifest(session_id=session_id_for(folder), state="recording"), [], has_manifest=False)
+    return Session(folder, m, dropped)
+
+
+@dataclass
+class Sessions:
+    """Many sessions' tables together (:func:`open_sessions`): each table has the columns of one session's plus
+    ``client`` (the session's audited client) and ``label`` after ``session_id``.  ``manifests`` is one row per
+    session (session_id, path, client, label, state, created, schema_version, tool_version)."""
+
+    sessions: list[Session]
+    _frames: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
+
+    def __iter__(self) -> Iterator[Session]:
+        return iter(self.sessions)
+
+    def __len__(self) -> int:
+        return len(self.sessions)
+
+    def frame(self, name: str) -> pd.DataFrame:
+        if name not in self._frames:
+            parts = []
+            for s in self.sessions:
+                t = s.table(name)
+                n = t.num_rows
+                t = t.add_column(1, pa.field("client", pa.string()), pa.array([s.manifest.audited_client] * n, pa.string()))
+                t = t.add_column(2, pa.field("label", pa.string()), pa.array([s.manifest.label] * n, pa.string()))
+                parts.append(t)
+            self._frames[name] = dataframe(pa.concat_tables(parts))
+        return self._frames[name]
+
+    @property
+    def flows(self) -> pd.DataFrame:
+        return self.frame("flows")
+
+    @property
+    def http(self) -> pd.DataFrame:
+        return self.frame("http")
+
+    @property
+    def fields(self) -> pd.DataFrame:
+        return self.frame("fields")
+
+    @property
+    def markers(self) -> pd.DataFrame:
+        return self.frame("markers")
+
+    @property
+    def manifests(self) -> pd.DataFrame:
+        rows: list[dict[str, Any]] = [
+            {
+                "session_id": s.session_id, "path": str(s.path), "client": s.manifest.audited_client, "label": s.manifest.label,
+                "state": s.manifest.state, "created": s.manifest.created, "schema_version": s.manifest.schema_version,
+                "tool_version": s.manifest.tool.version,
+            }
+            for s in self.sessions
+        ]  # fmt: skip
+        return pd.DataFrame(rows, columns=["session_id", "path", "client", "label", "state", "created", "schema_version", "tool_version"])
+
+
+def open_sessions(paths: str | Path | Iterable[str | Path]) -> Sessions:
+    """Open many session folders: paths or glob patterns (``"audits/*"``).  A pattern's matches that are not session
+    folders are passed over; a path named outright must be one.  NotASessionError when nothing matches, UsageError
+    when two sessions share a session_id (their rows could not be told apart)."""
+    items = [paths] if isinstance(paths, str | Path) else list(paths)
+    found: list[Session] = []
+    for item in items:
+        text = str(item)
+        if glob.has_magic(text):
+            for match in sorted(glob.glob(text)):
+                p = Path(match)
+                if p.is_dir() and (p / manifest.MANIFEST).is_file():
+                    found.append(open_session(p))
+        else:
+            found.append(open_session(item))
+    if not found:
+        raise NotASessionError(f"no session folder in {', '.join(map(str, items)) or 'nothing'}")
+    seen: dict[str, Path] = {}
+    for s in found:
+        if s.session_id in seen and seen[s.session_id].resolve() != s.path.resolve():
+            raise UsageError(f"two sessions share the session_id {s.session_id!r}: {seen[s.session_id]} and {s.path}; rename one folder")
+        seen[s.session_id] = s.path
+    unique = {s.path.resolve(): s for s in found}
+    return Sessions(list(unique.values()))
+
+
+# -- until the report reads through open_session (the HTTP path's move to schema 2.0 is in flight) --------------
+
 STATE_RECOVERED = "recovered"
-"""Analysed afterwards from what a killed capture left on disk."""
-PRIVATE_UMASK = 0o077
-LOCK_FILE = ".recording.lock"
-
-
-def private_umask() -> int:
-    """Make every file and folder this process creates private to its user (umask 077); returns the previous umask."""
-    return os.umask(PRIVATE_UMASK)
-
-
-def private_dir(path: Path, narrow: bool = False) -> None:
-    """Create ``path`` (and parents) if needed and make it 0700.  An existing folder is narrowed when ``narrow`` (a
-    folder egressaudit owns, such as ``~/.egressaudit``), or when it is empty or already a session folder; a user's
-    ``--out .`` or ``--out /tmp`` keeps its mode."""
-    created = not path.exists()
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if narrow or created or not any(path.iterdir()) or (path / "session.json").exists() or (path / LOCK_FILE).exists():
-        os.chmod(path, 0o700)
-
-
-def prepare(out: Path) -> None:
-    """Make ``out`` a writable, private session folder; SessionError with one line when it cannot be."""
-    try:
-        private_dir(out)
-    except OSError as e:
-        raise SessionError(f"{out}: cannot create the session folder: {e.strerror or e}") from e
-    if not os.access(out, os.W_OK):
-        raise SessionError(f"{out}: the session folder is not writable")
-    probe = out / f".write-test-{os.getpid()}"
-    try:
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise SessionError(f"{out}: cannot write in the session folder: {e.strerror or e}") from e
-
-
-def atomic_write(path: Path, write: Callable[[Path], object]) -> Path:
-    """``write(tmp)`` then rename ``tmp`` to ``path``; a failed write leaves neither a temporary file nor a partial ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    return path
-
-
-def write_table(out: Path, table: str, rows: list[dict[str, Any]] | dict[str, list[Any]] | pa.Table) -> Path:
-    """Write a table (an Arrow table, rows or columns: see :func:`egressaudit.schema.to_table`) as Parquet, atomically."""
-    data = rows if isinstance(rows, pa.Table) else to_table(table, rows)
-    return atomic_write(out / f"{table}.parquet", lambda tmp: pq.write_table(data, tmp, compression="zstd"))
-
-
-def _write_json(path: Path, doc: dict[str, Any]) -> Path:
-    text = json.dumps(doc, indent=2, default=str) + "\n"
-    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def write_session_json(out: Path, session: dict[str, Any], signatures: dict[str, Any]) -> Path:
-    """Write ``session.json`` whole: the session's keys after the tool's; ``state`` is "complete" unless given."""
-    doc = {
-        "session_id": session.get("session_id"),
-        "schema_version": SCHEMA_VERSION,
-        "tool": {"name": "egressaudit", "version": __version__},
-        "signatures": signatures,
-        "created": now_iso(),
-        "state": STATE_COMPLETE,
-        **{k: v for k, v in session.items() if k != "session_id"},
-    }
-    return _write_json(out / "session.json", doc)
-
-
-class RecordingLock:
-    """An exclusive lock on ``OUT/.recording.lock`` held while a process records into ``OUT`` (the kernel drops it when
-    the process dies, however it dies).  The file holds the holder's pid, for messages."""
-
-    def __init__(self, out: Path) -> None:
-        self.path = out / LOCK_FILE
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        """Take the lock; SessionError naming the holder when another process records into the folder."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            pid = recording_pid(self.path.parent)
-            raise SessionError(f"{self.path.parent}: another process{f' (pid {pid})' if pid else ''} is recording into this folder") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._fd = fd
-
-    def fileno(self) -> int:
-        """The lock file's descriptor (a process started with it inherits the lock: the kernel drops it only when every
-        holder has ended)."""
-        if self._fd is None:
-            raise ValueError("the recording lock is not held")
-        return self._fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # (the file stays: unlinking it would race with a new holder)
-            self._fd = None
-
-    def __enter__(self) -> RecordingLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-
-def recording_pid(out: Path) -> int | None:
-    """The pid of the process recording into ``out`` now (0 when it cannot be read), or None when nothing holds the
-    folder's recording lock."""
-    path = out / LOCK_FILE
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError:
-            text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-            return int(text) if text.isdigit() else 0
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    finally:
-        os.close(fd)
-
-
-def update_session_json(out: Path, key: str, value: Any) -> Path:
-    """Set one top-level key of ``session.json`` (atomically), keeping the rest."""
-    path = out / "session.json"
-    doc = read_session_json(out) if path.exists() else {}
-    doc[key] = value
-    return _write_json(path, doc)
 
 
 def read_session_json(folder: Path) -> dict[str, Any]:
-    path = folder / "session.json"
+    """session.json as a dict (migrated); SessionError when there is none or it cannot be read."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as e:
-        raise SessionError(f"{folder}: no session.json (is this a session folder written by `egressaudit analyze`?)") from e
-    except (OSError, ValueError) as e:
-        raise SessionError(f"{path}: unreadable: {e}") from e
-    if not isinstance(data, dict):
-        raise SessionError(f"{path}: not a JSON object")
-    return data
+        return manifest.read(folder)[0].document()
+    except NotASessionError as e:
+        raise SessionError(str(e)) from None
 
 
-def read_table(folder: Path, table: str) -> Any:
-    path = folder / f"{table}.parquet"
+def read_table(folder: Path, table: str) -> pa.Table:
+    if not (folder / f"{table}.parquet").exists():
+        raise SessionError(f"{folder}: no {table}.parquet (is this a session folder written by `egressaudit analyze`?)")
     try:
-        return pq.read_table(path)
-    except FileNotFoundError as e:
-        raise SessionError(f"{folder}: no {table}.parquet (is this a session folder written by `egressaudit analyze`?)") from e
-    except (OSError, ValueError) as e:
-        raise SessionError(f"{path}: unreadable: {e}") from e
+        return read_rows_checked(folder, table)
+    except InputError as e:
+        raise SessionError(str(e)) from None
+
+
+# -- the audited client, once per session ------------------------------------------------------------------------
+
+
+def settle_party(folder: Path, db: SignatureDB, client: str | None = None) -> str | None:
+    """Decide the session's audited client from all its tables (:mod:`egressaudit.classify.party`) and make every
+    table's ``party`` column and the manifest agree with it; the client.  ``client`` is the user's choice
+    (``--client``), which wins; without it a client the manifest records as the user's is kept."""
+    from egressaudit.classify.party import choose_audited_client, first_party_vendors, party_column
+
+    m, _ = manifest.read(folder) if (folder / manifest.MANIFEST).exists() else (None, [])
+    source = "option" if client else None
+    if client is None and m is not None and m.audited_client_source == "option":
+        client, source = m.audited_client, "option"
+    # (a table still in part files is being recorded: its recorder settles the party when it compacts them)
+    tables = {t: read_rows(folder, t) for t in ("flows", "http") if (folder / f"{t}.parquet").exists() and not part_files(folder, t)}
+    if client is None:
+        usage: list[tuple[str | None, str, int]] = []
+        for t in tables.values():
+            vendors = t.column("vendor").to_pylist()
+            cats = t.column("category").to_pylist()
+            nbytes = pc.add(t.column("bytes_out"), t.column("bytes_in")).to_pylist()
+            usage += zip(vendors, cats, nbytes, strict=True)
+        client = choose_audited_client(usage, db)
+        source = "auto" if client else None
+    first = first_party_vendors(client, db)
+    for name, t in tables.items():
+        party = pa.array(party_column(t.column("vendor").to_pylist(), first), pa.string())
+        if not party.equals(t.column("party").combine_chunks()):
+            idx = t.schema.get_field_index("party")
+            write_table(folder, name, t.set_column(idx, t.schema.field("party"), party))
+
+    def record(m: Manifest) -> None:
+        m.audited_client, m.audited_client_source = client, source  # type: ignore[assignment]
+
+    manifest.update(folder, record)
+    return client
+
+
+__all__ = [
+    "LOCK_FILE", "PRIVATE_UMASK", "TABLE_NAMES", "Claim", "Manifest", "RecordingLock", "Session", "SessionError", "Sessions",
+    "atomic_write", "claimed", "dataframe", "holds_session", "manifest", "now_iso", "open_session", "open_sessions", "prepare",
+    "private_dir", "private_umask", "read_rows", "read_rows_checked", "recording_pid", "session_files", "session_id_for",
+    "settle_party", "write_table",
+]  # fmt: skip

@@ -35,8 +35,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from egressaudit.schema import arrow_schema, to_table
-from egressaudit.session import atomic_write
+from egressaudit.errors import InputError, NewerSchemaError
+from egressaudit.schema import SCHEMA_VERSION, arrow_schema, to_table, upgrade, version_of
+from egressaudit.session.folder import atomic_write
 
 PARTS = ".parts"
 SPOOL = ".spool"
@@ -217,7 +218,7 @@ def compact(out: Path, table: str) -> Path:
     return path
 
 
-class TableUnreadable(Exception):
+class TableUnreadable(InputError):
     """A table file of the session cannot be read (damaged, cut, not Parquet); one line for the user."""
 
 
@@ -225,6 +226,8 @@ def read_rows_checked(out: Path, table: str) -> pa.Table:
     """:func:`read_rows`, with a file that cannot be read raised as :class:`TableUnreadable` (one line)."""
     try:
         return read_rows(out, table)
+    except NewerSchemaError:
+        raise
     except (OSError, ValueError, pa.ArrowException) as e:
         raise TableUnreadable(" ".join(f"{out}: {table} table unreadable: {e}".split())[:400]) from None
 
@@ -237,4 +240,13 @@ def read_rows(out: Path, table: str) -> pa.Table:
     tables += [pq.read_table(p) for p in part_files(out, table)]
     if not tables:
         return schema.empty_table()
-    return pa.concat_tables([t.cast(schema) for t in tables])
+    for t in tables:
+        version = version_of(t)
+        if _major(version) > _major(SCHEMA_VERSION):
+            raise NewerSchemaError(f"{path}: written by a newer egressaudit (schema {version}, this one reads {SCHEMA_VERSION}); upgrade to read it")
+    return pa.concat_tables([upgrade(table, t).cast(schema) for t in tables])
+
+
+def _major(version: str) -> int:
+    head = version.split(".")[0]
+    return int(head) if head.isdigit() else 0

@@ -43,13 +43,16 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from egressaudit.errors import EXIT_SIGNATURES, EgressAuditError
 from egressaudit.taxonomy import Category
 
 VendorKind = Literal["conferencing", "analytics", "crash_reporting", "push", "platform", "other"]
 
 
-class SignatureError(ValueError):
-    """A signature file is invalid; the message names the file and the rule."""
+class SignatureError(EgressAuditError, ValueError):
+    """A signature file is missing or invalid; the message names the file and the rule (exit 5)."""
+
+    exit_code = EXIT_SIGNATURES
 
 
 def _parse_port(spec: int | str) -> tuple[int, int]:

@@ -1,0 +1,134 @@
+"""The commands that read a session: ``report``, ``inventory``, ``har``; and ``schema``, ``signatures``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from egressaudit.cli.common import console, err, fail, handled, say, warn
+from egressaudit.errors import EXIT_INPUT, EXIT_OUTPUT, EXIT_SIGNATURES
+
+app = typer.Typer()
+
+
+def _recover(folder: Path) -> None:
+    """A folder whose ``capture`` was killed before it analysed: analyse what reached capture.pcapng first."""
+    from egressaudit.audit.live import needs_recovery, recover
+    from egressaudit.capture.live import CAPTURE_FILE
+    from egressaudit.session import recording_pid
+
+    if not needs_recovery(folder):
+        return
+    if recording_pid(folder) is None and (folder / CAPTURE_FILE).exists():
+        warned = f"{folder}: the capture did not finish (killed?); analysing what reached {CAPTURE_FILE}"
+        err.print(warned, highlight=False, soft_wrap=True, markup=False)
+    with handled(folder):
+        recover(folder)
+
+
+@app.command()
+def report(
+    session_dir: Annotated[Path, typer.Argument(help="Session folder written by `egressaudit analyze`.", show_default=False)],
+    no_redact: Annotated[bool, typer.Option("--no-redact", help="Show local addresses instead of redacted tokens.")] = False,
+) -> None:
+    """Print the audit's tables and write SESSION_DIR/report.html with PNG figures."""
+    from egressaudit.report import ReportError, build_report
+
+    if not session_dir.is_dir():
+        raise fail(f"{session_dir}: not a folder", EXIT_INPUT)
+    _recover(session_dir)
+    try:
+        with handled():
+            path = build_report(session_dir, console=console, redact=not no_redact)
+    except ReportError as e:
+        raise fail(str(e), EXIT_INPUT) from None
+    except OSError as e:
+        raise fail(f"{session_dir}: cannot write the report: {e.strerror or e}", EXIT_OUTPUT) from None
+    say(f"report: {path}")
+
+
+@app.command()
+def inventory(
+    session_dir: Annotated[Path, typer.Argument(help="Session folder with http.parquet / fields.parquet.", show_default=False)],
+    all_fields: Annotated[bool, typer.Option("--all", help="List every field, not only those that look like identifiers or content.")] = False,
+    category: Annotated[str, typer.Option("--category", help="Only fields of exchanges of this category ('any' for all).")] = "telemetry",
+) -> None:
+    """Which fields the telemetry carries, and which of them identify someone or leak content."""
+    from egressaudit.http.inventory_report import InventoryError, print_inventory
+
+    try:
+        with handled():
+            print_inventory(session_dir, console, all_fields=all_fields, category=None if category == "any" else category)
+    except InventoryError as e:
+        raise fail(str(e), EXIT_INPUT) from None
+    _warn_incomplete(session_dir)
+
+
+def _warn_incomplete(session_dir: Path) -> None:
+    """One warning line per thing the session says it lost (the same notes the report shows)."""
+    from egressaudit.errors import InputError
+    from egressaudit.report import recording_notes
+    from egressaudit.session import manifest
+
+    try:
+        doc = manifest.read(session_dir)[0].document()
+    except InputError:
+        doc = {}
+    for note in recording_notes(session_dir, doc):
+        warn(note)
+
+
+@app.command()
+def har(
+    session_dir: Annotated[Path, typer.Argument(help="Session folder recorded by the proxy or from flow files.", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="HAR file to write.")],
+    bodies: Annotated[bool, typer.Option("--bodies", help="Include bodies (needs a session recorded with --keep-bodies).")] = False,
+) -> None:
+    """Export the session's HTTP exchanges as a HAR 1.2 file (no bodies unless --bodies)."""
+    from egressaudit.http.har import HarError, export_har
+
+    try:
+        with handled(out):
+            n = export_har(session_dir, out, bodies=bodies)
+    except HarError as e:
+        raise fail(str(e), EXIT_INPUT) from None
+    say(f"{n:,} entries -> {out}")
+    _warn_incomplete(session_dir)
+
+
+@app.command()
+def schema(
+    table: Annotated[str | None, typer.Argument(help="Only this table (e.g. flows).")] = None,
+) -> None:
+    """Print the session tables' columns as Markdown (generated from the schema definition)."""
+    from egressaudit.schema import TABLES, markdown
+
+    if table is not None and table not in TABLES:
+        raise typer.BadParameter(f"unknown table {table!r}; known: {', '.join(TABLES)}")
+    typer.echo(markdown(table))
+
+
+@app.command()
+def signatures(
+    check: Annotated[
+        list[Path] | None, typer.Option("--check", help="Validate these vendor YAML files instead of listing the packaged ones.")
+    ] = None,
+) -> None:
+    """List the vendor signature database (or validate vendor files)."""
+    from egressaudit.signatures import SignatureError, load
+
+    try:
+        db = load(check) if check else load()
+    except SignatureError as e:
+        raise fail(str(e), EXIT_SIGNATURES) from None
+    t = Table(title=f"signature database {db.version}: {len(db.vendors)} vendors, {len(db)} rules")
+    t.add_column("vendor")
+    t.add_column("kind")
+    t.add_column("rules", justify="right")
+    t.add_column("name")
+    for v in sorted(db.vendors.values(), key=lambda v: v.vendor):
+        t.add_row(v.vendor, v.kind, str(len(v.rules)), v.display_name)
+    console.print(t)
