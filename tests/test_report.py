@@ -11,6 +11,7 @@ import pytest
 from rich.console import Console
 
 from egressaudit.report import ReportError, build_report
+from egressaudit.report import measures as M
 from egressaudit.report import summary as S
 from egressaudit.schema import FLOWS, column_names
 from egressaudit.session import read_table, write_session_json, write_table
@@ -245,7 +246,7 @@ def test_over_time_spreads_bytes_over_each_flow(tmp_path: Path) -> None:
 
 
 def test_human_units() -> None:
-    assert [S.human_bytes(n) for n in (0, 999, 1000, 1234, 999_960, 1_200_000, 3_400_000_000)] == [
+    assert [M.human_bytes(n) for n in (0, 999, 1000, 1234, 999_960, 1_200_000, 3_400_000_000)] == [
         "0 B",
         "999 B",
         "1.0 kB",
@@ -254,7 +255,7 @@ def test_human_units() -> None:
         "1.2 MB",
         "3.4 GB",
     ]
-    assert S.percent(0.3) == "30.0%" and S.percent(None) == "-"
+    assert M.percent(0.3) == "30.0%" and M.percent(None) == "-"
 
 
 def test_report_page_figures_and_terminal(tmp_path: Path) -> None:
@@ -301,10 +302,10 @@ def test_local_addresses_are_redacted_unless_asked(tmp_path: Path) -> None:
 
 def test_redactor_tokens_are_stable(tmp_path: Path) -> None:
     df = flows_df(sample_rows(), tmp_path)
-    red = S.Redactor(df, {"local_hosts": [CLIENT]})
+    red = M.Redactor(df, {"local_hosts": [CLIENT]})
     assert red.tokens == {CLIENT: "local-1", RESOLVER: "local-2", OTHER_LOCAL: "local-3"}
     assert red("203.0.113.50") == "203.0.113.50" and red(None) is None
-    assert S.Redactor(df, {"local_hosts": [CLIENT]}, enabled=False)(CLIENT) == CLIENT
+    assert M.Redactor(df, {"local_hosts": [CLIENT]}, enabled=False)(CLIENT) == CLIENT
 
 
 def test_empty_session_still_gives_a_report(tmp_path: Path) -> None:

@@ -8,9 +8,8 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from egressaudit.report.measures import CONTENT_DETECTORS
 from egressaudit.session.store import TableUnreadable, read_rows_checked
-
-CONTENT_DETECTORS = frozenset(("meeting_title", "chat_text", "file_name", "transcript"))
 
 
 class InventoryError(Exception):

@@ -9,7 +9,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from egressaudit.report.summary import CATEGORY_ORDER, DATA_CLASS_ORDER, NONE, human_bytes
+from egressaudit.report.measures import CATEGORY_ORDER, DATA_CLASS_ORDER, NONE, human_bytes
 from egressaudit.session import atomic_write
 
 DATA_CLASS_COLORS: dict[str, str] = {

@@ -16,13 +16,21 @@ from typing import Any
 
 import pandas as pd
 
-from egressaudit.http.inventory_report import CONTENT_DETECTORS
 from egressaudit.http.query import redact_query
-from egressaudit.report.summary import CATEGORY_ORDER, DATA_CLASS_ORDER, NONE, PARTY_ORDER, Redactor, _label, _order, share
+from egressaudit.report.measures import (
+    CATEGORY_ORDER,
+    CONTENT_DETECTORS,
+    CONTENT_ORDER,
+    DATA_CLASS_ORDER,
+    NONE,
+    PARTY_ORDER,
+    Redactor,
+    label,
+    order,
+    share,
+)
 from egressaudit.taxonomy import Category, DataClass, Party
 
-#: Order in which content-leak detectors are listed.
-CONTENT_ORDER: tuple[str, ...] = ("meeting_title", "chat_text", "file_name", "transcript")
 #: Distinct clear-text values shown per key path, when values are shown at all.
 MAX_VALUES = 3
 #: Clear-text values are cut to this many characters.
@@ -52,7 +60,7 @@ def _grouped(http: pd.DataFrame, keys: list[str], total: int) -> pd.DataFrame:
         return pd.DataFrame({c: pd.Series([], dtype=object if c in keys else ("float64" if c == "share" else "int64")) for c in cols})
     df = with_out_bytes(http)
     df = df.assign(
-        **{k: _label(df[k]) for k in keys},
+        **{k: label(df[k]) for k in keys},
         _x=(df["kind"] == "http").astype("int64"),
         _w=(df["kind"] == "websocket").astype("int64"),
         _r=df["response_wire_bytes"].fillna(0).astype("int64"),
@@ -87,7 +95,7 @@ def by_data_class_category(http: pd.DataFrame) -> pd.DataFrame:
     g = _grouped(http, ["data_class", "category"], total_out(http))
     if g.empty:
         return g
-    g = g.assign(_d=_order(g["data_class"], DATA_CLASS_ORDER), _c=_order(g["category"], CATEGORY_ORDER))
+    g = g.assign(_d=order(g["data_class"], DATA_CLASS_ORDER), _c=order(g["category"], CATEGORY_ORDER))
     return g.sort_values(["_d", "request_wire_bytes", "_c"], ascending=[True, False, True]).drop(columns=["_d", "_c"]).reset_index(drop=True)
 
 
@@ -96,7 +104,7 @@ def by_party(http: pd.DataFrame) -> pd.DataFrame:
     g = _grouped(http, ["party"], total_out(http))
     if g.empty:
         return g
-    return g.assign(_p=_order(g["party"], PARTY_ORDER)).sort_values("_p").drop(columns="_p").reset_index(drop=True)
+    return g.assign(_p=order(g["party"], PARTY_ORDER)).sort_values("_p").drop(columns="_p").reset_index(drop=True)
 
 
 def by_host(http: pd.DataFrame) -> pd.DataFrame:
@@ -167,7 +175,7 @@ def field_inventory(fields: pd.DataFrame, show_values: bool = False) -> pd.DataF
     if fields.empty:
         return pd.DataFrame({c: pd.Series([], dtype="int64" if c in ("exchanges", "occurrences", "distinct_values") else object) for c in cols})
     keys = ["vendor", "host", "category", "key_path"]
-    df = fields.assign(**{k: _label(fields[k]) for k in keys}, _det=fields["detectors"].map(_detector_list))
+    df = fields.assign(**{k: label(fields[k]) for k in keys}, _det=fields["detectors"].map(_detector_list))
     aggs: dict[str, Any] = {
         "value_type": ("value_type", lambda s: ",".join(sorted({t for v in s if isinstance(v, str) for t in v.split(",") if t}))),
         "exchanges": ("exchange_id", "nunique"),

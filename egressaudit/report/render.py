@@ -10,8 +10,9 @@ from typing import Any
 import pandas as pd
 
 from egressaudit import __version__
-from egressaudit.report.http_summary import CONTENT_ORDER, http_meta
-from egressaudit.report.summary import ReportData, human_bytes, percent
+from egressaudit.report.http_summary import http_meta
+from egressaudit.report.measures import CONTENT_ORDER, human_bytes, percent
+from egressaudit.report.summary import ReportData
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222;line-height:1.4}

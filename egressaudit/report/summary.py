@@ -8,27 +8,17 @@ never counts as egress.
 
 from __future__ import annotations
 
-import ipaddress
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from egressaudit.taxonomy import Category, DataClass, Party
-
-if TYPE_CHECKING:
-    from egressaudit.report.http_summary import HttpReport
-
-#: Placeholder for a missing vendor / service / hostname in tables.
-NONE = "(none)"
-
-#: Order of the data classes in tables and figures.
-DATA_CLASS_ORDER: list[str] = [d.value for d in DataClass]
-CATEGORY_ORDER: list[str] = [c.value for c in Category]
-PARTY_ORDER: list[str] = [p.value for p in Party]
+from egressaudit.report.http_summary import HttpReport, summarize_http
+from egressaudit.report.measures import CATEGORY_ORDER, DATA_CLASS_ORDER, PARTY_ORDER, Redactor, label, order, share
+from egressaudit.schema import to_table
+from egressaudit.taxonomy import DataClass, Party
 
 #: Candidate widths (seconds) of the bins of the over-time series.
 BIN_WIDTHS_S: tuple[int, ...] = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
@@ -37,8 +27,6 @@ MAX_BINS = 120
 
 def empty_flows() -> pd.DataFrame:
     """A flows DataFrame with every column of the schema and no rows."""
-    from egressaudit.schema import to_table
-
     df: pd.DataFrame = to_table("flows", []).to_pandas()
     return df
 
@@ -50,28 +38,12 @@ def egress(flows: pd.DataFrame) -> pd.DataFrame:
     return flows[~flows["is_local"].astype(bool)]
 
 
-def _label(s: pd.Series) -> pd.Series:
-    """Strings with nulls (and empty strings) shown as :data:`NONE`."""
-    out = s.astype(object).where(s.notna(), NONE)
-    return out.map(lambda v: NONE if v == "" else str(v))
-
-
-def _order(values: Iterable[Any], order: list[str]) -> list[int]:
-    rank = {v: i for i, v in enumerate(order)}
-    return [rank.get(str(v), len(order)) for v in values]
-
-
-def share(part: float, total: float) -> float | None:
-    """``part / total``, or None when there is nothing to divide."""
-    return part / total if total else None
-
-
 def _grouped(df: pd.DataFrame, keys: list[str], total: int) -> pd.DataFrame:
     cols = [*keys, "flows", "bytes_out", "bytes_in", "share"]
     if df.empty:
         return pd.DataFrame({c: pd.Series([], dtype=object if c in keys else ("float64" if c == "share" else "int64")) for c in cols})
     g = (
-        df.assign(**{k: _label(df[k]) for k in keys})
+        df.assign(**{k: label(df[k]) for k in keys})
         .groupby(keys, sort=False)
         .agg(flows=("flow_id", "size"), bytes_out=("bytes_out", "sum"), bytes_in=("bytes_in", "sum"))
         .reset_index()
@@ -90,7 +62,7 @@ def by_data_class_category(flows: pd.DataFrame) -> pd.DataFrame:
     g = _grouped(eg, ["data_class", "category"], total)
     if g.empty:
         return g
-    g = g.assign(_d=_order(g["data_class"], DATA_CLASS_ORDER), _c=_order(g["category"], CATEGORY_ORDER))
+    g = g.assign(_d=order(g["data_class"], DATA_CLASS_ORDER), _c=order(g["category"], CATEGORY_ORDER))
     return g.sort_values(["_d", "bytes_out", "_c"], ascending=[True, False, True]).drop(columns=["_d", "_c"]).reset_index(drop=True)
 
 
@@ -124,7 +96,7 @@ def by_party(flows: pd.DataFrame) -> pd.DataFrame:
     g = _grouped(eg, ["party"], total)
     if g.empty:
         return g
-    return g.assign(_p=_order(g["party"], PARTY_ORDER)).sort_values("_p").drop(columns="_p").reset_index(drop=True)
+    return g.assign(_p=order(g["party"], PARTY_ORDER)).sort_values("_p").drop(columns="_p").reset_index(drop=True)
 
 
 def top_destinations(flows: pd.DataFrame, n: int = 20) -> pd.DataFrame:
@@ -268,68 +240,6 @@ def egress_over_time(flows: pd.DataFrame, bin_s: int | None = None) -> tuple[pd.
     return out, w
 
 
-class Redactor:
-    """Replaces the local host's addresses by stable tokens ("local-1", "local-2", ...).
-
-    The local addresses are those of the audited host (``local_ip``), of the
-    remote ends on the local network (``remote_ip`` of local flows), the
-    session's ``local_hosts`` and any further ``addresses`` (the HTTP
-    clients' ``client_ip``); they are numbered in the order of
-    ``local_hosts`` first, then by address.  Remote addresses (the vendors'
-    servers) are left as they are.  A disabled redactor changes nothing.
-    """
-
-    def __init__(self, flows: pd.DataFrame, session: dict[str, Any] | None = None, enabled: bool = True, addresses: Iterable[Any] = ()) -> None:
-        self.enabled = enabled
-        hosts = [str(h) for h in (session or {}).get("local_hosts") or [] if h]
-        found: set[str] = {str(a) for a in addresses if isinstance(a, str) and a}
-        if not flows.empty:
-            found.update(str(x) for x in flows["local_ip"].dropna())
-            found.update(str(x) for x in flows.loc[flows["is_local"].astype(bool), "remote_ip"].dropna())
-        rest = sorted(found - set(hosts), key=_ip_sort_key)
-        self.tokens: dict[str, str] = {}
-        for ip in [*hosts, *rest]:
-            self.tokens.setdefault(ip, f"local-{len(self.tokens) + 1}")
-
-    def __call__(self, value: Any) -> Any:
-        if self.enabled and isinstance(value, str):
-            return self.tokens.get(value, value)
-        return value
-
-    def frame(self, df: pd.DataFrame, columns: Iterable[str]) -> pd.DataFrame:
-        """``df`` with the addresses in ``columns`` replaced."""
-        if not self.enabled or df.empty:
-            return df
-        return df.assign(**{c: df[c].astype(object).map(self) for c in columns if c in df.columns})
-
-
-def _ip_sort_key(s: str) -> tuple[int, int, str]:
-    try:
-        a = ipaddress.ip_address(s)
-    except ValueError:
-        return (9, 0, s)
-    return (a.version, int(a), s)
-
-
-def human_bytes(n: float | int | None) -> str:
-    """Bytes in decimal units: "0 B", "950 B", "1.2 kB", "3.4 MB", "1.0 GB"."""
-    if n is None or (isinstance(n, float) and math.isnan(n)):
-        return "-"
-    v = float(n)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if unit == "B" and abs(v) < 1000:
-            return f"{int(v)} B"
-        if round(abs(v), 1) < 1000 or unit == "TB":
-            return f"{v:.1f} {unit}"
-        v /= 1000
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def percent(x: float | None) -> str:
-    """A share as "12.3%", or "-" when undefined."""
-    return "-" if x is None else f"{100 * x:.1f}%"
-
-
 @dataclass
 class ReportData:
     """Everything the HTML page and the terminal tables show, addresses already redacted."""
@@ -392,9 +302,6 @@ def summarize(
     series, bin_s = egress_over_time(flows)
     http_report = None
     if http is not None:
-        from egressaudit.report.http_summary import summarize_http
-        from egressaudit.schema import to_table
-
         if fields is None:
             fields = to_table("fields", []).to_pandas()
         http_report = summarize_http(http, fields, session, red, top)

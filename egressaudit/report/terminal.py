@@ -10,8 +10,9 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from egressaudit.report.measures import human_bytes, percent
 from egressaudit.report.render import FORMATS, HEADERS, HTTP_HEADERS, NUMERIC, _text, metadata_rows
-from egressaudit.report.summary import ReportData, human_bytes, percent
+from egressaudit.report.summary import ReportData
 
 
 def _table(
