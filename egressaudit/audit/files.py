@@ -70,7 +70,7 @@ def analyze_files(
     keep_values: bool = False,
     keep_query: bool = False,
     label: str | None = None,
-    signature_files: Sequence[Path] = (),
+    signature_files: Sequence[str | Path] = (),
     force: bool = False,
     add: bool = False,
     progress: Callable[[int], None] | None = None,
@@ -81,9 +81,10 @@ def analyze_files(
     from egressaudit.signatures import database
 
     paths = [Path(p) for p in inputs]
+    sig_files = [Path(f).absolute() for f in signature_files]
     out = Path(out)
     check_inputs(paths)
-    db = db or database(list(signature_files))
+    db = db or database(sig_files)
     if client is not None and client not in db.vendors:
         raise UsageError(f"--client: unknown vendor {client!r}; known: {', '.join(sorted(db.vendors))}")
     flow_files = [p for p in paths if p.suffix.lower() in FLOW_FILE_SUFFIXES]
@@ -98,7 +99,7 @@ def analyze_files(
             m.session_id = m.session_id or session_id
             m.state = "complete"
             m.signatures = manifest.Signatures(**signature_info(db))
-            m.signature_files = [str(f) for f in signature_files] or m.signature_files
+            m.signature_files = [str(f) for f in sig_files] or m.signature_files
             if label is not None:
                 m.label = label
 

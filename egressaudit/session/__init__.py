@@ -199,6 +199,7 @@ class Sessions:
 
     @property
     def manifests(self) -> pd.DataFrame:
+        """One row per session, with Arrow-backed dtypes like the tables."""
         rows: list[dict[str, Any]] = [
             {
                 "session_id": s.session_id, "path": str(s.path), "client": s.manifest.audited_client, "label": s.manifest.label,
@@ -207,7 +208,12 @@ class Sessions:
             }
             for s in self.sessions
         ]  # fmt: skip
-        return pd.DataFrame(rows, columns=["session_id", "path", "client", "label", "state", "created", "schema_version", "tool_version"])
+        return dataframe(pa.Table.from_pylist(rows, schema=MANIFEST_COLUMNS))
+
+
+MANIFEST_COLUMNS = pa.schema(
+    [pa.field(n, pa.string()) for n in ("session_id", "path", "client", "label", "state", "created", "schema_version", "tool_version")]
+)
 
 
 def open_sessions(paths: str | Path | Iterable[str | Path]) -> Sessions:
@@ -247,6 +253,12 @@ def read_session_json(folder: Path) -> dict[str, Any]:
         return manifest.read(folder)[0].document()
     except NotASessionError as e:
         raise SessionError(str(e)) from None
+
+
+def write_session_json(out: Path, session: dict[str, Any], signatures: dict[str, Any]) -> Path:
+    """Write a whole manifest from a dict (tests and tools that build a session by hand): through the one writer."""
+    m, _ = manifest.parse({"signatures": signatures, **session}, str(out / manifest.MANIFEST), session_id_for(out))
+    return manifest.write(out, m)
 
 
 def read_table(folder: Path, table: str) -> pa.Table:

@@ -273,7 +273,7 @@ class Claim:
             else:  # added to: every file back as it was, files the command made removed
                 for p in sorted(_walk(out), reverse=True):
                     rel = p.relative_to(out)
-                    if not (self.aside / rel).exists() and rel.parts[0] not in BOOKKEEPING:
+                    if not (self.aside / rel).exists():
                         _rmtree(p) if p.is_dir() and not p.is_symlink() else _unlink(p)
                 for p in _walk(self.aside):
                     rel = p.relative_to(self.aside)
