@@ -17,7 +17,8 @@ from scapy.packet import Raw
 from scapy.utils import PcapNgReader
 from typer.testing import CliRunner
 
-from egressaudit.cli import EXIT_INPUT, EXIT_OUTPUT, EXIT_SIGNATURES, app
+from egressaudit.cli import app
+from egressaudit.errors import EXIT_INPUT, EXIT_OUTPUT, EXIT_SIGNATURES
 from egressaudit.schema import column_names
 from tests import factories
 
