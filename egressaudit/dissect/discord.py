@@ -12,10 +12,11 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-__all__ = ["IpDiscovery", "parse_ip_discovery"]
+__all__ = ["FIRST_BYTE", "IpDiscovery", "parse_ip_discovery"]
 
 _HDR = struct.Struct("!HHI")
 SIZE = 74
+FIRST_BYTE = 0  # the type (1 or 2) is big-endian 16 bits
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,11 +10,13 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-__all__ = ["METHODS", "HttpRequest", "parse_request"]
+__all__ = ["FIRST_BYTES", "METHODS", "HttpRequest", "parse_request"]
 
 METHODS = frozenset(b"GET HEAD POST PUT DELETE CONNECT OPTIONS TRACE PATCH PROPFIND PROPPATCH MKCOL COPY MOVE LOCK UNLOCK REPORT SEARCH".split())
 _REQUEST_LINE = re.compile(rb"^([A-Z]{3,12}) (\S{1,8192}) HTTP/(\d)\.(\d)$")
 MAX_HEADERS = 128
+#: A request starts with its method, in capitals: a stream starting with another byte is not HTTP/1.x.
+FIRST_BYTES = range(ord("A"), ord("Z") + 1)
 
 
 @dataclass(frozen=True, slots=True)

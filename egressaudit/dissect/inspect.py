@@ -3,31 +3,23 @@
 :class:`Evidence` is what a flow learns from its payloads (host name, ALPN,
 STUN/RTP/RTCP/DTLS counts, media kinds, vendor hints); the flow tables of
 :mod:`egressaudit.flows` keep one per flow (their ``Flow`` extends it) and hand
-payloads to :class:`Inspector`, which picks the dissectors by transport, port
-and first bytes.  Nothing here counts packets or bytes: that is the flow
-table's job.
+payloads to :class:`Inspector`, which hands each to the dissectors bound to its
+transport, ports and first byte in :mod:`egressaudit.dissect.registry` (the
+order in which they are tried is documented there).  Nothing here counts
+packets or bytes: that is the flow table's job.
 """
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Set as AbstractSet
 from typing import Any, TypeVar
 
 from egressaudit.capture.frames import PROTO_TCP, PROTO_UDP
-from egressaudit.dissect import discord as discord_d
-from egressaudit.dissect import dns as dns_d
-from egressaudit.dissect import http as http_d
 from egressaudit.dissect import quic as quic_d
-from egressaudit.dissect import stun as stun_d
-from egressaudit.dissect import tls as tls_d
-from egressaudit.dissect import webrtc
-from egressaudit.dissect import zoom as zoom_d
+from egressaudit.dissect.registry import DNS_PORTS, REGISTRY, TLS_BUFFER_MAX, ZOOM_PORTS, Dispatch, tls_more
 from egressaudit.dissect.rtp import RtpHeader
 
-TLS_BUFFER_MAX = 16384
-DNS_PORTS = dns_d.PORTS  # (dissected: DNS in clear)
-ZOOM_PORTS = range(8801, 8811)
+__all__ = ["DNS_PORTS", "TLS_BUFFER_MAX", "ZOOM_PORTS", "Evidence", "Inspector"]
 
 _EMPTY: frozenset[Any] = frozenset()
 T = TypeVar("T")
@@ -99,167 +91,57 @@ class Inspector:
 
     DNS answers are handed to :meth:`dns_answer`; the flow table keeps the
     latest name of each address and gives it to the flows that start later.
+    ``udp`` and ``tcp`` are the compiled bindings of
+    :data:`~egressaudit.dissect.registry.REGISTRY` (a subclass may compile
+    another :class:`~egressaudit.dissect.registry.Registry`).  Payloads are
+    never empty (the flow tables inspect only packets that carry one).
     """
+
+    udp: Dispatch = REGISTRY.compile(PROTO_UDP)
+    tcp: Dispatch = REGISTRY.compile(PROTO_TCP)
 
     def dns_answer(self, packed: bytes, name: str) -> None:
         raise NotImplementedError
 
-    # -- evidence ------------------------------------------------------------
     def inspect(self, flow: Evidence, payload: bytes, sport: int, dport: int, from_client: bool) -> None:
+        if not payload:
+            return
         if flow.proto == PROTO_TCP:
             self._inspect_tcp(flow, payload, from_client, sport, dport)
         elif flow.proto == PROTO_UDP:
             self._inspect_udp(flow, payload, from_client, sport, dport)
 
+    def _inspect_udp(self, flow: Evidence, payload: bytes, from_client: bool, sp: int, dp: int) -> None:
+        d = self.udp
+        by_port = d.by_port
+        if sp in by_port:
+            chains = by_port[sp] if dp not in by_port else d.pair(sp, dp)
+        else:
+            chains = by_port.get(dp, d.anywhere)
+        for handler in chains[payload[0]]:
+            if handler(self, flow, payload, from_client):
+                return
+
     def _inspect_tcp(self, flow: Evidence, payload: bytes, from_client: bool, sp: int, dp: int) -> None:
-        if sp in DNS_PORTS or dp in DNS_PORTS:
-            msg = dns_d.parse_dns_tcp(payload)
-            if msg is not None:
-                flow.app_protocol = "dns"
-                self._note_dns(flow, msg)
-            return
+        d = self.tcp
+        by_port = d.by_port
+        if sp in by_port or dp in by_port:
+            if sp not in by_port:
+                chains = by_port[dp]
+            elif dp not in by_port:
+                chains = by_port[sp]
+            else:
+                chains = d.pair(sp, dp)
+            for handler in chains[payload[0]]:
+                if handler(self, flow, payload, from_client):
+                    return
+        # the stream: the client's bytes until decided
         if not from_client or flow.tls_done:
             return
-        if not flow.tls_buf:
-            first = payload[0]
-            if first == 0x16:
-                flow.app_protocol = "tls"
-            elif 0x41 <= first <= 0x5A:
-                req = http_d.parse_request(payload)
-                flow.tls_done = True
-                if req is not None:
-                    flow.app_protocol = "http"
-                    flow.http_host = req.host
-                    flow.set_hostname(_strip_port(req.host), "http_host")
-                return
-            else:
-                st = stun_d.parse_stun_tcp(payload)
-                if st is not None:
-                    flow.app_protocol = "stun"
-                    flow.stun += 1
-                    if st.vendor_hint:
-                        flow.hint(st.vendor_hint)
-                    return
-                if _rtp_over_tcp(flow, payload):
-                    return
-                flow.tls_done = True
-                return
-        buf = flow.tls_buf + payload
-        ch = tls_d.parse_client_hello(buf)
-        if ch is not None:
-            flow.tls_done = True
-            flow.tls_buf = b""
-            flow.set_hostname(ch.sni, "tls_sni")
-            flow.alpn = ch.alpn
+        if flow.tls_buf:
+            tls_more(flow, payload)
             return
-        if tls_d.needs_more(buf) and len(buf) < TLS_BUFFER_MAX:
-            flow.tls_buf = buf
-        else:
-            flow.tls_done = True
-            flow.tls_buf = b""
-
-    def _inspect_udp(self, flow: Evidence, payload: bytes, from_client: bool, sp: int, dp: int) -> None:
-        if sp in DNS_PORTS or dp in DNS_PORTS:
-            msg = dns_d.parse_dns(payload)
-            if msg is not None:
-                flow.app_protocol = "dns"
-                self._note_dns(flow, msg)
+        for handler in d.anywhere[payload[0]]:
+            if handler(self, flow, payload, from_client):
                 return
-        if (dp == 443 or sp == 443) and flow.app_protocol in (None, "quic"):
-            if flow.quic is None and from_client and quic_d.is_quic_long_header(payload):
-                flow.quic = quic_d.QuicClientHelloAssembler()
-                flow.app_protocol = "quic"
-            if flow.quic is not None and from_client and flow.hostname is None:
-                ch = flow.quic.feed(payload)
-                if ch is not None:
-                    flow.set_hostname(ch.sni, "quic_sni")
-                    flow.alpn = ch.alpn
-            if flow.app_protocol == "quic":
-                return
-        if sp in ZOOM_PORTS or dp in ZOOM_PORTS:
-            zp = zoom_d.parse_zoom(payload, server_side=True)
-            if zp is not None:
-                self._note_zoom(flow, zp)
-                return
-        found = webrtc.demux_parsed(payload)
-        if found is None:
-            zp = zoom_d.parse_zoom(payload, server_side=False)
-            if zp is not None and zp.kind in ("audio", "video", "screen_share"):
-                self._note_zoom(flow, zp)
-            elif zoom_d.is_p2p_control(payload):
-                flow.hint("zoom")
-                flow.app_protocol = flow.app_protocol or "zoom_p2p"
-            elif discord_d.parse_ip_discovery(payload) is not None:
-                flow.hint("discord")
-                flow.app_protocol = flow.app_protocol or "discord_voice"
-            return
-        kind, parsed = found
-        if isinstance(parsed, stun_d.StunMessage):
-            flow.stun += 1
-            if parsed.vendor_hint:
-                flow.hint(parsed.vendor_hint)
-        elif isinstance(parsed, RtpHeader):
-            flow.note_rtp(parsed)
-        elif kind == "rtcp":
-            flow.rtcp += 1
-        elif kind == "dtls":
-            flow.dtls += 1
-        elif kind == "turn_channel":
-            flow.stun += 1
-        if flow.app_protocol is None or flow.app_protocol == "stun":
-            flow.app_protocol = "turn" if kind == "turn_channel" else kind
-
-    @staticmethod
-    def _note_zoom(flow: Evidence, zp: zoom_d.ZoomPacket) -> None:
-        flow.app_protocol = "zoom_media"
-        if zp.kind in ("audio", "video", "screen_share"):
-            flow.media_kind(zp.kind)
-        if zp.rtp is not None:
-            flow.note_rtp(zp.rtp)
-        elif zp.kind == "rtcp":
-            flow.rtcp += 1
-        flow.hint("zoom")
-
-    def _note_dns(self, flow: Evidence, msg: dns_d.DnsMessage) -> None:
-        if msg.qname and flow.dns_query is None:
-            flow.dns_query = msg.qname.lower().rstrip(".")
-        if not msg.is_response:
-            return
-        # Map each answered address to the name the client asked for (the start of the CNAME chain).
-        name = (msg.qname or "").lower().rstrip(".")
-        for owner, addr in msg.answers:
-            try:
-                packed = socket.inet_pton(socket.AF_INET6 if ":" in addr else socket.AF_INET, addr)
-            except OSError:
-                continue
-            if packed in (b"\x00\x00\x00\x00",):
-                continue
-            self.dns_answer(packed, name or owner.lower().rstrip("."))
-
-
-def _rtp_over_tcp(flow: Evidence, data: bytes) -> bool:
-    """RTP or RTCP framed by a 2-byte length on TCP (RFC 4571), as RTSP and some SFUs send it."""
-    size = int.from_bytes(data[:2], "big")
-    if len(data) < 14 or size < 12 or data[2] >> 6 != 2:
-        return False
-    framed = data[2 : 2 + size]
-    found = webrtc.demux_parsed(framed)
-    kind = found[0] if found is not None else None
-    if found is not None and isinstance(found[1], RtpHeader):
-        flow.note_rtp(found[1])
-    elif kind == "rtcp":
-        flow.rtcp += 1
-    else:
-        return False
-    flow.app_protocol = flow.app_protocol or kind
-    return True
-
-
-def _strip_port(host: str | None) -> str | None:
-    if not host:
-        return None
-    if host.startswith("["):
-        return host[1:].split("]")[0]
-    if host.count(":") == 1:
-        return host.split(":")[0]
-    return host
+        flow.tls_done = True

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from egressaudit.dissect.rtp import RtcpHeader, RtpHeader, parse_rtcp, parse_rtp
 
-__all__ = ["MEDIA_TYPES", "ZoomPacket", "is_p2p_control", "parse_zoom"]
+__all__ = ["MEDIA_TYPES", "P2P_CONTROL", "SFU_TYPES", "ZoomPacket", "is_p2p_control", "parse_zoom"]
 
 SFU_HEADER = 8
 SFU_MEDIA = 5
@@ -100,10 +100,12 @@ def parse_zoom(payload: bytes, server_side: bool = True) -> ZoomPacket | None:
     return ZoomPacket(m[0], m[1], None, m[2], m[3])
 
 
+#: The first byte of a Zoom peer-to-peer set-up packet.
+P2P_CONTROL = 0x1F
 #: Zoom peer-to-peer set-up packets (type 0x1f), as nDPI's zoom.c recognises them; they carry the peers' addresses.
 P2P_CONTROL_TAIL = bytes.fromhex("0100080001000400")
 
 
 def is_p2p_control(payload: bytes) -> bool:
     """A Zoom peer-to-peer connection set-up packet (type 0x1f)."""
-    return len(payload) >= 24 and payload[0] == 0x1F and payload[1] in (1, 2) and payload[2:10] == P2P_CONTROL_TAIL
+    return len(payload) >= 24 and payload[0] == P2P_CONTROL and payload[1] in (1, 2) and payload[2:10] == P2P_CONTROL_TAIL

@@ -14,7 +14,7 @@ handled as arrays:
    (idle gaps, a TCP SYN after FIN/RST) with prefix sums, adds up the counters
    per flow with ``reduceat`` and carries the flows still open into the next
    batch.  Only the packets that the per-packet table would inspect reach the
-   Python dissectors (:class:`~egressaudit.flows.table.Inspector`, shared).
+   Python dissectors (:class:`~egressaudit.dissect.inspect.Inspector`, shared).
 
 The flows are the per-packet table's, field for field (tests compare both on
 every real capture and on a synthetic one built to hit the batch edges).  One
@@ -60,14 +60,14 @@ from egressaudit.capture.frames import (
     decode,
 )
 from egressaudit.capture.reader import FrameBatch
-from egressaudit.flows.table import DNS_PORTS, INSPECT_PACKETS, SAMPLE_EVERY, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Flow, Inspector
+from egressaudit.dissect.inspect import Inspector
+from egressaudit.flows.table import INSPECT_PACKETS, SAMPLE_EVERY, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, Flow
 
 I64 = npt.NDArray[np.int64]
 U64 = npt.NDArray[np.uint64]
 F64 = npt.NDArray[np.float64]
 BOOL = npt.NDArray[np.bool_]
 
-_DNS_PORTS = sorted(DNS_PORTS)
 _RAW_LINKTYPES = (LINKTYPE_RAW, LINKTYPE_RAW_12, LINKTYPE_RAW_14, LINKTYPE_IPV4, LINKTYPE_IPV6)
 _LINKTYPES = sorted(SUPPORTED_LINKTYPES)
 _LINK_W = 24  # link header bytes read per frame (Ethernet/SLL/SLL2 + one VLAN tag)
@@ -272,6 +272,7 @@ class ColumnarFlowTable(Inspector):
         self.packets = 0
         self._events: list[tuple[int, bytes, str]] = []
         self._pos = 0
+        self._tcp_ports = sorted(self.tcp.by_port)  # TCP ports with dissectors of their own: all their payloads are read
 
     def dns_answer(self, packed: bytes, name: str) -> None:
         self._events.append((self._pos, packed, name))
@@ -449,8 +450,8 @@ class ColumnarFlowTable(Inspector):
 
         # payload inspection, flow by flow, packet by packet; rows that cannot add evidence are left out here
         client = from_a == ~sfb
-        dns_port = np.isin(sp_s, _DNS_PORTS) | np.isin(dp_s, _DNS_PORTS)
-        tcp_plain = tcp & ~dns_port  # TLS/HTTP/STUN/RTP over TCP: read from the client only, until decided
+        bound = self._tcp_ports
+        tcp_plain = tcp & ~(np.isin(sp_s, bound) | np.isin(dp_s, bound))  # a stream's first bytes: read from the client only, until decided
         rows = np.flatnonzero(inspect & (tcp | (proto == PROTO_UDP)) & ~(tcp_plain & ~client))
         if len(rows):
             buf, side = pk.buf, pk.side

@@ -22,7 +22,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from egressaudit.capture.frames import PROTO_TCP, IPPacket
-from egressaudit.dissect.inspect import DNS_PORTS, Evidence, Inspector
+from egressaudit.dissect.inspect import Evidence, Inspector
 
 INSPECT_PACKETS = 48
 SAMPLE_EVERY = 32
@@ -31,7 +31,7 @@ TCP_SYN = 0x02
 TCP_RST = 0x04
 TCP_ACK = 0x10
 
-__all__ = ["DNS_PORTS", "INSPECT_PACKETS", "SAMPLE_EVERY", "Flow", "FlowKey", "FlowTable", "Inspector", "ip_str"]
+__all__ = ["INSPECT_PACKETS", "SAMPLE_EVERY", "Flow", "FlowKey", "FlowTable", "ip_str"]
 
 
 def ip_str(addr: bytes) -> str:
