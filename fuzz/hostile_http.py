@@ -332,7 +332,8 @@ def _set(node: Any, path: tuple[Any, ...], value: Any) -> None:
 TARGETED = [  # fields the recorder reads, hit more often than a random path
     ("id",), ("request", "method"), ("request", "path"), ("request", "authority"), ("request", "host"), ("request", "headers"),
     ("request", "timestamp_start"), ("request", "port"), ("request", "content"), ("response", "status_code"), ("response", "headers"),
-    ("response", "content"), ("client_conn", "peername"), ("server_conn", "peername"), ("server_conn", "address"), ("metadata",),
+    ("response", "content"), ("client_conn", "peername"), ("server_conn", "peername"), ("server_conn", "sockname"), ("server_conn", "address"),
+    ("metadata",),
     ("version",), ("type",), ("error",), ("websocket", "messages"),
 ]  # fmt: skip
 HAR_TARGETED = [

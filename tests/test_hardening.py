@@ -356,8 +356,8 @@ def test_report_on_a_damaged_session_says_what_is_wrong(
 
 def _http_row(**kw: object) -> dict[str, object]:
     row: dict[str, object] = {
-        "session_id": "s", "exchange_id": "x", "kind": "http", "ts": 1_700_000_000_000_000, "direction": "out", "request_wire_bytes": 1,
-        "request_body_bytes": 0, "response_wire_bytes": 0, "response_body_bytes": 0, "field_count": 0, "identifier_fields": 0,
+        "session_id": "s", "exchange_id": "x", "kind": "http", "ts_start": 1_700_000_000_000_000, "ts_end": 1_700_000_000_000_000,
+        "direction": "out", "bytes_out": 1, "body_bytes_out": 0, "bytes_in": 0, "body_bytes_in": 0, "field_count": 0, "identifier_fields": 0,
         "party": "unknown", "category": "unknown", "data_class": "unknown", "rule": "r", "evidence": "e",
     }  # fmt: skip
     row.update(kw)
@@ -373,27 +373,27 @@ def test_to_table_keeps_valid_rows_as_they_are() -> None:
 @pytest.mark.parametrize(
     ("field", "value", "stored", "reason"),
     [
-        ("request_content_type", "application/\udcffjson", "application/\\xffjson", "not_utf8"),  # mitmproxy's surrogate escapes
+        ("content_type_out", "application/\udcffjson", "application/\\xffjson", "not_utf8"),  # mitmproxy's surrogate escapes
         ("path", "/\ud800", "/\\ud800", "not_utf8"),  # a lone surrogate that no escape handler produced
         ("method", b"G\xffT", "G\\xffT", "wrong_type"),
         ("exchange_id", 12345, "12345", "wrong_type"),
         ("status", 1 << 31, None, "out_of_range"),
         ("status", "200", None, "wrong_type"),
-        ("server_port", -1 << 40, None, "out_of_range"),
-        ("request_wire_bytes", None, 0, "missing"),
-        ("request_wire_bytes", 1 << 64, (1 << 63) - 1, "out_of_range"),
-        ("ts", float("nan"), 0, "wrong_type"),
-        ("ts", 1 << 70, TS_MAX_US, "out_of_range"),
-        ("ts", -1 << 62, TS_MIN_US, "out_of_range"),
-        ("ts", -5, TS_MIN_US, "out_of_range"),
-        ("ts", None, 0, "missing"),
+        ("remote_port", -1 << 40, None, "out_of_range"),
+        ("bytes_out", None, 0, "missing"),
+        ("bytes_out", 1 << 64, (1 << 63) - 1, "out_of_range"),
+        ("ts_start", float("nan"), 0, "wrong_type"),
+        ("ts_start", 1 << 70, TS_MAX_US, "out_of_range"),
+        ("ts_start", -1 << 62, TS_MIN_US, "out_of_range"),
+        ("ts_start", -5, TS_MIN_US, "out_of_range"),
+        ("ts_start", None, 0, "missing"),
     ],
 )
 def test_to_table_fits_what_a_column_cannot_hold_and_counts_it(field: str, value: object, stored: object, reason: str) -> None:
     problems: Counter[str] = Counter()
     t = to_table("http", [_http_row(host="ok.example"), _http_row(**{field: value})], problems)
     assert problems == Counter({f"http.{field}:{reason}": 1})
-    got = t.column(field).cast("int64").to_pylist()[1] if field == "ts" else t.column(field).to_pylist()[1]
+    got = t.column(field).cast("int64").to_pylist()[1] if field == "ts_start" else t.column(field).to_pylist()[1]
     assert got == stored
     assert t.column("host").to_pylist()[0] == "ok.example"  # the good row around it is kept as it was
 

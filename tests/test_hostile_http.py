@@ -137,7 +137,7 @@ def readable(tmp_path: Path, out: Path, report: bool = False) -> None:
 @pytest.mark.parametrize(
     ("where", "column", "expected"),
     [
-        (("request", "headers"), "request_content_type", "application/\\xffjson"),
+        (("request", "headers"), "content_type_out", "application/\\xffjson"),
         (("request", "method"), "method", "PO\\xffST"),
         (("request", "path"), "path", "/a\\xff"),
         (("request", "authority"), "host", "\\xffauthority"),
@@ -206,8 +206,8 @@ def test_timestamps_are_clamped_and_counted(tmp_path: Path, ts: float, us: int) 
     bad["request"]["timestamp_start"] = ts
     s, rs, _ = kept(tmp_path, "ts.mitm", tn(bad) + tn(state(2)), 2)
     row = next(r for r in rs if r["exchange_id"] == bad["id"])
-    assert (row["ts"] - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1) == us
-    assert sum(v for k, v in s["problems"].items() if k.startswith("ts:")) == 1
+    assert (row["ts_start"] - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1) == us
+    assert sum(v for k, v in s["problems"].items() if k.startswith("ts_start:")) == 1
 
 
 # -- mitmproxy's reader: one bad record costs that record ------------------------------------------------------
@@ -371,8 +371,8 @@ def test_one_bad_header_costs_nothing_else(tmp_path: Path) -> None:
         rec.add_flow(f)
     rec.close()
     rs = pq.read_table(tmp_path / "rec" / "http.parquet").to_pylist()
-    assert len(rs) == 62 and rs[0]["request_content_type"] == "application/\\xffjson"
-    assert json.loads((tmp_path / "rec" / "session.json").read_text())["http"]["problems"] == {"request_content_type:not_utf8": 1}
+    assert len(rs) == 62 and rs[0]["content_type_out"] == "application/\\xffjson"
+    assert json.loads((tmp_path / "rec" / "session.json").read_text())["http"]["problems"] == {"content_type_out:not_utf8": 1}
 
 
 def test_a_flow_of_wrong_types_still_gives_a_row(tmp_path: Path) -> None:
@@ -388,7 +388,7 @@ def test_a_flow_of_wrong_types_still_gives_a_row(tmp_path: Path) -> None:
     (row,) = pq.read_table(tmp_path / "rec" / "http.parquet").to_pylist()
     assert row["exchange_id"].startswith("<object object") and row["client_port"] is None and row["status"] == 200
     assert rec.stats.skipped["websocket_message_missing"] == 1
-    assert {"exchange_id:wrong_type", "client_ip:wrong_type", "ts:not_a_number", "streamed_metadata:unreadable"} <= set(rec.stats.problems)
+    assert {"exchange_id:wrong_type", "client_ip:wrong_type", "ts_start:not_a_number", "streamed_metadata:unreadable"} <= set(rec.stats.problems)
 
 
 def test_an_exchange_the_recorder_fails_on_keeps_a_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -436,14 +436,14 @@ def test_streamed_body_contract(tmp_path: Path) -> None:
     rec.add_flow(plain)
     rec.close()
     row, other = pq.read_table(tmp_path / "rec" / "http.parquet").to_pylist()
-    assert row["request_body_bytes"] == total and row["request_wire_bytes"] > total and row["request_decoded_bytes"] is None
-    assert row["response_body_bytes"] == 5_000_000 and row["response_wire_bytes"] > 5_000_000 and row["response_decoded_bytes"] is None
+    assert row["body_bytes_out"] == total and row["bytes_out"] > total and row["decoded_bytes_out"] is None
+    assert row["body_bytes_in"] == 5_000_000 and row["bytes_in"] > 5_000_000 and row["decoded_bytes_in"] is None
     assert row["body_format"] == "multipart" and row["category"] == "content_upload" and "1 file" in row["evidence"]
     assert row["body_sha256"] == hashlib.sha256(rec.salt + bytes.fromhex(digest)).hexdigest()
     fields = {r["key_path"] for r in pq.read_table(tmp_path / "rec" / "fields.parquet").to_pylist() if r["exchange_id"] == row["exchange_id"]}
     assert "meeting" in fields  # the head's part headers and fields were read
     assert rec.stats.skipped["streamed_body"] == 2
-    assert other["request_decoded_bytes"] == other["request_body_bytes"]  # a flow without the metadata is unaffected
+    assert other["decoded_bytes_out"] == other["body_bytes_out"]  # a flow without the metadata is unaffected
     # kept values: the proxy's digest as is; bad metadata is counted and the content's own size used
     g = copy.deepcopy(f)
     g.metadata["egressaudit_streamed"] = {"request": {"bytes": "many", "sha256": "xyz"}}
@@ -452,7 +452,7 @@ def test_streamed_body_contract(tmp_path: Path) -> None:
     rec.add_flow(g)
     rec.close()
     a, b = pq.read_table(tmp_path / "rec" / "http.parquet").to_pylist()[-2:]
-    assert a["body_sha256"] == digest and b["body_sha256"] is None and b["request_body_bytes"] == len(head)
+    assert a["body_sha256"] == digest and b["body_sha256"] is None and b["body_bytes_out"] == len(head)
     assert rec.stats.problems["streamed_metadata:bad_bytes"] == 1 and rec.stats.problems["streamed_metadata:bad_sha256"] == 1
 
 

@@ -158,8 +158,8 @@ def test_event_shapes() -> None:
 
 def _row(i: int) -> dict[str, object]:
     return {
-        "session_id": "s", "exchange_id": f"e{i}", "kind": "http", "ts": i, "direction": "out", "request_wire_bytes": 1, "request_body_bytes": 1,
-        "response_wire_bytes": 0, "response_body_bytes": 0, "field_count": 0, "identifier_fields": 0, "party": "unknown",
+        "session_id": "s", "exchange_id": f"e{i}", "kind": "http", "ts_start": i, "ts_end": i, "direction": "out", "bytes_out": 1,
+        "body_bytes_out": 1, "bytes_in": 0, "body_bytes_in": 0, "field_count": 0, "identifier_fields": 0, "party": "unknown",
         "category": "unknown", "data_class": "unknown", "rule": "none", "evidence": "",
     }  # fmt: skip
 

@@ -200,14 +200,14 @@ def test_headless_chromium_with_real_sdks(tmp_path: Path, web_sink: WebSink, net
     def ours(host: str) -> bool:  # not Chromium's own background requests (to Google), which may be cut off when it is stopped
         return not host.endswith((".google.com", ".googleapis.com"))
 
-    answered = sorted((r["host"], r["method"], r["path"].split("?")[0], r["request_body_bytes"]) for r in http_rows if ours(r["host"]))
+    answered = sorted((r["host"], r["method"], r["path"].split("?")[0], r["body_bytes_out"]) for r in http_rows if ours(r["host"]))
     assert answered == sorted((_host(x), x.method, x.path.split("?")[0], len(x.body)) for x in received if ours(_host(x)))
     assert all(r["status"] is not None and r["error"] is None for r in http_rows if ours(r["host"]))
 
     def one(host: str, method: str) -> tuple[dict[str, Any], Any]:
         (row,) = [r for r in http_rows if r["host"] == host and r["method"] == method]
         (got,) = [x for x in received if _host(x) == host and x.method == method]
-        assert row["request_body_bytes"] == len(got.body) and row["status"] in (200, 101), (row, got)
+        assert row["body_bytes_out"] == len(got.body) and row["status"] in (200, 101), (row, got)
         return row, got
 
     def detectors(row: dict[str, Any]) -> set[str]:
@@ -217,7 +217,7 @@ def test_headless_chromium_with_real_sdks(tmp_path: Path, web_sink: WebSink, net
     gets = [r for r in http_rows if r["host"] == PAGE_HOST and r["method"] == "GET"]
     assert {r["path"] for r in gets} >= {ROOM, "/bundle.js"}
     (bundle,) = [r for r in gets if r["path"] == "/bundle.js"]
-    assert bundle["category"] == "web_asset" and bundle["response_body_bytes"] == (BROWSER / "dist" / "bundle.js").stat().st_size
+    assert bundle["category"] == "web_asset" and bundle["body_bytes_in"] == (BROWSER / "dist" / "bundle.js").stat().st_size
 
     # Sentry: an envelope over fetch
     sentry, got = one("o4501.ingest.sentry.io", "POST")
@@ -230,10 +230,10 @@ def test_headless_chromium_with_real_sdks(tmp_path: Path, web_sink: WebSink, net
     amp, got = one("api2.amplitude.com", "POST")
     assert (amp["vendor"], amp["category"], amp["data_class"], amp["party"]) == ("amplitude", "telemetry", "service_generated", "third")
     assert amp["body_format"] == "json" and amp["path"] == "/2/httpapi"
-    assert amp["request_decoded_bytes"] == len(got.body)
+    assert amp["decoded_bytes_out"] == len(got.body)
     assert {"email", "meeting_title"} <= detectors(amp), detectors(amp)
     preflight = [r for r in http_rows if r["host"] == "api2.amplitude.com" and r["method"] == "OPTIONS"]
-    assert len(preflight) == 1 and preflight[0]["request_body_bytes"] == 0
+    assert len(preflight) == 1 and preflight[0]["body_bytes_out"] == 0
 
     # rtcstats: the websocket upgrade, then one row per message in each direction
     (upgrade,) = [r for r in http_rows if r["host"] == "rtcstats-server-8x8.jitsi.net"]
@@ -246,15 +246,15 @@ def test_headless_chromium_with_real_sdks(tmp_path: Path, web_sink: WebSink, net
     out_rows = [r for r in ws_rows if r["direction"] == "out"]
     in_rows = [r for r in ws_rows if r["direction"] == "in"]
     assert len(out_rows) == len(sent) and len(in_rows) == len(back)
-    assert sorted(r["request_body_bytes"] for r in out_rows) == sorted(len(m.content) for m in sent)
-    assert sorted(r["response_body_bytes"] for r in in_rows) == sorted(len(m.content) for m in back)
-    assert all(r["request_body_bytes"] == 0 for r in in_rows) and all(r["response_body_bytes"] == 0 for r in out_rows)
+    assert sorted(r["body_bytes_out"] for r in out_rows) == sorted(len(m.content) for m in sent)
+    assert sorted(r["body_bytes_in"] for r in in_rows) == sorted(len(m.content) for m in back)
+    assert all(r["body_bytes_out"] == 0 for r in in_rows) and all(r["body_bytes_in"] == 0 for r in out_rows)
     assert all(r["host"] == "rtcstats-server-8x8.jitsi.net" and r["scheme"] == "wss" and r["vendor"] == "jitsi" for r in ws_rows)
     assert all(r["category"] == "telemetry" for r in out_rows), {r["category"] for r in out_rows}
     assert all(r["exchange_id"].startswith(upgrade["exchange_id"] + ":") for r in ws_rows)
     identity = [m for m in sent if m.content.startswith(b'["identity"')]
     assert len(identity) == 1
-    (id_row,) = [r for r in out_rows if r["body_sha256"] and r["request_body_bytes"] == len(identity[0].content) and detectors(r)]
+    (id_row,) = [r for r in out_rows if r["body_sha256"] and r["body_bytes_out"] == len(identity[0].content) and detectors(r)]
     assert {"email", "meeting_title"} <= detectors(id_row), detectors(id_row)
 
     # values are stored as salted hashes only
@@ -282,13 +282,13 @@ def test_http2_clients_are_recorded_as_http2(tmp_path: Path, sink: Sink) -> None
     finally:
         assert proxy.stop() == 0, proxy.logfile.read_text()
     assert (v2.stdout, v1.stdout) == ("2", "1.1")
-    rows = sorted(read_rows(out, "http").to_pylist(), key=lambda r: r["ts"])
+    rows = sorted(read_rows(out, "http").to_pylist(), key=lambda r: r["ts_start"])
     assert [r["http_version"] for r in rows] == ["HTTP/2.0", "HTTP/1.1"]
     assert len(sink.received) == 2 and all(len(x.body) == len(body) for x in sink.received)
     for r in rows:
         assert (r["host"], r["vendor"], r["category"], r["method"], r["status"]) == ("api.segment.io", "segment", "telemetry", "POST", 200)
-        assert r["request_body_bytes"] == r["request_decoded_bytes"] == len(body)
-        assert r["request_wire_bytes"] > len(body)
+        assert r["body_bytes_out"] == r["decoded_bytes_out"] == len(body)
+        assert r["bytes_out"] > len(body)
     fields = read_rows(out, "fields").to_pylist()
     for r in rows:
         assert {"email", "meeting_title"} <= {d for f in fields if f["exchange_id"] == r["exchange_id"] for d in f["detectors"]}
@@ -321,7 +321,7 @@ def test_reverse_mode(tmp_path: Path, sink: Sink) -> None:
     (got,) = sink.received
     assert _host(got) == "api.segment.io" and len(got.body) == len(body)
     assert (row["host"], row["vendor"], row["category"], row["party"], row["status"]) == ("api.segment.io", "segment", "telemetry", "third", 200)
-    assert row["request_body_bytes"] == len(body) and row["server_ip"] == "127.0.0.1" and row["server_port"] == sink.port
+    assert row["body_bytes_out"] == len(body) and row["remote_ip"] == "127.0.0.1" and row["remote_port"] == sink.port
     session = json.loads((out / "session.json").read_text())
     assert session["http"]["mode"] == ["reverse:https://api.segment.io"]
 
@@ -351,21 +351,21 @@ def test_upstream_mode(tmp_path: Path, sink: Sink) -> None:
     finally:
         assert proxy.stop() == 0, proxy.logfile.read_text()
         assert upstream.stop() == 0, upstream.logfile.read_text()
-    rows = sorted(read_rows(out, "http").to_pylist(), key=lambda r: r["ts"])
+    rows = sorted(read_rows(out, "http").to_pylist(), key=lambda r: r["ts_start"])
     assert [(r["host"], r["scheme"]) for r in rows] == [("api2.amplitude.com", "https"), ("log.zoom.us", "https")]
     amp, log = rows
     (got_amp,) = [x for x in sink.received if _host(x) == "api2.amplitude.com"]
     assert (amp["vendor"], amp["category"], amp["status"]) == ("amplitude", "telemetry", 200)
-    assert amp["request_body_bytes"] == len(got_amp.body) == len(body)
+    assert amp["body_bytes_out"] == len(got_amp.body) == len(body)
     assert (log["vendor"], log["category"], log["path"]) == ("zoom", "telemetry", "/v1/log?token=…")
     # the upstream proxy, auditing too, saw the same exchanges
-    up_rows = sorted(read_rows(upstream_out, "http").to_pylist(), key=lambda r: r["ts"])
-    assert [(r["host"], r["category"], r["request_body_bytes"]) for r in up_rows] == [
-        (r["host"], r["category"], r["request_body_bytes"]) for r in rows
+    up_rows = sorted(read_rows(upstream_out, "http").to_pylist(), key=lambda r: r["ts_start"])
+    assert [(r["host"], r["category"], r["body_bytes_out"]) for r in up_rows] == [
+        (r["host"], r["category"], r["body_bytes_out"]) for r in rows
     ]
     assert "email" in {d for f in read_rows(out, "fields").to_pylist() for d in f["detectors"]}
     # the connection went to the upstream proxy: that is the server address the row should carry
-    assert (amp["server_ip"], amp["server_port"]) == ("127.0.0.1", upstream.port)
+    assert (amp["remote_ip"], amp["remote_port"]) == ("127.0.0.1", upstream.port)
 
 
 # -- 4. transparent mode ---------------------------------------------------------------------------
@@ -409,7 +409,7 @@ def test_transparent_mode(tmp_path: Path, netns: Netns) -> None:
     assert received == [{"method": "POST", "host": "api.segment.io", "path": "/v1/batch", "body_bytes": len(body)}]
     (row,) = read_rows(out, "http").to_pylist()
     assert (row["host"], row["vendor"], row["category"], row["party"], row["status"]) == ("api.segment.io", "segment", "telemetry", "third", 200)
-    assert row["request_body_bytes"] == len(body) and row["server_ip"] == "127.0.0.1" and row["server_port"] == sink_port
+    assert row["body_bytes_out"] == len(body) and row["remote_ip"] == "127.0.0.1" and row["remote_port"] == sink_port
     assert {"email", "meeting_title"} <= {d for f in read_rows(out, "fields").to_pylist() for d in f["detectors"]}
     session = json.loads((out / "session.json").read_text())
     assert session["http"]["mode"] == ["transparent"]

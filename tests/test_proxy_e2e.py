@@ -100,9 +100,9 @@ def test_real_clients_and_sdks_through_mitmdump(tmp_path: Path, sink: Sink) -> N
 
     def check_sizes(row: dict[str, Any]) -> None:
         got = received[(row["host"], row["path"].split("?")[0])]
-        assert row["request_body_bytes"] == len(got.body)
+        assert row["body_bytes_out"] == len(got.body)
         enc = got.headers.get("Content-Encoding") or got.headers.get("content-encoding")
-        assert row["request_decoded_bytes"] == len(_decoded(got.body, enc))
+        assert row["decoded_bytes_out"] == len(_decoded(got.body, enc))
 
     def fields_of(row: dict[str, Any]) -> dict[str, dict[str, Any]]:
         return {f["key_path"]: f for f in fields if f["exchange_id"] == row["exchange_id"]}
@@ -138,9 +138,9 @@ def test_real_clients_and_sdks_through_mitmdump(tmp_path: Path, sink: Sink) -> N
     assert join["path"] == "/wc/join?token=…&meeting=…" and "s3cr3t" not in json.dumps(rows, default=str)
 
     (log,) = _by_host(rows, "log.zoom.us")
-    assert (log["category"], log["party"], log["request_encoding"]) == ("telemetry", "first", "gzip")
+    assert (log["category"], log["party"], log["encoding_out"]) == ("telemetry", "first", "gzip")
     check_sizes(log)
-    assert log["request_decoded_bytes"] > log["request_body_bytes"]
+    assert log["decoded_bytes_out"] > log["body_bytes_out"]
 
     session = json.loads((out / "session.json").read_text())
     assert session["http"]["exchanges"] == len([r for r in rows if r["kind"] == "http"]) >= 7
@@ -259,14 +259,14 @@ def test_saved_flows_and_har_read_offline_into_the_same_tables(tmp_path: Path, s
         curl(proxy, "https://zoom.us/signin?next=%2Fprofile")
     finally:
         assert proxy.stop() == 0, proxy.logfile.read_text()
-    live = sorted((r["host"], r["path"], r["category"], r["request_body_bytes"]) for r in pq.read_table(out / "http.parquet").to_pylist())
+    live = sorted((r["host"], r["path"], r["category"], r["body_bytes_out"]) for r in pq.read_table(out / "http.parquet").to_pylist())
     assert oct((out / "flows.mitm").stat().st_mode & 0o777) == "0o600"
 
     runner = CliRunner()
     res = runner.invoke(app, ["analyze", str(out / "flows.mitm"), "--out", str(tmp_path / "offline"), "--client", "zoom", "--quiet"])
     assert res.exit_code == 0, res.output
     offline = sorted(
-        (r["host"], r["path"], r["category"], r["request_body_bytes"]) for r in pq.read_table(tmp_path / "offline" / "http.parquet").to_pylist()
+        (r["host"], r["path"], r["category"], r["body_bytes_out"]) for r in pq.read_table(tmp_path / "offline" / "http.parquet").to_pylist()
     )
     assert offline == live
 

@@ -134,7 +134,7 @@ def test_a_non_utf8_content_type_costs_no_row(tmp_path: Path, sink: Sink, proxie
     rows = pq.read_table(out / "http.parquet").to_pylist()
     assert len(rows) == 62
     (hostile,) = [r for r in rows if r["path"] == "/v1/hostile"]
-    assert hostile["request_content_type"] is not None and "\\xff" in hostile["request_content_type"]
+    assert hostile["content_type_out"] is not None and "\\xff" in hostile["content_type_out"]
     rec = recording(out)
     assert (rec["handed_over"], rec["recorded"], rec["lost"], rec["complete"]) == (62, 62, 0, True)
 
@@ -364,7 +364,7 @@ def test_a_body_of_100k_multipart_parts_is_recorded_with_the_rest(tmp_path: Path
     rows = pq.read_table(out / "http.parquet").to_pylist()
     assert len(rows) == 8
     (multi,) = [r for r in rows if r["path"] == "/upload/parts"]
-    assert multi["body_format"] == "multipart" and multi["request_body_bytes"] == len(parts)
+    assert multi["body_format"] == "multipart" and multi["body_bytes_out"] == len(parts)
     assert recording(out)["complete"]
 
 
@@ -441,7 +441,7 @@ def test_large_uploads_are_streamed_counted_and_hashed_not_buffered(tmp_path: Pa
     no_traceback(proxy)
     rows = pq.read_table(out / "http.parquet").to_pylist()
     assert sorted(r["path"] for r in rows) == ["/upload/0", "/upload/1"]
-    assert all(r["request_body_bytes"] == size and r["request_wire_bytes"] > size for r in rows), rows
+    assert all(r["body_bytes_out"] == size and r["bytes_out"] > size for r in rows), rows
     with open(out / "flows.mitm", "rb") as f:
         flows = list(mio.FlowReader(f).stream())
     assert len(flows) == 2

@@ -37,8 +37,8 @@ def test_names_seen_in_signaling_are_flagged_in_telemetry(tmp_path: Path) -> Non
     rec.close()
     rows = pq.read_table(tmp_path / "http.parquet").to_pylist()
     assert [r["category"] for r in rows] == ["signaling", "telemetry", "telemetry"]
-    assert rows[1]["request_encoding"] == "gzip" and rows[1]["request_decoded_bytes"] == len(json.dumps(tele))
-    assert rows[2]["body_format"].startswith("error:") and rows[2]["request_decoded_bytes"] is None
+    assert rows[1]["encoding_out"] == "gzip" and rows[1]["decoded_bytes_out"] == len(json.dumps(tele))
+    assert rows[2]["body_format"].startswith("error:") and rows[2]["decoded_bytes_out"] is None
     fields = {f["key_path"]: f for f in pq.read_table(tmp_path / "fields.parquet").to_pylist() if f["exchange_id"] == rows[1]["exchange_id"]}
     assert "seen_name" in fields["events[].participant"]["detectors"]
     assert fields["events[].participant"]["value"] is None
@@ -57,7 +57,7 @@ def test_websocket_messages_are_rows_each_way(tmp_path: Path) -> None:
     rec.close()
     rows = pq.read_table(tmp_path / "http.parquet").to_pylist()
     ws = [r for r in rows if r["kind"] == "websocket"]
-    assert [(r["direction"], r["request_body_bytes"], r["response_body_bytes"]) for r in ws] == [("out", len(out_msg), 0), ("in", 0, 300)]
+    assert [(r["direction"], r["body_bytes_out"], r["body_bytes_in"]) for r in ws] == [("out", len(out_msg), 0), ("in", 0, 300)]
     assert ws[0]["body_format"] == "json" and ws[0]["field_count"] >= 2
     assert len([r for r in rows if r["kind"] == "http"]) == 1
 
@@ -85,10 +85,49 @@ def test_server_address_is_never_a_host_name(tmp_path: Path) -> None:
     rec.add_flow(g)
     rec.close()
     rows = pq.read_table(tmp_path / "http.parquet").to_pylist()
-    assert [(r["server_ip"], r["server_port"], r["host"]) for r in rows] == [
+    assert [(r["remote_ip"], r["remote_port"], r["host"]) for r in rows] == [
         ("127.0.0.1", 8081, "api2.amplitude.com"),
         (None, 443, "api2.amplitude.com"),
     ]
+
+
+def test_the_local_end_and_community_id_of_the_connection_that_carried_the_exchange(tmp_path: Path) -> None:
+    """local_* is the proxy's end of its upstream connection (server_conn.sockname), remote_* the end it connected to,
+    client_* the client's connection to the proxy; IPv4-mapped addresses (a dual-stack socket's) as the IPv4 address a
+    capture sees; community_id is that TCP connection's Community ID, as the communityid package computes it, and null
+    without a local end (a HAR names none, a connection never made has none)."""
+    import communityid
+    from mitmproxy.io.har import request_to_flow
+
+    f = _post("api.segment.io", "/v1/batch", b'{"n": 1}')
+    f.client_conn.peername = ("::ffff:192.168.1.20", 51000)
+    f.server_conn.peername = ("::ffff:192.0.2.7", 443)
+    f.server_conn.sockname = ("::ffff:c0a8:105", 40000)  # 192.168.1.5, written the other way
+    f.request.timestamp_start, f.response.timestamp_end = 100.0, 100.25  # type: ignore[union-attr]
+    v6 = _post("api.segment.io", "/v1/batch", b'{"n": 2}')
+    v6.server_conn.peername = ("2001:db8::7", 443, 0, 0)
+    v6.server_conn.sockname = ("2001:db8::5", 40001, 0, 0)
+    never = tflow.tflow(err=True)
+    never.server_conn.peername = never.server_conn.sockname = None
+    har = request_to_flow(
+        {"startedDateTime": "2024-05-01T10:00:00Z", "time": 5, "serverIPAddress": "192.0.2.9",
+         "request": {"method": "GET", "url": "https://zoom.us/signin", "httpVersion": "HTTP/1.1", "headers": []},
+         "response": {"status": 200, "httpVersion": "HTTP/1.1", "headers": [], "content": {"text": ""}}}
+    )  # fmt: skip
+    rec = Recorder(tmp_path, default_db(), RecorderOptions(session_id="t"))
+    for fl in (f, v6, never, har):
+        rec.add_flow(fl)
+    rec.close()
+    a, b, c, d = pq.read_table(tmp_path / "http.parquet").to_pylist()
+    cid = communityid.CommunityID()
+    assert (a["local_ip"], a["local_port"], a["remote_ip"], a["remote_port"]) == ("192.168.1.5", 40000, "192.0.2.7", 443)
+    assert (a["client_ip"], a["client_port"]) == ("192.168.1.20", 51000)
+    assert a["community_id"] == cid.calc(communityid.FlowTuple.make_tcp("192.168.1.5", "192.0.2.7", 40000, 443))
+    assert a["community_id"] == cid.calc(communityid.FlowTuple.make_tcp("192.0.2.7", "192.168.1.5", 443, 40000))
+    assert (a["ts_end"] - a["ts_start"]).total_seconds() == 0.25
+    assert b["community_id"] == cid.calc(communityid.FlowTuple.make_tcp("2001:db8::5", "2001:db8::7", 40001, 443))
+    assert (c["local_ip"], c["community_id"], c["ts_end"]) == (None, None, c["ts_start"])
+    assert (d["local_ip"], d["local_port"], d["remote_ip"], d["community_id"]) == (None, None, "192.0.2.9", None)
 
 
 def _rows_of(tmp: Path, flows: list[http.HTTPFlow], name: str) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
@@ -111,6 +150,7 @@ def test_worker_snapshots_record_the_same_rows_as_whole_flows(tmp_path: Path) ->
     plain = _post("api.segment.io", "/v1/batch?writeKey=k", json.dumps({"batch": [{"email": "ann@example.org", "n": 1}]}).encode())
     plain.client_conn.peername = ("127.0.0.1", 51234)
     plain.server_conn.peername = ("192.0.2.7", 443)
+    plain.server_conn.sockname = ("::ffff:192.168.1.5", 40000)
     gz = _post("log.zoom.us", "/v1/log", gzip.compress(b'{"events": [{"meeting_id": "85012345678"}]}'), encoding="gzip")
     upstream = _post("api2.amplitude.com", "/2/httpapi", b'{"events": []}')
     upstream.server_conn.peername = None
@@ -640,7 +680,7 @@ def test_values_the_table_fitted_reach_session_json_once_even_after_a_failed_wri
     first = tmp_path / "first"
     _rows_of(tmp_path, [_post("api.segment.io", "/v1/batch", b'{"n": 1}')], "first")
     (row,) = pq.read_table(first / "http.parquet").to_pylist()
-    row["ts"] = 1_700_000_000_000_000  # (as the recorder gives it)
+    row["ts_start"] = row["ts_end"] = 1_700_000_000_000_000  # (as the recorder gives it)
     out = tmp_path / "out"
     rec = Recorder(out, default_db(), RecorderOptions(session_id="p", flush_interval=3600))
     rec.http.append([{**row, "host": "bad\udcffhost"}, {**row, "exchange_id": "x2"}])

@@ -28,11 +28,15 @@ def exchange(**kw: Any) -> dict[str, Any]:
         "session_id": "p",
         "exchange_id": "x",
         "kind": "http",
-        "ts": T0,
+        "ts_start": T0,
+        "ts_end": T0,
+        "community_id": None,
+        "local_ip": None,
+        "local_port": None,
+        "remote_ip": "203.0.113.9",
+        "remote_port": 443,
         "client_ip": CLIENT,
         "client_port": 50000,
-        "server_ip": "203.0.113.9",
-        "server_port": 443,
         "host": None,
         "scheme": "https",
         "http_version": "HTTP/1.1",
@@ -40,15 +44,15 @@ def exchange(**kw: Any) -> dict[str, Any]:
         "path": "/",
         "status": 200,
         "direction": "out",
-        "request_content_type": "application/json",
-        "response_content_type": "application/json",
-        "request_encoding": None,
-        "request_wire_bytes": 0,
-        "request_body_bytes": 0,
-        "request_decoded_bytes": 0,
-        "response_wire_bytes": 0,
-        "response_body_bytes": 0,
-        "response_decoded_bytes": 0,
+        "content_type_out": "application/json",
+        "content_type_in": "application/json",
+        "encoding_out": None,
+        "bytes_out": 0,
+        "body_bytes_out": 0,
+        "decoded_bytes_out": 0,
+        "bytes_in": 0,
+        "body_bytes_in": 0,
+        "decoded_bytes_in": 0,
         "body_format": "json",
         "body_sha256": None,
         "field_count": 0,
@@ -99,19 +103,19 @@ SENTRY = {"vendor": "sentry", "service": "errors", "party": "third", "category":
 def http_rows() -> list[dict[str, Any]]:
     """7500 B of requests: 2500 B zoom telemetry, 500 B sentry telemetry, 4000 B upload, 200 B websocket out, 300 B unknown."""
     return [
-        exchange(exchange_id="e1", host="log.zoom.us", path="/log?sid=…", request_wire_bytes=1500, response_wire_bytes=300,
+        exchange(exchange_id="e1", host="log.zoom.us", path="/log?sid=…", bytes_out=1500, bytes_in=300,
                  field_count=4, identifier_fields=3, **ZOOM_TELEMETRY),
-        exchange(exchange_id="e2", host="log.zoom.us", path="/log?sid=…", request_wire_bytes=1000, response_wire_bytes=300,
+        exchange(exchange_id="e2", host="log.zoom.us", path="/log?sid=…", bytes_out=1000, bytes_in=300,
                  field_count=3, identifier_fields=2, **ZOOM_TELEMETRY),
-        exchange(exchange_id="e3", host="o1.ingest.sentry.io", path="/api/1/envelope/", request_wire_bytes=500, response_wire_bytes=100,
+        exchange(exchange_id="e3", host="o1.ingest.sentry.io", path="/api/1/envelope/", bytes_out=500, bytes_in=100,
                  field_count=2, identifier_fields=1, client_ip=OTHER_LOCAL, **SENTRY),
         exchange(exchange_id="w1:0", kind="websocket", host="zoomus.zoom.us", path="/wc", method=None, status=None, scheme="wss",
-                 request_wire_bytes=200, **ZOOM_WS),
+                 bytes_out=200, **ZOOM_WS),
         exchange(exchange_id="w1:1", kind="websocket", direction="in", host="zoomus.zoom.us", path="/wc", method=None, status=None,
-                 scheme="wss", request_wire_bytes=0, response_wire_bytes=800, **ZOOM_WS),
-        exchange(exchange_id="e6", host="file.zoom.us", path="/upload", request_wire_bytes=4000, response_wire_bytes=50,
+                 scheme="wss", bytes_out=0, bytes_in=800, **ZOOM_WS),
+        exchange(exchange_id="e6", host="file.zoom.us", path="/upload", bytes_out=4000, bytes_in=50,
                  field_count=1, identifier_fields=1, **ZOOM_UPLOAD),
-        exchange(exchange_id="e7", host="example.net", path="/x", request_wire_bytes=300, status=None, error="connection reset"),
+        exchange(exchange_id="e7", host="example.net", path="/x", bytes_out=300, status=None, error="connection reset"),
     ]  # fmt: skip
 
 
@@ -191,7 +195,7 @@ def test_http_headline_numbers_are_exact(tmp_path: Path) -> None:
     http, fields = tables(make_http_session(tmp_path / "s"))
     h = H.headline(http, fields)
     assert (h.exchanges, h.websocket_messages, h.websocket_out) == (5, 2, 1)
-    assert (h.request_bytes, h.response_bytes) == (7500, 1550)
+    assert (h.bytes_out, h.bytes_in) == (7500, 1550)
     assert (h.service_generated_bytes, h.service_generated_share) == (3000, 0.4)
     assert (h.customer_content_bytes, h.customer_content_share) == (4000, 4000 / 7500)
     assert (h.third_party_bytes, h.third_party_share) == (500, 500 / 7500)
@@ -204,14 +208,14 @@ def test_http_headline_numbers_are_exact(tmp_path: Path) -> None:
 def test_http_tables(tmp_path: Path) -> None:
     http, _ = tables(make_http_session(tmp_path / "s"))
     dcc = H.by_data_class_category(http)
-    assert list(zip(dcc["data_class"], dcc["category"], dcc["exchanges"], dcc["ws_messages"], dcc["request_wire_bytes"], strict=True)) == [
+    assert list(zip(dcc["data_class"], dcc["category"], dcc["exchanges"], dcc["ws_messages"], dcc["bytes_out"], strict=True)) == [
         ("customer_content", "content_upload", 1, 0, 4000),
         ("service_generated", "telemetry", 3, 0, 3000),
         ("service_operation", "signaling", 0, 2, 200),
         ("unknown", "unknown", 1, 0, 300),
     ]
     assert dcc["share"].tolist() == pytest.approx([4000 / 7500, 0.4, 200 / 7500, 300 / 7500])
-    assert dcc.loc[2, "response_wire_bytes"] == 800  # an incoming message counts as received, never as sent
+    assert dcc.loc[2, "bytes_in"] == 800  # an incoming message counts as received, never as sent
 
     hosts = H.by_host(http)
     assert list(zip(hosts["vendor"], hosts["host"], hosts["party"], hosts["category"], strict=True)) == [
@@ -222,14 +226,14 @@ def test_http_tables(tmp_path: Path) -> None:
         ("zoom", "zoomus.zoom.us", "first", "signaling"),
     ]
     assert hosts["exchanges"].tolist() == [1, 2, 1, 1, 0]
-    assert hosts["request_wire_bytes"].tolist() == [4000, 2500, 500, 300, 200]
+    assert hosts["bytes_out"].tolist() == [4000, 2500, 500, 300, 200]
     assert hosts["fields"].tolist() == [1, 7, 2, 0, 0] and hosts["identifier_fields"].tolist() == [1, 5, 1, 0, 0]
 
     party = H.by_party(http).set_index("party")
-    assert party["request_wire_bytes"].to_dict() == {"first": 6700, "third": 500, "unknown": 300}
+    assert party["bytes_out"].to_dict() == {"first": 6700, "third": 500, "unknown": 300}
 
     vc = H.by_vendor_category(http)
-    assert list(zip(vc["vendor"], vc["category"], vc["request_wire_bytes"], strict=True)) == [
+    assert list(zip(vc["vendor"], vc["category"], vc["bytes_out"], strict=True)) == [
         ("zoom", "content_upload", 4000),
         ("zoom", "telemetry", 2500),
         ("sentry", "telemetry", 500),
@@ -239,7 +243,7 @@ def test_http_tables(tmp_path: Path) -> None:
     ep = H.top_endpoints(http, n=2)
     assert list(zip(ep["host"], ep["path"], ep["exchanges"], strict=True)) == [("file.zoom.us", "/upload", 1), ("log.zoom.us", "/log?sid=…", 2)]
     clients = H.by_client(http).set_index("client_ip")
-    assert clients["request_wire_bytes"].to_dict() == {CLIENT: 7000, OTHER_LOCAL: 500}
+    assert clients["bytes_out"].to_dict() == {CLIENT: 7000, OTHER_LOCAL: 500}
 
 
 def test_field_inventory(tmp_path: Path) -> None:
@@ -322,7 +326,7 @@ def test_http_redaction_and_values(tmp_path: Path) -> None:
 def test_kept_query_values_are_redacted_in_the_report(tmp_path: Path) -> None:
     folder = tmp_path / "q"
     folder.mkdir()
-    write_table(folder, "http", [exchange(exchange_id="e1", host="t.example", path="/c?token=s3cr3t&x=", request_wire_bytes=10)])
+    write_table(folder, "http", [exchange(exchange_id="e1", host="t.example", path="/c?token=s3cr3t&x=", bytes_out=10)])
     write_session_json(folder, {"session_id": "q", "http": http_meta(keep_query=True)}, SIGS)
     html, _ = report(folder)
     assert "s3cr3t" not in html and "/c?token=…&amp;x=…" in html
@@ -334,7 +338,7 @@ def test_html_escapes_and_is_self_contained(tmp_path: Path) -> None:
     folder = tmp_path / "x"
     folder.mkdir()
     evil = "<script>alert(1)</script>"
-    write_table(folder, "http", [exchange(exchange_id="e1", host=f"{evil}.example", path=f"/{evil}", request_wire_bytes=10, field_count=1)])
+    write_table(folder, "http", [exchange(exchange_id="e1", host=f"{evil}.example", path=f"/{evil}", bytes_out=10, field_count=1)])
     write_table(folder, "fields", [fld("e1", f"{evil}.example", f"a.{evil}", ["chat_text"], "h")])
     write_session_json(folder, {"session_id": "x", "http": http_meta()}, SIGS)
     html, out = report(folder)
@@ -358,7 +362,7 @@ def test_crash_left_session_with_only_part_files(tmp_path: Path) -> None:
     assert "recording did not finish" in html and "recording did not finish" in out
     assert "crashed" in html  # the session id, from the folder name
     h = H.headline(*tables(folder))
-    assert (h.exchanges, h.request_bytes, h.service_generated_bytes, h.content_paths) == (5, 7500, 3000, 1)
+    assert (h.exchanges, h.bytes_out, h.service_generated_bytes, h.content_paths) == (5, 7500, 3000, 1)
     assert "7.5 kB" in html and "meeting.topic" in html and CLIENT not in html
     assert read_rows(folder, "http").num_rows == 7  # the report changed nothing
 
@@ -388,7 +392,7 @@ def test_empty_http_session(tmp_path: Path) -> None:
     assert "no HTTP requests" in html and "no identifying fields" in html and "every body was decoded" in html
     assert (folder / "figures" / "http_vendors.png").read_bytes().startswith(PNG_MAGIC)
     h = H.headline(*tables(folder))
-    assert (h.exchanges, h.request_bytes, h.service_generated_share, h.vendors) == (0, 0, None, [])
+    assert (h.exchanges, h.bytes_out, h.service_generated_share, h.vendors) == (0, 0, None, [])
 
 
 def test_not_a_session_folder_still_fails(tmp_path: Path) -> None:

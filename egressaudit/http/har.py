@@ -23,23 +23,28 @@ class HarError(Exception):
     """The HAR cannot be produced; one line for the user."""
 
 
+def _url(r: dict[str, Any]) -> str:
+    return f"{r['scheme'] or 'http'}://{r['host'] or r['remote_ip'] or ''}{r['path'] or ''}"
+
+
 def _entry(r: dict[str, Any]) -> dict[str, Any]:
-    ts = r["ts"]
+    ts = r["ts_start"]
     started = ts if isinstance(ts, datetime) else datetime.fromtimestamp(0, UTC)
-    url = f"{r['scheme'] or 'http'}://{r['host'] or r['server_ip'] or ''}{r['path'] or ''}"
+    end = r["ts_end"]
+    elapsed = max(0.0, (end - started).total_seconds() * 1000) if isinstance(end, datetime) and isinstance(ts, datetime) else 0
     return {
         "startedDateTime": started.isoformat(),
-        "time": 0,
+        "time": elapsed,
         "request": {
             "method": r["method"] or "WEBSOCKET",
-            "url": url,
+            "url": _url(r),
             "httpVersion": r["http_version"] or "",
             "cookies": [],
             "headers": [],
             "queryString": [],
             "headersSize": -1,
-            "bodySize": r["request_body_bytes"],
-            **({"postData": {"mimeType": r["request_content_type"] or "", "text": ""}} if r["request_body_bytes"] else {}),
+            "bodySize": r["body_bytes_out"],
+            **({"postData": {"mimeType": r["content_type_out"] or "", "text": ""}} if r["body_bytes_out"] else {}),
         },
         "response": {
             "status": r["status"] or 0,
@@ -47,15 +52,17 @@ def _entry(r: dict[str, Any]) -> dict[str, Any]:
             "httpVersion": r["http_version"] or "",
             "cookies": [],
             "headers": [],
-            "content": {"size": r["response_decoded_bytes"] or 0, "mimeType": r["response_content_type"] or ""},
+            "content": {"size": r["decoded_bytes_in"] or 0, "mimeType": r["content_type_in"] or ""},
             "redirectURL": "",
             "headersSize": -1,
-            "bodySize": r["response_body_bytes"],
+            "bodySize": r["body_bytes_in"],
         },
         "cache": {},
-        "timings": {"send": 0, "wait": 0, "receive": 0},
-        "serverIPAddress": r["server_ip"] or "",
-        "_egressaudit": {k: r[k] for k in ("kind", "direction", "vendor", "service", "party", "category", "data_class", "rule", "body_format")},
+        "timings": {"send": 0, "wait": elapsed, "receive": 0},
+        "serverIPAddress": r["remote_ip"] or "",
+        "_egressaudit": {
+            k: r[k] for k in ("kind", "direction", "vendor", "service", "party", "category", "data_class", "rule", "body_format", "community_id")
+        },
     }
 
 

@@ -48,7 +48,7 @@ def load_inventory(session_dir: Path, category: str | None = "telemetry") -> tup
         )
     per_host = (
         http.groupby(["vendor", "host"], dropna=False)
-        .agg(exchanges=("exchange_id", "count"), bytes_out=("request_wire_bytes", "sum"), fields=("field_count", "sum"))
+        .agg(exchanges=("exchange_id", "count"), bytes_out=("bytes_out", "sum"), fields=("field_count", "sum"))
         .reset_index()
         .sort_values("bytes_out", ascending=False)
     )

@@ -46,8 +46,11 @@ from mitmproxy.io import compat, tnetstring
 from mitmproxy.io.har import request_to_flow
 from mitmproxy.net.http.http1 import assemble
 
+from egressaudit.capture.frames import PROTO_TCP
 from egressaudit.classify.engine import assign_party, first_party_vendors
 from egressaudit.classify.http import ExchangeFacts, classify_exchange, looks_like_events
+from egressaudit.errors import InputError
+from egressaudit.flows.orient import community_id_v1
 from egressaudit.http import bodies
 from egressaudit.http import inventory as inv
 from egressaudit.http.query import query_keys, redact_query
@@ -69,14 +72,14 @@ _HTTP_SPECS = column_specs("http")
 _FIELD_SPECS = column_specs("fields", ("key_path", "value_type", "value", "value_hash", "detectors", "value_length", "count"))
 
 
-class FlowFileError(Exception):
+class FlowFileError(InputError):
     """A saved flow or HAR file cannot be read; one line for the user."""
 
 
 # -- text and values that fit their columns ------------------------------------------------
 
 
-def _ts_us(ts: object, problems: Counter[str], name: str = "ts") -> int:
+def _ts_us(ts: object, problems: Counter[str], name: str = "ts_start") -> int:
     """Seconds since the epoch as microseconds within the tables' range (``schema.TS_MIN_US``..``TS_MAX_US``, 1970..2262);
     anything else is clamped and counted."""
     if ts is None or isinstance(ts, bool) or not isinstance(ts, int | float):
@@ -98,6 +101,31 @@ def _mime(value: str | None) -> str | None:
     if not value:
         return None
     return value.split(";", 1)[0].strip().lower() or None
+
+
+def unmapped(ip: str) -> str:
+    """An IPv4-mapped IPv6 address (``::ffff:127.0.0.1``, as mitmproxy reports a dual-stack socket's peers) as the
+    IPv4 address a packet capture sees; any other text as it is."""
+    try:
+        a = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    return str(a.ipv4_mapped) if isinstance(a, ipaddress.IPv6Address) and a.ipv4_mapped is not None else ip
+
+
+def tcp_community_id(local: tuple[str | None, int | None], remote: tuple[str | None, int | None]) -> str | None:
+    """Community ID v1 of the TCP connection between two (address, port) ends, as ``flows.community_id`` gives it
+    for that connection's flow; None when an end is unknown or is not an IP address (a HAR names no local end)."""
+    (lip, lport), (rip, rport) = local, remote
+    if lip is None or rip is None or lport is None or rport is None or not (0 <= lport < 65536 and 0 <= rport < 65536):
+        return None
+    try:
+        a, b = ipaddress.ip_address(unmapped(lip)), ipaddress.ip_address(unmapped(rip))
+    except ValueError:
+        return None
+    if a.version != b.version:
+        return None
+    return community_id_v1(PROTO_TCP, a.packed, b.packed, lport, rport)
 
 
 def load_salt(out: Path) -> bytes:
@@ -297,32 +325,36 @@ class Recorder:
         elif not is_utf8(host):
             self.stats.problems[f"{name}:not_utf8"] += 1
             host = escape_text(host)
-        if host.startswith("::ffff:") and "." in host:
-            host = host[7:]
+        host = unmapped(host)
         if type(port) is not int:
             self.stats.problems[f"{name}:wrong_type"] += 1
             port = as_int(port)
         return host, port
 
-    def _peer(self, conn: Any) -> tuple[str | None, int | None]:
-        """The client's address (as the proxy's socket saw it)."""
+    def _client(self, conn: Any) -> tuple[str | None, int | None]:
+        """The client's end of its connection to the proxy (as the proxy's socket saw it)."""
         return self._addr(self._get(lambda: getattr(conn, "peername", None) or getattr(conn, "address", None), None, "client_ip"), "client_ip")
 
-    def _server_peer(self, conn: Any) -> tuple[str | None, int | None]:
+    def _local(self, conn: Any) -> tuple[str | None, int | None]:
+        """The audited host's end of the connection that carried the exchange out: the proxy's socket when it
+        connected upstream (``sockname``); unknown when it did not, or the input does not say (a HAR)."""
+        return self._addr(self._get(lambda: getattr(conn, "sockname", None), None, "local_ip"), "local_ip")
+
+    def _remote(self, conn: Any) -> tuple[str | None, int | None]:
         """The address the proxy actually connected to: the server, or the next proxy in upstream mode.
 
         Never a host name: in upstream mode mitmproxy keeps the target name in ``address`` and leaves
         ``peername`` empty, and the connection went to ``via`` instead.
         """
-        peer = self._get(lambda: getattr(conn, "peername", None), None, "server_ip")
+        peer = self._get(lambda: getattr(conn, "peername", None), None, "remote_ip")
         if peer:
-            return self._addr(peer, "server_ip")
-        via = self._get(lambda: getattr(conn, "via", None), None, "server_ip")  # (scheme, (host, port)) of the upstream proxy
+            return self._addr(peer, "remote_ip")
+        via = self._get(lambda: getattr(conn, "via", None), None, "remote_ip")  # (scheme, (host, port)) of the upstream proxy
         if via:
-            return self._addr(self._get(lambda: via[1], None, "server_ip"), "server_ip")
-        addr = self._get(lambda: getattr(conn, "address", None), None, "server_ip")
+            return self._addr(self._get(lambda: via[1], None, "remote_ip"), "remote_ip")
+        addr = self._get(lambda: getattr(conn, "address", None), None, "remote_ip")
         if addr:
-            host, port = self._addr(addr, "server_ip")
+            host, port = self._addr(addr, "remote_ip")
             try:
                 ipaddress.ip_address(str(host))
             except ValueError:
@@ -452,8 +484,8 @@ class Recorder:
             self.stats.problems["response:wrong_type"] += 1
             resp = None
         host = self._text(lambda: req.pretty_host or req.host, "host")
-        ctype = _mime(self._text(lambda: req.headers.get("content-type"), "request_content_type"))
-        encoding = self._text(lambda: req.headers.get("content-encoding"), "request_encoding")
+        ctype = _mime(self._text(lambda: req.headers.get("content-type"), "content_type_out"))
+        encoding = self._text(lambda: req.headers.get("content-encoding"), "encoding_out")
         raw = self._bytes(lambda: req.raw_content, "request_body")
         streamed = self._streamed(flow, "request", len(raw))
         fmt, decoded_len, parsed, decoded = self._body(raw, encoding, ctype, host, streamed is not None)
@@ -465,11 +497,11 @@ class Recorder:
         body_bytes = streamed[0] if streamed else len(raw)
         path = self._text(lambda: req.path, "path") or ""
         method = self._text(lambda: req.method, "method")
-        port = self._int(lambda: req.port, "server_port")
-        server = self._server_peer(flow.server_conn)
+        port = self._int(lambda: req.port, "remote_port")
+        remote = self._remote(flow.server_conn)
         facts = ExchangeFacts(
             host=host,
-            server_ip=server[0],
+            server_ip=remote[0],
             port=port,
             method=method,
             path=path,
@@ -485,7 +517,12 @@ class Recorder:
         resp_decoded: int | None = None
         status: int | None = None
         resp_ctype: str | None = None
+        ts_start = _ts_us(self._get(lambda: req.timestamp_start, None, "ts_start"), self.stats.problems)
+        ts_end = ts_start
         if resp is not None:
+            end = self._get(lambda: resp.timestamp_end, None, "ts_end")
+            if end is not None:
+                ts_end = max(ts_start, _ts_us(end, self.stats.problems, "ts_end"))
             resp_head = self._get(lambda: len(assemble.assemble_response_head(resp)), 0, "response_head")
             rraw = self._bytes(lambda: resp.raw_content, "response_body")
             rstreamed = self._streamed(flow, "response", len(rraw))
@@ -499,7 +536,7 @@ class Recorder:
             else:
                 resp_decoded = 0
             status = self._int(lambda: resp.status_code, "status")
-            resp_ctype = _mime(self._text(lambda: resp.headers.get("content-type"), "response_content_type"))
+            resp_ctype = _mime(self._text(lambda: resp.headers.get("content-type"), "content_type_in"))
         exchange_id = self._flow_id(flow)
         query: list[tuple[str, str]] = []
         if "?" in path:
@@ -509,16 +546,21 @@ class Recorder:
         if tree is not None and verdict["category"] != Category.telemetry:
             self._collect_names(tree)
         fields = self._fields(exchange_id, host, verdict, tree, query) if verdict["category"] in ("telemetry", "unknown", "content_upload") else []
-        client = self._peer(flow.client_conn)
+        client = self._client(flow.client_conn)
+        local = self._local(flow.server_conn)
         row = {
             "session_id": self.opts.session_id,
             "exchange_id": exchange_id,
             "kind": "http",
-            "ts": _ts_us(self._get(lambda: req.timestamp_start, None, "ts"), self.stats.problems),
+            "ts_start": ts_start,
+            "ts_end": ts_end,
+            "community_id": tcp_community_id(local, remote),
+            "local_ip": local[0],
+            "local_port": local[1],
+            "remote_ip": remote[0],
+            "remote_port": remote[1] or port,
             "client_ip": client[0],
             "client_port": client[1],
-            "server_ip": server[0],
-            "server_port": server[1] or port,
             "host": host,
             "scheme": self._text(lambda: req.scheme, "scheme"),
             "http_version": self._text(lambda: req.http_version, "http_version"),
@@ -526,15 +568,15 @@ class Recorder:
             "path": redact_query(path, self.opts.keep_query),
             "status": status,
             "direction": "out",
-            "request_content_type": ctype,
-            "response_content_type": resp_ctype,
-            "request_encoding": encoding or None,
-            "request_wire_bytes": req_head + body_bytes,
-            "request_body_bytes": body_bytes,
-            "request_decoded_bytes": decoded_len,
-            "response_wire_bytes": resp_head + resp_body,
-            "response_body_bytes": resp_body,
-            "response_decoded_bytes": resp_decoded,
+            "content_type_out": ctype,
+            "content_type_in": resp_ctype,
+            "encoding_out": encoding or None,
+            "bytes_out": req_head + body_bytes,
+            "body_bytes_out": body_bytes,
+            "decoded_bytes_out": decoded_len,
+            "bytes_in": resp_head + resp_body,
+            "body_bytes_in": resp_body,
+            "decoded_bytes_in": resp_decoded,
             "body_format": fmt,
             "body_sha256": self._hash_digest(streamed[1]) if streamed else (self._hash(decoded) if decoded else None),
             "field_count": len(fields),
@@ -557,11 +599,11 @@ class Recorder:
         fmt = parsed.format if parsed else "empty"
         tree = parsed.tree if parsed else None
         path = self._text(lambda: req.path, "path") or ""
-        port = self._int(lambda: req.port, "server_port")
-        server = self._server_peer(flow.server_conn)
+        port = self._int(lambda: req.port, "remote_port")
+        remote = self._remote(flow.server_conn)
         facts = ExchangeFacts(
             host=host,
-            server_ip=server[0],
+            server_ip=remote[0],
             port=port,
             method=None,
             path=path,
@@ -576,17 +618,24 @@ class Recorder:
         fields = []
         if from_client and verdict["category"] in ("telemetry", "unknown", "content_upload") and tree is not None:
             fields = self._fields(exchange_id, host, verdict, tree, [])
-        client = self._peer(flow.client_conn)
+        client = self._client(flow.client_conn)
+        local = self._local(flow.server_conn)
         scheme = self._text(lambda: req.scheme, "scheme")
+        ts = _ts_us(self._get(lambda: msg.timestamp, None, "ts_start"), self.stats.problems)
+        n = len(content)
         row = {
             "session_id": self.opts.session_id,
             "exchange_id": exchange_id,
             "kind": "websocket",
-            "ts": _ts_us(self._get(lambda: msg.timestamp, None, "ts"), self.stats.problems),
+            "ts_start": ts,
+            "ts_end": ts,
+            "community_id": tcp_community_id(local, remote),
+            "local_ip": local[0],
+            "local_port": local[1],
+            "remote_ip": remote[0],
+            "remote_port": remote[1] or port,
             "client_ip": client[0],
             "client_port": client[1],
-            "server_ip": server[0],
-            "server_port": server[1] or port,
             "host": host,
             "scheme": "wss" if scheme == "https" else "ws",
             "http_version": self._text(lambda: req.http_version, "http_version"),
@@ -594,15 +643,15 @@ class Recorder:
             "path": redact_query(path, self.opts.keep_query),
             "status": None,
             "direction": "out" if from_client else "in",
-            "request_content_type": None,
-            "response_content_type": None,
-            "request_encoding": None,
-            "request_wire_bytes": len(content) if from_client else 0,
-            "request_body_bytes": len(content) if from_client else 0,
-            "request_decoded_bytes": len(content) if from_client else 0,
-            "response_wire_bytes": 0 if from_client else len(content),
-            "response_body_bytes": 0 if from_client else len(content),
-            "response_decoded_bytes": 0 if from_client else len(content),
+            "content_type_out": None,
+            "content_type_in": None,
+            "encoding_out": None,
+            "bytes_out": n if from_client else 0,
+            "body_bytes_out": n if from_client else 0,
+            "decoded_bytes_out": n if from_client else 0,
+            "bytes_in": 0 if from_client else n,
+            "body_bytes_in": 0 if from_client else n,
+            "decoded_bytes_in": 0 if from_client else n,
             "body_format": fmt,
             "body_sha256": self._hash(content) if content else None,
             "field_count": len(fields),
@@ -616,18 +665,19 @@ class Recorder:
     def _fallback_row(self, flow: http.HTTPFlow, e: BaseException, index: int | None) -> dict[str, Any]:
         """The row of an exchange the recorder failed on: what is certain (id, time), nothing classified."""
         fid = self._flow_id(flow)
-        ts = self._get(lambda: flow.request.timestamp_start, None, "ts")
+        ts = _ts_us(self._get(lambda: flow.request.timestamp_start, None, "ts_start"), self.stats.problems)
         row: dict[str, Any] = {c.name: None for c in HTTP}
         row.update(
             session_id=self.opts.session_id,
             exchange_id=fid if index is None else f"{fid}:{index}",
             kind="http" if index is None else "websocket",
-            ts=_ts_us(ts, self.stats.problems),
+            ts_start=ts,
+            ts_end=ts,
             direction="out",
-            request_wire_bytes=0,
-            request_body_bytes=0,
-            response_wire_bytes=0,
-            response_body_bytes=0,
+            bytes_out=0,
+            body_bytes_out=0,
+            bytes_in=0,
+            body_bytes_in=0,
             body_format="error:recorder",
             field_count=0,
             identifier_fields=0,

@@ -1366,23 +1366,25 @@ def _record_fallback(rec: Recorder, opts: RecorderOptions, kind: str, state: Any
             emsg = err.get("msg") if isinstance(err, dict) else None
         path_s = _text(path) or ""
         ws = kind == "ws"
+        ts_us = int(ts * 1_000_000) if isinstance(ts, int | float) and math.isfinite(ts) and ts > 0 else 0
         row = {
             "session_id": opts.session_id,
             "exchange_id": f"{fid}:{number}" if ws else str(fid),
             "kind": "websocket" if ws else "http",
-            "ts": int(ts * 1_000_000) if isinstance(ts, int | float) and math.isfinite(ts) and ts > 0 else 0,
+            "ts_start": ts_us,
+            "ts_end": ts_us,
             "host": _text(host),
-            "server_port": int(port) if isinstance(port, int) and 0 <= port < 65536 else None,
+            "remote_port": int(port) if isinstance(port, int) and 0 <= port < 65536 else None,
             "scheme": _text(scheme),
             "http_version": _text(version),
             "method": None if ws else _text(method),
             "path": redact_query(path_s, opts.keep_query),
             "status": None if ws or not isinstance(status, int) else status,
             "direction": "out",
-            "request_wire_bytes": 0,
-            "request_body_bytes": 0,
-            "response_wire_bytes": 0,
-            "response_body_bytes": 0,
+            "bytes_out": 0,
+            "body_bytes_out": 0,
+            "bytes_in": 0,
+            "body_bytes_in": 0,
             "body_format": "error:recorder",
             "field_count": 0,
             "identifier_fields": 0,

@@ -157,8 +157,8 @@ def over_time_figure(series: pd.DataFrame, bin_s: int, path: Path) -> Path:
 
 def http_vendor_figure(by_vendor_category: pd.DataFrame, path: Path, top: int = 15) -> Path:
     """Horizontal stacked bars: HTTP request bytes sent per vendor, stacked by category (the ``top`` vendors)."""
-    df = by_vendor_category[by_vendor_category["request_wire_bytes"] > 0] if not by_vendor_category.empty else by_vendor_category
-    totals = df.groupby("vendor", sort=False)["request_wire_bytes"].sum().sort_values(ascending=False, kind="stable") if not df.empty else None
+    df = by_vendor_category[by_vendor_category["bytes_out"] > 0] if not by_vendor_category.empty else by_vendor_category
+    totals = df.groupby("vendor", sort=False)["bytes_out"].sum().sort_values(ascending=False, kind="stable") if not df.empty else None
     n = 0 if totals is None else min(top, len(totals))
     fig = Figure(figsize=(8, 1.4 + 0.32 * max(1, n)), layout="constrained")
     ax = fig.add_subplot()
@@ -167,7 +167,7 @@ def http_vendor_figure(by_vendor_category: pd.DataFrame, path: Path, top: int = 
         _empty(ax, title, "no HTTP requests in this session")
         return _save(fig, path)
     vendors = list(totals.index[:n])
-    pivot = df.pivot_table(index="vendor", columns="category", values="request_wire_bytes", aggfunc="sum", fill_value=0).reindex(index=vendors)
+    pivot = df.pivot_table(index="vendor", columns="category", values="bytes_out", aggfunc="sum", fill_value=0).reindex(index=vendors)
     cats = [c for c in CATEGORY_ORDER if c in pivot.columns] + [c for c in pivot.columns if c not in CATEGORY_ORDER]
     pivot = pivot.reindex(columns=cats).fillna(0)
     left, unit = _stacked_by_category(ax, pivot, cats, [str(v) for v in vendors])

@@ -1,11 +1,11 @@
 """The report's HTTP numbers: pure pandas functions on the ``http`` and ``fields`` tables.
 
 *HTTP egress* is what the audited client sent through the proxy: the
-``request_wire_bytes`` (request head plus body as sent, compressed) of the
-rows whose ``direction`` is ``"out"`` (every HTTP exchange, and WebSocket
-messages from the client).  These are bytes at the HTTP layer, after TLS was
-removed; they are not IP bytes, so they are never added to the flows' egress.
-Responses (``response_wire_bytes``) are carried along for context only.
+``bytes_out`` (request head plus body as sent, compressed) of the rows whose
+``direction`` is ``"out"`` (every HTTP exchange, and WebSocket messages from
+the client).  These are bytes at the HTTP layer, after TLS was removed; they
+are not IP bytes, so they are never added to the flows' egress.  Responses
+(``bytes_in``) are carried along for context only.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ MAX_VALUES = 3
 #: Clear-text values are cut to this many characters.
 MAX_VALUE_CHARS = 60
 
-COUNT_COLUMNS = ("exchanges", "ws_messages", "request_wire_bytes", "response_wire_bytes", "fields", "identifier_fields")
+COUNT_COLUMNS = ("exchanges", "ws_messages", "bytes_out", "bytes_in", "fields", "identifier_fields")
 
 
 def _detector_list(d: Any) -> list[str]:
@@ -47,10 +47,10 @@ def _detector_list(d: Any) -> list[str]:
 
 
 def with_out_bytes(http: pd.DataFrame) -> pd.DataFrame:
-    """``http`` with ``_out``: request_wire_bytes of outgoing rows, 0 for incoming WebSocket messages."""
+    """``http`` with ``_out``: bytes_out of outgoing rows, 0 for incoming WebSocket messages."""
     if http.empty:
         return http.assign(_out=pd.Series([], dtype="int64"))
-    out = http["request_wire_bytes"].where(http["direction"] == "out", 0).fillna(0).astype("int64")
+    out = http["bytes_out"].where(http["direction"] == "out", 0).fillna(0).astype("int64")
     return http.assign(_out=out)
 
 
@@ -63,7 +63,7 @@ def _grouped(http: pd.DataFrame, keys: list[str], total: int) -> pd.DataFrame:
         **{k: label(df[k]) for k in keys},
         _x=(df["kind"] == "http").astype("int64"),
         _w=(df["kind"] == "websocket").astype("int64"),
-        _r=df["response_wire_bytes"].fillna(0).astype("int64"),
+        _r=df["bytes_in"].fillna(0).astype("int64"),
         _f=df["field_count"].fillna(0).astype("int64"),
         _i=df["identifier_fields"].fillna(0).astype("int64"),
     )
@@ -72,8 +72,8 @@ def _grouped(http: pd.DataFrame, keys: list[str], total: int) -> pd.DataFrame:
         .agg(
             exchanges=("_x", "sum"),
             ws_messages=("_w", "sum"),
-            request_wire_bytes=("_out", "sum"),
-            response_wire_bytes=("_r", "sum"),
+            bytes_out=("_out", "sum"),
+            bytes_in=("_r", "sum"),
             fields=("_f", "sum"),
             identifier_fields=("_i", "sum"),
         )
@@ -81,7 +81,7 @@ def _grouped(http: pd.DataFrame, keys: list[str], total: int) -> pd.DataFrame:
     )
     for c in COUNT_COLUMNS:
         g[c] = g[c].astype("int64")
-    g["share"] = g["request_wire_bytes"] / total if total else 0.0
+    g["share"] = g["bytes_out"] / total if total else 0.0
     return g[cols]
 
 
@@ -96,7 +96,7 @@ def by_data_class_category(http: pd.DataFrame) -> pd.DataFrame:
     if g.empty:
         return g
     g = g.assign(_d=order(g["data_class"], DATA_CLASS_ORDER), _c=order(g["category"], CATEGORY_ORDER))
-    return g.sort_values(["_d", "request_wire_bytes", "_c"], ascending=[True, False, True]).drop(columns=["_d", "_c"]).reset_index(drop=True)
+    return g.sort_values(["_d", "bytes_out", "_c"], ascending=[True, False, True]).drop(columns=["_d", "_c"]).reset_index(drop=True)
 
 
 def by_party(http: pd.DataFrame) -> pd.DataFrame:
@@ -112,7 +112,7 @@ def by_host(http: pd.DataFrame) -> pd.DataFrame:
     g = _grouped(http, ["vendor", "host", "party", "category"], total_out(http))
     if g.empty:
         return g
-    return g.sort_values(["request_wire_bytes", "exchanges", "vendor", "host"], ascending=[False, False, True, True]).reset_index(drop=True)
+    return g.sort_values(["bytes_out", "exchanges", "vendor", "host"], ascending=[False, False, True, True]).reset_index(drop=True)
 
 
 def by_vendor_category(http: pd.DataFrame) -> pd.DataFrame:
@@ -120,7 +120,7 @@ def by_vendor_category(http: pd.DataFrame) -> pd.DataFrame:
     g = _grouped(http, ["vendor", "category"], total_out(http))
     if g.empty:
         return g
-    return g.sort_values(["request_wire_bytes", "vendor"], ascending=[False, True]).reset_index(drop=True)
+    return g.sort_values(["bytes_out", "vendor"], ascending=[False, True]).reset_index(drop=True)
 
 
 def top_endpoints(http: pd.DataFrame, n: int = 20, redact: bool = True) -> pd.DataFrame:
@@ -130,7 +130,7 @@ def top_endpoints(http: pd.DataFrame, n: int = 20, redact: bool = True) -> pd.Da
     g = _grouped(http, ["host", "method", "path", "category"], total_out(http))
     if g.empty:
         return g
-    return g.sort_values(["request_wire_bytes", "exchanges", "host", "path"], ascending=[False, False, True, True]).head(n).reset_index(drop=True)
+    return g.sort_values(["bytes_out", "exchanges", "host", "path"], ascending=[False, False, True, True]).head(n).reset_index(drop=True)
 
 
 def by_client(http: pd.DataFrame) -> pd.DataFrame:
@@ -138,7 +138,7 @@ def by_client(http: pd.DataFrame) -> pd.DataFrame:
     g = _grouped(http, ["client_ip"], total_out(http))
     if g.empty:
         return g
-    return g.sort_values(["request_wire_bytes", "client_ip"], ascending=[False, True]).reset_index(drop=True)
+    return g.sort_values(["bytes_out", "client_ip"], ascending=[False, True]).reset_index(drop=True)
 
 
 def _joined(values: Iterable[str], order: Iterable[str] = ()) -> str:
@@ -236,8 +236,8 @@ class HttpHeadline:
     exchanges: int
     websocket_messages: int
     websocket_out: int
-    request_bytes: int
-    response_bytes: int
+    bytes_out: int
+    bytes_in: int
     service_generated_bytes: int
     service_generated_share: float | None
     customer_content_bytes: int
@@ -274,8 +274,8 @@ def headline(http: pd.DataFrame, fields: pd.DataFrame, inventory: pd.DataFrame |
         exchanges=int((df["kind"] == "http").sum()) if not df.empty else 0,
         websocket_messages=int((df["kind"] == "websocket").sum()) if not df.empty else 0,
         websocket_out=int(((df["kind"] == "websocket") & (df["direction"] == "out")).sum()) if not df.empty else 0,
-        request_bytes=total,
-        response_bytes=int(df["response_wire_bytes"].fillna(0).sum()) if not df.empty else 0,
+        bytes_out=total,
+        bytes_in=int(df["bytes_in"].fillna(0).sum()) if not df.empty else 0,
         service_generated_bytes=sg,
         service_generated_share=share(sg, total),
         customer_content_bytes=cc,

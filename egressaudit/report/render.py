@@ -51,8 +51,6 @@ NUMERIC = {
     "count",
     "exchanges",
     "ws_messages",
-    "request_wire_bytes",
-    "response_wire_bytes",
     "fields",
     "identifier_fields",
     "occurrences",
@@ -60,7 +58,7 @@ NUMERIC = {
     "identifying_paths",
     "content_paths",
 }
-BYTES = {"bytes_out", "bytes_in", "request_wire_bytes", "response_wire_bytes"}
+BYTES = {"bytes_out", "bytes_in"}
 FORMATS: dict[str, Formatter] = {
     **{c: _int for c in NUMERIC - BYTES - {"share"}},
     **{c: human_bytes for c in BYTES},
@@ -73,8 +71,6 @@ HEADERS: dict[str, str] = {
     "share": "share of egress",
     "local_ip": "local host",
     "ws_messages": "websocket messages",
-    "request_wire_bytes": "requests sent",
-    "response_wire_bytes": "responses received",
     "identifier_fields": "identifying fields",
     "key_path": "field",
     "value_type": "type",
@@ -88,7 +84,7 @@ HEADERS: dict[str, str] = {
 }
 MONO = {"destination", "local_ip", "client_ip", "host", "path", "key_path", "values"}
 #: Headers of the HTTP tables, where shares are of HTTP egress.
-HTTP_HEADERS: dict[str, str] = {"share": "share of HTTP egress"}
+HTTP_HEADERS: dict[str, str] = {"bytes_out": "requests sent", "bytes_in": "responses received", "share": "share of HTTP egress"}
 
 RowClass = Callable[[Mapping[Any, Any]], str]
 
@@ -277,7 +273,7 @@ HTTP_DEFINITIONS = """
 <dl>
 <dt><b>HTTP egress</b></dt>
 <dd>What the audited client sent through the proxy: request head plus body as sent (compressed) of every HTTP exchange, and the
-WebSocket messages the client sent (<code>request_wire_bytes</code> of <code>http.parquet</code>). These are HTTP-layer bytes,
+WebSocket messages the client sent (<code>bytes_out</code> of <code>http.parquet</code>). These are HTTP-layer bytes,
 decrypted; they travelled inside the TLS flows counted above (when the session has flows) and are never added to the flows' egress.</dd>
 <dt><b>identifying fields</b></dt>
 <dd>Key paths of request bodies whose names or values look like identifiers or personal data (email, phone, IP or MAC address, UUID,
@@ -312,7 +308,7 @@ def http_sections(data: ReportData) -> list[str]:
     cards = [
         _card(f"{h.exchanges:,}", f"HTTP exchanges with {h.hosts:,} hosts" + (f" ({h.errors:,} with errors)" if h.errors else "")),
         _card(ws, "WebSocket messages"),
-        _card(human_bytes(h.request_bytes), "HTTP requests sent (HTTP egress)"),
+        _card(human_bytes(h.bytes_out), "HTTP requests sent (HTTP egress)"),
         _card(human_bytes(h.service_generated_bytes), f"service generated data: {percent(h.service_generated_share)} of HTTP egress", "sg"),
         _card(human_bytes(h.customer_content_bytes), f"customer content: {percent(h.customer_content_share)} of HTTP egress", "cc"),
         _card(human_bytes(h.third_party_bytes), f"to third parties: {percent(h.third_party_share)} of HTTP egress"),
@@ -341,18 +337,18 @@ def http_sections(data: ReportData) -> list[str]:
         '<h3 id="http-data-class">HTTP egress by data class and category</h3>',
         table(
             hr.by_data_class_category,
-            ["data_class", "category", "exchanges", "ws_messages", "request_wire_bytes", "response_wire_bytes", "share"],
+            ["data_class", "category", "exchanges", "ws_messages", "bytes_out", "bytes_in", "share"],
             "no HTTP requests",
             headers=hd,
         ),
         table(
-            hr.by_party, ["party", "exchanges", "ws_messages", "request_wire_bytes", "response_wire_bytes", "share"], "no HTTP requests", headers=hd
+            hr.by_party, ["party", "exchanges", "ws_messages", "bytes_out", "bytes_in", "share"], "no HTTP requests", headers=hd
         ),
         _figures(hr.figures),
         '<h3 id="http-hosts">HTTP egress by vendor and host</h3>',
         table(
             hr.by_host,
-            ["vendor", "host", "party", "category", "exchanges", "ws_messages", "request_wire_bytes", "fields", "identifier_fields", "share"],
+            ["vendor", "host", "party", "category", "exchanges", "ws_messages", "bytes_out", "fields", "identifier_fields", "share"],
             "no HTTP requests",
             headers=hd,
         ),
@@ -372,13 +368,13 @@ def http_sections(data: ReportData) -> list[str]:
         '<p class="note">Paths as recorded, query values redacted (<code>?k=…</code>).</p>',
         table(
             hr.top_endpoints,
-            ["host", "method", "path", "category", "exchanges", "ws_messages", "request_wire_bytes", "share"],
+            ["host", "method", "path", "category", "exchanges", "ws_messages", "bytes_out", "share"],
             "no HTTP requests",
             headers=hd,
         ),
         '<h3 id="http-clients">Clients</h3>',
         '<p class="note">Client addresses as the proxy saw them.</p>',
-        table(hr.clients, ["client_ip", "exchanges", "ws_messages", "request_wire_bytes", "share"], "no HTTP requests", headers=hd),
+        table(hr.clients, ["client_ip", "exchanges", "ws_messages", "bytes_out", "share"], "no HTTP requests", headers=hd),
         '<h3 id="http-skipped">Undecodable bodies</h3>',
         table(skipped, ["reason", "count"], "none: every body was decoded"),
     ]

@@ -52,7 +52,7 @@ def print_report(data: ReportData, console: Console) -> None:
         head.add_row(
             "HTTP exchanges", f"{hh.exchanges:,} with {hh.hosts:,} hosts; {hh.websocket_messages:,} WebSocket messages ({hh.websocket_out:,} sent)"
         )
-        head.add_row("HTTP requests sent (HTTP egress)", human_bytes(hh.request_bytes))
+        head.add_row("HTTP requests sent (HTTP egress)", human_bytes(hh.bytes_out))
         head.add_row(
             "HTTP service generated data", f"{human_bytes(hh.service_generated_bytes)} ({percent(hh.service_generated_share)} of HTTP egress)"
         )
@@ -102,7 +102,7 @@ def print_http(data: ReportData, console: Console) -> None:
         _table(
             "HTTP egress by data class and category",
             hr.by_data_class_category,
-            ["data_class", "category", "exchanges", "ws_messages", "request_wire_bytes", "share"],
+            ["data_class", "category", "exchanges", "ws_messages", "bytes_out", "share"],
             "no HTTP requests",
             HTTP_HEADERS,
         )
@@ -111,7 +111,7 @@ def print_http(data: ReportData, console: Console) -> None:
         _table(
             "HTTP egress by vendor and host",
             hr.by_host,
-            ["vendor", "host", "party", "category", "exchanges", "ws_messages", "request_wire_bytes", "fields", "identifier_fields", "share"],
+            ["vendor", "host", "party", "category", "exchanges", "ws_messages", "bytes_out", "fields", "identifier_fields", "share"],
             "no HTTP requests",
             HTTP_HEADERS,
         )
