@@ -202,3 +202,22 @@ def test_har_with_bodies_from_damaged_flows(tmp_path: Path) -> None:
     (tmp_path / "flows.mitm").write_bytes(b"garbage")
     with pytest.raises(HarError, match="not a mitmproxy flow file"):
         export_har(tmp_path, tmp_path / "g.har", bodies=True)
+
+
+@pytest.mark.parametrize(
+    ("scheme", "host", "remote_ip", "port", "url"),
+    [
+        ("https", "zoom.us", "192.0.2.7", 443, "https://zoom.us/p"),
+        ("http", "127.0.0.1", "127.0.0.1", 80, "http://127.0.0.1/p"),
+        ("http", "127.0.0.1", "127.0.0.1", 18000, "http://127.0.0.1:18000/p"),
+        ("wss", "zoom.us", "192.0.2.7", 8443, "wss://zoom.us:8443/p"),
+        ("https", None, "2001:db8::7", 8443, "https://[2001:db8::7]:8443/p"),
+        ("https", "zoom.us", None, None, "https://zoom.us/p"),
+    ],
+)
+def test_har_urls_keep_a_port_that_is_not_the_schemes_default(
+    scheme: str, host: str | None, remote_ip: str | None, port: int | None, url: str
+) -> None:
+    from egressaudit.http.har import _url
+
+    assert _url({"scheme": scheme, "host": host, "remote_ip": remote_ip, "remote_port": port, "path": "/p"}) == url

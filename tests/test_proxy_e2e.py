@@ -291,6 +291,64 @@ def test_saved_flows_and_har_read_offline_into_the_same_tables(tmp_path: Path, s
     assert res.exit_code == 3 and "broken.har" in res.output and "Traceback" not in res.output
 
 
+class _PlainSink:
+    """A plain-HTTP server on 127.0.0.1 (a port of its own, never 80) answering 200 to anything."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _any(self) -> None:
+                self.rfile.read(int(self.headers.get("content-length") or 0))
+                self.send_response(200)
+                self.send_header("content-length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            do_GET = do_POST = _any
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = int(self.server.server_address[1])
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.skipif(CURL is None, reason="curl not installed")
+def test_har_export_keeps_a_port_that_is_not_the_schemes_default(tmp_path: Path, sink: Sink) -> None:
+    """`egressaudit har` of a session a real proxy recorded from curl: a request to 127.0.0.1:18000 was exported as
+    http://127.0.0.1/v1/... (port 80); the URL keeps a port that is not the scheme's default, for http and https."""
+    plain = _PlainSink()
+    out = tmp_path / "audit"
+    proxy = Mitmdump(tmp_path, "mitmdump", [ROOT / "addons" / "egressaudit_addon.py"], f"egressaudit_dir={out}")  # no redirection
+    try:
+        curl(proxy, "--data", '{"n": 1}', f"http://127.0.0.1:{plain.port}/v1/track?writeKey=s3cr3t")
+        curl(proxy, "--data", '{"n": 2}', f"https://127.0.0.1:{sink.port}/v1/batch")
+    finally:
+        assert proxy.stop() == 0, proxy.logfile.read_text()
+        plain.close()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    har = tmp_path / "x.har"
+    r = subprocess.run(
+        [sys.executable, "-m", "egressaudit", "har", str(out), "-o", str(har)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert r.returncode == 0, r.stderr
+    entries = json.loads(har.read_text())["log"]["entries"]
+    assert sorted(e["request"]["url"] for e in entries) == sorted(
+        [f"http://127.0.0.1:{plain.port}/v1/track?writeKey=…", f"https://127.0.0.1:{sink.port}/v1/batch"]
+    )
+    assert {e["serverIPAddress"] for e in entries} == {"127.0.0.1"} and "s3cr3t" not in har.read_text()
+
+
 @pytest.mark.skipif(CURL is None, reason="curl not installed")
 def test_proxy_command_defaults_loopback_private_ca(tmp_path: Path, sink: Sink) -> None:
     """`egressaudit proxy` as a user runs it: CA instructions, loopback only, private CA key, tables on Ctrl-C."""

@@ -23,8 +23,22 @@ class HarError(Exception):
     """The HAR cannot be produced; one line for the user."""
 
 
+DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
+
+
 def _url(r: dict[str, Any]) -> str:
-    return f"{r['scheme'] or 'http'}://{r['host'] or r['remote_ip'] or ''}{r['path'] or ''}"
+    """The request's URL: its host (or the address connected to) with the port when it is not the scheme's default.
+
+    The port is ``remote_port``, the port the proxy connected to; through an upstream proxy that is the upstream
+    proxy's port (the table keeps no other).
+    """
+    scheme = r["scheme"] or "http"
+    host = r["host"] or r["remote_ip"] or ""
+    if ":" in host and not host.startswith("["):  # an IPv6 address
+        host = f"[{host}]"
+    port = r["remote_port"]
+    authority = host if port is None or port == DEFAULT_PORTS.get(scheme) else f"{host}:{port}"
+    return f"{scheme}://{authority}{r['path'] or ''}"
 
 
 def _entry(r: dict[str, Any]) -> dict[str, Any]:
