@@ -11,9 +11,13 @@ from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Packet, Raw
 
 from egressaudit.audit.analyze import AnalyzeOptions, analyze
-from egressaudit.capture.frames import decode
+from egressaudit.capture.frames import PROTO_UDP, decode
+from egressaudit.capture.reader import ReadStats, iter_frames
+from egressaudit.dissect.inspect import Evidence
 from egressaudit.flows.table import Flow, FlowTable
 from tests import factories
+
+SAMPLE = Path(__file__).resolve().parents[1] / "captures" / "janus-echo" / "call.pcapng"
 
 
 def _rows(tmp_path: Path, pkts: list[Packet], **opts: object) -> list[dict[str, object]]:
@@ -209,3 +213,22 @@ def test_dns_in_clear_is_dissected_and_encrypted_dns_is_still_dns(tmp_path: Path
     rows = {r["remote_port"]: r for r in _rows(tmp_path, [query, doq])}
     assert rows[53]["app_protocol"] == "dns" and rows[53]["category"] == "dns"
     assert rows[853]["app_protocol"] != "dns" and rows[853]["category"] == "dns"
+
+
+def test_flows_without_inspection_are_the_same_flows_with_empty_evidence() -> None:
+    """Live capture's table (inspect_payloads=False): same keys, ends and counters as the inspecting one."""
+    evidence = [k for k in Evidence.__slots__ if k != "proto"]
+    meter = ["proto", *Flow.__slots__]
+    runs: list[list[Flow]] = [[], []]
+    for out, inspecting in zip(runs, (True, False), strict=True):
+        table = FlowTable(out.append, inspect_payloads=inspecting)
+        for fr in iter_frames(SAMPLE, ReadStats(path=str(SAMPLE))):
+            pkt = decode(fr.linktype, fr.data)
+            if not isinstance(pkt, str):
+                table.add(pkt, fr.ts)
+        table.flush()
+    full, bare = runs
+    assert len(full) > 10 and sum(f.app_protocol is not None for f in full) > 0
+    assert [[getattr(f, k) for k in meter] for f in full] == [[getattr(f, k) for k in meter] for f in bare]
+    fresh = Evidence(PROTO_UDP)
+    assert all(getattr(f, k) == getattr(fresh, k) for f in bare for k in evidence)

@@ -2,13 +2,16 @@
 
 ``capture(iface, out_dir, duration)`` reads frames from a Linux packet socket
 (``AF_PACKET``) and writes every frame to ``out_dir/capture.pcapng``; it feeds
-the per-packet :class:`~egressaudit.flows.table.FlowTable` (whose flows
-offline ingest's columnar table reproduces field for field), so the number of
-live and finished flows is known while capturing.  The
-file is an ordinary pcapng (one interface, the socket's link type, microsecond
-timestamps from the kernel, an Interface Statistics Block with the kernel's
-received and dropped counts at the end): ``egressaudit analyze`` reads it, as
-do Wireshark and tcpdump.
+the per-packet :class:`~egressaudit.flows.table.FlowTable` with payload
+inspection off (the flows offline ingest finds, by the same keys, idle timeout
+and TCP ends, without their evidence), so the number of live and finished
+flows is known while capturing.  What the payloads say (TLS and QUIC server
+names, media, vendors) is read once, from the file, by the analysis that
+follows (``egressaudit capture`` runs it).  The file is an ordinary pcapng
+(one interface, the socket's link type, microsecond timestamps from the
+kernel, an Interface Statistics Block with the kernel's received and dropped
+counts at the end): ``egressaudit analyze`` reads it, as do Wireshark and
+tcpdump.
 
 How frames are received:
 
@@ -681,7 +684,7 @@ def capture(
         stats.flows_done += 1
         stats.flow_bytes_done += flow.bytes_ab + flow.bytes_ba
 
-    table = FlowTable(done, idle_timeout=idle_timeout)
+    table = FlowTable(done, idle_timeout=idle_timeout, inspect_payloads=False)  # counts flows; the evidence is read from the file
 
     previous: dict[signal.Signals, Any] = {}
     signalled: list[int] = []

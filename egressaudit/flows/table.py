@@ -12,7 +12,10 @@ flows a buffer of frames at a time and is tested against this one.
 Only the first packets of a flow are dissected (``INSPECT_PACKETS`` each way,
 then one in ``SAMPLE_EVERY``), by :class:`~egressaudit.dissect.inspect.Inspector`:
 enough to read the TLS/QUIC ClientHello, the HTTP Host, STUN attributes and RTP
-headers, at a fraction of the cost of dissecting every packet.
+headers, at a fraction of the cost of dissecting every packet.  With
+``inspect_payloads=False`` nothing is dissected: the flows are the same (keys,
+ends, counters), their evidence stays empty; live capture counts flows so and
+leaves the evidence to the analysis of the file it wrote.
 """
 
 from __future__ import annotations
@@ -69,9 +72,12 @@ FlowKey = tuple[int, bytes, int, bytes, int]
 
 
 class FlowTable(Inspector):
-    def __init__(self, on_flow: Callable[[Flow], None], idle_timeout: float = 120.0) -> None:
+    """Flows metered one packet at a time, their payloads inspected unless ``inspect_payloads`` is False (see the module docstring)."""
+
+    def __init__(self, on_flow: Callable[[Flow], None], idle_timeout: float = 120.0, inspect_payloads: bool = True) -> None:
         self.on_flow = on_flow
         self.idle_timeout = idle_timeout
+        self.inspecting = inspect_payloads
         self.flows: OrderedDict[FlowKey, Flow] = OrderedDict()
         self.dns_map: dict[bytes, str] = {}
         self.frag_map: dict[tuple[bytes, bytes, int, int], tuple[FlowKey, float]] = {}  # first fragments: flow and time
@@ -138,7 +144,7 @@ class FlowTable(Inspector):
             elif syn == (TCP_SYN | TCP_ACK) and flow.pkts_ab + flow.pkts_ba == 1:
                 flow.syn_from_b = from_a  # capture starts at the SYN-ACK: its receiver is the client
         seen = flow.seen = flow.seen + 1
-        if payload and (seen <= INSPECT_PACKETS * 2 or seen % SAMPLE_EVERY == 0):
+        if payload and self.inspecting and (seen <= INSPECT_PACKETS * 2 or seen % SAMPLE_EVERY == 0):
             self.inspect(flow, payload, sp, dp, from_a == flow.client_is_a)
 
     def dns_answer(self, packed: bytes, name: str) -> None:
