@@ -12,6 +12,7 @@ import contextlib
 import gzip
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -347,6 +348,58 @@ def test_har_export_keeps_a_port_that_is_not_the_schemes_default(tmp_path: Path,
         [f"http://127.0.0.1:{plain.port}/v1/track?writeKey=…", f"https://127.0.0.1:{sink.port}/v1/batch"]
     )
     assert {e["serverIPAddress"] for e in entries} == {"127.0.0.1"} and "s3cr3t" not in har.read_text()
+
+
+def _egressaudit(*args: str) -> str:
+    """The real command line; its stdout, wide enough that no table row wraps."""
+    env = {**os.environ, "COLUMNS": "250", "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    r = subprocess.run([sys.executable, "-m", "egressaudit", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+@pytest.mark.skipif(CURL is None, reason="curl not installed")
+def test_inventory_and_report_agree_on_the_fields_and_the_vendor_label(tmp_path: Path, sink: Sink) -> None:
+    """`egressaudit inventory` said "6 of 12" where `egressaudit report` said "7 of 14" of one session, and named a
+    host of no known vendor "nan" where the report said "(none)": the inventory counted telemetry bodies only (its
+    --category default) and distinct key paths, the report every inventoried body (telemetry, unknown, uploads) and
+    rows of fields.parquet (a key path once per exchange).  Both now count fields of report.measures.field_table, say
+    which bodies they counted, and label a missing vendor alike."""
+    out = tmp_path / "audit"
+    proxy = audit_proxy(tmp_path, sink.port, out, "egressaudit_client=zoom")
+    ph = {"batch": [{"event": "join", "distinct_id": "5f0c7e2a-1b7d-4c1e-9a53-2f1d2f7e9a10", "properties": {"email": "fay@example.org"}}]}
+    try:
+        for _ in range(2):  # the same key paths in two exchanges: one field each, not two
+            curl(proxy, "-H", "content-type: application/json", "--data", json.dumps(ph), "https://us.i.posthog.com/batch/")
+        seg = {"batch": [{"type": "track", "userId": "u-1", "properties": {"email": "fay@example.org", "plan": "pro"}}]}
+        curl(proxy, "-H", "content-type: application/json", "--data", json.dumps(seg), "https://api.segment.io/v1/batch")
+        prefs = {"contact": "fay@example.org", "theme": "dark"}  # no signature, not event-shaped: category unknown
+        curl(proxy, "-H", "content-type: application/json", "--data", json.dumps(prefs), "https://prefs.example.net/save")
+    finally:
+        assert proxy.stop() == 0, proxy.logfile.read_text()
+
+    # what the two commands should say, from the table itself
+    fields = pq.read_table(out / "fields.parquet").to_pylist()
+    cats = {f["category"] for f in fields}
+    assert {"telemetry", "unknown"} <= cats and any(f["vendor"] is None and f["category"] == "telemetry" for f in fields)
+
+    def expected(rows: list[dict[str, Any]]) -> str:
+        keys = {(f["vendor"], f["host"], f["category"], f["key_path"]) for f in rows}
+        ident = {(f["vendor"], f["host"], f["category"], f["key_path"]) for f in rows if f["detectors"]}
+        return f"{len(ident):,} of {len(keys):,} distinct fields"
+
+    telemetry, every = expected([f for f in fields if f["category"] == "telemetry"]), expected(fields)
+    assert telemetry != every and len(fields) > int(every.split()[2])  # the session shows all three differences
+
+    inv = _egressaudit("inventory", str(out))
+    inv_any = _egressaudit("inventory", str(out), "--category", "any")
+    rep = _egressaudit("report", str(out))
+    assert f"identifying fields: {telemetry} in telemetry bodies; {every} in every inventoried body" in inv
+    assert f"identifying fields: {every} in all bodies" in inv_any
+    assert re.search(rf"identifying fields +│ {every} \(telemetry: {telemetry}\)", rep), rep
+    for text in (inv, inv_any, rep):
+        assert "nan" not in text.split() and not re.search(r"│ nan +│", text)
+        assert re.search(r"│ \(none\) +│ us\.i\.posthog\.com +│", text), text
 
 
 @pytest.mark.skipif(CURL is None, reason="curl not installed")

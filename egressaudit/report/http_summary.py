@@ -10,7 +10,6 @@ are not IP bytes, so they are never added to the flows' egress.  Responses
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,12 +18,14 @@ import pandas as pd
 from egressaudit.http.query import redact_query
 from egressaudit.report.measures import (
     CATEGORY_ORDER,
-    CONTENT_DETECTORS,
-    CONTENT_ORDER,
     DATA_CLASS_ORDER,
     NONE,
     PARTY_ORDER,
+    FieldCounts,
     Redactor,
+    field_counts,
+    field_table,
+    joined,
     label,
     order,
     share,
@@ -37,13 +38,6 @@ MAX_VALUES = 3
 MAX_VALUE_CHARS = 60
 
 COUNT_COLUMNS = ("exchanges", "ws_messages", "bytes_out", "bytes_in", "fields", "identifier_fields")
-
-
-def _detector_list(d: Any) -> list[str]:
-    """A ``detectors`` cell (array, list or null) as a list of strings."""
-    if d is None or (isinstance(d, float) and pd.isna(d)):
-        return []
-    return [str(x) for x in d if x]
 
 
 def with_out_bytes(http: pd.DataFrame) -> pd.DataFrame:
@@ -141,12 +135,6 @@ def by_client(http: pd.DataFrame) -> pd.DataFrame:
     return g.sort_values(["bytes_out", "client_ip"], ascending=[False, True]).reset_index(drop=True)
 
 
-def _joined(values: Iterable[str], order: Iterable[str] = ()) -> str:
-    vs = set(values)
-    first = [v for v in order if v in vs]
-    return ", ".join([*first, *sorted(vs - set(first))])
-
-
 def _values(s: pd.Series) -> str:
     seen: list[str] = []
     for v in s:
@@ -160,47 +148,18 @@ def _values(s: pd.Series) -> str:
 def field_inventory(fields: pd.DataFrame, show_values: bool = False) -> pd.DataFrame:
     """Key paths whose values look like identifiers or content, per vendor, host and category.
 
-    One row per (vendor, host, category, key_path) of which at least one body
-    fired a detector.  Columns: vendor, host, category, key_path, value_type,
-    exchanges (bodies holding the path), occurrences, distinct_values
-    (distinct ``value_hash``: distinct first values across bodies), detectors
-    (all, comma-separated), content (the content-leak detectors among them,
-    left empty for ``content_upload`` bodies, where content is expected),
-    and ``values`` (up to :data:`MAX_VALUES` clear-text values) only when
-    ``show_values``.  Content leaks first, then by vendor, host and path.
+    The fields of :func:`~egressaudit.report.measures.field_table` (the unit ``egressaudit inventory`` counts too) of
+    which at least one body fired a detector.  Columns: vendor, host, category, key_path, value_type, exchanges
+    (bodies holding the path), occurrences, distinct_values (distinct ``value_hash``: distinct first values across
+    bodies), detectors (all, comma-separated), content (the content-leak detectors among them, left empty for
+    ``content_upload`` bodies, where content is expected), and ``values`` (up to :data:`MAX_VALUES` clear-text
+    values) only when ``show_values``.  Content leaks first, then by vendor, host and path.
     """
-    cols = ["vendor", "host", "category", "key_path", "value_type", "exchanges", "occurrences", "distinct_values", "detectors", "content"]
-    if show_values:
-        cols.append("values")
-    if fields.empty:
-        return pd.DataFrame({c: pd.Series([], dtype="int64" if c in ("exchanges", "occurrences", "distinct_values") else object) for c in cols})
-    keys = ["vendor", "host", "category", "key_path"]
-    df = fields.assign(**{k: label(fields[k]) for k in keys}, _det=fields["detectors"].map(_detector_list))
-    aggs: dict[str, Any] = {
-        "value_type": ("value_type", lambda s: ",".join(sorted({t for v in s if isinstance(v, str) for t in v.split(",") if t}))),
-        "exchanges": ("exchange_id", "nunique"),
-        "occurrences": ("count", "sum"),
-        "distinct_values": ("value_hash", "nunique"),
-        "_dets": ("_det", lambda s: sorted({d for ds in s for d in ds})),
-    }
-    if show_values:
-        aggs["values"] = ("value", _values)
-    g = df.groupby(keys, sort=False).agg(**aggs).reset_index()
-    g = g[g["_dets"].map(len) > 0]
-    if g.empty:
-        return field_inventory(fields.iloc[0:0], show_values)
-    g = g.assign(
-        detectors=g["_dets"].map(lambda ds: _joined(ds, CONTENT_ORDER)),
-        content=[
-            "" if cat == Category.content_upload.value else _joined([d for d in ds if d in CONTENT_DETECTORS], CONTENT_ORDER)
-            for cat, ds in zip(g["category"], g["_dets"], strict=True)
-        ],
-    )
-    for c in ("exchanges", "occurrences", "distinct_values"):
-        g[c] = g[c].astype("int64")
+    g = field_table(fields, _values if show_values else None)
+    g = g[g["detectors"].map(bool).astype(bool)]
+    g = g.assign(detectors=g["detectors"].map(joined), content=g["content"].map(joined))
     g = g.assign(_leak=(g["content"] == "").astype(int))
-    g = g.sort_values(["_leak", "vendor", "host", "category", "key_path"]).reset_index(drop=True)
-    out: pd.DataFrame = g[cols]
+    out: pd.DataFrame = g.sort_values(["_leak", "vendor", "host", "category", "key_path"]).drop(columns="_leak").reset_index(drop=True)
     return out
 
 
@@ -219,8 +178,8 @@ def inventory_by_host(inventory: pd.DataFrame) -> pd.DataFrame:
         .agg(
             identifying_paths=("key_path", "nunique"),
             content_paths=("_is_c", "sum"),
-            detectors=("_d", lambda s: _joined((d for ds in s for d in ds), CONTENT_ORDER)),
-            content=("_c", lambda s: _joined((d for ds in s for d in ds), CONTENT_ORDER)),
+            detectors=("_d", lambda s: joined(d for ds in s for d in ds)),
+            content=("_c", lambda s: joined(d for ds in s for d in ds)),
         )
         .reset_index()
     )
@@ -247,11 +206,19 @@ class HttpHeadline:
     hosts: int
     errors: int
     fields: int
+    """Distinct fields (:func:`~egressaudit.report.measures.field_table`) in the bodies of every category inventoried."""
     identifying_paths: int
     content_paths: int
     vendors: list[str] = field(default_factory=list)
     third_party_vendors: list[str] = field(default_factory=list)
     content_hosts: list[str] = field(default_factory=list)
+    telemetry: FieldCounts = FieldCounts(0, 0, 0)
+    """The same counts for telemetry bodies alone: what ``egressaudit inventory`` lists by default."""
+
+    @property
+    def field_counts(self) -> FieldCounts:
+        """``fields``, ``identifying_paths`` and ``content_paths`` (every category inventoried)."""
+        return FieldCounts(self.fields, self.identifying_paths, self.content_paths)
 
 
 def headline(http: pd.DataFrame, fields: pd.DataFrame, inventory: pd.DataFrame | None = None) -> HttpHeadline:
@@ -270,6 +237,7 @@ def headline(http: pd.DataFrame, fields: pd.DataFrame, inventory: pd.DataFrame |
     vendors = sorted({str(v) for v in df["vendor"] if isinstance(v, str) and v}) if not df.empty else []
     tpv = sorted({str(v) for v in df["vendor"][third] if isinstance(v, str) and v}) if not df.empty else []
     leak_rows = inv[inv["content"] != ""] if not inv.empty else inv
+    counts = field_counts(fields)
     return HttpHeadline(
         exchanges=int((df["kind"] == "http").sum()) if not df.empty else 0,
         websocket_messages=int((df["kind"] == "websocket").sum()) if not df.empty else 0,
@@ -284,12 +252,13 @@ def headline(http: pd.DataFrame, fields: pd.DataFrame, inventory: pd.DataFrame |
         third_party_share=share(tp, total),
         hosts=int(df["host"].dropna().nunique()) if not df.empty else 0,
         errors=int(df["error"].notna().sum()) if not df.empty else 0,
-        fields=len(fields),
-        identifying_paths=len(inv),
-        content_paths=len(leak_rows),
+        fields=counts.fields,
+        identifying_paths=counts.identifying,
+        content_paths=counts.content,
         vendors=vendors,
         third_party_vendors=tpv,
         content_hosts=sorted({str(h) for h in leak_rows["host"]}) if not leak_rows.empty else [],
+        telemetry=field_counts(fields, Category.telemetry.value),
     )
 
 

@@ -1,6 +1,7 @@
 """What the report's flows part (:mod:`~egressaudit.report.summary`), its HTTP part
 (:mod:`~egressaudit.report.http_summary`) and ``egressaudit inventory`` share: the orders, how a missing value is
-labelled, shares, byte and percent formats, the address redactor, and the field inventory's counts.
+labelled, shares, byte and percent formats, the address redactor, and the field inventory (what one field is, and
+how many identify someone), so that the report and the inventory count the same fields the same way.
 
 It imports nothing of the report, so every part can import it: the parts no longer import each other to reach it.
 """
@@ -9,7 +10,8 @@ from __future__ import annotations
 
 import ipaddress
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -107,3 +109,80 @@ def _ip_sort_key(s: str) -> tuple[int, int, str]:
     except ValueError:
         return (9, 0, s)
     return (a.version, int(a), s)
+
+
+# -- the field inventory: one unit for the report and `egressaudit inventory` ------------------------------------
+
+#: What one field is: a key path of the bodies one vendor's host received in one category.
+FIELD_KEYS: list[str] = ["vendor", "host", "category", "key_path"]
+
+
+def detector_list(d: Any) -> list[str]:
+    """A ``detectors`` cell (array, list or null) as a list of strings."""
+    if d is None or (isinstance(d, float) and pd.isna(d)):
+        return []
+    return [str(x) for x in d if x]
+
+
+def joined(values: Iterable[str], first: Iterable[str] = CONTENT_ORDER) -> str:
+    """Distinct values, comma-separated: those of ``first`` in its order, then the rest sorted."""
+    vs = set(values)
+    head = [v for v in first if v in vs]
+    return ", ".join([*head, *sorted(vs - set(head))])
+
+
+def field_table(fields: pd.DataFrame, values: Callable[[pd.Series], str] | None = None) -> pd.DataFrame:
+    """One row per field (:data:`FIELD_KEYS`) of the ``fields`` table, however many bodies held it.
+
+    Columns: vendor, host, category (nulls labelled :data:`NONE`, as every table of the report), key_path,
+    value_type, exchanges (bodies holding the path), occurrences, distinct_values (distinct ``value_hash``),
+    detectors (list: every detector that fired at the path in any body), content (list: the content detectors among
+    them, none in ``content_upload`` bodies, where content is expected), and ``values`` (``values`` of the clear-text
+    values) when ``values`` is given.  In the order the fields first appear.
+    """
+    counts = ["exchanges", "occurrences", "distinct_values"]
+    cols = [*FIELD_KEYS, "value_type", *counts, "detectors", "content", *(["values"] if values else [])]
+    if fields.empty:
+        return pd.DataFrame({c: pd.Series([], dtype="int64" if c in counts else object) for c in cols})
+    df = fields.assign(**{k: label(fields[k]) for k in FIELD_KEYS}, _det=fields["detectors"].map(detector_list))
+    aggs: dict[str, Any] = {
+        "value_type": ("value_type", lambda s: ",".join(sorted({t for v in s if isinstance(v, str) for t in v.split(",") if t}))),
+        "exchanges": ("exchange_id", "nunique"),
+        "occurrences": ("count", "sum"),
+        "distinct_values": ("value_hash", "nunique"),
+        "detectors": ("_det", lambda s: sorted({d for ds in s for d in ds})),
+    }
+    if values:
+        aggs["values"] = ("value", values)
+    g = df.groupby(FIELD_KEYS, sort=False).agg(**aggs).reset_index()
+    g["content"] = [
+        [] if cat == Category.content_upload.value else [d for d in ds if d in CONTENT_DETECTORS]
+        for cat, ds in zip(g["category"], g["detectors"], strict=True)
+    ]
+    for c in counts:
+        g[c] = g[c].astype("int64")
+    out: pd.DataFrame = g[cols]
+    return out
+
+
+@dataclass(frozen=True)
+class FieldCounts:
+    """How many fields (:func:`field_table` rows) the bodies carried, and how many of them identify someone or carry
+    content (a detector fired) or leak content (a content detector outside content uploads)."""
+
+    fields: int
+    identifying: int
+    content: int
+
+
+def field_counts(fields: pd.DataFrame, category: str | None = None) -> FieldCounts:
+    """The :class:`FieldCounts` of the ``fields`` table, of the bodies of ``category`` only when given."""
+    if category is not None and not fields.empty:
+        fields = fields[fields["category"] == category]
+    t = field_table(fields)
+    return FieldCounts(len(t), int(t["detectors"].map(bool).sum()), int(t["content"].map(bool).sum()))
+
+
+def fields_text(c: FieldCounts) -> str:
+    """``7 of 14 distinct fields``: the identifying fields among all, as the report and the inventory both say it."""
+    return f"{c.identifying:,} of {c.fields:,} distinct fields"

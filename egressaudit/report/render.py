@@ -11,7 +11,7 @@ import pandas as pd
 
 from egressaudit import __version__
 from egressaudit.report.http_summary import http_meta
-from egressaudit.report.measures import CONTENT_ORDER, human_bytes, percent
+from egressaudit.report.measures import CONTENT_ORDER, fields_text, human_bytes, percent
 from egressaudit.report.summary import ReportData
 
 CSS = """
@@ -182,7 +182,10 @@ def metadata_rows(data: ReportData) -> list[tuple[str, Any]]:
             values = "salted hashes only"
         rows += [
             ("HTTP recorded", hm.get("updated") or ("unfinished (no session.json)" if s.get("_incomplete") else "-")),
-            ("HTTP exchanges", f"{hh.exchanges:,} exchanges, {hh.websocket_messages:,} WebSocket messages, {hh.fields:,} fields inventoried"),
+            (
+                "HTTP exchanges",
+                f"{hh.exchanges:,} exchanges, {hh.websocket_messages:,} WebSocket messages, {hh.fields:,} distinct fields inventoried",
+            ),
         ]
         if mode:
             rows.append(("proxy mode", ", ".join(map(str, mode)) if isinstance(mode, list) else str(mode)))
@@ -312,7 +315,10 @@ def http_sections(data: ReportData) -> list[str]:
         _card(human_bytes(h.service_generated_bytes), f"service generated data: {percent(h.service_generated_share)} of HTTP egress", "sg"),
         _card(human_bytes(h.customer_content_bytes), f"customer content: {percent(h.customer_content_share)} of HTTP egress", "cc"),
         _card(human_bytes(h.third_party_bytes), f"to third parties: {percent(h.third_party_share)} of HTTP egress"),
-        _card(f"{h.identifying_paths:,}", f"identifying fields in request bodies ({h.fields:,} fields inventoried)"),
+        _card(
+            f"{h.identifying_paths:,}",
+            f"identifying fields in request bodies, of {h.fields:,} distinct fields inventoried (telemetry: {fields_text(h.telemetry)})",
+        ),
         _card(
             f"{h.content_paths:,}",
             "content-leak fields" + (f": {', '.join(h.content_hosts)}" if h.content_hosts else ""),
@@ -341,9 +347,7 @@ def http_sections(data: ReportData) -> list[str]:
             "no HTTP requests",
             headers=hd,
         ),
-        table(
-            hr.by_party, ["party", "exchanges", "ws_messages", "bytes_out", "bytes_in", "share"], "no HTTP requests", headers=hd
-        ),
+        table(hr.by_party, ["party", "exchanges", "ws_messages", "bytes_out", "bytes_in", "share"], "no HTTP requests", headers=hd),
         _figures(hr.figures),
         '<h3 id="http-hosts">HTTP egress by vendor and host</h3>',
         table(

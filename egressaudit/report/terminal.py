@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from egressaudit.report.measures import human_bytes, percent
+from egressaudit.report.measures import fields_text, human_bytes, percent
 from egressaudit.report.render import FORMATS, HEADERS, HTTP_HEADERS, NUMERIC, _text, metadata_rows
 from egressaudit.report.summary import ReportData
 
@@ -58,7 +58,7 @@ def print_report(data: ReportData, console: Console) -> None:
         )
         head.add_row("HTTP customer content", f"{human_bytes(hh.customer_content_bytes)} ({percent(hh.customer_content_share)} of HTTP egress)")
         head.add_row("HTTP to third parties", f"{human_bytes(hh.third_party_bytes)} ({percent(hh.third_party_share)} of HTTP egress)")
-        head.add_row("identifying fields", f"{hh.identifying_paths:,} ({hh.fields:,} fields inventoried)")
+        head.add_row("identifying fields", f"{fields_text(hh.field_counts)} (telemetry: {fields_text(hh.telemetry)})")
         head.add_row("content-leak fields", Text(f"{hh.content_paths:,}" + (f" ({', '.join(hh.content_hosts)})" if hh.content_hosts else "")))
     for k in ("audited client", "analysed with", "signature database", "schema version", "local hosts", "field values"):
         if k in meta:
