@@ -15,7 +15,7 @@ from typing import Any
 
 from egressaudit.audit.analyze import AnalyzeOptions, analyze
 from egressaudit.audit.files import _packet_section, signature_info
-from egressaudit.capture.live import CAPTURE_FILE, LiveStats
+from egressaudit.capture.live import CAPTURE_FILE, CaptureSetupError, LiveStats
 from egressaudit.errors import InputError, UsageError
 from egressaudit.session import Claim, Manifest, claimed, manifest, now_iso, recording_pid, session_id_for, settle_party, write_table
 from egressaudit.signatures import SignatureDB, database
@@ -72,7 +72,14 @@ def capture_session(
             m.capture = {"iface": iface, "filter": bpf, "started": now_iso()}
 
         manifest.update(out, started, session_id=session_id)
-        stats = capture(iface, out, duration, bpf=bpf, idle_timeout=idle_timeout, on_progress=on_progress)
+        try:
+            stats = capture(iface, out, duration, bpf=bpf, idle_timeout=idle_timeout, on_progress=on_progress)
+        except CaptureSetupError:
+            raise  # nothing was captured: the folder goes (or is as it was)
+        except BaseException:
+            if (out / CAPTURE_FILE).exists():
+                _keep(claim)  # a disk that filled up, a signal: what reached capture.pcapng stays, for `report` to recover
+            raise
         _keep(claim)  # packets were recorded: whatever happens now, they stay
         if on_captured is not None:
             on_captured(stats)

@@ -84,6 +84,7 @@ from typing import Any, BinaryIO
 
 from egressaudit import __version__
 from egressaudit.capture.frames import LINKTYPE_ETHERNET, decode
+from egressaudit.errors import InputError, OutputError
 from egressaudit.flows.table import Flow, FlowTable
 
 CAPTURE_FILE = "capture.pcapng"
@@ -122,11 +123,11 @@ _BPF_LD_PKTTYPE = (0x20, 0, 0, (-0x1000 + 4) & 0xFFFFFFFF)
 _BPF_RET_K = 0x06
 
 
-class CaptureSetupError(Exception):
-    """The capture cannot start (no such interface, no permission, bad filter); one line for the user."""
+class CaptureSetupError(InputError):
+    """The capture cannot start (no such interface, no permission, bad filter); one line for the user (exit 3)."""
 
 
-class CaptureWriteError(OSError):
+class CaptureWriteError(OutputError, OSError):
     """The capture file could not be written (a full disk, an I/O error): the capture stopped there.
 
     ``errno`` and ``filename`` are the failed write's; ``strerror`` is one line for

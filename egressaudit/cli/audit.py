@@ -25,7 +25,7 @@ from egressaudit.cli.common import (
     signature_files,
     warn,
 )
-from egressaudit.errors import EXIT_INPUT, EXIT_OUTPUT
+from egressaudit.errors import EXIT_OUTPUT
 
 app = typer.Typer()
 
@@ -115,7 +115,7 @@ def capture(
 ) -> None:
     """Capture live traffic to OUT/capture.pcapng (needs root or CAP_NET_RAW), then analyse it like `analyze`."""
     from egressaudit.audit.live import capture_session
-    from egressaudit.capture.live import CaptureSetupError, CaptureWriteError, LiveStats
+    from egressaudit.capture.live import CaptureWriteError, LiveStats
 
     files = signature_files(extra_signatures)
 
@@ -140,8 +140,6 @@ def capture(
                         st.update(f"capturing on {iface}: {s.frames:,} packets, {s.flows_live:,} live flows, {s.kernel_drops:,} dropped")
 
                     capture_session(iface, out, on_progress=progress, **kw)
-        except CaptureSetupError as e:
-            raise fail(str(e), EXIT_INPUT) from None
         except CaptureWriteError as e:
             # (a full disk would refuse flows.parquet too: the folder stays "capturing", and `report` analyses it later)
             raise fail(f"{out}: cannot write: {e.strerror}; `egressaudit report {out}` analyses it once there is space", EXIT_OUTPUT) from None
