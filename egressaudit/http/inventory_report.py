@@ -78,10 +78,12 @@ def print_inventory(session_dir: Path, console: Console, *, all_fields: bool = F
     per_field, per_host = _per_field(scoped), _per_host(_of(http, category))
     what = category or "all"
     t = Table(title=f"{what} exchanges by destination")
-    for c in ("vendor", "host", "exchanges", "websocket messages", "bytes out", "fields"):
+    ws = bool(per_host["ws_messages"].sum()) if not per_host.empty else False  # (a column only when there are any)
+    for c in ("vendor", "host", "exchanges", *(["websocket messages"] if ws else []), "bytes out", "fields"):
         t.add_column(c, justify="left" if c in ("vendor", "host") else "right")
     for r in per_host.itertuples():
-        t.add_row(str(r.vendor), str(r.host), f"{r.exchanges:,}", f"{r.ws_messages:,}", f"{r.bytes_out:,}", f"{r.fields:,}")
+        counts = [f"{r.exchanges:,}", *([f"{r.ws_messages:,}"] if ws else []), f"{r.bytes_out:,}", f"{r.fields:,}"]
+        t.add_row(str(r.vendor), str(r.host), *counts)
     console.print(t)
     shown = per_field if all_fields else per_field[per_field["detectors"] != ""]
     t = Table(title=f"fields in {what} bodies" + ("" if all_fields else " that identify someone or carry content (--all for every field)"))
