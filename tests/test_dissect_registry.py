@@ -16,7 +16,8 @@ from typing import Any
 from egressaudit.capture.frames import PROTO_TCP, PROTO_UDP, IPPacket
 from egressaudit.dissect import __doc__ as package_doc
 from egressaudit.dissect import webrtc
-from egressaudit.dissect.inspect import Evidence, Inspector
+from egressaudit.dissect.evidence import Evidence
+from egressaudit.dissect.inspect import Inspector
 from egressaudit.dissect.registry import ANY_BYTE, REGISTRY, Registry
 from egressaudit.flows.table import Flow, FlowTable
 

@@ -13,7 +13,7 @@ from scapy.packet import Packet, Raw
 from egressaudit.audit.analyze import AnalyzeOptions, analyze
 from egressaudit.capture.frames import PROTO_UDP, decode
 from egressaudit.capture.reader import ReadStats, iter_frames
-from egressaudit.dissect.inspect import Evidence
+from egressaudit.dissect.evidence import Evidence
 from egressaudit.flows.table import Flow, FlowTable
 from tests import factories
 

@@ -37,7 +37,6 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from egressaudit.capture.frames import PROTO_TCP, PROTO_UDP
 from egressaudit.dissect import discord as discord_d
@@ -50,9 +49,7 @@ from egressaudit.dissect import stun as stun_d
 from egressaudit.dissect import tls as tls_d
 from egressaudit.dissect import webrtc
 from egressaudit.dissect import zoom as zoom_d
-
-if TYPE_CHECKING:
-    from egressaudit.dissect.inspect import Evidence, Inspector
+from egressaudit.dissect.evidence import AnswerSink, Evidence
 
 __all__ = ["DNS_PORTS", "REGISTRY", "TLS_BUFFER_MAX", "ZOOM_PORTS", "Binding", "Dispatch", "Handler", "Registry", "tls_more"]
 
@@ -62,7 +59,7 @@ ZOOM_PORTS = range(8801, 8811)
 ANY_BYTE = range(256)
 
 #: (the inspector, for the DNS answers it keeps; the flow's evidence; the payload; sent by the client) -> claimed
-Handler = Callable[["Inspector", "Evidence", bytes, bool], bool]
+Handler = Callable[[AnswerSink, Evidence, bytes, bool], bool]
 Chains = tuple[tuple[Handler, ...], ...]  # indexed by the payload's first byte
 
 
@@ -127,7 +124,7 @@ class Registry:
 # -- handlers: what each dissector's result adds to the evidence ------------------------------------------------
 
 
-def _note_dns(insp: Inspector, flow: Evidence, msg: dns_d.DnsMessage) -> None:
+def _note_dns(insp: AnswerSink, flow: Evidence, msg: dns_d.DnsMessage) -> None:
     flow.app_protocol = "dns"
     if msg.qname and flow.dns_query is None:
         flow.dns_query = msg.qname.lower().rstrip(".")
@@ -145,7 +142,7 @@ def _note_dns(insp: Inspector, flow: Evidence, msg: dns_d.DnsMessage) -> None:
         insp.dns_answer(packed, name or owner.lower().rstrip("."))
 
 
-def dns_udp(insp: Inspector, flow: Evidence, payload: bytes, from_client: bool) -> bool:
+def dns_udp(insp: AnswerSink, flow: Evidence, payload: bytes, from_client: bool) -> bool:
     msg = dns_d.parse_dns(payload)
     if msg is None:
         return False
@@ -153,7 +150,7 @@ def dns_udp(insp: Inspector, flow: Evidence, payload: bytes, from_client: bool) 
     return True
 
 
-def dns_tcp(insp: Inspector, flow: Evidence, payload: bytes, from_client: bool) -> bool:
+def dns_tcp(insp: AnswerSink, flow: Evidence, payload: bytes, from_client: bool) -> bool:
     """DNS over TCP: the whole stream is the DNS port's, in both directions (claims every payload)."""
     msg = dns_d.parse_dns_tcp(payload)
     if msg is not None:
@@ -161,7 +158,7 @@ def dns_tcp(insp: Inspector, flow: Evidence, payload: bytes, from_client: bool) 
     return True
 
 
-def quic_initial(insp: Inspector, flow: Evidence, payload: bytes, from_client: bool) -> bool:
+def quic_initial(insp: AnswerSink, flow: Evidence, payload: bytes, from_client: bool) -> bool:
     """QUIC on 443: a client long header starts the ClientHello assembly, which takes the client's datagrams until done."""
     if flow.app_protocol is not None and flow.app_protocol != "quic":
         return False
@@ -187,7 +184,7 @@ def _note_zoom(flow: Evidence, zp: zoom_d.ZoomPacket) -> None:
     flow.hint("zoom")
 
 
-def zoom_server(insp: Inspector, flow: Evidence, payload: bytes, from_client: bool) -> bool:
+def zoom_server(insp: AnswerSink, flow: Evidence, payload: bytes, from_client: bool) -> bool:
     zp = zoom_d.parse_zoom(payload, server_side=True)
     if zp is None:
         return False
@@ -207,7 +204,7 @@ def _note_stun(flow: Evidence, st: stun_d.StunMessage) -> None:
     _webrtc_protocol(flow, "stun")
 
 
-def stun_udp(insp: Inspector, flow: Evidence, payload: bytes, from_client: bool) -> bool:
+def stun_udp(insp: AnswerSink, flow: Evidence, payload: bytes, from_client: bool) -> bool:
     st = webrtc.stun_datagram(payload)
     if st is None:
         return False
@@ -215,7 +212,7 @@ def stun_udp(insp: Inspector, flow: Evidence, payload: bytes, from_client: bool)
     return True
 
 
-def ms_turn(insp: Inspector, flow: Evidence, payload: bytes, from_client: bool) -> bool:
+def ms_turn(insp: AnswerSink, flow: Evidence, payload: bytes, from_client: bool) -> bool:
     st = webrtc.ms_turn_datagram(payload)
     if st is None:
         return False
@@ -223,14 +220,14 @@ def ms_turn(insp: Inspector, flow: Evidence, payload: bytes, from_client: bool) 
     return True
 
 
-def zrtp(insp: Inspector, flow: Evidence, payload: bytes, from_client: bool) -> bool:
+def zrtp(insp: AnswerSink, flow: Evidence, payload: bytes, from_client: bool) -> bool:
     if not webrtc.is_zrtp(payload):
         return False
     _webrtc_protocol(flow, "zrtp")
     return True
 
 
-def dtls(insp: Inspector, flow: Evidence, payload: bytes, from_client: bool) -> bool:
+def dtls(insp: AnswerSink, flow: Evidence, payload: bytes, from_client: bool) -> bool:
     if dtls_d.parse_dtls(payload) is None:
         return False
     flow.dtls += 1
@@ -238,7 +235,7 @@ def dtls(insp: Inspector, flow: Evidence, payload: bytes, from_client: bool) -> 
     return True
 
 
-def turn_channel(insp: Inspector, flow: Evidence, payload: bytes, from_client: bool) -> bool:
+def turn_channel(insp: AnswerSink, flow: Evidence, payload: bytes, from_client: bool) -> bool:
     if not stun_d.is_channel_data(payload):
         return False
     flow.stun += 1
@@ -246,7 +243,7 @@ def turn_channel(insp: Inspector, flow: Evidence, payload: bytes, from_client: b
     return True
 
 
-def rtp_rtcp(insp: Inspector, flow: Evidence, payload: bytes, from_client: bool) -> bool:
+def rtp_rtcp(insp: AnswerSink, flow: Evidence, payload: bytes, from_client: bool) -> bool:
     """RTP or RTCP, told apart by the second byte (RFC 5761)."""
     if len(payload) < webrtc.MIN_SIZE:
         return False
@@ -264,7 +261,7 @@ def rtp_rtcp(insp: Inspector, flow: Evidence, payload: bytes, from_client: bool)
     return True
 
 
-def zoom_p2p_media(insp: Inspector, flow: Evidence, payload: bytes, from_client: bool) -> bool:
+def zoom_p2p_media(insp: AnswerSink, flow: Evidence, payload: bytes, from_client: bool) -> bool:
     """Zoom's media encapsulation without the SFU header (peer-to-peer calls): media only."""
     zp = zoom_d.parse_zoom(payload, server_side=False)
     if zp is None or zp.kind not in ("audio", "video", "screen_share"):
@@ -273,7 +270,7 @@ def zoom_p2p_media(insp: Inspector, flow: Evidence, payload: bytes, from_client:
     return True
 
 
-def zoom_p2p_control(insp: Inspector, flow: Evidence, payload: bytes, from_client: bool) -> bool:
+def zoom_p2p_control(insp: AnswerSink, flow: Evidence, payload: bytes, from_client: bool) -> bool:
     if not zoom_d.is_p2p_control(payload):
         return False
     flow.hint("zoom")
@@ -281,7 +278,7 @@ def zoom_p2p_control(insp: Inspector, flow: Evidence, payload: bytes, from_clien
     return True
 
 
-def discord_ip_discovery(insp: Inspector, flow: Evidence, payload: bytes, from_client: bool) -> bool:
+def discord_ip_discovery(insp: AnswerSink, flow: Evidence, payload: bytes, from_client: bool) -> bool:
     if discord_d.parse_ip_discovery(payload) is None:
         return False
     flow.hint("discord")
@@ -306,14 +303,14 @@ def tls_more(flow: Evidence, payload: bytes) -> None:
         flow.tls_buf = b""
 
 
-def tls(insp: Inspector, flow: Evidence, payload: bytes, from_client: bool) -> bool:
+def tls(insp: AnswerSink, flow: Evidence, payload: bytes, from_client: bool) -> bool:
     """A TLS handshake record (0x16): the ClientHello, reassembled over segments if need be (claims the stream)."""
     flow.app_protocol = "tls"
     tls_more(flow, payload)
     return True
 
 
-def http_request(insp: Inspector, flow: Evidence, payload: bytes, from_client: bool) -> bool:
+def http_request(insp: AnswerSink, flow: Evidence, payload: bytes, from_client: bool) -> bool:
     """An HTTP/1.x request line (a method in capitals): the Host header; the stream is decided either way."""
     req = http_d.parse_request(payload)
     flow.tls_done = True
@@ -324,7 +321,7 @@ def http_request(insp: Inspector, flow: Evidence, payload: bytes, from_client: b
     return True
 
 
-def stun_tcp(insp: Inspector, flow: Evidence, payload: bytes, from_client: bool) -> bool:
+def stun_tcp(insp: AnswerSink, flow: Evidence, payload: bytes, from_client: bool) -> bool:
     st = stun_d.parse_stun_tcp(payload)
     if st is None:
         return False
@@ -335,7 +332,7 @@ def stun_tcp(insp: Inspector, flow: Evidence, payload: bytes, from_client: bool)
     return True
 
 
-def rtp_tcp(insp: Inspector, flow: Evidence, data: bytes, from_client: bool) -> bool:
+def rtp_tcp(insp: AnswerSink, flow: Evidence, data: bytes, from_client: bool) -> bool:
     """RTP or RTCP framed by a 2-byte length on TCP (RFC 4571), as RTSP and some SFUs send it."""
     size = int.from_bytes(data[:2], "big")
     if len(data) < 14 or size < 12 or data[2] >> 6 != 2:

@@ -25,7 +25,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from egressaudit.capture.frames import PROTO_TCP, IPPacket
-from egressaudit.dissect.inspect import Evidence, Inspector
+from egressaudit.dissect.evidence import Evidence
+from egressaudit.dissect.inspect import Inspector
 
 INSPECT_PACKETS = 48
 SAMPLE_EVERY = 32
