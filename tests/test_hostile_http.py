@@ -270,13 +270,15 @@ def test_empty_and_flowless_files_exit_3_with_one_line(tmp_path: Path) -> None:
     refused(tmp_path, "garbage.mitm", b"\x00\x01garbage", "not a mitmproxy flow file or HAR file")
 
 
-def test_a_later_file_that_fails_keeps_what_the_earlier_ones_recorded(tmp_path: Path) -> None:
+def test_a_later_file_that_fails_undoes_the_command(tmp_path: Path) -> None:
+    """analyze is all or nothing (issue 12: a command that fails creates no folder): the files are still there to run
+    again without the bad one, and no half session is left for a report to present as whole."""
     (tmp_path / "good.har").write_text(json.dumps(har([entry(0)])))
     (tmp_path / "nothing.har").write_text(json.dumps(har([])))
     out = tmp_path / "new" / "session"
     r = runner.invoke(app, ["analyze", str(tmp_path / "good.har"), str(tmp_path / "nothing.har"), "--out", str(out)])
     assert r.exit_code == 3 and "nothing.har" in r.output
-    assert pq.read_table(out / "http.parquet").num_rows == 1
+    assert not (tmp_path / "new").exists()
 
 
 @pytest.mark.parametrize("text", [b"{not json", b'{"log": 5}', b"[1, 2]", b'{"a": {"entries": []}}', b"{" * 5000])

@@ -51,9 +51,10 @@ def proxies() -> Iterator[list[ProxyCommand]]:
 
 
 def start(
-    proxies: list[ProxyCommand], tmp: Path, out: Path, sink_port: int, *extra: str, name: str = "proxy", env: dict[str, str] | None = None
-) -> ProxyCommand:
-    p = ProxyCommand(tmp, out, sink_port, *extra, name=name, env=env)
+    proxies: list[ProxyCommand], tmp: Path, out: Path, sink_port: int, *extra: str, name: str = "proxy", env: dict[str, str] | None = None,
+    options: tuple[str, ...] = (),
+) -> ProxyCommand:  # fmt: skip
+    p = ProxyCommand(tmp, out, sink_port, *extra, name=name, env=env, options=options)
     proxies.append(p)
     return p.wait_listening()
 
@@ -460,7 +461,7 @@ def test_a_second_proxy_into_the_same_folder_is_refused_at_start(tmp_path: Path,
     proxies.append(second)
     assert second.wait(60) == 4
     no_traceback(second)
-    lines = second.lines()
+    lines = second.lines("error:")  # (refused by the command before mitmdump starts, whatever --force or --add say)
     assert len(lines) == 1 and "another process" in lines[0] and "is recording into this folder" in lines[0], second.stderr()
     assert curl_batch(first, [post(f"/v1/batch/{i}") for i in range(3)]) == [200] * 3
     first.proc.send_signal(signal.SIGTERM)
@@ -487,9 +488,9 @@ def test_a_spool_left_by_a_run_killed_outright_is_recorded_by_the_next_run(tmp_p
     before = http_rows(out)
     r = egressaudit("report", str(out))  # says what waits in the spool and how to record it
     said = r.stderr if r.returncode else (out / "report.html").read_text()
-    assert "Traceback" not in r.stderr and f"run `egressaudit proxy --out {out}` again to record them" in said, r.stderr
+    assert "Traceback" not in r.stderr and f"run `egressaudit proxy --out {out} --add` to record them" in said, r.stderr
     assert r.returncode == (0 if before else 3)
-    nxt = start(proxies, tmp_path, out, sink.port, name="next")
+    nxt = start(proxies, tmp_path, out, sink.port, name="next", options=("--add",))  # (the session it continues)
     nxt.proc.send_signal(signal.SIGTERM)
     assert nxt.wait(120) == 0, nxt.stderr()[-3000:]
     rows = pq.read_table(out / "http.parquet").to_pylist()
@@ -543,7 +544,7 @@ def test_a_hostile_spool_segment_in_the_folder_is_not_run_and_is_counted(tmp_pat
     payload = pickle.dumps([("flow", _RunsCommand(f"touch {marker}"), -1)], protocol=4)
     record = struct.pack("<4sQIII", b"EAS1", 1, 1, len(payload), zlib.crc32(payload)) + payload
     (out / ".spool" / "0123456789ab-000000000001.seg").write_bytes(record)
-    proxy = start(proxies, tmp_path, out, sink.port, env={"HOME": str(tmp_path / "home")})  # (its crash folder)
+    proxy = start(proxies, tmp_path, out, sink.port, env={"HOME": str(tmp_path / "home")}, options=("--add",))  # (its crash folder)
     assert curl_batch(proxy, [post(f"/v1/batch/{i}") for i in range(3)]) == [200] * 3
     proxy.proc.send_signal(signal.SIGTERM)
     code = proxy.wait(120)
@@ -565,7 +566,7 @@ def test_a_damaged_table_in_the_folder_ends_with_exit_6_in_one_line(tmp_path: Pa
     out = tmp_path / "audit"
     out.mkdir()
     (out / "http.parquet").write_bytes(b"PAR1" + b"\0" * 100)
-    proxy = start(proxies, tmp_path, out, sink.port, env={"HOME": str(tmp_path / "home")})  # (its crash folder)
+    proxy = start(proxies, tmp_path, out, sink.port, env={"HOME": str(tmp_path / "home")}, options=("--add",))  # (its crash folder)
     assert curl_batch(proxy, [post(f"/v1/batch/{i}") for i in range(5)]) == [200] * 5
     proxy.proc.send_signal(signal.SIGTERM)
     code = proxy.wait(120)

@@ -14,7 +14,7 @@ from egressaudit.report import ReportError, build_report
 from egressaudit.report import measures as M
 from egressaudit.report import summary as S
 from egressaudit.schema import FLOWS, column_names
-from egressaudit.session import read_table, write_session_json, write_table
+from egressaudit.session import read_rows, write_session_json, write_table
 
 CLIENT = "192.168.50.10"
 OTHER_LOCAL = "192.168.50.23"
@@ -183,7 +183,7 @@ def make_session(folder: Path, rows: list[dict[str, Any]], skipped: dict[str, in
 def flows_df(rows: list[dict[str, Any]], tmp_path: Path) -> pd.DataFrame:
     """The rows as the report reads them: through a real flows.parquet."""
     make_session(tmp_path / "df", rows)
-    df = read_table(tmp_path / "df", "flows").to_pandas()
+    df = read_rows(tmp_path / "df", "flows").to_pandas()
     assert isinstance(df, pd.DataFrame) and list(df.columns) == column_names("flows")
     return df
 
@@ -316,7 +316,7 @@ def test_empty_session_still_gives_a_report(tmp_path: Path) -> None:
     assert "no egress" in html and "every packet was analysed" in html
     for fig in ("data_class.png", "vendors.png", "over_time.png"):
         assert (folder / "figures" / fig).read_bytes().startswith(PNG_MAGIC)
-    h = S.headline(read_table(folder, "flows").to_pandas())
+    h = S.headline(read_rows(folder, "flows").to_pandas())
     assert (h.egress_bytes, h.service_generated_share, h.flows, h.vendors) == (0, None, 0, [])
     assert "no egress" in buf.getvalue()
 

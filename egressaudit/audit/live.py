@@ -121,7 +121,7 @@ def needs_recovery(folder: Path) -> bool:
     return m.state == "capturing"
 
 
-def recover(folder: Path) -> Manifest | None:
+def recover(folder: Path, announce: Callable[[str], None] | None = None) -> Manifest | None:
     """A folder whose capture was killed before it analysed: analyse what reached capture.pcapng now, with the options
     the capture was started with, and mark the session ``recovered``; None when there is nothing to recover.
     InputError (one line) when it cannot be: the capture still runs, wrote no packet, or its signature files are gone."""
@@ -142,6 +142,8 @@ def recover(folder: Path) -> Manifest | None:
     client = m.audited_client if m.audited_client_source == "option" else None
     if client and client not in db.vendors:
         raise InputError(f"{folder}: the capture was started with --client {client}, which no signature file defines now")
+    if announce is not None:
+        announce(f"{folder}: the capture did not finish (killed?); analysing what reached {CAPTURE_FILE}")
     started = dict(m.capture or {})
     opts = AnalyzeOptions(local_nets=m.local_nets, client=client, idle_timeout=m.idle_timeout_s or 120.0, session_id=session_id_for(folder))
     with claimed(folder, add=True):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from egressaudit.classify.party import first_party_vendors, party_of
 from egressaudit.dissect import dns
 from egressaudit.signatures import Match, SignatureDB
 from egressaudit.taxonomy import Category, DataClass, Party, data_class_of
@@ -192,8 +191,4 @@ def _fallback_category(f: FlowFacts) -> Category:
     return Category.unknown
 
 
-def assign_party(v: Verdict, first: frozenset[str]) -> Party:
-    return party_of(v.vendor, first)
-
-
-__all__ = ["FlowFacts", "Verdict", "assign_party", "classify", "first_party_vendors", "media_evidence", "party_of", "shape_is_media"]
+__all__ = ["FlowFacts", "Verdict", "classify", "media_evidence", "shape_is_media"]

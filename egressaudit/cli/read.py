@@ -16,17 +16,13 @@ app = typer.Typer()
 
 def _recover(folder: Path) -> None:
     """A folder whose ``capture`` was killed before it analysed: analyse what reached capture.pcapng first."""
-    from egressaudit.audit.live import needs_recovery, recover
-    from egressaudit.capture.live import CAPTURE_FILE
-    from egressaudit.session import recording_pid
+    from egressaudit.audit.live import recover
 
-    if not needs_recovery(folder):
-        return
-    if recording_pid(folder) is None and (folder / CAPTURE_FILE).exists():
-        warned = f"{folder}: the capture did not finish (killed?); analysing what reached {CAPTURE_FILE}"
-        err.print(warned, highlight=False, soft_wrap=True, markup=False)
+    def announce(line: str) -> None:
+        err.print(line, highlight=False, soft_wrap=True, markup=False)
+
     with handled(folder):
-        recover(folder)
+        recover(folder, announce)
 
 
 @app.command()

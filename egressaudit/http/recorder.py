@@ -39,7 +39,6 @@ from typing import IO, Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from mitmproxy import flow as mflow
 from mitmproxy import http, io
 from mitmproxy.io import compat, tnetstring
@@ -47,15 +46,15 @@ from mitmproxy.io.har import request_to_flow
 from mitmproxy.net.http.http1 import assemble
 
 from egressaudit.capture.frames import PROTO_TCP
-from egressaudit.classify.engine import assign_party, first_party_vendors
 from egressaudit.classify.http import ExchangeFacts, classify_exchange, looks_like_events
+from egressaudit.classify.party import first_party_vendors, party_of
 from egressaudit.errors import InputError
 from egressaudit.flows.orient import community_id_v1
 from egressaudit.http import bodies
 from egressaudit.http import inventory as inv
 from egressaudit.http.query import query_keys, redact_query
 from egressaudit.schema import HTTP, TS_MAX_US, TS_MIN_US, as_int, as_text, column_specs, escape_text, fit_row, is_utf8
-from egressaudit.session import atomic_write
+from egressaudit.session import manifest, settle_party
 from egressaudit.session.store import TableAppender, compact, read_rows
 from egressaudit.signatures import SignatureDB
 from egressaudit.taxonomy import Category, Party, data_class_of
@@ -422,7 +421,7 @@ class Recorder:
     def _verdict_row(self, facts: ExchangeFacts) -> dict[str, Any]:
         v = classify_exchange(facts, self.db)
         party = (
-            assign_party(v, self.first)
+            party_of(v.vendor, self.first)
             if self.first
             else (Party.third if v.vendor and self.db.vendor_kind(v.vendor) != "conferencing" else Party.unknown)
         )
@@ -692,57 +691,21 @@ class Recorder:
 
     # -- end -------------------------------------------------------------------
     def close(self, extra: dict[str, Any] | None = None) -> None:
-        """Flush, compact the tables, settle the party column, and record the run in session.json."""
+        """Flush, compact the tables, record the run in the manifest's ``http`` section, and settle the session's audited
+        client and every table's party column (:func:`egressaudit.session.settle_party`: one policy over all tables)."""
         self.http.flush()
         self.fields.flush()
         compact(self.out, "http")
         compact(self.out, "fields")
-        self._settle_party()
         if self._writer is not None:
             self._mitm_file.close()
             self._writer = None
         self._write_session(extra or {})
-
-    def _settle_party(self) -> None:
-        """Without --client, the audited client is the conferencing vendor with most exchanges; recompute party."""
-        if self.opts.client:
-            return
-        path = self.out / "http.parquet"
-        table = pq.read_table(path)
-        if table.num_rows == 0:
-            return
-        counts: Counter[str] = Counter()
-        for vendor in table.column("vendor").to_pylist():
-            if vendor and self.db.vendor_kind(vendor) == "conferencing":
-                counts[vendor] += 1
-        if not counts:
-            return
-        client = counts.most_common(1)[0][0]
-        first = first_party_vendors(client, self.db)
-        vendors = table.column("vendor").to_pylist()
-        party = [Party.unknown.value if v is None else (Party.first.value if v in first else Party.third.value) for v in vendors]
-        idx = table.schema.get_field_index("party")
-        table = table.set_column(idx, table.schema.field("party"), pa.array(party, pa.string()))
-        atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
-        self.client = client
+        self.client = settle_party(self.out, self.db, self.opts.client)
 
     def _write_session(self, extra: dict[str, Any]) -> None:
-        path = self.out / "session.json"
-        doc: dict[str, Any] = {}
-        if path.exists():
-            try:
-                doc = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                doc = {}
-            if not isinstance(doc, dict):  # valid JSON, but not a session's
-                doc = {}
-        from egressaudit import __version__
-        from egressaudit.schema import SCHEMA_VERSION
-
-        doc.setdefault("session_id", self.opts.session_id)
-        doc.setdefault("schema_version", SCHEMA_VERSION)
-        doc.setdefault("tool", {"name": "egressaudit", "version": __version__})
-        doc.setdefault("signatures", {"version": self.db.version, "vendors": len(self.db.vendors), "rules": len(self.db)})
+        """The manifest's ``http`` section: what this recorder recorded (counted from the tables on disk, part files
+        included), skipped and fixed, and its options; written through the session's one manifest writer."""
         unreadable = None
         try:
             http_rows = read_rows(self.out, "http")
@@ -753,12 +716,11 @@ class Recorder:
             exchanges, ws_messages, n_fields = self.stats.exchanges, self.stats.websocket_messages, self.stats.fields
             unreadable = " ".join(str(e).split())[:300]
         problems = self.stats.problems + self.http.problems + self.fields.problems  # (the tables' keys: "<table>.<column>:<reason>")
-        doc["http"] = {
+        section = {
             "updated": datetime.now(UTC).isoformat(timespec="seconds"),
             "exchanges": exchanges,
             "websocket_messages": ws_messages,
             "fields": n_fields,
-            "audited_client": self.opts.client or getattr(self, "client", None),
             "keep_values": self.opts.keep_values,
             "keep_query": self.opts.keep_query,
             "keep_bodies": self.opts.keep_bodies,
@@ -768,8 +730,15 @@ class Recorder:
             **({"tables_unreadable": unreadable} if unreadable else {}),
             **extra,
         }
-        text = json.dumps(doc, indent=2, default=str) + "\n"
-        atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+        def record(m: manifest.Manifest) -> None:
+            m.http = section
+            if m.signatures.version is None:
+                m.signatures = manifest.Signatures(version=self.db.version, vendors=len(self.db.vendors), rules=len(self.db))
+            if self.opts.client and not m.audited_client:
+                m.audited_client, m.audited_client_source = self.opts.client, "option"
+
+        manifest.update(self.out, record, session_id=self.opts.session_id)
 
 
 def record_files(paths: Iterable[Path], out: Path, db: SignatureDB, opts: RecorderOptions) -> Recorder:

@@ -11,15 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-import pyarrow as pa
 from rich.console import Console
 
+from egressaudit.errors import NotASessionError
 from egressaudit.report import figures as fig
 from egressaudit.report.render import render_html
 from egressaudit.report.summary import ReportData, summarize
 from egressaudit.report.terminal import print_report
-from egressaudit.schema import arrow_schema, column_names
-from egressaudit.session import STATE_RECOVERED, SessionError, atomic_write, private_dir, read_session_json, read_table, session_id_for
+from egressaudit.session import atomic_write, open_session, private_dir
 from egressaudit.session.store import SPOOL, TableUnreadable, part_files, read_rows_checked, unrecorded
 
 __all__ = ["ReportError", "build_report", "load_session", "load_http", "ReportData"]
@@ -57,68 +56,42 @@ def load_http(session_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def load_session(session_dir: Path) -> tuple[pd.DataFrame | None, dict[str, object]]:
-    """(flows DataFrame, or None when the folder only has HTTP tables; session.json) of a session folder.
+    """(flows DataFrame, or None when the folder only has HTTP tables; the manifest as a dict) of a session folder,
+    opened with :func:`egressaudit.session.open_session`.
 
     A folder with HTTP tables but no session.json (a recording that did not
-    finish) gets a minimal session dict.  ReportError when the folder is not a
-    session folder.
+    finish) gets a minimal manifest.  ReportError when the folder is not a
+    session folder or its flows table cannot be read; NewerSchemaError for a
+    session of a newer egressaudit.
     """
     session_dir = Path(session_dir)
     if not session_dir.is_dir():
         raise ReportError(f"{session_dir}: not a folder")
-    http = has_http(session_dir)
     try:
-        session = read_session_json(session_dir)
-    except SessionError as e:
-        if not (http and not (session_dir / "session.json").exists()):
-            left = unrecorded(session_dir)
-            if left and not (session_dir / "session.json").exists():
-                raise ReportError(
-                    f"{session_dir}: nothing recorded yet: {left} spool segment(s) hold exchanges the proxy's recorder did not record "
-                    f"(was it killed?); run `egressaudit proxy --out {session_dir}` again to record them"
-                ) from None
-            raise ReportError(_one_line(str(e))) from None
-        session = {"session_id": session_id_for(session_dir), INCOMPLETE: True}
-    session, dropped = checked_session(session)
-    if dropped:
-        session[DROPPED] = dropped
-    if not (session_dir / "flows.parquet").exists():
-        if http:
+        s = open_session(session_dir)
+    except NotASessionError as e:
+        left = unrecorded(session_dir)
+        if left and not (session_dir / "session.json").exists():
+            raise ReportError(
+                f"{session_dir}: nothing recorded yet: {left} spool segment(s) hold exchanges the proxy's recorder did not record "
+                f"(was it killed?); run `egressaudit proxy --out {session_dir} --add` to record them"
+            ) from None
+        raise ReportError(_one_line(str(e))) from None
+    session: dict[str, object] = s.manifest.document()
+    if not s.has_manifest:
+        session[INCOMPLETE] = True
+    if s.dropped_keys:
+        session[DROPPED] = s.dropped_keys
+    if not s.has("flows"):
+        if has_http(session_dir):
             return None, session
         raise ReportError(f"{session_dir}: no flows.parquet or http.parquet (is this a session folder written by `egressaudit analyze` or `proxy`?)")
     try:
-        table = read_table(session_dir, "flows")
-    except SessionError as e:
+        flows = s.table("flows").to_pandas()
+    except TableUnreadable as e:
         raise ReportError(_one_line(str(e))) from None
-    missing = [c for c in column_names("flows") if c not in table.column_names]
-    if missing:
-        raise ReportError(f"{session_dir / 'flows.parquet'}: not a flows table of this egressaudit version (missing columns: {', '.join(missing)})")
-    schema = arrow_schema("flows")
-    try:
-        table = table.select(column_names("flows")).cast(schema)
-    except (pa.ArrowException, ValueError) as e:
-        raise ReportError(_one_line(f"{session_dir / 'flows.parquet'}: columns of the wrong type for this egressaudit version: {e}")) from None
-    bad = [f.name for f, col in zip(schema, table.columns, strict=True) if not f.nullable and col.null_count]
-    if bad:
-        raise ReportError(f"{session_dir / 'flows.parquet'}: damaged: empty values in {', '.join(bad)}, which every flow has")
-    flows = table.to_pandas()
     assert isinstance(flows, pd.DataFrame)
     return flows, session
-
-
-# What the report reads of session.json, and the type each must have; a key of another type (a damaged or
-# hand-edited file) is left out and named in the report, instead of failing somewhere in the middle of it.
-SESSION_TYPES: dict[str, type | tuple[type, ...]] = {
-    "session_id": str, "schema_version": str, "created": str, "state": str, "tool": dict, "signatures": dict,
-    "audited_client": (str, type(None)), "audited_client_source": (str, type(None)), "local_nets": list, "local_hosts": list,
-    "idle_timeout_s": (int, float), "inputs": list, "counts": dict, "http": dict, "capture": dict, "elapsed_s": (int, float),
-}  # fmt: skip
-
-
-def checked_session(doc: dict[str, object]) -> tuple[dict[str, object], list[str]]:
-    """``doc`` without the keys whose values have the wrong type, and their names."""
-    bad = sorted(k for k, t in SESSION_TYPES.items() if k in doc and not isinstance(doc[k], t))
-    return {k: v for k, v in doc.items() if k not in bad}, bad
 
 
 def _recovered_note(session: dict[str, object]) -> str:
@@ -165,7 +138,7 @@ def recording_notes(session_dir: Path, session: dict[str, object]) -> list[str]:
     if left:
         notes.append(
             f"{left} spool segment(s) in {session_dir / SPOOL} hold exchanges (bodies included) the recorder did not record: "
-            f"run `egressaudit proxy --out {session_dir}` again to record them, or delete that folder."
+            f"run `egressaudit proxy --out {session_dir} --add` to record them, or delete that folder."
         )
     return notes
 
@@ -184,7 +157,7 @@ def build_report(session_dir: Path, console: Console | None = None, redact: bool
     flows, session = load_session(session_dir)
     http, fields = load_http(session_dir) if has_http(session_dir) else (None, None)
     data = summarize(flows, session, redact=redact, http=http, fields=fields)
-    if session.get("state") == STATE_RECOVERED:
+    if session.get("state") == "recovered":
         data.notes.append(_recovered_note(session))
     if session.get(DROPPED):
         data.notes.append(f"session.json is damaged: left out {', '.join(map(str, session[DROPPED]))} (values of the wrong type).")  # type: ignore[call-overload]

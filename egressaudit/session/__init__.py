@@ -38,7 +38,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from egressaudit.errors import InputError, NotASessionError, UsageError
+from egressaudit.errors import NotASessionError, UsageError
 from egressaudit.schema import TABLES, arrow_schema
 from egressaudit.session import manifest
 from egressaudit.session.folder import (
@@ -148,8 +148,9 @@ def open_session(path: str | Path) -> Session:
     try:
         m, dropped = manifest.read(folder)
     except NotASessionError:
-        if not any((folder / f"{t}.parquet").exists() or (folder / ".parts" / t).is_dir() for t in TABLES):
-            raise
+        recorded = any((folder / f"{t}.parquet").exists() or part_files(folder, t) for t in TABLES)
+        if (folder / manifest.MANIFEST).exists() or not recorded:
+            raise  # (a damaged manifest is said, not papered over)
         return Session(folder, Manifest(session_id=session_id_for(folder), state="recording"), [], has_manifest=False)
     return Session(folder, m, dropped)
 
@@ -242,17 +243,7 @@ def open_sessions(paths: str | Path | Iterable[str | Path]) -> Sessions:
     return Sessions(list(unique.values()))
 
 
-# -- until the report reads through open_session (the HTTP path's move to schema 2.0 is in flight) --------------
-
-STATE_RECOVERED = "recovered"
-
-
-def read_session_json(folder: Path) -> dict[str, Any]:
-    """session.json as a dict (migrated); SessionError when there is none or it cannot be read."""
-    try:
-        return manifest.read(folder)[0].document()
-    except NotASessionError as e:
-        raise SessionError(str(e)) from None
+# -- for tests and tools that build a session by hand -----------------------------------------------------------
 
 
 def write_session_json(out: Path, session: dict[str, Any], signatures: dict[str, Any]) -> Path:
@@ -261,56 +252,56 @@ def write_session_json(out: Path, session: dict[str, Any], signatures: dict[str,
     return manifest.write(out, m)
 
 
-def read_table(folder: Path, table: str) -> pa.Table:
-    if not (folder / f"{table}.parquet").exists():
-        raise SessionError(f"{folder}: no {table}.parquet (is this a session folder written by `egressaudit analyze`?)")
-    try:
-        return read_rows_checked(folder, table)
-    except InputError as e:
-        raise SessionError(str(e)) from None
-
-
 # -- the audited client, once per session ------------------------------------------------------------------------
 
 
 def settle_party(folder: Path, db: SignatureDB, client: str | None = None) -> str | None:
     """Decide the session's audited client from all its tables (:mod:`egressaudit.classify.party`) and make every
     table's ``party`` column and the manifest agree with it; the client.  ``client`` is the user's choice
-    (``--client``), which wins; without it a client the manifest records as the user's is kept."""
+    (``--client``), which wins; without it a client the manifest records as the user's is kept.
+
+    Runs under the manifest lock, and rewrites a table only if no other process replaced it meanwhile (a capture and a
+    proxy finishing into one folder at the same time each settle; the later one sees both tables)."""
     from egressaudit.classify.party import choose_audited_client, first_party_vendors, party_column
 
-    m, _ = manifest.read(folder) if (folder / manifest.MANIFEST).exists() else (None, [])
-    source = "option" if client else None
-    if client is None and m is not None and m.audited_client_source == "option":
-        client, source = m.audited_client, "option"
-    # (a table still in part files is being recorded: its recorder settles the party when it compacts them)
-    tables = {t: read_rows(folder, t) for t in ("flows", "http") if (folder / f"{t}.parquet").exists() and not part_files(folder, t)}
-    if client is None:
-        usage: list[tuple[str | None, str, int]] = []
-        for t in tables.values():
-            vendors = t.column("vendor").to_pylist()
-            cats = t.column("category").to_pylist()
-            nbytes = pc.add(t.column("bytes_out"), t.column("bytes_in")).to_pylist()
-            usage += zip(vendors, cats, nbytes, strict=True)
-        client = choose_audited_client(usage, db)
-        source = "auto" if client else None
-    first = first_party_vendors(client, db)
-    for name, t in tables.items():
-        party = pa.array(party_column(t.column("vendor").to_pylist(), first), pa.string())
-        if not party.equals(t.column("party").combine_chunks()):
-            idx = t.schema.get_field_index("party")
-            write_table(folder, name, t.set_column(idx, t.schema.field("party"), party))
+    with manifest.locked(folder):
+        m, _ = manifest.read(folder) if (folder / manifest.MANIFEST).exists() else (None, [])
+        source = "option" if client else None
+        if client is None and m is not None and m.audited_client_source == "option":
+            client, source = m.audited_client, "option"
+        # (a table still in part files is being recorded: its recorder settles the party when it compacts them)
+        names = [t for t in ("flows", "http") if (folder / f"{t}.parquet").exists() and not part_files(folder, t)]
+        stamps = {t: _stamp(folder / f"{t}.parquet") for t in names}
+        tables = {t: read_rows_checked(folder, t) for t in names}
+        if client is None:
+            usage: list[tuple[str | None, str, int]] = []
+            for t in tables.values():
+                nbytes = pc.add(t.column("bytes_out"), t.column("bytes_in")).to_pylist()
+                usage += zip(t.column("vendor").to_pylist(), t.column("category").to_pylist(), nbytes, strict=True)
+            client = choose_audited_client(usage, db)
+            source = "auto" if client else None
+        first = first_party_vendors(client, db)
+        for name, t in tables.items():
+            party = pa.array(party_column(t.column("vendor").to_pylist(), first), pa.string())
+            if not party.equals(t.column("party").combine_chunks()) and _stamp(folder / f"{name}.parquet") == stamps[name]:
+                idx = t.schema.get_field_index("party")
+                write_table(folder, name, t.set_column(idx, t.schema.field("party"), party))
 
-    def record(m: Manifest) -> None:
-        m.audited_client, m.audited_client_source = client, source  # type: ignore[assignment]
+        def record(m: Manifest) -> None:
+            m.audited_client, m.audited_client_source = client, source  # type: ignore[assignment]
 
-    manifest.update(folder, record)
+        manifest.update(folder, record, lock=False)
     return client
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_ino, st.st_mtime_ns
 
 
 __all__ = [
     "LOCK_FILE", "PRIVATE_UMASK", "TABLE_NAMES", "Claim", "Manifest", "RecordingLock", "Session", "SessionError", "Sessions",
     "atomic_write", "claimed", "dataframe", "holds_session", "manifest", "now_iso", "open_session", "open_sessions", "prepare",
     "private_dir", "private_umask", "read_rows", "read_rows_checked", "recording_pid", "session_files", "session_id_for",
-    "settle_party", "write_table",
+    "settle_party", "write_session_json", "write_table",
 ]  # fmt: skip

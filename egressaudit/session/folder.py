@@ -196,6 +196,9 @@ class Claim:
         if out.exists() and not out.is_dir():
             raise UsageError(f"{out}: exists and is not a folder")
         if out.exists():
+            pid = recording_pid(out)
+            if pid is not None:  # (whatever the options: a folder being recorded into is neither replaced nor added to)
+                raise SessionError(f"{out}: another process{f' (pid {pid})' if pid else ''} is recording into this folder")
             found = session_files(out)
             if found:
                 if not (self.force or self.add):

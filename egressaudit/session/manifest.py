@@ -173,12 +173,12 @@ def write(folder: Path, manifest: Manifest) -> Path:
     return atomic_write(folder / MANIFEST, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
-def update(folder: Path, change: Callable[[Manifest], None], *, session_id: str | None = None) -> Manifest:
+def update(folder: Path, change: Callable[[Manifest], None], *, session_id: str | None = None, lock: bool = True) -> Manifest:
     """Read the manifest (a new one when there is none or it cannot be read), apply ``change`` to it, write it back
-    atomically, under the folder's manifest lock; the manifest written."""
+    atomically, under the folder's manifest lock (``lock`` False: the caller holds it already); the manifest written."""
     from egressaudit.session.folder import session_id_for
 
-    with locked(folder):
+    with locked(folder) if lock else contextlib.nullcontext():
         try:
             m, _ = read(folder)
         except NotASessionError:

@@ -223,30 +223,56 @@ class TableUnreadable(InputError):
 
 
 def read_rows_checked(out: Path, table: str) -> pa.Table:
-    """:func:`read_rows`, with a file that cannot be read raised as :class:`TableUnreadable` (one line)."""
+    """:func:`read_rows`, with a file that cannot be read raised as :class:`TableUnreadable` (one line, naming the file)."""
     try:
         return read_rows(out, table)
     except NewerSchemaError:
         raise
     except (OSError, ValueError, pa.ArrowException) as e:
-        raise TableUnreadable(" ".join(f"{out}: {table} table unreadable: {e}".split())[:400]) from None
+        raise TableUnreadable(" ".join(str(e).split())[:400]) from None
 
 
 def read_rows(out: Path, table: str) -> pa.Table:
-    """The table as recorded: the compacted file plus any parts not yet compacted."""
+    """The table as recorded: the compacted file plus any parts not yet compacted, in this version's schema (older
+    schemas migrated).  NewerSchemaError for a file of a newer egressaudit; ValueError (naming the file and what is
+    wrong) for one that cannot be read or made to fit."""
     path = out / f"{table}.parquet"
     schema = arrow_schema(table)
-    tables = [pq.read_table(path)] if path.exists() else []
-    tables += [pq.read_table(p) for p in part_files(out, table)]
-    if not tables:
-        return schema.empty_table()
-    for t in tables:
+    files = ([path] if path.exists() else []) + part_files(out, table)
+    tables = []
+    for f in files:
+        try:
+            t = pq.read_table(f)
+        except (OSError, pa.ArrowException) as e:
+            raise ValueError(f"{f}: unreadable: {e}") from None
         version = version_of(t)
         if _major(version) > _major(SCHEMA_VERSION):
-            raise NewerSchemaError(f"{path}: written by a newer egressaudit (schema {version}, this one reads {SCHEMA_VERSION}); upgrade to read it")
-    return pa.concat_tables([upgrade(table, t).cast(schema) for t in tables])
+            raise NewerSchemaError(f"{f}: written by a newer egressaudit (schema {version}, this one reads {SCHEMA_VERSION}); upgrade to read it")
+        try:
+            tables.append(_conform(table, upgrade(table, t), schema))
+        except ValueError as e:
+            raise ValueError(f"{f}: {e}") from None
+    if not tables:
+        return schema.empty_table()
+    return pa.concat_tables(tables)
 
 
 def _major(version: str) -> int:
     head = version.split(".")[0]
     return int(head) if head.isdigit() else 0
+
+
+def _conform(table: str, t: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``t`` in ``schema``; ValueError saying what is wrong when it cannot be (a file of another tool or version, or
+    damaged): missing columns, columns of the wrong type, empty values where every row has one."""
+    missing = [n for n in schema.names if n not in t.column_names]
+    if missing:
+        raise ValueError(f"not a {table} table of this egressaudit version (missing columns: {', '.join(missing)})")
+    try:
+        t = t.select(schema.names).cast(schema)
+    except (pa.ArrowException, ValueError) as e:
+        raise ValueError(f"columns of the wrong type for this egressaudit version: {e}") from None
+    bad = [f.name for f, col in zip(schema, t.columns, strict=True) if not f.nullable and col.null_count]
+    if bad:
+        raise ValueError(f"damaged: empty values in {', '.join(bad)}, which every row has")
+    return t
