@@ -201,16 +201,22 @@ def test_signatures_command_lists_vendors() -> None:
         assert vendor in text
 
 
-@pytest.mark.skipif(shutil.which("egressaudit") is None, reason="console script not installed (pip install -e .)")
+# the console script installed beside the interpreter running the tests (its venv's bin/), not the first one on PATH,
+# which may be a pyenv shim or another venv's: another Python, another install
+CONSOLE_SCRIPT = shutil.which("egressaudit", path=os.path.dirname(sys.executable))
+
+
+@pytest.mark.skipif(CONSOLE_SCRIPT is None, reason="console script not installed (pip install -e .)")
 def test_console_script_runs_as_a_process(tmp_path: Path) -> None:
+    assert CONSOLE_SCRIPT is not None
     cap = factories.sample_call(tmp_path / "call.pcap")
     env = {**os.environ, "COLUMNS": "120"}
-    p = subprocess.run(["egressaudit", "analyze", str(cap), "--out", str(tmp_path / "a")], capture_output=True, text=True, env=env, timeout=120)
+    p = subprocess.run([CONSOLE_SCRIPT, "analyze", str(cap), "--out", str(tmp_path / "a")], capture_output=True, text=True, env=env, timeout=120)
     assert p.returncode == 0, p.stderr
     p = subprocess.run([sys.executable, "-m", "egressaudit", "report", str(tmp_path / "a")], capture_output=True, text=True, env=env, timeout=120)
     assert p.returncode == 0, p.stderr
     assert (tmp_path / "a" / "report.html").is_file()
-    p = subprocess.run(["egressaudit", "analyze", str(tmp_path / "nope"), "--out", str(tmp_path / "b")], capture_output=True, text=True, timeout=60)
+    p = subprocess.run([CONSOLE_SCRIPT, "analyze", str(tmp_path / "nope"), "--out", str(tmp_path / "b")], capture_output=True, text=True, timeout=60)
     assert p.returncode == EXIT_INPUT and "Traceback" not in p.stderr
 
 

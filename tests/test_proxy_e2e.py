@@ -30,7 +30,7 @@ from typer.testing import CliRunner
 
 from egressaudit.cli import app
 from egressaudit.session.store import part_files, read_rows
-from tests.support.proxy import REDIRECT, ROOT, Mitmdump, audit_proxy, free_port, wait_listening
+from tests.support.proxy import MITMDUMP, REDIRECT, ROOT, Mitmdump, audit_proxy, free_port, recorder_of, wait_listening
 from tests.support.signals import as_in_a_terminal
 from tests.support.sink import Sink
 
@@ -194,12 +194,11 @@ def test_a_signal_to_the_proxys_whole_process_group_loses_no_row(tmp_path: Path,
     """A service manager stopping the proxy (SIGTERM) or a terminal closing (SIGHUP) signals the recorder process too,
     right after the last exchange, while it may still hold rows: it must keep them, and the proxy must shut down as on
     Ctrl-C (mitmdump itself would die on SIGHUP, before compacting and with the last exchange not yet handed over)."""
-    import psutil
-
     out = tmp_path / "audit"
     proxy = audit_proxy(tmp_path, sink.port, out)
     try:
-        (worker,) = [c for c in psutil.Process(proxy.proc.pid).children() if "resource_tracker" not in " ".join(c.cmdline())]
+        worker = proxy.recorder()  # (waits: on Python 3.12+ mitmdump listens before it has loaded the addon)
+        assert worker.ppid() == proxy.proc.pid and os.getpgid(worker.pid) == proxy.proc.pid  # its child, in its process group
         for i in range(5):
             curl(proxy, "-H", "content-type: application/json", "--data", json.dumps({"n": i}), "https://api.segment.io/v1/batch")
         os.killpg(proxy.proc.pid, sig)  # (the test's Mitmdump runs in a session of its own)
@@ -229,6 +228,7 @@ def test_the_proxy_command_stops_its_mitmdump_cleanly_when_it_is_terminated(tmp_
     )
     try:
         wait_listening("127.0.0.1", port, proc, proc.communicate)
+        recorder_of(proc.pid, timeout=30)  # (on Python 3.12+ mitmdump listens before it has loaded the addon)
         family = psutil.Process(proc.pid).children(recursive=True)
         curl((f"http://127.0.0.1:{port}", tmp_path / "ca" / "mitmproxy-ca-cert.pem"), "--data", '{"n": 1}', "https://api.segment.io/v1/track")
         proc.send_signal(signal.SIGTERM)
@@ -448,9 +448,8 @@ def test_proxy_command_defaults_loopback_private_ca(tmp_path: Path, sink: Sink) 
 
 def _mitmdump_that_exits(tmp_path: Path, out: Path, *settings: str, port: int | None = None, timeout: float = 120) -> tuple[int, str]:
     """A mitmdump with the audit addon that is expected to stop on its own (at start): its exit code and its output."""
-    exe = shutil.which("mitmdump")
-    cmd = [exe] if exe else [sys.executable, "-c", "from mitmproxy.tools.main import mitmdump; mitmdump()"]
-    cmd += ["-q", "--listen-host", "127.0.0.1", "--listen-port", str(port or free_port()), "-s", str(ROOT / "addons" / "egressaudit_addon.py")]
+    cmd = [*MITMDUMP, "-q", "--listen-host", "127.0.0.1", "--listen-port", str(port or free_port())]
+    cmd += ["-s", str(ROOT / "addons" / "egressaudit_addon.py")]
     cmd += ["--set", f"confdir={tmp_path / 'conf'}", "--set", f"egressaudit_dir={out}"]
     for setting in settings:
         cmd += ["--set", setting]

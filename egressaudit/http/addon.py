@@ -130,6 +130,7 @@ class EgressAudit:
         self._flusher: asyncio.Task[None] | None = None
 
     def load(self, loader: Any) -> None:
+        self._shut_down_on_hup()  # (before `configure` starts the recorder: see there)
         loader.add_option("egressaudit_dir", str, "", "Session folder to write http.parquet and fields.parquet into (required).")
         loader.add_option("egressaudit_client", str, "", "Vendor of the audited client (zoom, microsoft, ...); default: detected at the end.")
         loader.add_option("egressaudit_signatures", str, "", "Extra vendor signature file or folder, added to the packaged ones.")
@@ -302,12 +303,21 @@ class EgressAudit:
         loop = asyncio.get_running_loop()
         if self._flusher is None:
             self._flusher = loop.create_task(self._every_second())
-        # a terminal closing sends SIGHUP, which would kill mitmdump before it compacts and writes session.json: shut
-        # down as on SIGTERM instead (unless the user chose to ignore it, as nohup does)
+        self._shut_down_on_hup()
+
+    @staticmethod
+    def _shut_down_on_hup() -> None:
+        """A terminal closing sends SIGHUP, which would kill mitmdump before it compacts and writes session.json: shut
+        down as on SIGTERM instead (unless the user chose to ignore it, as nohup does).
+
+        Done in `load` already, not only in `running`: on Python 3.12+ (mitmproxy's loop runs eager tasks) mitmdump
+        binds its port before it loads this script, and calls `running` only after the recorder has started, about a
+        second later; a SIGHUP meanwhile killed it without a session (on 3.11 that second came before the port opened)."""
         hup = getattr(signal, "SIGHUP", None)  # (none on Windows)
         if hup is not None and signal.getsignal(hup) is signal.SIG_DFL:
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # no signal handling in this loop or thread
-                loop.add_signal_handler(hup, ctx.master.shutdown)
+            # (RuntimeError: no running loop; others: no signal handling in this loop or thread)
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                asyncio.get_running_loop().add_signal_handler(hup, ctx.master.shutdown)
 
     async def _every_second(self) -> None:
         while True:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -18,6 +18,10 @@ from tests.support.signals import as_in_a_terminal
 ROOT = Path(__file__).resolve().parents[2]
 ADDON = ROOT / "addons" / "egressaudit_addon.py"
 REDIRECT = ROOT / "tests" / "support" / "redirect_addon.py"
+MITMDUMP = [sys.executable, "-c", "import sys; sys.argv[0] = 'mitmdump'; from mitmproxy.tools.main import mitmdump; mitmdump()"]
+"""mitmdump as the interpreter running the tests has it (as `egressaudit proxy` runs it), not the first one on PATH:
+that may be a pyenv shim or another venv's, i.e. another Python with another mitmproxy (a suite run by a venv's python
+without activating it tested mitmproxy 11 on Python 3.11 for its proxy tests)."""
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -52,9 +56,7 @@ class Mitmdump:
         self.port = port or free_port(host)
         self.conf = tmp / f"{name}-conf"
         self.logfile = tmp / f"{name}.log"
-        exe = shutil.which("mitmdump")
-        cmd = [*prefix, exe] if exe else [*prefix, sys.executable, "-c", "from mitmproxy.tools.main import mitmdump; mitmdump()"]
-        cmd += ["-q", "--listen-host", host, "--listen-port", str(self.port)]
+        cmd = [*prefix, *MITMDUMP, "-q", "--listen-host", host, "--listen-port", str(self.port)]
         for script in scripts:
             cmd += ["-s", str(script)]
         cmd += ["--set", f"confdir={self.conf}", "--set", "connection_strategy=lazy", "--set", "ssl_insecure=true"]
@@ -73,6 +75,10 @@ class Mitmdump:
             raise
         self.ca = self.conf / "mitmproxy-ca-cert.pem"
         assert self.ca.exists()
+
+    def recorder(self, timeout: float = 30) -> Any:
+        """The addon's recorder process, once it has started (see recorder_of)."""
+        return recorder_of(self.proc.pid, timeout)
 
     @property
     def url(self) -> str:
@@ -94,6 +100,28 @@ class Mitmdump:
                 self.proc.wait()
         self.log.close()
         return self.proc.returncode
+
+
+def recorder_of(pid: int, timeout: float = 0) -> Any:
+    """The recorder process under process *pid* (mitmdump, or `egressaudit proxy` above it): the multiprocessing child
+    that is not multiprocessing's resource tracker; waits up to *timeout* seconds for it to appear.
+
+    The port listening does not mean that the recorder has started: on Python 3.12 and newer mitmproxy runs its event
+    loop with eager tasks, and with a numeric --listen-host it binds the port before its script watcher has loaded the
+    addon (about a second later, the addon's start blocking the loop: a connection meanwhile waits in the backlog and
+    is recorded).  On 3.11 the addon was loaded first."""
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while True:
+        for c in psutil.Process(pid).children(recursive=True):
+            with contextlib.suppress(psutil.Error):  # (one that ended meanwhile)
+                cmdline = " ".join(c.cmdline())
+                if "spawn_main" in cmdline and "resource_tracker" not in cmdline:
+                    return c
+        if time.monotonic() >= deadline:
+            raise AssertionError("no recorder process")
+        time.sleep(0.05)
 
 
 def audit_proxy(tmp: Path, sink_port: int, out: Path, *settings: str, name: str = "mitmdump", **where: Any) -> Mitmdump:
@@ -146,14 +174,9 @@ class ProxyCommand:
         p = psutil.Process(self.proc.pid)
         return [p, *p.children(recursive=True)]
 
-    def recorder(self) -> Any:
-        """The recorder process (the mitmdump child that is not multiprocessing's helper)."""
-        import psutil
-
-        for c in psutil.Process(self.proc.pid).children(recursive=True):
-            if "spawn_main" in " ".join(c.cmdline()) and "resource_tracker" not in " ".join(c.cmdline()):
-                return c
-        raise AssertionError("no recorder process")
+    def recorder(self, timeout: float = 0) -> Any:
+        """The recorder process (the mitmdump child that is not multiprocessing's helper); see recorder_of."""
+        return recorder_of(self.proc.pid, timeout)
 
     def mitmdump(self) -> Any:
         import psutil
@@ -170,8 +193,6 @@ class ProxyCommand:
 
     def kill_all(self) -> None:
         """Whatever is left of the command's session (cleanup)."""
-        import contextlib
-
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         self._err.close()
