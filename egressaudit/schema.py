@@ -124,7 +124,7 @@ HTTP: list[Column] = [
     Column("local_ip", pa.string(), "Address of the audited host's end of that connection (the proxy's side when it connected upstream)."),
     Column("local_port", pa.int32(), "Port of the audited host's end of that connection."),
     Column("remote_ip", pa.string(), "Address of the remote end: the server (or the upstream proxy the exchange went through)."),
-    Column("remote_port", pa.int32(), "Port of the remote end."),
+    Column("remote_port", pa.int32(), "Port of the remote end (the request's port when the proxy never connected, remote_ip then null)."),
     Column("client_ip", pa.string(), "Address of the client's connection to the proxy (the audited client's end, for attributing the exchange)."),
     Column("client_port", pa.int32(), "Source port of the client's connection to the proxy."),
     Column("host", pa.string(), "Host name of the request (Host / :authority / SNI)."),

@@ -45,7 +45,7 @@ def db(tmp_path: Path) -> SignatureDB:
 
 def facts(**kw: object) -> ExchangeFacts:
     base: dict[str, object] = dict(
-        host="www.acme.test", server_ip="127.0.0.1", port=443, method="POST", path="/", request_content_type=None, body_format="json", body_bytes=100
+        host="www.acme.test", remote_ip="127.0.0.1", port=443, method="POST", path="/", content_type_out=None, body_format="json", body_bytes=100
     )
     base.update(kw)
     return ExchangeFacts(**base)  # type: ignore[arg-type]

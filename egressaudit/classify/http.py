@@ -45,11 +45,11 @@ TELEMETRY_FORMATS = ("sentry_envelope", "bond")
 @dataclass(frozen=True)
 class ExchangeFacts:
     host: str | None
-    server_ip: str | None
+    remote_ip: str | None
     port: int | None
     method: str | None
     path: str | None
-    request_content_type: str | None
+    content_type_out: str | None
     body_format: str
     body_bytes: int
     multipart_files: int = 0
@@ -73,7 +73,7 @@ def looks_like_events(tree: object) -> bool:
 def classify_exchange(f: ExchangeFacts, db: SignatureDB) -> Verdict:
     ev: list[str] = []
     path = (f.path or "").split("?", 1)[0]
-    m = db.match_http(f.host, f.server_ip, f.port, f.method, path)
+    m = db.match_http(f.host, f.remote_ip, f.port, f.method, path)
     vendor, service, kind = (m.vendor, m.service, m.kind) if m else (None, None, None)
     if m is not None:
         ev.append(m.reason)

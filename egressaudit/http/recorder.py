@@ -500,11 +500,11 @@ class Recorder:
         remote = self._remote(flow.server_conn)
         facts = ExchangeFacts(
             host=host,
-            server_ip=remote[0],
+            remote_ip=remote[0],
             port=port,
             method=method,
             path=path,
-            request_content_type=ctype,
+            content_type_out=ctype,
             body_format=fmt,
             body_bytes=decoded_len or body_bytes,
             multipart_files=files,
@@ -602,11 +602,11 @@ class Recorder:
         remote = self._remote(flow.server_conn)
         facts = ExchangeFacts(
             host=host,
-            server_ip=remote[0],
+            remote_ip=remote[0],
             port=port,
             method=None,
             path=path,
-            request_content_type=None,
+            content_type_out=None,
             body_format=fmt,
             body_bytes=len(content) if from_client else 0,
             event_shaped=looks_like_events(tree),
