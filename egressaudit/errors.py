@@ -13,10 +13,14 @@ package catches them like any exception::
      │    ├── CaptureSetupError          an interface or a BPF filter that cannot be captured on
      │    ├── NotASessionError           a folder that is not a session folder (no session.json, no table)
      │    ├── NewerSchemaError           a session written by a newer egressaudit (a schema this version cannot read)
-     │    └── TableUnreadable            a session table that exists but cannot be read
+     │    ├── TableUnreadable            a session table that exists but cannot be read
+     │    ├── ReportError                a folder the report cannot be made from (no table to report)
+     │    ├── InventoryError             a folder without HTTP tables to inventory
+     │    └── HarError                   a session whose exchanges cannot be exported (bodies asked, none kept)
      ├── OutputError                  4  the output cannot be written: read-only or full disk, a folder another
      │    │                              process records into
      │    ├── SessionError               the session folder cannot be created, written or locked
+     │    ├── ProxyError                 the proxy's CA cannot be set up
      │    └── CaptureWriteError          the capture file cannot be written (also an OSError, with its errno)
      ├── SignatureError               5  a signature file is missing or invalid
      └── IncompleteError              6  the recording is incomplete: data was lost (the message says what); what

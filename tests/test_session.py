@@ -320,3 +320,11 @@ def test_the_audited_client_is_decided_once_from_all_tables(tmp_path: Path) -> N
     assert settle_party(out, default_db()) == "microsoft"
     s = ea.open_session(out)
     assert s.manifest.audited_client_source == "option" and s.flows["party"].tolist() == ["third"]
+
+
+def test_the_party_of_a_whole_column_is_the_party_of_each_vendor() -> None:
+    from egressaudit.classify.party import party_array, party_of
+
+    vendors = ["zoom", None, "microsoft", "zoom", "amplitude", None]
+    for first in (frozenset(), frozenset({"zoom"}), frozenset({"zoom", "microsoft"})):
+        assert party_array(pa.array(vendors, pa.string()), first).to_pylist() == [party_of(v, first).value for v in vendors]

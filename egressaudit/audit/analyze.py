@@ -20,7 +20,7 @@ from egressaudit import schema as schema_mod
 from egressaudit.capture.frames import PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, SUPPORTED_LINKTYPES
 from egressaudit.capture.reader import TS_MAX_S, TS_MIN_S, CaptureError, ReadStats, iter_batches
 from egressaudit.classify.engine import FlowFacts, classify
-from egressaudit.classify.party import choose_audited_client, first_party_vendors, party_column
+from egressaudit.classify.party import choose_audited_client, first_party_vendors, party_array
 from egressaudit.flows.columnar import ColumnarFlowTable, decode_batch
 from egressaudit.flows.orient import Orientation, community_id, sides
 from egressaudit.flows.table import Flow, ip_str
@@ -111,10 +111,9 @@ def _analyze(inputs: Sequence[Path], opts: AnalyzeOptions, db: SignatureDB, prog
     first = first_party_vendors(client, db)
     session_id = opts.session_id or "session"
     n = flows_table.num_rows
-    vendors = flows_table.column("vendor").to_pylist()
     flows_table = flows_table.append_column(pa.field("session_id", pa.string(), nullable=False), pa.array([session_id] * n, pa.string()))
     flows_table = flows_table.append_column(
-        pa.field("party", pa.string(), nullable=False), pa.array(party_column(vendors, first), pa.string())
+        pa.field("party", pa.string(), nullable=False), party_array(flows_table.column("vendor"), first)
     )
     flows_table = flows_table.select(schema_mod.column_names("flows")).cast(schema_mod.arrow_schema("flows"))
     session = {

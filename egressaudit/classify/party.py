@@ -9,7 +9,10 @@ both tables names one client.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
+
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from egressaudit.signatures import SignatureDB
 from egressaudit.taxonomy import Category, Party
@@ -51,6 +54,9 @@ def party_of(vendor: str | None, first: frozenset[str]) -> Party:
     return Party.third
 
 
-def party_column(vendors: Sequence[str | None], first: frozenset[str]) -> list[str]:
-    """The party of each vendor of a table's column."""
-    return [party_of(v, first).value for v in vendors]
+def party_array(vendors: pa.Array | pa.ChunkedArray, first: frozenset[str]) -> pa.Array:
+    """:func:`party_of` over a whole column at once (a session's tables hold millions of rows)."""
+    vendors = vendors.combine_chunks() if isinstance(vendors, pa.ChunkedArray) else vendors
+    is_first = pc.is_in(vendors, value_set=pa.array(sorted(first), pa.string()))
+    named = pc.if_else(is_first, Party.first.value, Party.third.value)
+    return pc.if_else(pc.is_null(vendors), Party.unknown.value, named).cast(pa.string())

@@ -59,9 +59,12 @@ def proxy(
         conf = ensure_ca(confdir)
         if label is not None:
             manifest.update(out, lambda m: setattr(m, "label", label))
-    except (ProxyError, OSError) as e:
+    except ProxyError as e:
         claim.rollback()
-        raise fail(str(e) if isinstance(e, ProxyError) else f"{out}: cannot write: {e.strerror or e}", EXIT_OUTPUT) from None
+        raise fail(str(e), e.exit_code) from None
+    except OSError as e:
+        claim.rollback()
+        raise fail(f"{out}: cannot write: {e.strerror or e}", EXIT_OUTPUT) from None
     err.print(ca_instructions(conf, listen_host, port), highlight=False, soft_wrap=True, markup=False)
     code = run_mitmdump(
         out, conf, port=port, listen_host=listen_host, modes=modes, client=client, keep_values=keep_values,

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from egressaudit.cli.common import console, err, fail, handled, say, warn
-from egressaudit.errors import EXIT_INPUT, EXIT_OUTPUT, EXIT_SIGNATURES
+from egressaudit.errors import EXIT_INPUT, EXIT_OUTPUT
 
 app = typer.Typer()
 
@@ -31,7 +31,7 @@ def report(
     no_redact: Annotated[bool, typer.Option("--no-redact", help="Show local addresses instead of redacted tokens.")] = False,
 ) -> None:
     """Print the audit's tables and write SESSION_DIR/report.html with PNG figures."""
-    from egressaudit.report import ReportError, build_report
+    from egressaudit.report import build_report
 
     if not session_dir.is_dir():
         raise fail(f"{session_dir}: not a folder", EXIT_INPUT)
@@ -39,8 +39,6 @@ def report(
     try:
         with handled():
             path = build_report(session_dir, console=console, redact=not no_redact)
-    except ReportError as e:
-        raise fail(str(e), EXIT_INPUT) from None
     except OSError as e:
         raise fail(f"{session_dir}: cannot write the report: {e.strerror or e}", EXIT_OUTPUT) from None
     say(f"report: {path}")
@@ -53,13 +51,10 @@ def inventory(
     category: Annotated[str, typer.Option("--category", help="Only fields of exchanges of this category ('any' for all).")] = "telemetry",
 ) -> None:
     """Which fields the telemetry carries, and which of them identify someone or leak content."""
-    from egressaudit.http.inventory_report import InventoryError, print_inventory
+    from egressaudit.http.inventory_report import print_inventory
 
-    try:
-        with handled():
-            print_inventory(session_dir, console, all_fields=all_fields, category=None if category == "any" else category)
-    except InventoryError as e:
-        raise fail(str(e), EXIT_INPUT) from None
+    with handled():
+        print_inventory(session_dir, console, all_fields=all_fields, category=None if category == "any" else category)
     _warn_incomplete(session_dir)
 
 
@@ -84,13 +79,10 @@ def har(
     bodies: Annotated[bool, typer.Option("--bodies", help="Include bodies (needs a session recorded with --keep-bodies).")] = False,
 ) -> None:
     """Export the session's HTTP exchanges as a HAR 1.2 file (no bodies unless --bodies)."""
-    from egressaudit.http.har import HarError, export_har
+    from egressaudit.http.har import export_har
 
-    try:
-        with handled(out):
-            n = export_har(session_dir, out, bodies=bodies)
-    except HarError as e:
-        raise fail(str(e), EXIT_INPUT) from None
+    with handled(out):
+        n = export_har(session_dir, out, bodies=bodies)
     say(f"{n:,} entries -> {out}")
     _warn_incomplete(session_dir)
 
@@ -114,12 +106,10 @@ def signatures(
     ] = None,
 ) -> None:
     """List the vendor signature database (or validate vendor files)."""
-    from egressaudit.signatures import SignatureError, load
+    from egressaudit.signatures import load
 
-    try:
+    with handled():
         db = load(check) if check else load()
-    except SignatureError as e:
-        raise fail(str(e), EXIT_SIGNATURES) from None
     t = Table(title=f"signature database {db.version}: {len(db.vendors)} vendors, {len(db)} rules")
     t.add_column("vendor")
     t.add_column("kind")

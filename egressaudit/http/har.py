@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from egressaudit import __version__
+from egressaudit.errors import InputError
 from egressaudit.session import atomic_write
 from egressaudit.session.store import TableUnreadable, read_rows_checked
 
 
-class HarError(Exception):
+class HarError(InputError):
     """The HAR cannot be produced; one line for the user."""
 
 

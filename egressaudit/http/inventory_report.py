@@ -14,11 +14,12 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from egressaudit.errors import InputError
 from egressaudit.report.measures import CONTENT_DETECTORS, field_counts, field_table, fields_text, joined, label
 from egressaudit.session.store import TableUnreadable, read_rows_checked
 
 
-class InventoryError(Exception):
+class InventoryError(InputError):
     """The folder has no HTTP tables; one line for the user."""
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from mitmproxy.certs import CertStore
 
-from egressaudit.errors import EXIT_INCOMPLETE
+from egressaudit.errors import EXIT_INCOMPLETE, OutputError
 from egressaudit.http import mitm_script
 from egressaudit.session import private_dir
 
@@ -24,7 +24,7 @@ RECORDER_GRACE_S = 300.0
 """How long ``egressaudit proxy`` waits for the recorder of a killed mitmdump to finish the session."""
 
 
-class ProxyError(Exception):
+class ProxyError(OutputError):
     """The proxy cannot be set up; one line for the user."""
 
 

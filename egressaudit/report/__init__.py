@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 from rich.console import Console
 
-from egressaudit.errors import NotASessionError
+from egressaudit.errors import InputError, NotASessionError
 from egressaudit.report import figures as fig
 from egressaudit.report.render import render_html
 from egressaudit.report.summary import ReportData, summarize
@@ -29,7 +29,7 @@ INCOMPLETE = "_incomplete"
 DROPPED = "_dropped"
 
 
-class ReportError(Exception):
+class ReportError(InputError):
     """The folder is not a usable session folder; one line for the user."""
 
 

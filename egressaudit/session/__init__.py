@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -62,6 +61,8 @@ from egressaudit.session.manifest import Manifest, now_iso
 from egressaudit.session.store import part_files, read_rows, read_rows_checked
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from egressaudit.signatures import SignatureDB
 
 TABLE_NAMES: tuple[str, ...] = tuple(TABLES)
@@ -70,7 +71,10 @@ TABLE_NAMES: tuple[str, ...] = tuple(TABLES)
 def dataframe(table: pa.Table) -> pd.DataFrame:
     """A session table as pandas, every column with the Arrow-backed dtype of its schema type
     (``pd.ArrowDtype(pa.int64())``, ``pd.ArrowDtype(pa.timestamp("us", tz="UTC"))``, ...): nulls stay nulls in
-    integer columns, and an empty table keeps its columns and dtypes."""
+    integer columns, and an empty table keeps its columns and dtypes.  (pandas is imported here, when a table is first
+    read as a DataFrame: the commands that only write sessions do without it.)"""
+    import pandas as pd
+
     df = table.to_pandas(types_mapper=pd.ArrowDtype)
     assert isinstance(df, pd.DataFrame)
     return df
@@ -261,8 +265,9 @@ def settle_party(folder: Path, db: SignatureDB, client: str | None = None) -> st
     (``--client``), which wins; without it a client the manifest records as the user's is kept.
 
     Runs under the manifest lock, and rewrites a table only if no other process replaced it meanwhile (a capture and a
-    proxy finishing into one folder at the same time each settle; the later one sees both tables)."""
-    from egressaudit.classify.party import choose_audited_client, first_party_vendors, party_column
+    proxy finishing into one folder at the same time each settle; the later one sees both tables).  Reads only the
+    columns the decision needs, and a whole table only when its party column changes."""
+    from egressaudit.classify.party import choose_audited_client, first_party_vendors, party_array
 
     with manifest.locked(folder):
         m, _ = manifest.read(folder) if (folder / manifest.MANIFEST).exists() else (None, [])
@@ -272,26 +277,49 @@ def settle_party(folder: Path, db: SignatureDB, client: str | None = None) -> st
         # (a table still in part files is being recorded: its recorder settles the party when it compacts them)
         names = [t for t in ("flows", "http") if (folder / f"{t}.parquet").exists() and not part_files(folder, t)]
         stamps = {t: _stamp(folder / f"{t}.parquet") for t in names}
-        tables = {t: read_rows_checked(folder, t) for t in names}
+        parts = {t: _columns(folder, t, ("vendor", "category", "bytes_out", "bytes_in", "party")) for t in names}
         if client is None:
             usage: list[tuple[str | None, str, int]] = []
-            for t in tables.values():
-                nbytes = pc.add(t.column("bytes_out"), t.column("bytes_in")).to_pylist()
-                usage += zip(t.column("vendor").to_pylist(), t.column("category").to_pylist(), nbytes, strict=True)
+            for t in parts.values():
+                sums = t.group_by(["vendor", "category"]).aggregate([("bytes_out", "sum"), ("bytes_in", "sum")])
+                usage += zip(
+                    sums.column("vendor").to_pylist(),
+                    sums.column("category").to_pylist(),
+                    pc.add(sums.column("bytes_out_sum"), sums.column("bytes_in_sum")).to_pylist(),
+                    strict=True,
+                )
             client = choose_audited_client(usage, db)
             source = "auto" if client else None
         first = first_party_vendors(client, db)
-        for name, t in tables.items():
-            party = pa.array(party_column(t.column("vendor").to_pylist(), first), pa.string())
-            if not party.equals(t.column("party").combine_chunks()) and _stamp(folder / f"{name}.parquet") == stamps[name]:
-                idx = t.schema.get_field_index("party")
-                write_table(folder, name, t.set_column(idx, t.schema.field("party"), party))
+        for name, t in parts.items():
+            party = party_array(t.column("vendor"), first)
+            if t.num_rows and not pc.all(pc.equal(party, t.column("party"))).as_py() and _stamp(folder / f"{name}.parquet") == stamps[name]:
+                whole = read_rows_checked(folder, name)
+                idx = whole.schema.get_field_index("party")
+                write_table(folder, name, whole.set_column(idx, whole.schema.field("party"), party))
 
         def record(m: Manifest) -> None:
             m.audited_client, m.audited_client_source = client, source  # type: ignore[assignment]
 
         manifest.update(folder, record, lock=False)
     return client
+
+
+def _columns(folder: Path, table: str, names: tuple[str, ...]) -> pa.Table:
+    """Some columns of a table file, in this version's schema (a file of an older schema is read whole and migrated)."""
+    import pyarrow.parquet as pq
+
+    from egressaudit.schema import SCHEMA_VERSION, version_of
+
+    path = folder / f"{table}.parquet"
+    try:
+        same = version_of(pq.read_schema(path)).split(".")[0] == SCHEMA_VERSION.split(".")[0]
+        if same:
+            t = pq.read_table(path, columns=list(names))
+            return t.cast(pa.schema([arrow_schema(table).field(n) for n in names]))
+    except (OSError, ValueError, pa.ArrowException, KeyError):
+        pass  # (read whole below: the error, if any, named by the store)
+    return read_rows_checked(folder, table).select(list(names))
 
 
 def _stamp(path: Path) -> tuple[int, int]:
