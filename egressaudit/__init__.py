@@ -38,11 +38,13 @@ if TYPE_CHECKING:
     from egressaudit.schema import SCHEMA_VERSION
     from egressaudit.session import Session, Sessions, open_session, open_sessions
     from egressaudit.session.manifest import Manifest
+    from egressaudit.session.markers import add_marker
     from egressaudit.taxonomy import Category, DataClass, Party
 
 _WHERE = {
     "open_session": "egressaudit.session", "open_sessions": "egressaudit.session", "Session": "egressaudit.session",
     "Sessions": "egressaudit.session", "Manifest": "egressaudit.session.manifest", "analyze_files": "egressaudit.audit.files",
+    "add_marker": "egressaudit.session.markers",
     "SCHEMA_VERSION": "egressaudit.schema", "Category": "egressaudit.taxonomy", "DataClass": "egressaudit.taxonomy",
     "Party": "egressaudit.taxonomy", "EgressAuditError": "egressaudit.errors", "UsageError": "egressaudit.errors",
     "SessionExistsError": "egressaudit.errors", "InputError": "egressaudit.errors", "NotASessionError": "egressaudit.errors",
@@ -52,7 +54,7 @@ _WHERE = {
 __all__ = [
     "SCHEMA_VERSION", "Category", "DataClass", "EgressAuditError", "IncompleteError", "InputError", "Manifest", "NewerSchemaError",
     "NotASessionError", "OutputError", "Party", "Session", "SessionExistsError", "Sessions", "UsageError", "__version__",
-    "analyze_files", "open_session", "open_sessions",
+    "add_marker", "analyze_files", "open_session", "open_sessions",
 ]  # fmt: skip
 
 

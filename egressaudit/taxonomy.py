@@ -65,3 +65,21 @@ DATA_CLASS_OF: dict[Category, DataClass] = {
 def data_class_of(category: Category | str) -> DataClass:
     """The data class a category implies."""
     return DATA_CLASS_OF[Category(category)]
+
+
+class CallState(StrEnum):
+    """What was happening in the call from a marker on (``markers.state``); a user's own word is allowed too."""
+
+    joining = "joining"
+    lobby = "lobby"
+    talking = "talking"
+    muted = "muted"
+    unmuted = "unmuted"
+    camera_on = "camera-on"
+    camera_off = "camera-off"
+    screen_share_start = "screen-share-start"
+    screen_share_stop = "screen-share-stop"
+    chat = "chat"
+    upload = "upload"
+    idle = "idle"
+    left = "left"

@@ -9,6 +9,7 @@ proxy              :mod:`egressaudit.cli.proxy`           :func:`egressaudit.htt
 report             :mod:`egressaudit.cli.read`            :func:`egressaudit.report.build_report`
 inventory, har     :mod:`egressaudit.cli.read`            :mod:`egressaudit.http.inventory_report`, :mod:`egressaudit.http.har`
 schema, signatures :mod:`egressaudit.cli.read`            :mod:`egressaudit.schema`, :mod:`egressaudit.signatures`
+session mark       :mod:`egressaudit.cli.session`         :func:`egressaudit.session.markers.add_marker`
 =================  =====================================  ==============================================
 
 Every expected failure is one line on stderr and a documented exit code (:mod:`egressaudit.errors`, and the README);
@@ -25,7 +26,7 @@ import typer
 from rich.text import Text
 
 from egressaudit import __version__
-from egressaudit.cli import audit, proxy, read
+from egressaudit.cli import audit, proxy, read, session
 from egressaudit.cli.common import console, err
 from egressaudit.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, save_crash
 
@@ -44,6 +45,7 @@ app = typer.Typer(
 )
 for sub in (audit.app, proxy.app, read.app):
     app.add_typer(sub)
+app.add_typer(session.app)
 
 
 def _version(value: bool) -> None:
