@@ -55,6 +55,16 @@ def load_http(session_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return out[0], out[1]
 
 
+def load_markers(session_dir: Path) -> pd.DataFrame:
+    """The session's call-state markers (empty with its columns when it has none); ReportError when unreadable."""
+    try:
+        df = read_rows_checked(session_dir, "markers").to_pandas()
+    except TableUnreadable as e:
+        raise ReportError(str(e)) from None
+    assert isinstance(df, pd.DataFrame)
+    return df
+
+
 def load_session(session_dir: Path) -> tuple[pd.DataFrame | None, dict[str, object]]:
     """(flows DataFrame, or None when the folder only has HTTP tables; the manifest as a dict) of a session folder,
     opened with :func:`egressaudit.session.open_session`.
@@ -156,7 +166,8 @@ def build_report(session_dir: Path, console: Console | None = None, redact: bool
     session_dir = Path(session_dir)
     flows, session = load_session(session_dir)
     http, fields = load_http(session_dir) if has_http(session_dir) else (None, None)
-    data = summarize(flows, session, redact=redact, http=http, fields=fields)
+    markers = load_markers(session_dir)
+    data = summarize(flows, session, redact=redact, http=http, fields=fields, markers=markers)
     if session.get("state") == "recovered":
         data.notes.append(_recovered_note(session))
     if session.get(DROPPED):
@@ -173,7 +184,7 @@ def build_report(session_dir: Path, console: Console | None = None, redact: bool
         made = {
             "Egress by data class and category": fig.data_class_figure(data.by_data_class_category, figdir / "data_class.png"),
             "Egress by vendor and service, coloured by party": fig.vendor_figure(data.by_vendor, figdir / "vendors.png"),
-            "Egress over time by data class": fig.over_time_figure(data.over_time, data.bin_s, figdir / "over_time.png"),
+            "Egress over time by data class": fig.over_time_figure(data.over_time, data.bin_s, figdir / "over_time.png", data.by_state),
         }
         data.figures = {alt: p.relative_to(session_dir).as_posix() for alt, p in made.items()}
     if data.http is not None:

@@ -126,8 +126,12 @@ def vendor_figure(by_vendor: pd.DataFrame, path: Path, top: int = 15) -> Path:
     return _save(fig, path)
 
 
-def over_time_figure(series: pd.DataFrame, bin_s: int, path: Path) -> Path:
-    """Stacked area: egress rate over time per data class."""
+STATE_SHADES = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c")
+
+
+def over_time_figure(series: pd.DataFrame, bin_s: int, path: Path, states: pd.DataFrame | None = None) -> Path:
+    """Stacked area: egress rate over time per data class; the call states (``states``: the report's per-state table,
+    :mod:`egressaudit.report.states`) shaded behind, each labelled at the top."""
     fig = Figure(figsize=(8, 3.2), layout="constrained")
     ax = fig.add_subplot()
     title = "Egress over time by data class"
@@ -146,9 +150,19 @@ def over_time_figure(series: pd.DataFrame, bin_s: int, path: Path) -> Path:
         x = [xi + bin_s / 2 for xi in x]
         ys = [[float(v) / div for v in rate[c]] for c in cols]
     ax.stackplot(x, ys, labels=[c.replace("_", " ") for c in cols], colors=[DATA_CLASS_COLORS.get(c, FALLBACK) for c in cols], alpha=0.85)
+    lo, hi = min(x), max(x)
+    if states is not None and not states.empty:
+        colour: dict[str, str] = {}
+        for rec in states.to_dict("records"):
+            a = (pd.Timestamp(rec["from"]) - t0).total_seconds()
+            b = a + float(rec["seconds"])
+            c = colour.setdefault(str(rec["state"]), STATE_SHADES[len(colour) % len(STATE_SHADES)])
+            ax.axvspan(a, b, color=c, alpha=0.12, linewidth=0, zorder=0)
+            ax.text(a, 1.0, f" {rec['state']}", transform=ax.get_xaxis_transform(), fontsize=7, va="top", ha="left", color=c, clip_on=True)
+            lo, hi = min(lo, a), max(hi, b)
     ax.set_xlabel(f"seconds since {t0.strftime('%Y-%m-%d %H:%M:%S')} UTC (bins of {bin_s} s)")
     ax.set_ylabel(f"{unit}/s sent")
-    ax.set_xlim(min(x), max(x))
+    ax.set_xlim(lo, hi)
     ax.set_ylim(bottom=0)
     ax.set_title(title)
     ax.legend(loc="upper right", fontsize=8)

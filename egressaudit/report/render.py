@@ -57,12 +57,22 @@ NUMERIC = {
     "distinct_values",
     "identifying_paths",
     "content_paths",
+    "seconds",
+    "http_exchanges",
+    "customer_content",
+    "service_generated",
+    "service_operation",
+    "unknown",
+    "service_generated_per_min",
 }
-BYTES = {"bytes_out", "bytes_in"}
+BYTES = {"bytes_out", "bytes_in", "customer_content", "service_generated", "service_operation", "unknown"}
 FORMATS: dict[str, Formatter] = {
     **{c: _int for c in NUMERIC - BYTES - {"share"}},
     **{c: human_bytes for c in BYTES},
     "share": percent,
+    "seconds": lambda v: f"{float(v):,.0f}",
+    "service_generated_per_min": lambda v: f"{human_bytes(v)}/min",
+    "from": lambda v: "" if v is None else pd.Timestamp(v).strftime("%H:%M:%S"),
 }
 HEADERS: dict[str, str] = {
     "data_class": "data class",
@@ -81,7 +91,18 @@ HEADERS: dict[str, str] = {
     "client_ip": "client",
     "identifying_paths": "identifying fields",
     "content_paths": "content-leak fields",
+    "customer_content": "customer content",
+    "service_generated": "service generated",
+    "service_operation": "service operation",
+    "service_generated_per_min": "service generated per minute",
+    "http_exchanges": "HTTP exchanges",
+    "from": "from (UTC)",
 }
+#: The per-state table's columns (report/states.py), in the page and the terminal alike.
+STATE_COLUMNS = [
+    "state", "from", "seconds", "customer_content", "service_generated", "service_operation", "unknown", "service_generated_per_min",
+    "http_exchanges", "note",
+]  # fmt: skip
 MONO = {"destination", "local_ip", "client_ip", "host", "path", "key_path", "values"}
 #: Headers of the HTTP tables, where shares are of HTTP egress.
 HTTP_HEADERS: dict[str, str] = {"bytes_out": "requests sent", "bytes_in": "responses received", "share": "share of HTTP egress"}
@@ -407,6 +428,16 @@ def flow_sections(data: ReportData) -> list[str]:
         table(data.by_data_class_category, ["data_class", "category", "flows", "bytes_out", "bytes_in", "share"], "no egress"),
         '<h2 id="figures">Figures</h2>',
         _figures(data.figures) or '<p class="note">no figures</p>',
+        *(
+            [
+                '<h2 id="states">Egress by call state</h2>',
+                '<p class="note">Bytes sent to remote networks while each marked state lasted (from its marker to the next; '
+                "a flow's bytes spread evenly over its duration), by data class.</p>",
+                table(data.by_state, STATE_COLUMNS, "no markers"),
+            ]
+            if not data.by_state.empty
+            else []
+        ),
         '<h2 id="vendors">Egress by vendor</h2>',
         table(data.by_party, ["party", "flows", "bytes_out", "bytes_in", "share"], "no egress"),
         table(data.by_vendor, ["vendor", "service", "party", "flows", "bytes_out", "bytes_in", "share"], "no egress"),

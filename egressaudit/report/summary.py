@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from egressaudit.report import states
 from egressaudit.report.http_summary import HttpReport, summarize_http
 from egressaudit.report.measures import CATEGORY_ORDER, DATA_CLASS_ORDER, PARTY_ORDER, Redactor, label, order, share
 from egressaudit.schema import to_table
@@ -262,6 +263,8 @@ class ReportData:
     http: HttpReport | None = None
     """The HTTP section (:class:`egressaudit.report.http_summary.HttpReport`), None without HTTP tables."""
     notes: list[str] = field(default_factory=list)
+    by_state: pd.DataFrame = field(default_factory=lambda: states.egress_by_state(pd.DataFrame(), pd.DataFrame()))
+    """Egress per call-state interval (:mod:`egressaudit.report.states`); empty without markers."""
 
 
 def skipped_counts(session: dict[str, Any]) -> dict[str, int]:
@@ -288,6 +291,7 @@ def summarize(
     top: int = 20,
     http: pd.DataFrame | None = None,
     fields: pd.DataFrame | None = None,
+    markers: pd.DataFrame | None = None,
 ) -> ReportData:
     """All the report's tables from the flows and/or http (with fields) DataFrames and the session's metadata.
 
@@ -321,4 +325,5 @@ def summarize(
         skipped=skipped_counts(session),
         redacted=redact,
         redactor=red,
+        by_state=states.egress_by_state(egress(flows), markers if markers is not None else pd.DataFrame(), http),
     )

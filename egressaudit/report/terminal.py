@@ -14,6 +14,8 @@ from egressaudit.report.measures import fields_text, human_bytes, percent
 from egressaudit.report.render import FORMATS, HEADERS, HTTP_HEADERS, NUMERIC, _text, metadata_rows
 from egressaudit.report.summary import ReportData
 
+STATE_SHORT = {"customer_content": "content", "service_generated": "service gen.", "service_generated_per_min": "per min"}
+
 
 def _table(
     title: str, df: pd.DataFrame, columns: Sequence[str], empty: str = "none", headers: dict[str, str] | None = None, leak_style: bool = False
@@ -66,6 +68,9 @@ def print_report(data: ReportData, console: Console) -> None:
     console.print(head)
     for note in data.notes:
         console.print(f"[yellow]{escape(note)}[/yellow]")
+    if not data.by_state.empty:
+        cols = ["state", "from", "seconds", "customer_content", "service_generated", "service_generated_per_min"]  # (the page has them all)
+        console.print(_table("egress by call state (from each marker to the next)", data.by_state, cols, "no markers", headers=STATE_SHORT))
     if data.has_flows:
         console.print(
             _table(
