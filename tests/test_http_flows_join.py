@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -23,23 +22,13 @@ from egressaudit.audit.analyze import AnalyzeOptions, analyze
 from egressaudit.capture.live import CAPTURE_FILE, LiveStats, capture
 from tests.support.proxy import audit_proxy
 from tests.support.sink import Sink
+from tests.test_live_capture import needs_sniffer
 
 CURL = shutil.which("curl")
 
 
-def _cannot_sniff() -> str | None:
-    try:
-        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
-    except PermissionError:
-        return "live capture needs root or CAP_NET_RAW (cannot open an AF_PACKET socket)"
-    except (OSError, AttributeError) as e:
-        return f"no AF_PACKET sockets here: {e}"
-    s.close()
-    return None
-
-
 @pytest.mark.skipif(CURL is None, reason="curl not installed")
-@pytest.mark.skipif(_cannot_sniff() is not None, reason=_cannot_sniff() or "")
+@needs_sniffer
 def test_http_rows_join_the_flows_of_the_proxys_upstream_connections(tmp_path: Path) -> None:
     sink = Sink(tmp_path)
     out = tmp_path / "http-session"

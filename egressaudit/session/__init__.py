@@ -80,7 +80,30 @@ def dataframe(table: pa.Table) -> pd.DataFrame:
     return df
 
 
-class Session:
+class _Tables:
+    """The tables as DataFrame attributes, for one session or many: each is ``frame(<table name>)``."""
+
+    def frame(self, name: str) -> pd.DataFrame:
+        raise NotImplementedError
+
+    @property
+    def flows(self) -> pd.DataFrame:
+        return self.frame("flows")
+
+    @property
+    def http(self) -> pd.DataFrame:
+        return self.frame("http")
+
+    @property
+    def fields(self) -> pd.DataFrame:
+        return self.frame("fields")
+
+    @property
+    def markers(self) -> pd.DataFrame:
+        return self.frame("markers")
+
+
+class Session(_Tables):
     """One session folder, opened for reading (:func:`open_session`).
 
     ``flows``, ``http``, ``fields`` and ``markers`` are DataFrames (see :func:`dataframe`), read when first used; a
@@ -122,22 +145,6 @@ class Session:
             self._frames[name] = dataframe(self.table(name))
         return self._frames[name]
 
-    @property
-    def flows(self) -> pd.DataFrame:
-        return self.frame("flows")
-
-    @property
-    def http(self) -> pd.DataFrame:
-        return self.frame("http")
-
-    @property
-    def fields(self) -> pd.DataFrame:
-        return self.frame("fields")
-
-    @property
-    def markers(self) -> pd.DataFrame:
-        return self.frame("markers")
-
 
 def open_session(path: str | Path) -> Session:
     """Open a session folder for reading.
@@ -160,7 +167,7 @@ def open_session(path: str | Path) -> Session:
 
 
 @dataclass
-class Sessions:
+class Sessions(_Tables):
     """Many sessions' tables together (:func:`open_sessions`): each table has the columns of one session's plus
     ``client`` (the session's audited client) and ``label`` after ``session_id``.  ``manifests`` is one row per
     session (session_id, path, client, label, state, created, schema_version, tool_version)."""
@@ -185,22 +192,6 @@ class Sessions:
                 parts.append(t)
             self._frames[name] = dataframe(pa.concat_tables(parts))
         return self._frames[name]
-
-    @property
-    def flows(self) -> pd.DataFrame:
-        return self.frame("flows")
-
-    @property
-    def http(self) -> pd.DataFrame:
-        return self.frame("http")
-
-    @property
-    def fields(self) -> pd.DataFrame:
-        return self.frame("fields")
-
-    @property
-    def markers(self) -> pd.DataFrame:
-        return self.frame("markers")
 
     @property
     def manifests(self) -> pd.DataFrame:
