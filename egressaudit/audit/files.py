@@ -108,7 +108,7 @@ def analyze_files(
             opts = AnalyzeOptions(local_nets=local_nets, client=client, idle_timeout=idle_timeout, session_id=session_id)
             done.flows = result = analyze(captures, opts, db, progress)
             write_table(out, "flows", result.table)
-            manifest.update(out, lambda m: _packet_section(m, result.session))
+            manifest.update(out, lambda m: packet_section(m, result.session))
         if flow_files:
             from egressaudit.http.recorder import RecorderOptions, record_files
 
@@ -134,7 +134,7 @@ def _check_add(out: Path, captures: list[Path], flow_files: list[Path]) -> None:
             p.unlink()
 
 
-def _packet_section(m: Manifest, session: dict[str, Any]) -> None:
+def packet_section(m: Manifest, session: dict[str, Any]) -> None:
     """The packet path's part of the manifest, from :func:`egressaudit.audit.analyze.analyze`'s result."""
     m.local_nets = list(session.get("local_nets") or [])
     m.local_hosts = list(session.get("local_hosts") or [])

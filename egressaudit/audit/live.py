@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from egressaudit.audit.analyze import AnalyzeOptions, analyze
-from egressaudit.audit.files import _packet_section, signature_info
+from egressaudit.audit.files import packet_section, signature_info
 from egressaudit.capture.live import CAPTURE_FILE, CaptureSetupError, LiveStats
 from egressaudit.errors import InputError, UsageError
-from egressaudit.session import Claim, Manifest, claimed, manifest, now_iso, recording_pid, session_id_for, settle_party, write_table
+from egressaudit.session import Manifest, claimed, manifest, now_iso, recording_pid, session_id_for, settle_party, write_table
 from egressaudit.signatures import SignatureDB, database
 
 
@@ -78,16 +78,16 @@ def capture_session(
             raise  # nothing was captured: the folder goes (or is as it was)
         except BaseException:
             if (out / CAPTURE_FILE).exists():
-                _keep(claim)  # a disk that filled up, a signal: what reached capture.pcapng stays, for `report` to recover
+                claim.keep()  # a disk that filled up, a signal: what reached capture.pcapng stays, for `report` to recover
             raise
-        _keep(claim)  # packets were recorded: whatever happens now, they stay
+        claim.keep()  # packets were recorded: whatever happens now, they stay
         if on_captured is not None:
             on_captured(stats)
         result = analyze([Path(stats.path)], opts, db)
         write_table(out, "flows", result.table)
 
         def finished(m: Manifest) -> None:
-            _packet_section(m, result.session)
+            packet_section(m, result.session)
             m.state = "complete"
             m.capture = {**(m.capture or {}), **_capture_section(stats, bpf)}
 
@@ -95,13 +95,6 @@ def capture_session(
         settle_party(out, db, client)
         m, _ = manifest.read(out)
     return Captured(stats, m)
-
-
-def _keep(claim: Claim) -> None:
-    """From here on the folder holds a recording: a failure keeps it (and what it replaced is gone)."""
-    claim.commit()
-    claim.created = None
-    claim.was_empty = False
 
 
 def _capture_section(stats: LiveStats, bpf: str | None) -> dict[str, Any]:
@@ -151,7 +144,7 @@ def recover(folder: Path, announce: Callable[[str], None] | None = None) -> Mani
         write_table(folder, "flows", result.table)
 
         def recovered(m: Manifest) -> None:
-            _packet_section(m, result.session)
+            packet_section(m, result.session)
             m.state = "recovered"
             m.capture = {**started, "stopped_by": "killed", "recovered": now_iso()}
 

@@ -159,7 +159,9 @@ def recording_pid(out: Path) -> int | None:
 # -- which folders hold a session, and a command's claim on one ------------------------------------------------------
 
 MANIFEST = "session.json"
-BOOKKEEPING = frozenset({LOCK_FILE, ".session.lock", ".salt"})
+"""The manifest (:mod:`egressaudit.session.manifest` reads and writes it)."""
+MANIFEST_LOCK = ".session.lock"
+BOOKKEEPING = frozenset({LOCK_FILE, MANIFEST_LOCK, ".salt"})
 """Files a command makes before it records anything: a folder holding only these holds no session."""
 
 
@@ -248,6 +250,13 @@ class Claim:
             _rmtree(aside)
             raise SessionError(f"{self.out}: cannot keep a copy of the session to add to: {e.strerror or e}") from None
         self.aside = aside
+
+    def keep(self) -> None:
+        """From here on the folder holds a recording that must stay whatever happens: commit now, and let a later
+        rollback leave the folder as it is."""
+        self.commit()
+        self.created = None
+        self.was_empty = False
 
     def commit(self) -> None:
         """The command succeeded (or recorded something that must be kept): drop what was set aside."""

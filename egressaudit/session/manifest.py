@@ -26,9 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from egressaudit import __version__
 from egressaudit.errors import NewerSchemaError, NotASessionError
 from egressaudit.schema import SCHEMA_VERSION
-
-MANIFEST = "session.json"
-MANIFEST_LOCK = ".session.lock"
+from egressaudit.session.folder import MANIFEST, MANIFEST_LOCK, atomic_write, session_id_for
 
 State = Literal["capturing", "recording", "complete", "recovered"]
 """``capturing``: ``egressaudit capture`` runs (a folder left in it was killed before analysing); ``recording``: the
@@ -138,8 +136,6 @@ def parse(doc: dict[str, Any], where: str, fallback_id: str) -> tuple[Manifest, 
 
 def read(folder: Path) -> tuple[Manifest, list[str]]:
     """The folder's manifest and the keys dropped as damaged (see :func:`parse`); NotASessionError without one."""
-    from egressaudit.session.folder import session_id_for
-
     path = folder / MANIFEST
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
@@ -167,8 +163,6 @@ def locked(folder: Path) -> Iterator[None]:
 
 
 def write(folder: Path, manifest: Manifest) -> Path:
-    from egressaudit.session.folder import atomic_write
-
     text = json.dumps(manifest.document(), indent=2, default=str) + "\n"
     return atomic_write(folder / MANIFEST, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
@@ -176,8 +170,6 @@ def write(folder: Path, manifest: Manifest) -> Path:
 def update(folder: Path, change: Callable[[Manifest], None], *, session_id: str | None = None, lock: bool = True) -> Manifest:
     """Read the manifest (a new one when there is none or it cannot be read), apply ``change`` to it, write it back
     atomically, under the folder's manifest lock (``lock`` False: the caller holds it already); the manifest written."""
-    from egressaudit.session.folder import session_id_for
-
     with locked(folder) if lock else contextlib.nullcontext():
         try:
             m, _ = read(folder)
@@ -186,3 +178,8 @@ def update(folder: Path, change: Callable[[Manifest], None], *, session_id: str 
         change(m)
         write(folder, m)
         return m
+
+
+__all__ = [
+    "MANIFEST", "MANIFEST_LOCK", "Manifest", "Signatures", "State", "Tool", "locked", "migrate", "now_iso", "parse", "read", "update", "write",
+]  # fmt: skip
