@@ -42,27 +42,24 @@ def has_http(session_dir: Path) -> bool:
     return (session_dir / "http.parquet").exists() or bool(part_files(session_dir, "http"))
 
 
-def load_http(session_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(http, fields) DataFrames of a session folder, part files included; ReportError when unreadable."""
-    out = []
-    for table in ("http", "fields"):
-        try:
-            df = read_rows_checked(session_dir, table).to_pandas()
-        except TableUnreadable as e:
-            raise ReportError(str(e)) from None
-        assert isinstance(df, pd.DataFrame)
-        out.append(df)
-    return out[0], out[1]
-
-
-def load_markers(session_dir: Path) -> pd.DataFrame:
-    """The session's call-state markers (empty with its columns when it has none); ReportError when unreadable."""
+def _load(session_dir: Path, table: str) -> pd.DataFrame:
+    """A table of the session (part files included; empty with its columns when absent); ReportError when unreadable."""
     try:
-        df = read_rows_checked(session_dir, "markers").to_pandas()
+        df = read_rows_checked(session_dir, table).to_pandas()
     except TableUnreadable as e:
         raise ReportError(str(e)) from None
     assert isinstance(df, pd.DataFrame)
     return df
+
+
+def load_http(session_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(http, fields) DataFrames of a session folder, part files included; ReportError when unreadable."""
+    return _load(session_dir, "http"), _load(session_dir, "fields")
+
+
+def load_markers(session_dir: Path) -> pd.DataFrame:
+    """The session's call-state markers (empty with its columns when it has none); ReportError when unreadable."""
+    return _load(session_dir, "markers")
 
 
 def load_session(session_dir: Path) -> tuple[pd.DataFrame | None, dict[str, object]]:

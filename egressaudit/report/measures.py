@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from egressaudit.taxonomy import Category, DataClass, Party
@@ -186,3 +187,8 @@ def field_counts(fields: pd.DataFrame, category: str | None = None) -> FieldCoun
 def fields_text(c: FieldCounts) -> str:
     """``7 of 14 distinct fields``: the identifying fields among all, as the report and the inventory both say it."""
     return f"{c.identifying:,} of {c.fields:,} distinct fields"
+
+
+def epoch_seconds(ts: pd.Series) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """Timestamps (tz-aware UTC, numpy- or Arrow-backed) as seconds since the epoch."""
+    return np.asarray((pd.to_datetime(ts, utc=True) - pd.Timestamp(0, tz="UTC")).dt.total_seconds(), dtype=np.float64)

@@ -9,19 +9,13 @@ HTTP exchange counts where it started.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pandas as pd
 
-from egressaudit.report.measures import DATA_CLASS_ORDER
+from egressaudit.report.measures import DATA_CLASS_ORDER, epoch_seconds
 
 BEFORE = "(before the first marker)"
 COLUMNS = ["state", "from", "seconds", *DATA_CLASS_ORDER, "bytes_out", "service_generated_per_min", "http_exchanges", "note"]
-
-
-def _seconds(ts: pd.Series) -> np.ndarray[Any, np.dtype[np.float64]]:
-    return np.asarray((pd.to_datetime(ts, utc=True) - pd.Timestamp(0, tz="UTC")).dt.total_seconds(), dtype=np.float64)
 
 
 def intervals(markers: pd.DataFrame, start: float, end: float) -> pd.DataFrame:
@@ -29,7 +23,7 @@ def intervals(markers: pd.DataFrame, start: float, end: float) -> pd.DataFrame:
     if markers.empty:
         return pd.DataFrame(columns=["state", "note", "a", "b"])
     m = markers.sort_values("ts", kind="stable")
-    t = _seconds(m["ts"])
+    t = epoch_seconds(m["ts"])
     rows = []
     if start < t[0]:
         rows.append({"state": BEFORE, "note": None, "a": start, "b": float(t[0])})
@@ -45,9 +39,9 @@ def egress_by_state(egress_flows: pd.DataFrame, markers: pd.DataFrame, http: pd.
     exchanges started; empty without markers.  ``egress_flows`` are the flows that leave the host."""
     if markers.empty:
         return pd.DataFrame(columns=COLUMNS)
-    fs = _seconds(egress_flows["ts_start"]) if len(egress_flows) else np.zeros(0)
-    fe = np.maximum(_seconds(egress_flows["ts_end"]), fs) if len(egress_flows) else np.zeros(0)
-    mk = _seconds(markers["ts"])
+    fs = epoch_seconds(egress_flows["ts_start"]) if len(egress_flows) else np.zeros(0)
+    fe = np.maximum(epoch_seconds(egress_flows["ts_end"]), fs) if len(egress_flows) else np.zeros(0)
+    mk = epoch_seconds(markers["ts"])
     start = float(min(fs.min() if len(fs) else mk.min(), mk.min()))
     end = float(max(fe.max() if len(fe) else mk.max(), mk.max()))
     iv = intervals(markers, start, end)
@@ -66,7 +60,7 @@ def egress_by_state(egress_flows: pd.DataFrame, markers: pd.DataFrame, http: pd.
     minutes = (out["seconds"] / 60).where(out["seconds"] > 0)
     out["service_generated_per_min"] = (out["service_generated"] / minutes).fillna(0).round().astype("int64")
     if http is not None and len(http):
-        hs = _seconds(http["ts_start"])
+        hs = epoch_seconds(http["ts_start"])
         last = len(iv) - 1
         idx = np.clip(np.searchsorted(iv["a"].to_numpy(), hs, side="right") - 1, 0, last)
         counts = np.bincount(idx, minlength=len(iv))

@@ -17,7 +17,7 @@ import pandas as pd
 
 from egressaudit.report import states
 from egressaudit.report.http_summary import HttpReport, summarize_http
-from egressaudit.report.measures import CATEGORY_ORDER, DATA_CLASS_ORDER, PARTY_ORDER, Redactor, label, order, share
+from egressaudit.report.measures import CATEGORY_ORDER, DATA_CLASS_ORDER, PARTY_ORDER, Redactor, epoch_seconds, label, order, share
 from egressaudit.schema import to_table
 from egressaudit.taxonomy import DataClass, Party
 
@@ -194,11 +194,6 @@ def choose_bin_width(span_s: float, max_bins: int = MAX_BINS) -> int:
     return int(math.ceil(span_s / max_bins / 86400.0)) * 86400
 
 
-def _seconds(ts: pd.Series) -> np.ndarray[Any, np.dtype[np.float64]]:
-    """Timestamps (tz-aware UTC) as seconds since the epoch."""
-    return np.asarray((ts - pd.Timestamp(0, tz="UTC")).dt.total_seconds(), dtype=np.float64)
-
-
 def egress_over_time(flows: pd.DataFrame, bin_s: int | None = None) -> tuple[pd.DataFrame, int]:
     """Egress bytes per time bin and data class, and the bin width in seconds.
 
@@ -211,8 +206,8 @@ def egress_over_time(flows: pd.DataFrame, bin_s: int | None = None) -> tuple[pd.
     eg = egress(flows)
     if eg.empty:
         return pd.DataFrame({d: pd.Series([], dtype="float64") for d in DATA_CLASS_ORDER}), bin_s or BIN_WIDTHS_S[0]
-    start = _seconds(eg["ts_start"])
-    end = np.maximum(_seconds(eg["ts_end"]), start)
+    start = epoch_seconds(eg["ts_start"])
+    end = np.maximum(epoch_seconds(eg["ts_end"]), start)
     t0 = math.floor(float(start.min()))
     w = bin_s or choose_bin_width(float(end.max()) - t0)
     t0 = t0 - t0 % w
