@@ -642,6 +642,35 @@ def mitm(data: bytes) -> None:
     _flow_file(data, ".mitm")
 
 
+# -- session folders: a session.json and a table someone hands you, through open_session ---------------------------
+
+
+def session_folder(data: bytes) -> None:
+    """A session folder as the public API opens it: the first byte picks what the rest is, ``session.json`` (even) or
+    ``flows.parquet`` beside a valid manifest (odd).  Only the error tree's errors, in one line; a session that opens
+    gives a typed manifest and every table, read whole."""
+    from egressaudit.errors import EgressAuditError
+    from egressaudit.session import open_session
+    from egressaudit.session.manifest import Manifest
+
+    out = scratch() / "opened"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir()
+    body = data[1:]
+    if not data or data[0] % 2 == 0:
+        (out / "session.json").write_bytes(body)
+    else:
+        (out / "session.json").write_text(json.dumps({"session_id": "fuzz", "schema_version": "2.0"}))
+        (out / "flows.parquet").write_bytes(body)
+    try:
+        s = open_session(out)
+        _need(isinstance(s.manifest, Manifest), "open_session gave no Manifest")
+        for table in ("flows", "http", "fields", "markers"):
+            s.frame(table)
+    except EgressAuditError as e:
+        _one_line(e)
+
+
 # -- structure-aware mutators (used by fuzz/run.py under atheris) --------------------------------------------------
 
 #: Set by the runner to libFuzzer's own mutator (``atheris.Mutate``); a plain bit flipper otherwise.
@@ -1069,6 +1098,7 @@ TARGETS: dict[str, Target] = {
         Target("inventory", inventory_target, 4096),
         Target("har", har, 32768, _HAR_DICT, mutate_har),
         Target("mitm", mitm, 32768, _MITM_DICT, mutate_mitm),
+        Target("session", session_folder, 32768, _JSON_DICT + (b"PAR1", b'"schema_version"', b'"2.0"', b'"9.0"', b'"1.0"', b'"state"')),
     )
 }
 
