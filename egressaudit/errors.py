@@ -11,6 +11,7 @@ package catches them like any exception::
      │    ├── CaptureError               not a capture, empty, unreadable, damaged beyond its first records
      │    ├── FlowFileError              a mitmproxy flow file or HAR that cannot be read at all
      │    ├── CaptureSetupError          an interface or a BPF filter that cannot be captured on
+     │    │    └── NetnsError               the client's network namespace cannot be set up (--netns)
      │    ├── NotASessionError           a folder that is not a session folder (no session.json, no table)
      │    ├── NewerSchemaError           a session written by a newer egressaudit (a schema this version cannot read)
      │    ├── TableUnreadable            a session table that exists but cannot be read

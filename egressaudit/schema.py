@@ -24,8 +24,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-SCHEMA_VERSION = "2.0"
-"""2.0: http.parquet speaks the flows' vocabulary (local/remote, out/in, ts_start/ts_end, community_id); a markers table."""
+SCHEMA_VERSION = "2.1"
+"""2.0: http.parquet speaks the flows' vocabulary (local/remote, out/in, ts_start/ts_end, community_id); a markers table.
+2.1: which process each flow and exchange belongs to, and how that was known (:class:`egressaudit.taxonomy.Attribution`); http.flow_id, the
+packet flow an exchange was carried by.  A 2.0 table reads with these columns null."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,27 @@ class Column:
 
 
 TS = pa.timestamp("us", tz="UTC")
+
+
+def _attribution(what: str) -> list[Column]:
+    """The columns saying which process a row belongs to (``egressaudit session start``), for flows and http alike."""
+    return [
+        Column("pid", pa.int32(), f"Process that owned the {what} (null when not known)."),
+        Column("process", pa.string(), "That process's name."),
+        Column(
+            "cmdline_hash",
+            pa.string(),
+            "Salted SHA-256 of its command line (per session): the same program run twice joins; its arguments stay private.",
+        ),
+        Column(
+            "attributed_by",
+            pa.string(),
+            f'How the {what} was tied to the process: "netns" (the client ran in a network namespace of its own, every packet '
+            'there is its), "socket-table" (the socket was seen owned by the process while it was open), "none" (not known; '
+            "null in sessions written before schema 2.1).",
+        ),
+    ]
+
 
 FLOWS: list[Column] = [
     Column("session_id", pa.string(), "Identifier of the session folder; join key across tables.", False),
@@ -107,6 +130,7 @@ FLOWS: list[Column] = [
     Column("data_class", pa.string(), "customer_content, service_generated, service_operation or unknown (Zoom-terms vocabulary).", False),
     Column("rule", pa.string(), 'Which signature rule ("zoom/telemetry-log") or heuristic ("heuristic/rtp") decided.', False),
     Column("evidence", pa.string(), "Why: the facts the decision rested on, as a short human-readable string.", False),
+    *_attribution("flow"),
 ]
 
 HTTP: list[Column] = [
@@ -160,6 +184,13 @@ HTTP: list[Column] = [
     Column("rule", pa.string(), "Signature rule or heuristic that decided.", False),
     Column("evidence", pa.string(), "Why, as a short human-readable string.", False),
     Column("error", pa.string(), "Connection or protocol error reported by the proxy, if any."),
+    Column(
+        "flow_id",
+        pa.int64(),
+        "flows.flow_id of the packet flow that carried the exchange, in a session with both (matched by community_id, or "
+        "by the client's port and the time when the proxy was transparent); null when none was captured.",
+    ),
+    *_attribution("exchange's client connection"),
 ]
 
 FIELDS: list[Column] = [
@@ -223,6 +254,18 @@ HTTP_1_0_NAMES: dict[str, str] = {
 }
 """http.parquet's columns in schema 1.0 that have another name in 2.0 (the rest kept theirs; 2.0 added ``ts_end``,
 ``community_id``, ``local_ip`` and ``local_port``): what :func:`egressaudit.session.migrate` reads old folders with."""
+
+
+ATTRIBUTION_COLUMNS = ("pid", "process", "cmdline_hash", "attributed_by")
+
+
+def with_attribution(table: str, t: pa.Table, attributed_by: str = "none") -> pa.Table:
+    """``t`` with the attribution columns a writer that knows no process fills: no pid, ``attributed_by`` as given."""
+    for f in arrow_schema(table):
+        if f.name in ATTRIBUTION_COLUMNS and f.name not in t.column_names:
+            value = attributed_by if f.name == "attributed_by" else None
+            t = t.append_column(f, pa.array([value] * t.num_rows, f.type))
+    return t
 
 
 def arrow_schema(table: str) -> pa.Schema:
@@ -453,7 +496,12 @@ def upgrade(table: str, t: pa.Table) -> pa.Table:
     ones added (``ts_end`` from ``ts_start``, the rest null), in order and cast.  Tables of this version pass through
     as they are; ValueError when a column cannot be made."""
     if version_of(t).split(".")[0] == SCHEMA_VERSION.split(".")[0]:
-        return t
+        missing = [f for f in arrow_schema(table) if f.name not in t.column_names]
+        if not missing:
+            return t
+        for f in missing:  # a minor version added them (2.1: attribution): null where the writer did not know
+            t = t.append_column(f, pa.nulls(t.num_rows, f.type))
+        return t.select(column_names(table)).cast(arrow_schema(table))
     if table == "http":
         t = t.rename_columns([HTTP_1_0_NAMES.get(n, n) for n in t.column_names])
         if "ts_end" not in t.column_names and "ts_start" in t.column_names:

@@ -83,3 +83,14 @@ class CallState(StrEnum):
     upload = "upload"
     idle = "idle"
     left = "left"
+
+
+class Attribution(StrEnum):
+    """How a row was tied to the process that made it (``flows.attributed_by``, ``http.attributed_by``)."""
+
+    netns = "netns"
+    """The client ran in a network namespace of its own (``session start --netns``): every packet there is its."""
+    socket_table = "socket-table"
+    """The socket was seen owned by the process in the kernel's socket table while it was open."""
+    none = "none"
+    """Not known (no process owned it when the table was sampled, or no attribution was asked for)."""

@@ -64,6 +64,10 @@ def flow(**kw: Any) -> dict[str, Any]:
         "data_class": "unknown",
         "rule": "none",
         "evidence": "",
+        "pid": None,
+        "process": None,
+        "cmdline_hash": None,
+        "attributed_by": "none",
     }
     assert set(defaults) == {c.name for c in FLOWS}
     unknown = set(kw) - set(defaults)

@@ -22,7 +22,7 @@ from egressaudit.capture.reader import TS_MAX_S, TS_MIN_S, CaptureError, ReadSta
 from egressaudit.classify.engine import FlowFacts, classify
 from egressaudit.classify.party import choose_audited_client, first_party_vendors, party_array
 from egressaudit.flows.columnar import ColumnarFlowTable, decode_batch
-from egressaudit.flows.orient import Orientation, community_id, sides
+from egressaudit.flows.orient import Orientation, Sides, community_id, sides
 from egressaudit.flows.table import Flow, ip_str
 from egressaudit.signatures import SignatureDB, default_db
 from egressaudit.taxonomy import Category, DataClass
@@ -112,9 +112,8 @@ def _analyze(inputs: Sequence[Path], opts: AnalyzeOptions, db: SignatureDB, prog
     session_id = opts.session_id or "session"
     n = flows_table.num_rows
     flows_table = flows_table.append_column(pa.field("session_id", pa.string(), nullable=False), pa.array([session_id] * n, pa.string()))
-    flows_table = flows_table.append_column(
-        pa.field("party", pa.string(), nullable=False), party_array(flows_table.column("vendor"), first)
-    )
+    flows_table = flows_table.append_column(pa.field("party", pa.string(), nullable=False), party_array(flows_table.column("vendor"), first))
+    flows_table = schema_mod.with_attribution("flows", flows_table)  # a capture file does not say which process sent what
     flows_table = flows_table.select(schema_mod.column_names("flows")).cast(schema_mod.arrow_schema("flows"))
     session = {
         "session_id": session_id,
@@ -255,36 +254,10 @@ def _flow_table(flows: list[Flow], orient: Orientation, db: SignatureDB) -> tupl
         f = flows.pop()
         i += 1
         sd = sides(f, orient.a_is_local(f))
-        transport = TRANSPORT_NAMES.get(f.proto, str(f.proto))
-        rip = sd.remote_ip
-        remote_ip = ip_str(rip) if len(rip) == 4 else str(orient.addr(rip))  # (ipaddress's IPv6 text, as before)
-        is_local = orient.remote_is_local(rip)
-        hostname, hsource = f.hostname, f.hostname_source
-        if hostname is None and f.dns_name:
-            hostname, hsource = f.dns_name, "dns"
-        media_kinds = sorted(f.media_kinds)
-        facts = FlowFacts(
-            transport=transport,
-            remote_ip=remote_ip,
-            remote_port=sd.remote_port,
-            local_port=sd.local_port,
-            hostname=hostname,
-            hostname_source=hsource,
-            app_protocol=f.app_protocol,
-            packets=sd.packets_out + sd.packets_in,
-            payload_bytes=sd.payload_bytes_out + sd.payload_bytes_in,
-            duration_s=f.ts_last - f.ts_first,
-            packets_out=sd.packets_out,
-            packets_in=sd.packets_in,
-            stun=f.stun,
-            rtp=f.rtp,
-            rtcp=f.rtcp,
-            dtls=f.dtls,
-            media_kinds=tuple(media_kinds),
-            vendor_hints=tuple(sorted(f.vendor_hints)),
-            is_local=is_local,
-            alpn=f.alpn,
-        )
+        facts = flow_facts(f, sd, orient)
+        transport, is_local, hostname, hsource = facts.transport, facts.is_local, facts.hostname, facts.hostname_source
+        remote_ip = facts.remote_ip or ""
+        media_kinds = list(facts.media_kinds)
         v = classify(facts, db)
         data_class = v.data_class.value
         tally.by_vendor.append((v.vendor, v.category, sd.bytes_out + sd.bytes_in))
@@ -316,3 +289,36 @@ def _flow_table(flows: list[Flow], orient: Orientation, db: SignatureDB) -> tupl
 
 
 __all__ = ["AnalyzeOptions", "AnalyzeResult", "CaptureError", "FlowRow", "analyze"]
+
+
+def flow_facts(f: Flow, sd: Sides, orient: Orientation) -> FlowFacts:
+    """What classification looks at for one flow, seen from its local end ``sd`` (the live view of ``session start``
+    classifies flows still running with it too)."""
+    transport = TRANSPORT_NAMES.get(f.proto, str(f.proto))
+    rip = sd.remote_ip
+    remote_ip = ip_str(rip) if len(rip) == 4 else str(orient.addr(rip))  # (ipaddress's IPv6 text, as before)
+    hostname, hsource = f.hostname, f.hostname_source
+    if hostname is None and f.dns_name:
+        hostname, hsource = f.dns_name, "dns"
+    return FlowFacts(
+        transport=transport,
+        remote_ip=remote_ip,
+        remote_port=sd.remote_port,
+        local_port=sd.local_port,
+        hostname=hostname,
+        hostname_source=hsource,
+        app_protocol=f.app_protocol,
+        packets=sd.packets_out + sd.packets_in,
+        payload_bytes=sd.payload_bytes_out + sd.payload_bytes_in,
+        duration_s=f.ts_last - f.ts_first,
+        packets_out=sd.packets_out,
+        packets_in=sd.packets_in,
+        stun=f.stun,
+        rtp=f.rtp,
+        rtcp=f.rtcp,
+        dtls=f.dtls,
+        media_kinds=tuple(sorted(f.media_kinds)),
+        vendor_hints=tuple(sorted(f.vendor_hints)),
+        is_local=orient.remote_is_local(rip),
+        alpn=f.alpn,
+    )

@@ -456,6 +456,7 @@ class _Run:
         self.frames = self.nbytes = self.skipped = 0
         self.kpackets = self.kdrops = self.kfreezes = 0
         self.error = ""  # the socket's error, when the interface went down or away
+        self.on_flows: Callable[[FlowTable], None] | None = None
 
     def socket_error(self) -> bool:
         """Whether the socket reports an error (the interface went down or was removed); it is kept in ``error``."""
@@ -490,6 +491,8 @@ class _Run:
             if self.on_progress is not None:
                 self.sync(now)
                 self.on_progress(self.stats)
+            if self.on_flows is not None:
+                self.on_flows(self.table)
         return False, 0.1 if self.deadline is None else max(0.0, min(0.1, self.deadline - now))
 
     # -- ring --------------------------------------------------------------------
@@ -661,6 +664,9 @@ def capture(
     on_progress: Callable[[LiveStats], None] | None = None,
     idle_timeout: float = 120.0,
     rcvbuf: int = DEFAULT_RCVBUF,
+    inspect_payloads: bool = False,
+    on_flow_done: Callable[[Flow], None] | None = None,
+    on_flows: Callable[[FlowTable], None] | None = None,
 ) -> LiveStats:
     """Capture on ``iface`` into ``out_dir/capture.pcapng`` until ``duration`` seconds pass, ``stop`` is set, or SIGINT/SIGTERM/SIGHUP.
 
@@ -671,6 +677,10 @@ def capture(
     :class:`CaptureWriteError` (an ``OSError``) if it cannot be written while
     capturing: the capture stops, what reached the file is kept, and the
     error's ``stats`` are the counters up to there (``stopped_by`` "write_error").
+
+    For a live view: ``inspect_payloads`` reads the flows' payloads as the analysis does (server names, media; it
+    costs several times more per packet), ``on_flow_done`` gets each flow that ends, and ``on_flows`` the live flow
+    table each time progress is reported (both called from the capturing thread).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / CAPTURE_FILE
@@ -684,8 +694,11 @@ def capture(
     def done(flow: Flow) -> None:
         stats.flows_done += 1
         stats.flow_bytes_done += flow.bytes_ab + flow.bytes_ba
+        if on_flow_done is not None:
+            on_flow_done(flow)
 
-    table = FlowTable(done, idle_timeout=idle_timeout, inspect_payloads=False)  # counts flows; the evidence is read from the file
+    # (without a live view: counts flows only, the evidence is read from the file)
+    table = FlowTable(done, idle_timeout=idle_timeout, inspect_payloads=inspect_payloads)
 
     previous: dict[signal.Signals, Any] = {}
     signalled: list[int] = []
@@ -722,6 +735,7 @@ def capture(
     started = time.time()
     stats.started = started
     run = _Run(src, writer, table, stats, stop, None, on_progress)
+    run.on_flows = on_flows
     run.deadline = run.t0 + duration if duration is not None else None
     failed: CaptureWriteError | None = None
     try:

@@ -9,7 +9,10 @@ proxy              :mod:`egressaudit.cli.proxy`           :func:`egressaudit.htt
 report             :mod:`egressaudit.cli.read`            :func:`egressaudit.report.build_report`
 inventory, har     :mod:`egressaudit.cli.read`            :mod:`egressaudit.http.inventory_report`, :mod:`egressaudit.http.har`
 schema, signatures :mod:`egressaudit.cli.read`            :mod:`egressaudit.schema`, :mod:`egressaudit.signatures`
+session start      :mod:`egressaudit.cli.session`         :func:`egressaudit.audit.call.record_call`
 session mark       :mod:`egressaudit.cli.session`         :func:`egressaudit.session.markers.add_marker`
+session recover    :mod:`egressaudit.cli.session`         :func:`egressaudit.audit.call.recover`
+session cleanup    :mod:`egressaudit.cli.session`         :func:`egressaudit.netns.cleanup`
 =================  =====================================  ==============================================
 
 Every expected failure is one line on stderr and a documented exit code (:mod:`egressaudit.errors`, and the README);

@@ -34,7 +34,9 @@ one line.
 (:class:`egressaudit.session.RecordingLock`) while it records, shared with its
 recorder process: a second recorder into the same folder is refused at start,
 and the lock is free again only once the last process writing the folder has
-ended (a recorder finishing after a killed mitmdump keeps it).
+ended (a recorder finishing after a killed mitmdump keeps it).  Started by
+``egressaudit session start``, which holds the lock for the whole session, it
+shares that one instead (``egressaudit_lock_fd``).
 """
 
 from __future__ import annotations
@@ -163,6 +165,13 @@ class EgressAudit:
             "loses none of them; false keeps them in its memory only (nothing of the bodies on disk).",
         )
         loader.add_option(
+            "egressaudit_lock_fd",
+            int,
+            -1,
+            "A descriptor of DIR/.recording.lock inherited from the process that started mitmdump and holds the lock for the whole "
+            "session (egressaudit session start); default: take the lock here.",
+        )
+        loader.add_option(
             "egressaudit_close_timeout",
             int,
             int(CLOSE_STALL_S),
@@ -222,7 +231,10 @@ class EgressAudit:
         lock = sess.RecordingLock(out)
         try:
             sess.prepare(out)
-            lock.acquire()
+            if opts.egressaudit_lock_fd >= 0:
+                lock.adopt(opts.egressaudit_lock_fd)
+            else:
+                lock.acquire()
         except sess.SessionError as e:
             raise _StartError(str(e), EXIT_OUTPUT) from None
         except OSError as e:

@@ -45,6 +45,20 @@ def ensure_ca(confdir: Path | None) -> Path:
     return conf
 
 
+def spki_hash(ca_cert: Path) -> str:
+    """Base64 SHA-256 of the CA certificate's public key: Chromium's ``--ignore-certificate-errors-spki-list`` value
+    (mitmproxy signs every certificate it makes with that key)."""
+    import base64
+    import hashlib
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    cert = x509.load_pem_x509_certificate(ca_cert.read_bytes())
+    spki = cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(hashlib.sha256(spki).digest()).decode()
+
+
 def ca_instructions(conf: Path, listen_host: str, port: int) -> str:
     cert = conf / f"{CA_BASENAME}-ca-cert.pem"
     lines = [

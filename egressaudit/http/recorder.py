@@ -581,6 +581,7 @@ class Recorder:
             "field_count": len(fields),
             "identifier_fields": sum(1 for f in fields if f.get("detectors")),
             "error": self._text(lambda: flow.error.msg if flow.error else None, "error"),
+            "attributed_by": "none",  # (egressaudit session start attributes the rows when it finishes)
             **verdict,
         }
         fit_row(row, _HTTP_SPECS, self.stats.problems)
@@ -656,6 +657,7 @@ class Recorder:
             "field_count": len(fields),
             "identifier_fields": sum(1 for f in fields if f.get("detectors")),
             "error": None,
+            "attributed_by": "none",
             **verdict,
         }
         fit_row(row, _HTTP_SPECS, self.stats.problems)

@@ -1394,6 +1394,7 @@ def _record_fallback(rec: Recorder, opts: RecorderOptions, kind: str, state: Any
             "rule": "none",
             "evidence": f"not recorded in full: the recorder failed on it ({type(error).__name__})",
             "error": _text(emsg),
+            "attributed_by": "none",
         }
         rec.http.append([row])
         return True

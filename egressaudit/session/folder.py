@@ -116,6 +116,17 @@ class RecordingLock:
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
 
+    def adopt(self, fd: int) -> None:
+        """Share a lock this process inherited as descriptor ``fd`` (its starter holds it): SessionError when ``fd`` is
+        not this folder's lock file or holds no lock."""
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(self.path))
+        except OSError:
+            same = False
+        if not same or recording_pid(self.path.parent) is None:
+            raise SessionError(f"{self.path.parent}: descriptor {fd} is not this folder's recording lock, held")
+        self._fd = fd
+
     def fileno(self) -> int:
         """The lock file's descriptor (a process started with it inherits the lock: the kernel drops it only when every
         holder has ended)."""
@@ -192,6 +203,7 @@ class Claim:
         self.created: Path | None = None  # the first folder of out's path this claim made
         self.aside: Path | None = None  # the replaced session, or the links of the one added to
         self.was_empty = False
+        self.lock: RecordingLock | None = None  # held by :func:`claimed` for the block
 
     def take(self) -> Claim:
         out = self.out
@@ -338,6 +350,7 @@ def claimed(out: Path, *, force: bool = False, add: bool = False, lock: bool = T
         if lock:
             held = RecordingLock(out)
             held.acquire()
+            claim.lock = held
         yield claim
     except BaseException:
         if held is not None:

@@ -78,6 +78,9 @@ class Manifest(BaseModel):
     inputs: list[dict[str, Any]] = Field(default_factory=list)
     counts: dict[str, Any] | None = None
     capture: dict[str, Any] | None = None
+    call: dict[str, Any] | None = None
+    """``egressaudit session start``: the client command and version, the namespace or attribution used, the proxy,
+    the host, how it ended, how many rows were attributed how (:mod:`egressaudit.audit.call`)."""
     http: dict[str, Any] | None = None
     elapsed_s: float | None = None
 

@@ -1,7 +1,7 @@
 """A local HTTPS sink for telemetry: records every request exactly as it arrived.
 
-``python -m tests.support.sink FOLDER`` runs one on its own (e.g. inside a
-network namespace): it prints its port, serves until its stdin closes, then
+``python -m tests.support.sink FOLDER [HOST PORT]`` runs one on its own (e.g.
+inside a network namespace; 127.0.0.1 and a free port by default): it prints its port, serves until its stdin closes, then
 prints what it received as JSON, one object per request with the body's length.
 """
 
@@ -54,9 +54,10 @@ def self_signed(folder: Path) -> tuple[Path, Path]:
 class HttpsServer:
     """A threaded HTTPS server on 127.0.0.1 (any free port) with a fresh self-signed certificate, serving in a thread."""
 
-    def __init__(self, folder: Path, handler: type[BaseHTTPRequestHandler]) -> None:
+    def __init__(self, folder: Path, handler: type[BaseHTTPRequestHandler], host: str = "127.0.0.1", port: int = 0) -> None:
         cert, key = self_signed(folder)
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.cert = cert
+        self.server = ThreadingHTTPServer((host, port), handler)
         self.server.daemon_threads = True
         tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         tls.load_cert_chain(cert, key)
@@ -71,7 +72,7 @@ class HttpsServer:
 
 
 class Sink(HttpsServer):
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, host: str = "127.0.0.1", port: int = 0) -> None:
         self.received: list[Received] = []
         lock = threading.Lock()
         received = self.received
@@ -96,11 +97,12 @@ class Sink(HttpsServer):
             def log_message(self, *args: object) -> None:
                 pass
 
-        super().__init__(folder, Handler)
+        super().__init__(folder, Handler, host, port)
 
 
 def main() -> int:
-    sink = Sink(Path(sys.argv[1]))
+    host, port = (sys.argv[2], int(sys.argv[3])) if len(sys.argv) > 3 else ("127.0.0.1", 0)
+    sink = Sink(Path(sys.argv[1]), host, port)
     print(sink.port, flush=True)
     sys.stdin.read()  # until the caller closes our stdin
     sink.close()

@@ -1,0 +1,789 @@
+"""The audited call session (``egressaudit session start``): capture and proxy together, then one finished session.
+
+One supervised run, in this order:
+
+1. the folder is claimed (:func:`egressaudit.session.claimed`: new, or ``--force``) and its recording lock held for
+   the whole session; the manifest says ``recording``, with the options, the client command and the host;
+2. with ``netns``, the client's network namespace is made (:mod:`egressaudit.netns`: every packet it sends is the
+   client's, TCP 80/443 redirected to the proxy, QUIC rejected unless allowed);
+3. a managed mitmdump with the addon starts (transparent on the namespace's side of the pair, or a regular proxy on
+   loopback), sharing the lock (``egressaudit_lock_fd``);
+4. the capture loop (:func:`egressaudit.capture.live.capture`, TPACKET ring) runs in a thread on the pair's host end
+   (or ``iface``), reading payloads so that a live view can classify what runs;
+5. without a namespace, the kernel's socket table is sampled (:mod:`egressaudit.audit.attribution`) to tie flows and
+   exchanges to processes;
+6. the client command, if given, starts with the proxy settings and CA in its environment.
+
+It ends on SIGINT, SIGTERM or SIGHUP (a terminal closing), at ``duration``, when the client command exits, or when the
+proxy or the capture cannot go on; then :func:`finish`: the client is stopped, the proxy shuts down (its recorder
+compacts the HTTP tables), the capture is closed and analysed, every flow and exchange is attributed, exchanges are
+joined to the flows that carried them (Community ID, or the client's port and the time when the proxy was
+transparent), the audited client is settled once over both tables and the manifest says ``complete``.
+
+A session whose supervisor was killed outright (SIGKILL, a crash) stays ``recording``: :func:`recover` finishes it
+from what reached disk (the pcapng flushed every half second, the HTTP part files and spool, the socket log) and says
+what was lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from egressaudit.audit.analyze import AnalyzeOptions, analyze, flow_facts
+from egressaudit.audit.files import packet_section, signature_info
+from egressaudit.capture.live import CAPTURE_FILE, LiveStats, capture
+from egressaudit.classify.engine import classify
+from egressaudit.classify.party import first_party_vendors
+from egressaudit.errors import InputError, OutputError, UsageError
+from egressaudit.flows.orient import Orientation, sides
+from egressaudit.flows.table import Flow, FlowTable
+from egressaudit.session import Manifest, claimed, manifest, now_iso, recording_pid, session_id_for, settle_party, write_table
+from egressaudit.session.store import read_rows
+from egressaudit.signatures import SignatureDB, database
+
+SOCKETS_FILE = "sockets.jsonl"
+"""The socket-table log (:mod:`egressaudit.audit.attribution`): which process owned which socket when."""
+PROXY_START_S = 60.0
+CLIENT_GRACE_S = 5.0
+PROXY_STOP_S = 300.0
+LIVE_WINDOW_S = 5.0
+
+
+@dataclass
+class CallOptions:
+    """What ``egressaudit session start`` was asked for."""
+
+    out: Path
+    command: list[str] = field(default_factory=list)
+    client: str | None = None
+    label: str | None = None
+    iface: str | None = None
+    bpf: str | None = None
+    duration: float | None = None
+    netns: bool = False
+    allow_quic: bool = False
+    netns_allow: list[str] = field(default_factory=list)
+    dns: list[str] = field(default_factory=list)
+    process: str | None = None
+    port: int = 0
+    keep_values: bool = False
+    keep_query: bool = False
+    keep_bodies: bool = False
+    signature_files: list[Path] = field(default_factory=list)
+    signatures_path: Path | None = None  # the one --signatures file or folder as given (the proxy's addon takes one path)
+    force: bool = False
+    confdir: Path | None = None
+    idle_timeout: float = 120.0
+    local_nets: list[str] = field(default_factory=list)
+    client_version: str | None = None
+    proxy_options: list[str] = field(default_factory=list)  # mitmproxy KEY=VALUE options (--proxy-set), e.g. an upstream proxy
+
+
+@dataclass
+class Live:
+    """What the live view shows, refreshed by the capture thread (plain data: read from another thread)."""
+
+    started: float = field(default_factory=time.time)
+    stats: LiveStats | None = None
+    rate_by_class: dict[str, float] = field(default_factory=dict)  # egress bytes/s over the last LIVE_WINDOW_S
+    rate_by_category: dict[str, float] = field(default_factory=dict)
+    top: list[tuple[str, str, str, int]] = field(default_factory=list)  # (destination, vendor, party, egress bytes)
+    exchanges: int = 0
+    markers: list[tuple[str, str]] = field(default_factory=list)  # (HH:MM:SS, state)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Running:
+    """The parts of a running session, for :func:`finish`."""
+
+    opts: CallOptions
+    db: SignatureDB
+    out: Path
+    stop: threading.Event = field(default_factory=threading.Event)
+    stopped_by: str = ""
+    proxy: subprocess.Popen[bytes] | None = None
+    proxy_code: int | None = None
+    client: subprocess.Popen[bytes] | None = None
+    client_code: int | None = None
+    capture_thread: threading.Thread | None = None
+    capture_stats: LiveStats | None = None
+    capture_error: BaseException | None = None
+    sampler: Any = None
+    ns: Any = None
+    live: Live = field(default_factory=Live)
+    salt: bytes = b""
+
+
+# -- setting up ------------------------------------------------------------------------------------------------------
+
+
+def host_info() -> dict[str, str]:
+    """The host the session ran on (manifest ``call.host``)."""
+    pretty = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/etc/os-release").read_text(encoding="utf-8").splitlines():
+            if line.startswith("PRETTY_NAME="):
+                pretty = line.split("=", 1)[1].strip().strip('"')
+    return {"os": pretty or platform.system(), "kernel": platform.release(), "machine": platform.machine(), "python": platform.python_version()}
+
+
+def client_version(command: Sequence[str]) -> str | None:
+    """The client's version when it is cheap and safe to ask: browsers and command-line tools answer ``--version``
+    and exit; a desktop client is not started twice (None: give --client-version)."""
+    if not command:
+        return None
+    exe = shutil.which(command[0])
+    if exe is None:
+        return None
+    if Path(exe).name not in {"chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "firefox", "curl", "wget", "node"}:
+        return None
+    try:
+        r = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    first = (r.stdout or r.stderr).strip().splitlines()
+    return first[0][:200] if r.returncode == 0 and first else None
+
+
+def default_iface() -> str:
+    """The interface of the default route (what leaves the host), or ``lo`` when there is none."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/net/route").read_text().splitlines()[1:]:
+            cols = line.split()
+            if len(cols) > 2 and cols[1] == "00000000":
+                return cols[0]
+    return "lo"
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _listening(pid: int, port: int) -> bool:
+    import psutil
+
+    try:
+        procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+        return any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for p in procs for c in p.net_connections("tcp"))
+    except psutil.Error:
+        return False
+
+
+def client_env(proxy_url: str | None, ca: Path, out: Path) -> dict[str, str]:
+    """What the client command gets besides the environment it was started from: the proxy (unless the namespace
+    intercepts it anyway), the CA to trust, and the session folder for ``egressaudit session mark``."""
+    env = {k: v for k, v in os.environ.items() if k.lower() not in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")}
+    if proxy_url:
+        for k in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+            env[k] = proxy_url
+    for k in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS"):
+        env[k] = str(ca)
+    env["EGRESSAUDIT_SESSION"] = str(out.resolve())
+    return env
+
+
+def instructions(r: Running, listen: str, port: int, ca: Path) -> list[str]:
+    from egressaudit.http.proxy import spki_hash
+
+    lines = [f"session {r.out}: capturing on {r.live.stats.iface if r.live.stats else r.opts.iface}"]
+    if r.ns is not None:
+        lines += [
+            f"client network namespace {r.ns.name} ({r.ns.ns_ip}); TCP 80/443 goes through the proxy on {listen}:{port} (transparent)"
+            + ("" if r.opts.allow_quic else "; QUIC (UDP 443) is blocked"),
+            f"  run a client in it:  ip netns exec {r.ns.name} COMMAND",
+        ]
+    else:
+        lines += [
+            f"proxy: http://{listen}:{port}",
+            f"  environment:  HTTP_PROXY=http://{listen}:{port} HTTPS_PROXY=http://{listen}:{port}",
+            f"  Chromium:     --proxy-server=http://{listen}:{port} --ignore-certificate-errors-spki-list={spki_hash(ca)}",
+        ]
+    lines += [
+        f"CA certificate to trust: {ca}  (SSL_CERT_FILE / NODE_EXTRA_CA_CERTS; Chromium: --ignore-certificate-errors-spki-list={spki_hash(ca)})",
+        f"mark what happens:  egressaudit session mark muted --session {r.out}   (or EGRESSAUDIT_SESSION={r.out})",
+        "stop: Ctrl-C" + (f" (or after {r.opts.duration:g} s)" if r.opts.duration else ""),
+    ]
+    return lines
+
+
+def start(opts: CallOptions, say: Callable[[str], None], claim: Any, db: SignatureDB) -> Running:
+    """Everything of a session up and running (the folder already claimed and locked by the caller); on a failure
+    what was started is stopped again (no namespace, rule or process is left) before the error goes on."""
+    r = Running(opts, db, opts.out)
+    try:
+        _start(r, say, claim)
+    except BaseException:
+        _abandon(r)
+        raise
+    return r
+
+
+def _start(r: Running, say: Callable[[str], None], claim: Any) -> None:
+    from egressaudit.audit.attribution import SocketSampler
+    from egressaudit.http.proxy import _die_with_parent, ensure_ca, mitmdump_args
+    from egressaudit.http.recorder import load_salt
+    from egressaudit.netns import Namespace
+
+    opts, db = r.opts, r.db
+    r.salt = load_salt(opts.out)
+    conf = ensure_ca(opts.confdir)
+    ca = conf / "mitmproxy-ca-cert.pem"
+    if opts.netns:
+        r.ns = Namespace.create()
+        listen, modes = r.ns.host_ip, ["transparent"]
+        port = opts.port or _free_port(listen)
+        r.ns.route_out(proxy_port=port, allow_quic=opts.allow_quic, allow=opts.netns_allow, dns=opts.dns)
+        iface = r.ns.host_if
+        local_nets = [r.ns.subnet, *opts.local_nets]
+    else:
+        listen, modes = "127.0.0.1", ["regular"]
+        port = opts.port or _free_port(listen)
+        iface = opts.iface or default_iface()
+        local_nets = list(opts.local_nets)
+    r.opts.iface = iface
+
+    def started(m: Manifest) -> None:
+        m.state = "recording"
+        m.label = opts.label
+        m.signatures = manifest.Signatures(**signature_info(db))
+        m.signature_files = [str(f) for f in opts.signature_files]
+        m.local_nets = local_nets
+        m.idle_timeout_s = opts.idle_timeout
+        if opts.client:
+            m.audited_client, m.audited_client_source = opts.client, "option"
+        m.capture = {"iface": iface, "filter": opts.bpf, "started": now_iso()}
+        m.call = {
+            "command": list(opts.command),
+            "client_version": opts.client_version or client_version(opts.command),
+            "netns": r.ns.name if r.ns is not None else None,
+            "netns_subnet": r.ns.subnet if r.ns is not None else None,
+            "allow_quic": opts.allow_quic,
+            "process": opts.process,
+            "proxy": {"listen": f"{listen}:{port}", "mode": modes[0]},
+            "attribution": "netns" if r.ns is not None else "socket-table",
+            "host": host_info(),
+            "started": now_iso(),
+            "supervisor_pid": os.getpid(),
+        }
+
+    manifest.update(opts.out, started, session_id=session_id_for(opts.out))
+
+    # the proxy, sharing the folder's recording lock
+    lock_fd = claim.lock.fileno()
+    extra = ["--set", f"egressaudit_lock_fd={lock_fd}"]
+    if opts.signatures_path is not None:
+        extra += ["--set", f"egressaudit_signatures={opts.signatures_path.resolve()}"]
+    for kv in opts.proxy_options:
+        extra += ["--set", kv]
+    args = mitmdump_args(
+        opts.out, conf, port=port, listen_host=listen, modes=modes, client=opts.client, keep_values=opts.keep_values,
+        keep_query=opts.keep_query, keep_bodies=opts.keep_bodies, extra=extra,
+    )  # fmt: skip
+    cmd = [sys.executable, "-c", "import sys; sys.argv[0] = 'mitmdump'; from mitmproxy.tools.main import mitmdump; mitmdump()", *args]
+    me = os.getpid()
+    r.proxy = subprocess.Popen(cmd, pass_fds=(lock_fd,), start_new_session=True, preexec_fn=lambda: _die_with_parent(me))  # noqa: PLW1509
+    deadline = time.monotonic() + PROXY_START_S
+    while not _listening(r.proxy.pid, port):
+        if r.proxy.poll() is not None:
+            raise OutputError(f"{opts.out}: the proxy (mitmdump) did not start (exit {r.proxy.returncode}; its message is above)")
+        if time.monotonic() > deadline:
+            raise OutputError(f"{opts.out}: the proxy (mitmdump) did not listen on {listen}:{port} within {PROXY_START_S:g} s")
+        time.sleep(0.05)
+    manifest.update(opts.out, lambda m: setattr(m, "call", {**(m.call or {}), "proxy_pid": r.proxy.pid if r.proxy else None}))
+
+    # the capture, in a thread (this one handles signals and the view)
+    orient = Orientation([], local_nets)
+    first = first_party_vendors(opts.client, db) if opts.client else set()
+    window: deque[tuple[float, str, str, str, str, int]] = deque()  # (t, class, category, destination, vendor, egress bytes)
+    last_out: dict[int, int] = {}
+
+    def account(f: Flow, now: float) -> None:
+        sd = sides(f, orient.a_is_local(f))
+        if orient.remote_is_local(sd.remote_ip):
+            return
+        before = last_out.get(id(f), 0)
+        if sd.bytes_out <= before:
+            return
+        last_out[id(f)] = sd.bytes_out
+        facts = flow_facts(f, sd, orient)
+        v = classify(facts, db)
+        window.append((now, v.data_class.value, v.category.value, facts.hostname or facts.remote_ip or "", v.vendor or "", sd.bytes_out - before))
+
+    totals: Counter[tuple[str, str]] = Counter()
+
+    def on_done(f: Flow) -> None:
+        account(f, time.time())
+        last_out.pop(id(f), None)
+
+    def on_flows(table: FlowTable) -> None:
+        now = time.time()
+        for f in list(table.flows.values()):
+            account(f, now)
+        while window and window[0][0] < now - LIVE_WINDOW_S:
+            t, _c, _k, dest, vendor, n = window.popleft()
+            totals[(dest, vendor)] += n
+        by_class: Counter[str] = Counter()
+        by_cat: Counter[str] = Counter()
+        recent: Counter[tuple[str, str]] = Counter()
+        for _t, c, k, dest, vendor, n in window:
+            by_class[c] += n
+            by_cat[k] += n
+            recent[(dest, vendor)] += n
+        r.live.rate_by_class = {k: v / LIVE_WINDOW_S for k, v in by_class.items()}
+        r.live.rate_by_category = {k: v / LIVE_WINDOW_S for k, v in by_cat.items()}
+        top = (totals + recent).most_common(6)
+        r.live.top = [(d, v, "first" if v and v in first else ("third" if v else "unknown"), n) for (d, v), n in top]
+
+    def on_progress(s: LiveStats) -> None:
+        r.live.stats = s
+
+    def run_capture() -> None:
+        try:
+            r.capture_stats = capture(
+                iface, opts.out, None, bpf=opts.bpf, stop=r.stop, on_progress=on_progress, idle_timeout=opts.idle_timeout,
+                inspect_payloads=True, on_flow_done=on_done, on_flows=on_flows,
+            )  # fmt: skip
+        except BaseException as e:  # (reported by finish)
+            r.capture_error = e
+        finally:
+            if not r.stop.is_set():
+                r.stopped_by = r.stopped_by or "capture_ended"
+                r.stop.set()
+
+    r.capture_thread = threading.Thread(target=run_capture, name="egressaudit-capture", daemon=True)
+    r.capture_thread.start()
+    t0 = time.monotonic()
+    while r.live.stats is None and r.capture_thread.is_alive() and time.monotonic() - t0 < 10:
+        time.sleep(0.02)  # the capture's first progress: the socket is open, packets are recorded from here on
+    if r.capture_error is not None:
+        raise r.capture_error
+
+    if r.ns is None:
+        r.sampler = SocketSampler(opts.out / SOCKETS_FILE, salt=r.salt)
+        r.sampler.start()
+    for line in instructions(r, listen, port, ca):
+        say(line)
+    if opts.command:
+        env = client_env(None if r.ns is not None else f"http://{listen}:{port}", ca, opts.out)
+        try:
+            if r.ns is not None:
+                r.client = r.ns.popen(list(opts.command), env=env, start_new_session=True)
+            else:
+                r.client = subprocess.Popen(list(opts.command), env=env, start_new_session=True)
+        except OSError as e:
+            raise UsageError(f"{opts.command[0]}: cannot start the client: {e.strerror or e}") from None
+        say(f"client started (pid {r.client.pid}): {' '.join(opts.command)}")
+        manifest.update(opts.out, lambda m: setattr(m, "call", {**(m.call or {}), "client_pid": r.client.pid if r.client else None}))
+
+
+# -- running ---------------------------------------------------------------------------------------------------------
+
+
+def wait(r: Running, tick: Callable[[Running], None] | None = None) -> None:
+    """Until a signal, the duration, the client's exit, or the proxy's or the capture's end; ``tick`` each second."""
+    signals = [s for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)]
+    previous: dict[int, Any] = {}
+
+    def on_signal(signum: int, frame: object) -> None:
+        r.stopped_by = r.stopped_by or f"signal:{signal.Signals(signum).name}"
+        r.stop.set()
+
+    if threading.current_thread() is threading.main_thread():
+        for s in signals:
+            handler = signal.getsignal(s)
+            if handler is not signal.SIG_IGN and handler is not None:  # (nohup ignores SIGHUP: so do we)
+                previous[s] = signal.signal(s, on_signal)
+    deadline = time.monotonic() + r.opts.duration if r.opts.duration else None
+    try:
+        next_tick = time.monotonic()
+        while not r.stop.is_set():
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                r.stopped_by = "duration"
+                break
+            if r.client is not None and r.client.poll() is not None:
+                r.client_code = r.client.returncode
+                r.stopped_by = "client_exited"
+                break
+            if r.proxy is not None and r.proxy.poll() is not None:
+                r.proxy_code = r.proxy.returncode
+                r.stopped_by = "proxy_exited"
+                break
+            if tick is not None and now >= next_tick:
+                next_tick = now + 1.0
+                tick(r)
+            r.stop.wait(0.1)
+    finally:
+        r.stop.set()
+        for sig, h in previous.items():
+            signal.signal(sig, h)
+
+
+# -- finishing -------------------------------------------------------------------------------------------------------
+
+
+def _stop_client(r: Running) -> None:
+    p = r.client
+    if p is None or p.poll() is not None:
+        if p is not None:
+            r.client_code = p.returncode
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(p.pid, signal.SIGTERM)
+    try:
+        r.client_code = p.wait(CLIENT_GRACE_S)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGKILL)
+        r.client_code = p.wait()
+
+
+def _stop_proxy(r: Running) -> None:
+    p = r.proxy
+    if p is None:
+        return
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)  # mitmdump shuts down cleanly: its recorder records what it holds and compacts
+        try:
+            p.wait(PROXY_STOP_S)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+    r.proxy_code = p.returncode
+
+
+def finish(r: Running, say: Callable[[str], None]) -> Manifest:
+    """Stop everything, then write the finished session (see the module's docstring)."""
+    r.stop.set()
+    _stop_client(r)
+    if r.sampler is not None:
+        r.sampler.stop()
+    _stop_proxy(r)
+    if r.capture_thread is not None:
+        r.capture_thread.join()
+    if r.ns is not None:
+        r.ns.close()
+        r.ns = None
+    if r.capture_error is not None and not isinstance(r.capture_error, OSError):
+        raise r.capture_error
+    stats = r.capture_stats
+    return finalise(
+        r.out, r.db, client=r.opts.client, process=r.opts.process, netns=r.opts.netns,
+        capture=_capture_section(stats) if stats else {"stopped_by": "error", "error": str(r.capture_error)},
+        call={"stopped_by": r.stopped_by or "stop", "ended": now_iso(), "client_exit": r.client_code, "proxy_exit": r.proxy_code,
+              "client_pid": r.client.pid if r.client is not None else None},
+        state="complete", say=say, client_pid=r.client.pid if r.client is not None else None,
+        client_name=Path(r.opts.command[0]).name if r.opts.command else None, salt=r.salt,
+        cmdline=r.opts.command, proxy_pid=r.proxy.pid if r.proxy is not None else None,
+    )  # fmt: skip
+
+
+def _capture_section(stats: LiveStats) -> dict[str, Any]:
+    return {
+        "iface": stats.iface, "elapsed_s": round(stats.elapsed, 3), "frames": stats.frames, "kernel_packets": stats.kernel_packets,
+        "kernel_drops": stats.kernel_drops, "decode_skips": stats.decode_skips, "stopped_by": stats.stopped_by,
+        "rcvbuf": stats.rcvbuf, "mode": stats.mode, "flow_updates_skipped": stats.flow_updates_skipped, "ring_freezes": stats.ring_freezes,
+    }  # fmt: skip
+
+
+def finalise(
+    out: Path,
+    db: SignatureDB,
+    *,
+    client: str | None,
+    process: str | None,
+    netns: bool,
+    capture: dict[str, Any],
+    call: dict[str, Any],
+    state: str,
+    say: Callable[[str], None],
+    client_pid: int | None = None,
+    client_name: str | None = None,
+    salt: bytes = b"",
+    cmdline: Sequence[str] = (),
+    proxy_pid: int | None = None,
+) -> Manifest:
+    """The packet flows analysed, both tables attributed and joined, the audited client settled, the manifest
+    finished.  Also what :func:`recover` runs on a killed session's folder."""
+    m, _ = manifest.read(out)
+    pcap = out / CAPTURE_FILE
+    flows: pa.Table | None = None
+    result = None
+    if pcap.exists() and pcap.stat().st_size > 0:
+        opts = AnalyzeOptions(local_nets=m.local_nets, client=client, idle_timeout=m.idle_timeout_s or 120.0, session_id=session_id_for(out))
+        result = analyze([pcap], opts, db)
+        flows = result.table
+    http = _read(out, "http")
+    dropped: dict[str, int] = {}
+    attributed: dict[str, dict[str, int]] = {}
+    if netns:
+        cmd_hash = hashlib.sha256(salt + "\0".join(cmdline).encode("utf-8", "surrogateescape")).hexdigest() if cmdline else None
+        flows = _netns_attribution(flows, "flows", client_pid, client_name, cmd_hash)
+        http = _netns_attribution(http, "http", client_pid, client_name, cmd_hash)
+    else:
+        from egressaudit.audit import attribution as att
+
+        obs = att.load_observations(out / SOCKETS_FILE)
+        proxy_pids = {proxy_pid} if proxy_pid else set()
+        if flows is not None:
+            flows = att.attribute_flows(flows, obs)
+        if http is not None:
+            http = att.attribute_http(http, obs)
+        if flows is not None and http is not None:
+            flows = att.through_proxy(flows, http, proxy_pids)
+        if process:
+            pids = att.process_tree(obs, process)
+            if flows is not None:
+                flows, dropped["flows"] = att.restrict(flows, pids)
+            if http is not None:
+                http, dropped["http"] = att.restrict(http, pids)
+    if flows is not None and http is not None:
+        http = join_http_to_flows(http, flows)
+    for name, t in (("flows", flows), ("http", http)):
+        if t is not None:
+            attributed[name] = {str(k): int(v) for k, v in Counter(t.column("attributed_by").to_pylist()).items()}
+    if flows is not None:
+        write_table(out, "flows", flows)
+    if http is not None:
+        write_table(out, "http", http)
+
+    def finished(m: Manifest) -> None:
+        if result is not None:
+            packet_section(m, result.session)
+        m.state = state  # type: ignore[assignment]
+        m.capture = {**(m.capture or {}), **capture}
+        m.call = {**(m.call or {}), **call, "attributed": attributed, "excluded_by_process": dropped or None}
+
+    manifest.update(out, finished)
+    settle_party(out, db, client)
+    m, _ = manifest.read(out)
+    if dropped:
+        say(f"--process {process}: left out {dropped.get('flows', 0):,} flows and {dropped.get('http', 0):,} exchanges of other processes")
+    return m
+
+
+def _read(out: Path, table: str) -> pa.Table | None:
+    t = read_rows(out, table)
+    return t if t is not None and t.num_rows else (t if t is not None else None)
+
+
+def _netns_attribution(t: pa.Table | None, table: str, pid: int | None, name: str | None, cmd_hash: str | None) -> pa.Table | None:
+    """Every row of a namespace's session is the client's: attributed by ``netns`` (to the client command's process
+    when one was started; its children share the namespace and are counted with it)."""
+    if t is None:
+        return None
+    n = t.num_rows
+    cols = {"pid": pa.array([pid] * n, pa.int32()), "process": pa.array([name] * n, pa.string()),
+            "cmdline_hash": pa.array([cmd_hash] * n, pa.string()), "attributed_by": pa.array(["netns"] * n, pa.string())}  # fmt: skip
+    for k, v in cols.items():
+        t = t.set_column(t.schema.get_field_index(k), t.schema.field(k), v)
+    return t
+
+
+SLACK_S = 2.0
+"""Seconds an exchange's time may lie outside its flow's (the proxy's and the capture's clocks are one, but a flow's
+first packet can follow the request's time by the connection set-up)."""
+
+
+def join_http_to_flows(http: pa.Table, flows: pa.Table) -> pa.Table:
+    """``http.flow_id``: the flow that carried each exchange.  By Community ID when the capture saw the proxy's
+    upstream connection; otherwise (a transparent proxy: the capture sees the client's side) by the client's address
+    and port with the time of the exchange inside the flow's."""
+    import pandas as pd
+
+    SLACK = pd.Timedelta(seconds=SLACK_S)  # noqa: N806
+    f = flows.select(["flow_id", "community_id", "local_ip", "local_port", "transport", "ts_start", "ts_end"]).to_pandas()
+    f = f.rename(columns={"ts_start": "f_start", "ts_end": "f_end"})
+    h = http.select(["community_id", "client_ip", "client_port", "ts_start"]).to_pandas()
+    h["row"] = range(len(h))
+    ids = pd.Series([pd.NA] * len(h), dtype="Int64")
+    # by Community ID: the latest flow of that 5-tuple that began before the exchange (a port reused later is another flow)
+    m = h.dropna(subset=["community_id"]).merge(f.dropna(subset=["community_id"]), on="community_id")
+    m = m[m["f_start"] <= m["ts_start"] + SLACK]
+    m = m.sort_values("f_start").drop_duplicates("row", keep="last")
+    ids.iloc[m["row"].to_numpy()] = m["flow_id"].to_numpy()
+    # by the client's end: its port on the captured side, the exchange inside the flow's time
+    rest = h[ids.isna().to_numpy()].dropna(subset=["client_ip", "client_port"])
+    if len(rest):
+        tcp = f[f["transport"] == "tcp"]
+        m = rest.merge(tcp, left_on=["client_ip", "client_port"], right_on=["local_ip", "local_port"])
+        m = m[(m["ts_start"] >= m["f_start"] - SLACK) & (m["ts_start"] <= m["f_end"] + SLACK)]
+        m = m.sort_values("f_start").drop_duplicates("row", keep="last")
+        ids.iloc[m["row"].to_numpy()] = m["flow_id"].to_numpy()
+    i = http.schema.get_field_index("flow_id")
+    return http.set_column(i, http.schema.field("flow_id"), pa.array(ids.astype("object").where(ids.notna(), None).tolist(), pa.int64()))
+
+
+# -- the whole run ---------------------------------------------------------------------------------------------------
+
+
+def record_call(
+    opts: CallOptions,
+    *,
+    say: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
+    tick: Callable[[Running], None] | None = None,
+) -> Manifest:
+    """``egressaudit session start``: set up, run until stopped, finish; the finished session's manifest."""
+    from egressaudit.netns import cleanup
+
+    db = database(list(opts.signature_files))
+    if opts.client is not None and opts.client not in db.vendors:
+        raise UsageError(f"--client: unknown vendor {opts.client!r}; known: {', '.join(sorted(db.vendors))}")
+    if opts.netns and opts.process:
+        raise UsageError("--process and --netns: with --netns every packet is the client's already; give one of them")
+    if opts.netns:
+        from egressaudit.netns import NetnsError, unavailable
+
+        why = unavailable()
+        if why is not None:
+            raise NetnsError(f"--netns: {why}")
+        for name in cleanup():
+            say(f"removed the leftovers of an earlier session's namespace {name} (its owner is gone)")
+    with claimed(opts.out, force=opts.force) as claim:
+        r = start(opts, say, claim, db)  # (a failure here stops what started; the claim removes the folder)
+        claim.keep()  # recording: whatever happens now, what reached the folder stays
+        try:
+            wait(r, tick)
+        except BaseException:
+            _abandon(r)
+            raise
+        return finish(r, say)
+
+
+def _abandon(r: Running) -> None:
+    """A failure after start: stop every part; the folder keeps what it recorded, ``recording`` (recover finishes it)."""
+    r.stop.set()
+    _stop_client(r)
+    if r.sampler is not None:
+        r.sampler.stop()
+    _stop_proxy(r)
+    if r.capture_thread is not None:
+        r.capture_thread.join(10)
+    if r.ns is not None:
+        r.ns.close()
+        r.ns = None
+
+
+# -- recovery --------------------------------------------------------------------------------------------------------
+
+
+def needs_recovery(folder: Path) -> bool:
+    try:
+        m, _ = manifest.read(folder)
+    except InputError:
+        return False
+    return m.state == "recording" and m.call is not None
+
+
+def recover(folder: Path, announce: Callable[[str], None] | None = None) -> Manifest | None:
+    """A session whose supervisor was killed: record what the proxy's spool and part files hold, analyse what reached
+    capture.pcapng, attribute and join as :func:`finish` does, and mark it ``recovered`` with what was lost."""
+    if not needs_recovery(folder):
+        return None
+    pid = recording_pid(folder)
+    if pid is not None:
+        raise InputError(f"{folder}: a session is still recording into this folder{f' (pid {pid})' if pid else ''}; stop it first")
+    m, _ = manifest.read(folder)
+    files = [Path(n) for n in m.signature_files]
+    for f in files:
+        if not f.is_file():
+            raise InputError(f"{folder}: the session was started with the signature file {f}, which is gone; restore it to recover")
+    db = database(files)
+    call = dict(m.call or {})
+    client = m.audited_client if m.audited_client_source == "option" else None
+    say = announce or (lambda s: None)
+    say(f"{folder}: the session did not finish (killed?); recovering what reached disk")
+    from egressaudit.http.recorder import load_salt
+    from egressaudit.netns import cleanup
+
+    for name in cleanup():
+        say(f"removed the namespace {name} the killed session left")
+    with claimed(folder, add=True) as claim:
+        http_note = _recover_http(folder, claim, client)
+        pcap = folder / CAPTURE_FILE
+        lost = []
+        if not pcap.exists() or pcap.stat().st_size == 0:
+            lost.append("no packet reached capture.pcapng")
+        else:
+            lost.append("the last half second of packets at most (the capture flushes every 0.5 s)")
+        if http_note:
+            lost.append(http_note)
+        m = finalise(
+            folder, db, client=client, process=call.get("process"), netns=bool(call.get("netns")),
+            capture={"stopped_by": "killed", "recovered": now_iso()},
+            call={"stopped_by": "killed", "recovered": now_iso(), "lost": lost},
+            state="recovered", say=say, client_pid=call.get("client_pid"), proxy_pid=call.get("proxy_pid"),
+            client_name=Path(call["command"][0]).name if call.get("command") else None, cmdline=call.get("command") or (),
+            salt=load_salt(folder),
+        )  # fmt: skip
+    for line in lost:
+        say(f"lost: {line}")
+    return m
+
+
+def _recover_http(folder: Path, claim: Any, client: str | None) -> str:
+    """Record what a killed proxy's spool holds and compact the part files (a recorder opening the folder does both);
+    what could not be, in one line (empty: nothing lost that is known)."""
+    from egressaudit.http.recorder import RecorderOptions
+    from egressaudit.http.worker import RecorderProcess, RecorderStartError
+    from egressaudit.session.store import PARTS, SPOOL
+
+    if not (folder / PARTS).exists() and not (folder / SPOOL).exists():
+        return ""
+    ropts = RecorderOptions(session_id=session_id_for(folder), client=client)
+    try:
+        worker = RecorderProcess(folder, ropts, None, lock_fd=claim.lock.fileno())
+        worker.wait_ready()
+        code = worker.close({})
+    except (RecorderStartError, OSError) as e:
+        return f"the proxy's part files could not be compacted ({e}); they stay readable as parts"
+    return "" if code == 0 else "some exchanges the killed proxy held (see session.json http.recording)"
+
+
+def summary(m: Manifest, out: Path) -> dict[str, Any]:
+    """The numbers of the one-screen summary ``session start`` prints at the end."""
+    from egressaudit.session import open_session
+
+    s = open_session(out)
+    f, h, mk = s.flows, s.http, s.markers
+    egress = f[~f["is_local"].astype(bool)] if len(f) else f
+    by_class = egress.groupby("data_class")["bytes_out"].sum().to_dict() if len(egress) else {}
+    top: list[tuple[str, str, str, int]] = []
+    if len(egress):
+        g = egress.assign(dest=egress["hostname"].fillna(egress["remote_ip"])).groupby(["dest", "vendor", "party"], dropna=False)["bytes_out"].sum()
+        for key, n in g.sort_values(ascending=False).head(5).items():
+            parts: tuple[Any, ...] = key  # type: ignore[assignment]
+            top.append((str(parts[0]), parts[1] if isinstance(parts[1], str) else "", str(parts[2]), int(n)))
+    return {
+        "packets": int((m.counts or {}).get("packets", 0)),
+        "flows": len(f),
+        "exchanges": len(h),
+        "egress_by_class": {str(k): int(v) for k, v in by_class.items()},
+        "top": top,
+        "markers": len(mk),
+        "client": m.audited_client,
+        "attributed": (m.call or {}).get("attributed"),
+        "stopped_by": (m.call or {}).get("stopped_by"),
+        "duration_s": (m.capture or {}).get("elapsed_s"),
+        "drops": (m.capture or {}).get("kernel_drops"),
+    }
