@@ -28,7 +28,6 @@ what was lost.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import platform
 import shutil
@@ -254,7 +253,7 @@ def _start(r: Running, say: Callable[[str], None], claim: Any) -> None:
         port = opts.port or _free_port(listen)
         r.ns.route_out(proxy_port=port, allow_quic=opts.allow_quic, allow=opts.netns_allow, dns=opts.dns)
         iface = r.ns.host_if
-        local_nets = [r.ns.subnet, *opts.local_nets]
+        local_nets = [f"{r.ns.ns_ip}/32", *opts.local_nets]  # the client; the host end (its gateway) is a remote on the local net
     else:
         listen, modes = "127.0.0.1", ["regular"]
         port = opts.port or _free_port(listen)
@@ -537,7 +536,9 @@ def finalise(
     dropped: dict[str, int] = {}
     attributed: dict[str, dict[str, int]] = {}
     if netns:
-        cmd_hash = hashlib.sha256(salt + "\0".join(cmdline).encode("utf-8", "surrogateescape")).hexdigest() if cmdline else None
+        from egressaudit.audit.attribution import cmdline_hash
+
+        cmd_hash = cmdline_hash(salt, cmdline) if cmdline else None
         flows = _netns_attribution(flows, "flows", client_pid, client_name, cmd_hash)
         http = _netns_attribution(http, "http", client_pid, client_name, cmd_hash)
     else:

@@ -103,7 +103,7 @@ def start(
 
     for kv in proxy_set or ():
         if "=" not in kv or kv.startswith(("egressaudit_", "confdir=")):
-            raise fail(f"--proxy-set: {kv!r}: give KEY=VALUE of a mitmproxy option (not egressaudit_* or confdir, which the session sets)", EXIT_USAGE)
+            raise fail(f"--proxy-set: {kv!r}: give KEY=VALUE of a mitmproxy option (not egressaudit_* or confdir: the session sets them)", EXIT_USAGE)
     if len(extra_signatures or ()) > 1:
         raise fail("--signatures: session start takes one file or folder (put several files in one folder)", EXIT_USAGE)
     files = signature_files(extra_signatures)
@@ -111,8 +111,8 @@ def start(
         out=out, command=list(command or ()), client=client, label=label, iface=iface, bpf=bpf, duration=_duration(duration),
         netns=netns, allow_quic=allow_quic, netns_allow=list(netns_allow or ()), dns=list(dns or ()), process=process, port=port,
         keep_values=keep_values, keep_query=keep_query, keep_bodies=keep_bodies, signature_files=files,
-        signatures_path=extra_signatures[0] if extra_signatures else None, force=force, local_nets=list(local_net or ()), client_version=client_version,
-        proxy_options=list(proxy_set or ()),
+        signatures_path=extra_signatures[0] if extra_signatures else None, force=force, local_nets=list(local_net or ()),
+        client_version=client_version, proxy_options=list(proxy_set or ()),
     )  # fmt: skip
     view = _View(out, quiet)
     with handled(out):

@@ -1,0 +1,399 @@
+"""``egressaudit session start`` end to end, with real parts (issue 13, point 8).
+
+The "internet" is a network namespace of the test's own (tests/support/netns.py) holding an HTTPS sink on port 443
+and a UDP listener; the client runs in the namespace ``session start --netns`` makes, whose traffic leaves through the
+auditor: a real capture on the pair's host end, a real transparent mitmdump, real NAT.  ``--netns-allow`` limits what
+is forwarded to the test's server namespace, and ``--dns`` points the client's resolver there: no packet leaves the
+machine.  Markers come from a second process; a session killed with SIGKILL is finished by ``session recover``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+import egressaudit as ea
+from tests.support.netns import Netns, netns_unavailable
+from tests.support.signals import as_in_a_terminal
+
+ROOT = Path(__file__).resolve().parents[1]
+EGRESSAUDIT = [sys.executable, "-m", "egressaudit"]
+CHROMIUM = shutil.which("chromium")
+
+pytestmark = [pytest.mark.skipif(netns_unavailable() is not None, reason=str(netns_unavailable())), pytest.mark.timeout(300)]
+
+
+class Server:
+    """The test's "internet": a namespace with an HTTPS sink on 443 and a UDP listener on 5004 and 443 (counting)."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.ns = Netns.create()
+        self.ip = self.ns.ns_ip
+        self.sink = self.ns.popen(
+            [sys.executable, "-m", "tests.support.sink", str(tmp), self.ip, "443"], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        assert self.sink.stdout is not None
+        assert self.sink.stdout.readline().strip() == b"443"
+        udp = textwrap.dedent(
+            f"""
+            import selectors, socket, sys
+            sel = selectors.DefaultSelector()
+            counts = {{}}
+            for port in (5004, 443):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("{self.ip}", port)); s.setblocking(False)
+                sel.register(s, selectors.EVENT_READ, port); counts[port] = 0
+            sel.register(sys.stdin, selectors.EVENT_READ, None)
+            print("ready", flush=True)
+            while True:
+                for key, _ in sel.select():
+                    if key.data is None:
+                        print(counts, flush=True); sys.exit(0)
+                    data, addr = key.fileobj.recvfrom(65535); counts[key.data] += 1
+                    key.fileobj.sendto(data[:32], addr)
+            """
+        )
+        self.udp = self.ns.popen([sys.executable, "-c", udp], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # type: ignore[call-overload]
+        assert self.udp.stdout.readline().strip() == "ready"
+
+    def received(self) -> tuple[list[dict[str, Any]], dict[int, int]]:
+        """Stop both servers; what the sink received and the UDP datagrams per port."""
+        assert self.sink.stdin is not None and self.sink.stdout is not None
+        self.sink.stdin.close()
+        http = [json.loads(line) for line in self.sink.stdout.read().decode().splitlines() if line.strip()]
+        self.sink.wait(30)
+        self.udp.stdin.close()
+        udp = eval(self.udp.stdout.read().strip().splitlines()[-1])  # noqa: S307 - our own child's dict of ints
+        self.udp.wait(30)
+        return http, udp
+
+    def close(self) -> None:
+        for p in (self.sink, self.udp):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            for pipe in (p.stdin, p.stdout):
+                if pipe is not None:
+                    pipe.close()
+        self.ns.close()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    s = Server(tmp_path)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def _leftovers() -> dict[str, Any]:
+    """What a session's namespace leaves on the host, if anything."""
+    ns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    rules = subprocess.run(["iptables", "-S"], capture_output=True, text=True).stdout
+    rules += subprocess.run(["iptables", "-t", "nat", "-S"], capture_output=True, text=True).stdout
+    return {
+        "netns": [ln.split()[0] for ln in ns.splitlines() if ln.startswith("eacall-")],
+        "rules": [ln for ln in rules.splitlines() if "egressaudit:eacall-" in ln],
+        "records": sorted(p.name for p in Path("/run/egressaudit/netns").glob("eacall-*.json")) if Path("/run/egressaudit/netns").is_dir() else [],
+    }
+
+
+def _client_script(ip: str, *, requests: int, pause: float, go: Path | None = None) -> list[str]:
+    """A client (Python's own TLS and sockets, the CA from SSL_CERT_FILE as the session sets it): HTTPS POSTs of
+    telemetry-looking JSON, RTP-sized UDP to 5004 (not proxied: NAT), one QUIC-looking datagram to UDP 443."""
+    code = textwrap.dedent(
+        f"""
+        import json, os, socket, ssl, sys, time, urllib.request
+        from pathlib import Path
+        go = {str(go)!r}
+        ctx = ssl.create_default_context()  # honours SSL_CERT_FILE: the session's CA
+        ctx.check_hostname = False  # (an IP address: mitmproxy's certificate names the address it was asked for)
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        u.settimeout(1)
+        q = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        q.sendto(b"\\xc0\\x00\\x00\\x00\\x01" + bytes(1195), ("{ip}", 443))
+        for i in range({requests}):
+            body = json.dumps({{"event": "heartbeat", "n": i, "device_id": "3f2b9c1e-8a4d-4c2e-9b1a-7d6e5f4a3b2c"}}).encode()
+            req = urllib.request.Request("https://{ip}/v1/telemetry", data=body, headers={{"content-type": "application/json"}})
+            with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
+                assert r.status == 200
+            for _ in range(5):
+                u.sendto(b"\\x80\\x6f" + bytes(158), ("{ip}", 5004))
+            if go != "None":
+                while not Path(go).exists():
+                    time.sleep(0.05)
+            time.sleep({pause})
+        print("client done", flush=True)
+        """
+    )
+    return [sys.executable, "-c", code]
+
+
+def _start(out: Path, server: Server, client: list[str], *extra: str, **kw: Any) -> subprocess.Popen[str]:
+    cmd = [*EGRESSAUDIT, "session", "start", "--netns", "--netns-allow", f"{server.ip}/32", "--dns", server.ip,
+           "--proxy-set", "ssl_insecure=true", "--out", str(out), *extra, "--", *client]  # fmt: skip
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=as_in_a_terminal, **kw)
+
+
+def test_netns_session_end_to_end(tmp_path: Path, server: Server) -> None:
+    """One session: the client in its namespace, markers from a second process while it runs, the client's exit ends
+    it; every flow is the client's, the proxy saw every HTTPS request, UDP went through NAT and was captured, QUIC was
+    blocked, the HTTP rows join the flows that carried them, and nothing of the namespace is left."""
+    out = tmp_path / "audits" / "call-1"
+    go = tmp_path / "go"
+    before = Path("/proc/sys/net/ipv4/ip_forward").read_text()
+    proc = _start(out, server, _client_script(server.ip, requests=3, pause=0.3, go=go), "--client", "zoom", "--label", "weekly sync")
+    # markers from another process, while the session records (the client waits for them)
+    deadline = time.monotonic() + 60
+    while not (out / "capture.pcapng").exists():
+        assert proc.poll() is None, proc.communicate()[0]
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    for state in ("joining", "muted"):
+        r = subprocess.run([*EGRESSAUDIT, "session", "mark", state, "--session", str(out), "--note", "from a test"], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+    go.touch()
+    text, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, text
+    http_received, udp = server.received()
+
+    s = ea.open_session(out)
+    m = s.manifest
+    assert m.state == "complete" and m.label == "weekly sync" and m.audited_client == "zoom"
+    call = m.call or {}
+    assert call["stopped_by"] == "client_exited" and call["client_exit"] == 0 and call["proxy_exit"] == 0
+    assert call["netns"].startswith("eacall-") and call["proxy"]["mode"] == "transparent"
+    assert call["host"]["kernel"] and call["command"][0] == sys.executable
+    client_ip = call["netns_subnet"].rsplit(".", 1)[0] + ".2"
+
+    # every packet captured is the client's, attributed by the namespace, to the command it started
+    f = s.flows
+    assert len(f) > 0 and set(f["local_ip"]) == {client_ip}, f[["local_ip", "remote_ip"]]
+    assert set(f["attributed_by"]) == {"netns"} and set(f["pid"]) == {call["client_pid"]}
+    tls = f[(f["transport"] == "tcp") & (f["remote_port"] == 443)]
+    assert len(tls) == 3 and (tls["remote_ip"] == server.ip).all()  # one connection per urlopen, seen before the redirect
+    media = f[(f["transport"] == "udp") & (f["remote_port"] == 5004)]
+    assert len(media) == 1 and int(media["packets_out"].iloc[0]) == 15 and int(media["packets_in"].iloc[0]) == 15  # NAT both ways
+    quic = f[(f["transport"] == "udp") & (f["remote_port"] == 443)]
+    assert len(quic) == 1 and int(quic["packets_in"].iloc[0]) == 0 and udp[443] == 0  # rejected before it left
+    assert udp[5004] == 15
+
+    # the proxy saw every request; each row joins the flow that carried it (the client's port and time: transparent)
+    h = s.http
+    assert len(http_received) == 3 and len(h) == 3
+    assert set(h["path"]) == {"/v1/telemetry"} and set(h["attributed_by"]) == {"netns"}
+    joined = h.merge(f, left_on="flow_id", right_on="flow_id", suffixes=("", "_flow"))
+    assert len(joined) == 3 and (joined["client_port"] == joined["local_port_flow"]).all()
+    assert (s.fields["key_path"] == "device_id").any()
+
+    # the markers, from the other process, inside the session's time
+    mk = s.markers
+    assert list(mk["state"]) == ["joining", "muted"] and set(mk["source"]) == {"cli"}
+    assert (mk["ts"] >= f["ts_start"].min() - __import__("pandas").Timedelta(seconds=5)).all()
+
+    # the summary was printed, files are private, nothing of the namespace is left
+    assert "client_exited" in text and "next: egressaudit report" in text
+    for p in out.iterdir():
+        if p.is_file():
+            assert p.stat().st_mode & 0o077 == 0, p
+    assert _leftovers() == {"netns": [], "rules": [], "records": []}
+    assert Path("/proc/sys/net/ipv4/ip_forward").read_text() == before
+
+    r = subprocess.run([*EGRESSAUDIT, "report", str(out)], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert (out / "report.html").exists()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_signals_and_duration_finish_the_session(tmp_path: Path, server: Server, sig: signal.Signals) -> None:
+    """Ctrl-C, SIGTERM and SIGHUP each end the session cleanly (the client is stopped, the session complete); a
+    --duration ends one by itself."""
+    out = tmp_path / "s"
+    proc = _start(out, server, _client_script(server.ip, requests=1000, pause=0.2))
+    deadline = time.monotonic() + 60
+    while not (out / ".parts").exists() or not any((out / ".parts").rglob("*.parquet")):
+        assert proc.poll() is None, proc.communicate()[0]
+        assert time.monotonic() < deadline, "no exchange recorded"
+        time.sleep(0.1)
+    proc.send_signal(sig)
+    text, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, text
+    s = ea.open_session(out)
+    assert s.manifest.state == "complete" and (s.manifest.call or {})["stopped_by"] == f"signal:{sig.name}"
+    assert len(s.http) >= 1 and len(s.flows) >= 1
+    assert _leftovers() == {"netns": [], "rules": [], "records": []}
+
+    if sig == signal.SIGINT:
+        out2 = tmp_path / "timed"
+        proc = _start(out2, server, _client_script(server.ip, requests=1000, pause=0.2), "--duration", "3s")
+        text, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0, text
+        m = ea.open_session(out2).manifest
+        assert (m.call or {})["stopped_by"] == "duration" and 2.5 < (m.capture or {})["elapsed_s"] < 20
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL a process and every descendant at once (a power cut, the OOM killer taking everything)."""
+    procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    for p in procs:
+        try:
+            p.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=30)
+
+
+def test_sigkill_then_cleanup_then_recover(tmp_path: Path, server: Server) -> None:
+    """Everything SIGKILLed mid-call: the folder stays 'recording'; a second session starts anyway (the dead one's
+    namespace and rules are cleaned away), `session cleanup` removes leftovers, and `session recover` finishes the
+    killed one from the flushed pcapng and the proxy's part files and spool, saying what was lost."""
+    out = tmp_path / "killed"
+    proc = _start(out, server, _client_script(server.ip, requests=1000, pause=0.1))
+    deadline = time.monotonic() + 60
+    while not (out / ".parts").exists() or len(list((out / ".parts").rglob("*.parquet"))) < 2:
+        assert proc.poll() is None, proc.communicate()[0]
+        assert time.monotonic() < deadline, "no exchange recorded"
+        time.sleep(0.1)
+    time.sleep(1.0)
+    _kill_tree(proc.pid)
+    proc.communicate()
+    assert json.loads((out / "session.json").read_text())["state"] == "recording"
+    left = _leftovers()
+    assert left["netns"] and left["rules"]  # SIGKILL leaves them: nothing ran to remove them
+
+    # a second session starts anyway: the dead session's namespace is removed first
+    out2 = tmp_path / "second"
+    proc2 = _start(out2, server, _client_script(server.ip, requests=1, pause=0))
+    text2, _ = proc2.communicate(timeout=120)
+    assert proc2.returncode == 0, text2
+    assert "removed the leftovers of an earlier session's namespace" in text2
+    assert _leftovers() == {"netns": [], "rules": [], "records": []}
+
+    # `session cleanup` when a killed session left things behind
+    proc3 = _start(tmp_path / "third", server, _client_script(server.ip, requests=1000, pause=0.1))
+    while not (tmp_path / "third" / "capture.pcapng").exists():
+        time.sleep(0.1)
+    time.sleep(1.0)
+    _kill_tree(proc3.pid)
+    proc3.communicate()
+    assert _leftovers()["netns"]
+    r = subprocess.run([*EGRESSAUDIT, "session", "cleanup"], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0 and "eacall-" in r.stdout, r.stdout + r.stderr
+    assert _leftovers() == {"netns": [], "rules": [], "records": []}
+
+    # recover the first one
+    r = subprocess.run([*EGRESSAUDIT, "session", "recover", str(out)], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert "lost:" in r.stderr and "recovered" in r.stdout
+    s = ea.open_session(out)
+    assert s.manifest.state == "recovered" and (s.manifest.call or {})["stopped_by"] == "killed"
+    assert len(s.flows) > 0 and set(s.flows["attributed_by"]) == {"netns"}
+    assert len(s.http) >= 2 and s.http["flow_id"].notna().all()
+    assert not (out / ".parts").exists() or not any((out / ".parts").rglob("*.parquet"))  # compacted
+    r = subprocess.run([*EGRESSAUDIT, "session", "recover", str(out)], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0 and "nothing to recover" in r.stdout
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium)")
+def test_chromium_in_the_namespace(tmp_path: Path, server: Server) -> None:
+    """A real browser as the client, with no proxy setting at all: the namespace's redirect hands its HTTPS to the
+    proxy (transparent), its DNS goes to the test's server namespace, and the page it loaded is in http.parquet."""
+    from egressaudit.http.proxy import ensure_ca, spki_hash
+
+    ca = ensure_ca(None) / "mitmproxy-ca-cert.pem"
+    profile = tmp_path / "profile"
+    chromium = [
+        CHROMIUM or "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--disable-default-apps", "--disable-extensions", "--no-default-browser-check",
+        "--disable-features=OptimizationHints,MediaRouter,Translate", f"--user-data-dir={profile}",
+        f"--host-resolver-rules=MAP meet.example.test {server.ip}", f"--ignore-certificate-errors-spki-list={spki_hash(ca)}",
+        "--dump-dom", "https://meet.example.test/room",
+    ]  # fmt: skip
+    out = tmp_path / "browser"
+    proc = _start(out, server, chromium, "--duration", "60s")
+    text, _ = proc.communicate(timeout=180)
+    assert proc.returncode == 0, text
+    s = ea.open_session(out)
+    h = s.http
+    got = h[(h["host"] == "meet.example.test") & (h["path"] == "/room")]
+    assert len(got) == 1 and got["status"].iloc[0] == 200, h[["host", "path", "status"]]
+    assert (s.manifest.call or {})["stopped_by"] == "client_exited"
+    assert "chromium" in str((s.manifest.call or {}).get("client_version", "")).lower() or (s.manifest.call or {}).get("client_version") is None
+    assert set(s.flows["attributed_by"]) == {"netns"}
+
+
+def test_without_netns_socket_table_and_process(tmp_path: Path) -> None:
+    """No namespace: the proxy is a regular one on loopback, the capture is on ``lo``, and rows are tied to processes
+    from the socket table.  --process curl keeps curl's exchanges and flows and leaves out those of another program
+    using the same proxy at the same time (counted in the manifest)."""
+    from tests.support.sink import Sink
+
+    sink = Sink(tmp_path)
+    port = _free_port()
+    body = tmp_path / "body.json"
+    body.write_text(json.dumps({"event": "meeting_joined", "device_id": "3f2b9c1e-8a4d-4c2e-9b1a-7d6e5f4a3b2c", "pad": "x" * 20000}))
+    # the client: curl, slowed down so that its connection lives long enough for any sampler (0.5 s)
+    client = ["sh", "-c", f"sleep 1.5; curl -sS --max-time 20 --limit-rate 40k -H 'content-type: application/json' -d @{body} "
+              f"https://127.0.0.1:{sink.port}/v1/curl; sleep 1"]  # fmt: skip
+    cmd = [*EGRESSAUDIT, "session", "start", "-i", "lo", "--port", str(port), "--process", "curl", "--proxy-set", "ssl_insecure=true",
+           "--out", str(tmp_path / "s"), "--", *client]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=as_in_a_terminal)
+    try:
+        # another program, through the same proxy, meanwhile
+        deadline = time.monotonic() + 60
+        while not any(c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN for c in psutil.net_connections("tcp")):
+            assert proc.poll() is None, proc.communicate()[0]
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        other = textwrap.dedent(
+            f"""
+            import ssl, time, urllib.request
+            ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+            opener = urllib.request.build_opener(urllib.request.ProxyHandler({{"https": "http://127.0.0.1:{port}"}}),
+                                                 urllib.request.HTTPSHandler(context=ctx))
+            for i in range(2):
+                opener.open(urllib.request.Request("https://127.0.0.1:{sink.port}/v1/other", data=b"x" * 30000), timeout=20).read()
+                time.sleep(0.5)
+            """
+        )
+        r = subprocess.run([sys.executable, "-c", other], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        text, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        sink.close()
+    assert proc.returncode == 0, text
+    assert sorted(r.path for r in sink.received) == ["/v1/curl", "/v1/other", "/v1/other"]
+    s = ea.open_session(tmp_path / "s")
+    call = s.manifest.call or {}
+    assert call["attribution"] == "socket-table" and call["proxy"]["mode"] == "regular"
+    h = s.http
+    assert list(h["path"]) == ["/v1/curl"], h[["path", "process", "attributed_by"]]
+    assert list(h["process"]) == ["curl"] and list(h["attributed_by"]) == ["socket-table"]
+    assert call["excluded_by_process"]["http"] == 2
+    f = s.flows
+    assert len(f) >= 2 and set(f["process"]) == {"curl"} and set(f["attributed_by"]) == {"socket-table"}
+    # the proxy's upstream connection is tied to curl through the exchange it carried, and joined to it
+    assert h["flow_id"].notna().all() and int(h["flow_id"].iloc[0]) in set(f["flow_id"])
+    assert (tmp_path / "s" / "sockets.jsonl").stat().st_mode & 0o077 == 0
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
