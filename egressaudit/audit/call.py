@@ -47,7 +47,7 @@ import pyarrow as pa
 
 from egressaudit.audit.analyze import AnalyzeOptions, analyze, flow_facts
 from egressaudit.audit.files import packet_section, signature_info
-from egressaudit.capture.live import CAPTURE_FILE, LiveStats, capture
+from egressaudit.capture.live import CAPTURE_FILE, LiveStats, capture, capture_files
 from egressaudit.classify.engine import classify
 from egressaudit.classify.party import first_party_vendors
 from egressaudit.errors import InputError, OutputError, UsageError
@@ -92,6 +92,8 @@ class CallOptions:
     idle_timeout: float = 120.0
     local_nets: list[str] = field(default_factory=list)
     client_version: str | None = None
+    rotate_bytes: int | None = None  # a new pcapng file after this many captured bytes ...
+    rotate_seconds: float | None = None  # ... or this long
     proxy_options: list[str] = field(default_factory=list)  # mitmproxy KEY=VALUE options (--proxy-set), e.g. an upstream proxy
 
 
@@ -360,7 +362,8 @@ def _start(r: Running, say: Callable[[str], None], claim: Any) -> None:
         try:
             r.capture_stats = capture(
                 iface, opts.out, None, bpf=opts.bpf, stop=r.stop, on_progress=on_progress, idle_timeout=opts.idle_timeout,
-                inspect_payloads=True, on_flow_done=on_done, on_flows=on_flows,
+                inspect_payloads=True, on_flow_done=on_done, on_flows=on_flows, rotate_bytes=opts.rotate_bytes,
+                rotate_seconds=opts.rotate_seconds,
             )  # fmt: skip
         except BaseException as e:  # (reported by finish)
             r.capture_error = e
@@ -502,6 +505,7 @@ def _capture_section(stats: LiveStats) -> dict[str, Any]:
         "iface": stats.iface, "elapsed_s": round(stats.elapsed, 3), "frames": stats.frames, "kernel_packets": stats.kernel_packets,
         "kernel_drops": stats.kernel_drops, "decode_skips": stats.decode_skips, "stopped_by": stats.stopped_by,
         "rcvbuf": stats.rcvbuf, "mode": stats.mode, "flow_updates_skipped": stats.flow_updates_skipped, "ring_freezes": stats.ring_freezes,
+        "files": [p.name for p in stats.files],
     }  # fmt: skip
 
 
@@ -525,12 +529,12 @@ def finalise(
     """The packet flows analysed, both tables attributed and joined, the audited client settled, the manifest
     finished.  Also what :func:`recover` runs on a killed session's folder."""
     m, _ = manifest.read(out)
-    pcap = out / CAPTURE_FILE
+    pcaps = [p for p in capture_files(out) if p.stat().st_size > 0]
     flows: pa.Table | None = None
     result = None
-    if pcap.exists() and pcap.stat().st_size > 0:
+    if pcaps:
         opts = AnalyzeOptions(local_nets=m.local_nets, client=client, idle_timeout=m.idle_timeout_s or 120.0, session_id=session_id_for(out))
-        result = analyze([pcap], opts, db)
+        result = analyze(pcaps, opts, db)
         flows = result.table
     http = _read(out, "http")
     dropped: dict[str, int] = {}
@@ -721,10 +725,10 @@ def recover(folder: Path, announce: Callable[[str], None] | None = None) -> Mani
         say(f"removed the namespace {name} the killed session left")
     with claimed(folder, add=True) as claim:
         http_note = _recover_http(folder, claim, client)
-        pcap = folder / CAPTURE_FILE
+        pcaps = capture_files(folder)
         lost = []
-        if not pcap.exists() or pcap.stat().st_size == 0:
-            lost.append("no packet reached capture.pcapng")
+        if not pcaps or all(p.stat().st_size == 0 for p in pcaps):
+            lost.append(f"no packet reached {CAPTURE_FILE}")
         else:
             lost.append("the last half second of packets at most (the capture flushes every 0.5 s)")
         if http_note:

@@ -165,6 +165,7 @@ class LiveStats:
     mode: str = ""  # "ring": PACKET_MMAP TPACKET_V3 ring; "recv": one recvmsg() per frame
     flow_updates_skipped: int = 0  # frames written to the file but not fed to the live flow table (the ring was behind)
     ring_freezes: int = 0  # times the kernel found the ring full (tp_freeze_q_cnt; frames then dropped)
+    files: list[Path] = field(default_factory=list)  # the files written, in order (more than one with rotation)
 
     @property
     def frames_per_s(self) -> float:
@@ -437,6 +438,30 @@ _TIMESPEC = struct.Struct("qq")
 _ANCBUF = socket.CMSG_SPACE(_AUXDATA.size) + socket.CMSG_SPACE(_TIMESPEC.size)
 
 
+class _Rotation:
+    """When the capture moves on to a new file (``rotate_bytes`` captured bytes or ``rotate_seconds`` in the current
+    one), and the function that opens it."""
+
+    def __init__(self, open_next: Callable[[], PcapNgWriter], max_bytes: int | None, max_seconds: float | None) -> None:
+        self.open_next, self.max_bytes, self.max_seconds = open_next, max_bytes, max_seconds
+        self.bytes_at = 0
+        self.opened = time.monotonic()
+
+    def due(self, nbytes: int, now: float) -> bool:
+        return bool((self.max_bytes and nbytes - self.bytes_at >= self.max_bytes) or (self.max_seconds and now - self.opened >= self.max_seconds))
+
+    def next(self, nbytes: int, now: float) -> PcapNgWriter:
+        w = self.open_next()
+        self.bytes_at, self.opened = nbytes, now
+        return w
+
+
+def capture_files(folder: Path) -> list[Path]:
+    """A capture's files in order: ``capture.pcapng``, then the files rotation made (``capture-00001.pcapng``, ...)."""
+    first = folder / CAPTURE_FILE
+    return ([first] if first.exists() else []) + sorted(folder.glob("capture-[0-9][0-9][0-9][0-9][0-9].pcapng"))
+
+
 class _Run:
     """State of one capture: the file, the flow table, the counters, the clock."""
 
@@ -457,6 +482,7 @@ class _Run:
         self.kpackets = self.kdrops = self.kfreezes = 0
         self.error = ""  # the socket's error, when the interface went down or away
         self.on_flows: Callable[[FlowTable], None] | None = None
+        self.rotation: _Rotation | None = None
 
     def socket_error(self) -> bool:
         """Whether the socket reports an error (the interface went down or was removed); it is kept in ``error``."""
@@ -482,6 +508,8 @@ class _Run:
         now = time.monotonic()
         if self.stop.is_set() or (self.deadline is not None and now >= self.deadline):
             return True, 0.0
+        if self.rotation is not None and self.rotation.due(self.nbytes, now):
+            self.writer = self.rotation.next(self.nbytes, now)
         if now >= self.next_flush:
             self.next_flush = now + FLUSH_EVERY
             self.writer.flush()
@@ -667,6 +695,8 @@ def capture(
     inspect_payloads: bool = False,
     on_flow_done: Callable[[Flow], None] | None = None,
     on_flows: Callable[[FlowTable], None] | None = None,
+    rotate_bytes: int | None = None,
+    rotate_seconds: float | None = None,
 ) -> LiveStats:
     """Capture on ``iface`` into ``out_dir/capture.pcapng`` until ``duration`` seconds pass, ``stop`` is set, or SIGINT/SIGTERM/SIGHUP.
 
@@ -681,6 +711,12 @@ def capture(
     For a live view: ``inspect_payloads`` reads the flows' payloads as the analysis does (server names, media; it
     costs several times more per packet), ``on_flow_done`` gets each flow that ends, and ``on_flows`` the live flow
     table each time progress is reported (both called from the capturing thread).
+
+    Rotation: with ``rotate_bytes`` or ``rotate_seconds`` the file is closed (flushed and synced) once it holds that
+    many captured bytes or that much time (checked as the kernel hands over each block of the ring: a file ends at the
+    first block past its limit, at most 1 MiB or :data:`RING_TIMEOUT_MS` later), and the capture goes on in ``capture-00001.pcapng``, ``-00002``, ...
+    (:func:`capture_files` lists them in order); the last file gets the statistics block.  Each file is a whole pcapng
+    that tools read on its own, and a closed one is safe whatever happens to the capture after.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / CAPTURE_FILE
@@ -736,6 +772,26 @@ def capture(
     stats.started = started
     run = _Run(src, writer, table, stats, stop, None, on_progress)
     run.on_flows = on_flows
+    stats.files = [path]
+    if rotate_bytes or rotate_seconds:
+
+        def rotate() -> PcapNgWriter:
+            nonlocal fh
+            run.writer.flush()
+            assert fh is not None
+            try:
+                os.fsync(fh.fileno())
+                fh.close()
+                nxt = out_dir / f"capture-{len(stats.files):05d}.pcapng"
+                fh = open(nxt, "wb", buffering=WRITE_BUFFER)  # noqa: SIM115 - closed at the next rotation or in the finally below
+            except OSError as e:
+                raise run.writer._failed(e) from e
+            stats.files.append(nxt)
+            w = PcapNgWriter(fh, src.linktype, iface)
+            w.flush()
+            return w
+
+        run.rotation = _Rotation(rotate, rotate_bytes, rotate_seconds)
     run.deadline = run.t0 + duration if duration is not None else None
     failed: CaptureWriteError | None = None
     try:
@@ -760,6 +816,7 @@ def capture(
             pass
         src.close()
         end = time.monotonic()
+        writer = run.writer  # (the last file, after rotations)
         if failed is None and writer.failed is None:
             try:
                 writer.write_stats(int(started * 1e6), int(time.time() * 1e6), run.kpackets, run.kdrops)
@@ -793,4 +850,7 @@ def capture(
 
 USE_RING = True  # False: one recvmsg() per frame even where the kernel offers a ring (tests cover both paths)
 
-__all__ = ["CAPTURE_FILE", "CaptureSetupError", "CaptureWriteError", "LiveStats", "PcapNgWriter", "capture", "read_kernel_stats", "socket_filter"]
+__all__ = [
+    "CAPTURE_FILE", "CaptureSetupError", "CaptureWriteError", "LiveStats", "PcapNgWriter", "capture", "capture_files", "read_kernel_stats",
+    "socket_filter",
+]  # fmt: skip

@@ -15,14 +15,18 @@ app = typer.Typer()
 
 
 def _recover(folder: Path) -> None:
-    """A folder whose ``capture`` was killed before it analysed: analyse what reached capture.pcapng first."""
-    from egressaudit.audit.live import recover
+    """A folder whose ``capture`` or ``session start`` was killed before it finished: finish it from what reached
+    disk first (``egressaudit session recover`` does the same on its own)."""
+    from egressaudit.audit import call, live
 
     def announce(line: str) -> None:
         err.print(line, highlight=False, soft_wrap=True, markup=False)
 
     with handled(folder):
-        recover(folder, announce)
+        if call.needs_recovery(folder):
+            call.recover(folder, announce)
+        else:
+            live.recover(folder, announce)
 
 
 @app.command()

@@ -52,6 +52,21 @@ def _duration(text: str | None) -> float | None:
     return total
 
 
+def _size(text: str | None) -> int | None:
+    """``500m``, ``2g``, ``100000`` as bytes."""
+    if text is None:
+        return None
+    from mitmproxy.utils.human import parse_size
+
+    try:
+        n = parse_size(text)
+    except ValueError:
+        n = None
+    if not n or n <= 0:
+        raise typer.BadParameter(f"{text!r} is not a size (e.g. 500m, 2g)")
+    return n
+
+
 @app.command(context_settings={"allow_interspersed_args": False})
 def start(
     out: Annotated[Path, typer.Option("--out", "-o", help="Session folder to write (created; refused if it holds a session, see --force).")],
@@ -65,6 +80,10 @@ def start(
     ] = None,
     duration: Annotated[str | None, typer.Option("--duration", help="End by itself after this long (90s, 30m, 1h). Default: Ctrl-C.")] = None,
     bpf: Annotated[str | None, typer.Option("--filter", help="BPF capture filter (tcpdump syntax).")] = None,
+    rotate_size: Annotated[
+        str | None, typer.Option("--rotate-size", help="Start a new pcapng file after this much captured (e.g. 500m, 2g).")
+    ] = None,
+    rotate_time: Annotated[str | None, typer.Option("--rotate-time", help="Start a new pcapng file after this long (e.g. 10m).")] = None,
     netns: Annotated[
         bool,
         typer.Option(
@@ -112,7 +131,8 @@ def start(
         netns=netns, allow_quic=allow_quic, netns_allow=list(netns_allow or ()), dns=list(dns or ()), process=process, port=port,
         keep_values=keep_values, keep_query=keep_query, keep_bodies=keep_bodies, signature_files=files,
         signatures_path=extra_signatures[0] if extra_signatures else None, force=force, local_nets=list(local_net or ()),
-        client_version=client_version, proxy_options=list(proxy_set or ()),
+        client_version=client_version, proxy_options=list(proxy_set or ()), rotate_bytes=_size(rotate_size),
+        rotate_seconds=_duration(rotate_time),
     )  # fmt: skip
     view = _View(out, quiet)
     with handled(out):
