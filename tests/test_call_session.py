@@ -458,3 +458,24 @@ def test_live_view_on_a_terminal_marks_with_keys(tmp_path: Path, server: Server)
     assert proc.returncode == 0, seen[-3000:].decode(errors="replace")
     mk = ea.open_session(out).markers
     assert list(mk["state"]) == ["muted", "camera-off"] and set(mk["source"]) == {"live"}
+
+
+def test_a_session_that_cannot_start_leaves_nothing(tmp_path: Path) -> None:
+    """One line and the documented exit code; no folder, no proxy left running, no namespace or rule."""
+    out = tmp_path / "never"
+    before = {p.pid for p in psutil.process_iter()}
+    r = subprocess.run([*EGRESSAUDIT, "session", "start", "-i", "nosuchif0", "--out", str(out), "--", "true"], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 3, r.stderr
+    assert r.stderr.count("\n") == 1 and "nosuchif0" in r.stderr and "Traceback" not in r.stderr
+    assert not out.exists()
+    time.sleep(0.5)
+    left = [p for p in psutil.process_iter(["cmdline"]) if p.pid not in before and "mitmdump" in " ".join(p.info["cmdline"] or [])]
+    assert not left, left
+
+    r = subprocess.run([*EGRESSAUDIT, "session", "start", "--netns", "--process", "zoom", "--out", str(out)], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 2 and "--process" in r.stderr and not out.exists()
+    r = subprocess.run([*EGRESSAUDIT, "session", "start", "--duration", "soon", "--out", str(out)], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 2 and "duration" in r.stderr
+    r = subprocess.run([*EGRESSAUDIT, "session", "start", "--proxy-set", "egressaudit_dir=/x", "--out", str(out)], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 2 and "--proxy-set" in r.stderr
+    assert _leftovers() == {"netns": [], "rules": [], "records": []}
