@@ -205,7 +205,8 @@ def test_netns_session_end_to_end(tmp_path: Path, server: Server) -> None:
 
     # the summary was printed, files are private, nothing of the namespace is left
     assert "client_exited" in text and "next: egressaudit report" in text
-    assert "s packets=" in text  # the live view off a terminal: one line a second
+    assert "s packets=" in text and " http=" in text  # the live view off a terminal: one line a second
+    assert call["markers"] == {"joining": 1, "muted": 1}
     for p in out.iterdir():
         if p.is_file():
             assert p.stat().st_mode & 0o077 == 0, p
@@ -442,7 +443,11 @@ def test_live_view_on_a_terminal_marks_with_keys(tmp_path: Path, server: Server)
 
     try:
         read_for(60, b"top destinations")
-        assert b"top destinations" in seen and b"egress now" in seen, seen[-2000:]
+        assert b"top destinations" in seen and b"egress now" in seen and b"HTTP exchanges" in seen, seen[-2000:]
+        r = subprocess.run([*EGRESSAUDIT, "session", "mark", "talking", "--session", str(out)], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        read_for(5, b"talking")
+        assert b"talking" in seen  # a marker from another process shows in the view
         os.write(master, b"m")
         read_for(3, b"muted")
         os.write(master, b"C")
@@ -457,7 +462,7 @@ def test_live_view_on_a_terminal_marks_with_keys(tmp_path: Path, server: Server)
         os.close(master)
     assert proc.returncode == 0, seen[-3000:].decode(errors="replace")
     mk = ea.open_session(out).markers
-    assert list(mk["state"]) == ["muted", "camera-off"] and set(mk["source"]) == {"live"}
+    assert list(mk["state"]) == ["talking", "muted", "camera-off"] and list(mk["source"]) == ["cli", "live", "live"]
 
 
 def test_a_session_that_cannot_start_leaves_nothing(tmp_path: Path) -> None:

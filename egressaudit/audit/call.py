@@ -107,7 +107,7 @@ class Live:
     rate_by_category: dict[str, float] = field(default_factory=dict)
     top: list[tuple[str, str, str, int]] = field(default_factory=list)  # (destination, vendor, party, egress bytes)
     exchanges: int = 0
-    markers: list[tuple[str, str]] = field(default_factory=list)  # (HH:MM:SS, state)
+    markers: list[tuple[str, str]] = field(default_factory=list)  # (HH:MM:SS, state), every source
     notes: list[str] = field(default_factory=list)
 
 
@@ -131,6 +131,8 @@ class Running:
     ns: Any = None
     live: Live = field(default_factory=Live)
     salt: bytes = b""
+    part_rows: dict[str, int] = field(default_factory=dict)
+    markers_mtime: int = 0
 
 
 # -- setting up ------------------------------------------------------------------------------------------------------
@@ -401,6 +403,38 @@ def _start(r: Running, say: Callable[[str], None], claim: Any) -> None:
 # -- running ---------------------------------------------------------------------------------------------------------
 
 
+def count_exchanges(r: Running) -> int:
+    """HTTP rows the proxy's recorder has written so far (its part files' row counts, read once per file: a part is
+    written whole, by renaming, and never changed)."""
+    import pyarrow.parquet as pq
+
+    from egressaudit.session.store import part_files
+
+    for f in part_files(r.out, "http"):
+        if f.name not in r.part_rows:
+            try:
+                r.part_rows[f.name] = pq.read_metadata(f).num_rows
+            except (OSError, pa.ArrowException):
+                continue  # (being compacted away: counted from the next one)
+    return sum(r.part_rows.values())
+
+
+def read_markers(r: Running) -> None:
+    """The session's markers for the live view, from any process (``session mark``, keys), read again when the table
+    changed."""
+    path = r.out / "markers.parquet"
+    try:
+        mtime = path.stat().st_mtime_ns
+    except OSError:
+        return
+    if mtime == r.markers_mtime:
+        return
+    t = read_rows(r.out, "markers")
+    if t is not None:
+        r.live.markers = [(f"{ts:%H:%M:%S}", st) for ts, st in zip(t.column("ts").to_pylist(), t.column("state").to_pylist(), strict=True)]
+        r.markers_mtime = mtime
+
+
 def wait(r: Running, tick: Callable[[Running], None] | None = None) -> None:
     """Until a signal, the duration, the client's exit, or the proxy's or the capture's end; ``tick`` each second."""
     signals = [s for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)]
@@ -433,6 +467,8 @@ def wait(r: Running, tick: Callable[[Running], None] | None = None) -> None:
                 break
             if tick is not None and now >= next_tick:
                 next_tick = now + 1.0
+                r.live.exchanges = count_exchanges(r)
+                read_markers(r)
                 tick(r)
             r.stop.wait(0.1)
     finally:
@@ -564,6 +600,8 @@ def finalise(
                 http, dropped["http"] = att.restrict(http, pids)
     if flows is not None and http is not None:
         http = join_http_to_flows(http, flows)
+    mk = read_rows(out, "markers")
+    markers = Counter(mk.column("state").to_pylist()) if mk is not None else Counter()
     for name, t in (("flows", flows), ("http", http)):
         if t is not None:
             attributed[name] = {str(k): int(v) for k, v in Counter(t.column("attributed_by").to_pylist()).items()}
@@ -577,7 +615,7 @@ def finalise(
             packet_section(m, result.session)
         m.state = state  # type: ignore[assignment]
         m.capture = {**(m.capture or {}), **capture}
-        m.call = {**(m.call or {}), **call, "attributed": attributed, "excluded_by_process": dropped or None}
+        m.call = {**(m.call or {}), **call, "attributed": attributed, "excluded_by_process": dropped or None, "markers": markers}
 
     manifest.update(out, finished)
     settle_party(out, db, client)

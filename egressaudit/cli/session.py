@@ -149,7 +149,6 @@ class _View:
         self.out, self.quiet = out, quiet
         self.tty = sys.stdout.isatty() and not quiet
         self.live: Live | None = None
-        self.marked: list[tuple[str, str]] = []
         self.keys: threading.Thread | None = None
         self.stop = threading.Event()
         self.lines: list[str] = []
@@ -192,8 +191,7 @@ class _View:
             if state is None:
                 continue
             try:
-                row = add_marker(self.out, state, source="live")
-                self.marked.append((f"{row['ts']:%H:%M:%S}", state))
+                add_marker(self.out, state, source="live")
             except Exception as e:  # noqa: BLE001 - a marker that cannot be written is said, the session goes on
                 self.say(f"warning: cannot mark {state}: {e}")
 
@@ -206,7 +204,8 @@ class _View:
             if not self.quiet:  # one line a second
                 classes = " ".join(f"{k}={v / 1e3:.1f}kB/s" for k, v in sorted(live.rate_by_class.items()))
                 err.print(
-                    f"{s.elapsed:7.0f}s packets={s.frames:,} drops={s.kernel_drops:,} flows={s.flows_live:,} egress={rate / 1e3:.1f}kB/s {classes}",
+                    f"{s.elapsed:7.0f}s packets={s.frames:,} drops={s.kernel_drops:,} flows={s.flows_live:,} http={live.exchanges:,} "
+                    f"egress={rate / 1e3:.1f}kB/s {classes}",
                     markup=False, highlight=False, soft_wrap=True,
                 )  # fmt: skip
             return
@@ -217,6 +216,7 @@ class _View:
         assert s is not None
         head = Text(
             f"{self.out}  {s.elapsed:.0f}s  packets {s.frames:,}  dropped {s.kernel_drops:,}  live flows {s.flows_live:,}  "
+            f"HTTP exchanges {live.exchanges:,}  "
             f"stop: Ctrl-C  keys: " + " ".join(f"{k}={v}" for k, v in KEYS.items())
         )
         rates = Table(title="egress now (bytes/s)", show_edge=False)
@@ -234,7 +234,7 @@ class _View:
             top.add_column(c, justify="right" if c == "bytes" else "left")
         for dest, vendor, party, n in live.top:
             top.add_row(dest, vendor or "-", party, f"{n:,}")
-        marks = Text("markers: " + (", ".join(f"{t} {st}" for t, st in self.marked[-6:]) or "none yet (press a key)"))
+        marks = Text("markers: " + (", ".join(f"{t} {st}" for t, st in live.markers[-6:]) or "none yet (press a key)"))
         return Group(head, rates, cats, top, marks)
 
 
