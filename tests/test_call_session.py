@@ -484,3 +484,57 @@ def test_a_session_that_cannot_start_leaves_nothing(tmp_path: Path) -> None:
     r = subprocess.run([*EGRESSAUDIT, "session", "start", "--proxy-set", "egressaudit_dir=/x", "--out", str(out)], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 2 and "--proxy-set" in r.stderr
     assert _leftovers() == {"netns": [], "rules": [], "records": []}
+
+
+def test_a_terminal_that_hangs_up(tmp_path: Path, server: Server) -> None:
+    """The terminal goes away (its master closed: every write to it fails) and SIGHUP arrives: the session finishes
+    all the same, printing nowhere."""
+    import pty
+
+    out = tmp_path / "hup"
+    master, slave = pty.openpty()
+    cmd = [*EGRESSAUDIT, "session", "start", "--netns", "--netns-allow", f"{server.ip}/32", "--dns", server.ip, "--proxy-set",
+           "ssl_insecure=true", "--out", str(out), "--", *_client_script(server.ip, requests=1000, pause=0.2)]  # fmt: skip
+    env = {**os.environ, "COLUMNS": "160", "LINES": "50", "TERM": "xterm"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdin=slave, stdout=slave, stderr=slave, env=env, preexec_fn=as_in_a_terminal)
+    os.close(slave)
+    import select as sel
+
+    deadline = time.monotonic() + 60
+    while not (out / ".parts").exists() or not any((out / ".parts").rglob("*.parquet")):
+        assert proc.poll() is None
+        assert time.monotonic() < deadline
+        if sel.select([master], [], [], 0.1)[0]:
+            os.read(master, 65536)
+    os.close(master)
+    proc.send_signal(signal.SIGHUP)
+    assert proc.wait(120) == 0
+    m = ea.open_session(out).manifest
+    assert m.state == "complete" and (m.call or {})["stopped_by"] == "signal:SIGHUP"
+
+
+def test_capture_interface_gone_mid_session(tmp_path: Path) -> None:
+    """The captured interface disappears: the session ends there, is finished with what was recorded, and the command
+    says in one line that it is incomplete (exit 6)."""
+    ns = Netns.create()
+    try:
+        out = tmp_path / "gone"
+        cmd = [*EGRESSAUDIT, "session", "start", "-i", ns.host_if, "--duration", "60s", "--out", str(out)]
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=as_in_a_terminal)
+        deadline = time.monotonic() + 60
+        while not (out / "capture.pcapng").exists():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        time.sleep(1.0)
+        ns.run(sys.executable, "-c", f"import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); [s.sendto(b'x' * 64, ('{ns.host_ip}', 9)) for _ in range(3)]")
+        subprocess.run(["ip", "link", "del", ns.host_if], check=True)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        ns.close()
+    assert proc.returncode == 6, stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("error:") and "capture stopped early" in last and "Traceback" not in stderr, stderr
+    s = ea.open_session(out)
+    assert s.manifest.state == "complete" and (s.manifest.capture or {})["stopped_by"] == "interface_error"
+    assert (s.manifest.call or {})["stopped_by"] == "capture_ended" and len(s.flows) >= 1

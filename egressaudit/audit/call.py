@@ -47,7 +47,7 @@ import pyarrow as pa
 
 from egressaudit.audit.analyze import AnalyzeOptions, analyze, flow_facts
 from egressaudit.audit.files import packet_section, signature_info
-from egressaudit.capture.live import CAPTURE_FILE, LiveStats, capture, capture_files
+from egressaudit.capture.live import CAPTURE_FILE, LiveStats, capture, capture_files, off_the_terminal
 from egressaudit.classify.engine import classify
 from egressaudit.classify.party import first_party_vendors
 from egressaudit.errors import InputError, OutputError, UsageError
@@ -62,6 +62,8 @@ SOCKETS_FILE = "sockets.jsonl"
 PROXY_START_S = 60.0
 CLIENT_GRACE_S = 5.0
 PROXY_STOP_S = 300.0
+LINGER_S = 0.3
+"""Seconds the capture goes on after the proxy exited: the last packets of its connections reach the ring."""
 LIVE_WINDOW_S = 5.0
 
 
@@ -118,7 +120,8 @@ class Running:
     opts: CallOptions
     db: SignatureDB
     out: Path
-    stop: threading.Event = field(default_factory=threading.Event)
+    ending: threading.Event = field(default_factory=threading.Event)  # the session is to end (wait() returns)
+    stop: threading.Event = field(default_factory=threading.Event)  # the capture is to stop (after the client and the proxy)
     stopped_by: str = ""
     proxy: subprocess.Popen[bytes] | None = None
     proxy_code: int | None = None
@@ -372,7 +375,7 @@ def _start(r: Running, say: Callable[[str], None], claim: Any) -> None:
         finally:
             if not r.stop.is_set():
                 r.stopped_by = r.stopped_by or "capture_ended"
-                r.stop.set()
+                r.ending.set()
 
     r.capture_thread = threading.Thread(target=run_capture, name="egressaudit-capture", daemon=True)
     r.capture_thread.start()
@@ -440,9 +443,13 @@ def wait(r: Running, tick: Callable[[Running], None] | None = None) -> None:
     signals = [s for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)]
     previous: dict[int, Any] = {}
 
+    terminal = [fd for fd in (1, 2) if os.isatty(fd)]  # (asked now: a hung-up terminal may no longer say it is one)
+
     def on_signal(signum: int, frame: object) -> None:
         r.stopped_by = r.stopped_by or f"signal:{signal.Signals(signum).name}"
-        r.stop.set()
+        r.ending.set()
+        if signum == signal.SIGHUP:  # the terminal is gone: what the view and the summary would print there goes nowhere
+            off_the_terminal(terminal)
 
     if threading.current_thread() is threading.main_thread():
         for s in signals:
@@ -452,7 +459,7 @@ def wait(r: Running, tick: Callable[[Running], None] | None = None) -> None:
     deadline = time.monotonic() + r.opts.duration if r.opts.duration else None
     try:
         next_tick = time.monotonic()
-        while not r.stop.is_set():
+        while not r.ending.is_set():
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 r.stopped_by = "duration"
@@ -470,9 +477,9 @@ def wait(r: Running, tick: Callable[[Running], None] | None = None) -> None:
                 r.live.exchanges = count_exchanges(r)
                 read_markers(r)
                 tick(r)
-            r.stop.wait(0.1)
+            r.ending.wait(0.1)
     finally:
-        r.stop.set()
+        r.ending.set()
         for sig, h in previous.items():
             signal.signal(sig, h)
 
@@ -510,19 +517,34 @@ def _stop_proxy(r: Running) -> None:
     r.proxy_code = p.returncode
 
 
-def finish(r: Running, say: Callable[[str], None]) -> Manifest:
-    """Stop everything, then write the finished session (see the module's docstring)."""
-    r.stop.set()
+def _stop_all(r: Running, linger: float = LINGER_S) -> None:
+    """The client first, then the proxy, while the capture and the sampler still run (what a client sends as it quits,
+    and the connections' ends, are part of the call); then, after ``linger``, the capture and the namespace."""
+    r.ending.set()
     _stop_client(r)
+    _stop_proxy(r)
+    if r.capture_thread is not None and r.capture_thread.is_alive():
+        time.sleep(linger)
     if r.sampler is not None:
         r.sampler.stop()
-    _stop_proxy(r)
+    r.stop.set()
     if r.capture_thread is not None:
         r.capture_thread.join()
     if r.ns is not None:
         r.ns.close()
         r.ns = None
-    if r.capture_error is not None and not isinstance(r.capture_error, OSError):
+
+
+def finish(r: Running, say: Callable[[str], None]) -> Manifest:
+    """Stop everything, then write the finished session (see the module's docstring)."""
+    from egressaudit.capture.live import CaptureWriteError
+
+    _stop_all(r)
+    if isinstance(r.capture_error, CaptureWriteError):  # a full disk: the session is made of what reached the files
+        r.capture_stats = r.capture_error.stats
+        if r.capture_stats is not None:
+            r.capture_stats.error = r.capture_stats.error or str(r.capture_error.strerror)
+    elif r.capture_error is not None:
         raise r.capture_error
     stats = r.capture_stats
     return finalise(
@@ -541,8 +563,23 @@ def _capture_section(stats: LiveStats) -> dict[str, Any]:
         "iface": stats.iface, "elapsed_s": round(stats.elapsed, 3), "frames": stats.frames, "kernel_packets": stats.kernel_packets,
         "kernel_drops": stats.kernel_drops, "decode_skips": stats.decode_skips, "stopped_by": stats.stopped_by,
         "rcvbuf": stats.rcvbuf, "mode": stats.mode, "flow_updates_skipped": stats.flow_updates_skipped, "ring_freezes": stats.ring_freezes,
-        "files": [p.name for p in stats.files],
+        "files": [p.name for p in stats.files], "error": stats.error or None,
     }  # fmt: skip
+
+
+def problems(m: Manifest) -> list[str]:
+    """What a finished session lacks, one line each (empty: nothing known to be missing): ``session start`` then exits
+    6 after its summary."""
+    said = []
+    call, cap = m.call or {}, m.capture or {}
+    if call.get("proxy_exit") not in (0, None):
+        said.append(f"the proxy's recording is incomplete (mitmdump exit {call['proxy_exit']}; session.json http.recording says what was lost)")
+    if cap.get("stopped_by") in ("write_error", "interface_error", "error"):
+        why = cap.get("error") or "see session.json capture"
+        said.append(f"the capture stopped early ({cap.get('stopped_by')}: {why}); later packets were not recorded")
+    if call.get("stopped_by") == "proxy_exited":
+        said.append("the proxy ended before the session did: later exchanges were not recorded")
+    return said
 
 
 def finalise(
@@ -715,16 +752,7 @@ def record_call(
 
 def _abandon(r: Running) -> None:
     """A failure after start: stop every part; the folder keeps what it recorded, ``recording`` (recover finishes it)."""
-    r.stop.set()
-    _stop_client(r)
-    if r.sampler is not None:
-        r.sampler.stop()
-    _stop_proxy(r)
-    if r.capture_thread is not None:
-        r.capture_thread.join(10)
-    if r.ns is not None:
-        r.ns.close()
-        r.ns = None
+    _stop_all(r, linger=0)
 
 
 # -- recovery --------------------------------------------------------------------------------------------------------

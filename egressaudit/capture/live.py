@@ -668,7 +668,7 @@ class _Run:
                     pass
 
 
-def _off_the_terminal(fds: list[int]) -> None:
+def off_the_terminal(fds: list[int]) -> None:
     """The terminal hung up: what the capture and the analysis after it would print there goes to /dev/null, since
     every write to it now fails (EIO) and would end the run before the session is written."""
     try:
@@ -745,7 +745,7 @@ def capture(
         signalled.append(signum)
         stop.set()
         if signum == signal.SIGHUP:
-            _off_the_terminal(terminal)
+            off_the_terminal(terminal)
 
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: a closed terminal
@@ -851,6 +851,6 @@ def capture(
 USE_RING = True  # False: one recvmsg() per frame even where the kernel offers a ring (tests cover both paths)
 
 __all__ = [
-    "CAPTURE_FILE", "CaptureSetupError", "CaptureWriteError", "LiveStats", "PcapNgWriter", "capture", "capture_files", "read_kernel_stats",
-    "socket_filter",
+    "CAPTURE_FILE", "CaptureSetupError", "CaptureWriteError", "LiveStats", "PcapNgWriter", "capture", "capture_files", "off_the_terminal",
+    "read_kernel_stats", "socket_filter",
 ]  # fmt: skip

@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from egressaudit.cli.common import Client, Force, Label, LocalNet, Quiet, Signatures, console, err, fail, handled, say, signature_files, warn
-from egressaudit.errors import EXIT_USAGE
+from egressaudit.errors import EXIT_INCOMPLETE, EXIT_USAGE
 from egressaudit.taxonomy import CallState
 
 if TYPE_CHECKING:
@@ -140,6 +140,11 @@ def start(
             m = record_call(opts, say=view.say, tick=view.tick)
     if not quiet:
         _print_summary(m, out)
+    from egressaudit.audit.call import problems
+
+    lacking = problems(m)
+    if lacking:
+        raise fail(f"{out}: recording incomplete: " + "; ".join(lacking), EXIT_INCOMPLETE)
 
 
 class _View:
@@ -183,10 +188,19 @@ class _View:
 
         fd = sys.stdin.fileno()
         while not self.stop.is_set():
-            ready, _, _ = select.select([fd], [], [], 0.2)
+            try:
+                ready, _, _ = select.select([fd], [], [], 0.2)
+            except (OSError, ValueError):
+                return
             if not ready:
                 continue
-            ch = os.read(fd, 1).decode("ascii", "replace")
+            try:
+                got = os.read(fd, 1)
+            except OSError:  # the terminal hung up
+                return
+            if not got:
+                return
+            ch = got.decode("ascii", "replace")
             state = KEYS.get(ch)
             if state is None:
                 continue
@@ -254,7 +268,7 @@ def _cbreak(stream: Any) -> Iterator[bool]:
         tty.setcbreak(fd)
         yield True
     finally:
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, termios.error):  # (a terminal that hung up: nothing to restore)
             termios.tcsetattr(fd, termios.TCSADRAIN, old)
 
 
