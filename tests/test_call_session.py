@@ -246,6 +246,10 @@ def test_signals_and_duration_finish_the_session(tmp_path: Path, server: Server,
         assert (m.call or {})["stopped_by"] == "duration" and 2.5 < (m.capture or {})["elapsed_s"] < 20
 
 
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*EGRESSAUDIT, *args], capture_output=True, text=True, cwd=ROOT, timeout=120)
+
+
 def _kill_tree(pid: int) -> None:
     """SIGKILL a process and every descendant at once (a power cut, the OOM killer taking everything)."""
     procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
@@ -469,7 +473,7 @@ def test_a_session_that_cannot_start_leaves_nothing(tmp_path: Path) -> None:
     """One line and the documented exit code; no folder, no proxy left running, no namespace or rule."""
     out = tmp_path / "never"
     before = {p.pid for p in psutil.process_iter()}
-    r = subprocess.run([*EGRESSAUDIT, "session", "start", "-i", "nosuchif0", "--out", str(out), "--", "true"], capture_output=True, text=True, cwd=ROOT)
+    r = _run("session", "start", "-i", "nosuchif0", "--out", str(out), "--", "true")
     assert r.returncode == 3, r.stderr
     assert r.stderr.count("\n") == 1 and "nosuchif0" in r.stderr and "Traceback" not in r.stderr
     assert not out.exists()
@@ -477,11 +481,11 @@ def test_a_session_that_cannot_start_leaves_nothing(tmp_path: Path) -> None:
     left = [p for p in psutil.process_iter(["cmdline"]) if p.pid not in before and "mitmdump" in " ".join(p.info["cmdline"] or [])]
     assert not left, left
 
-    r = subprocess.run([*EGRESSAUDIT, "session", "start", "--netns", "--process", "zoom", "--out", str(out)], capture_output=True, text=True, cwd=ROOT)
+    r = _run("session", "start", "--netns", "--process", "zoom", "--out", str(out))
     assert r.returncode == 2 and "--process" in r.stderr and not out.exists()
-    r = subprocess.run([*EGRESSAUDIT, "session", "start", "--duration", "soon", "--out", str(out)], capture_output=True, text=True, cwd=ROOT)
+    r = _run("session", "start", "--duration", "soon", "--out", str(out))
     assert r.returncode == 2 and "duration" in r.stderr
-    r = subprocess.run([*EGRESSAUDIT, "session", "start", "--proxy-set", "egressaudit_dir=/x", "--out", str(out)], capture_output=True, text=True, cwd=ROOT)
+    r = _run("session", "start", "--proxy-set", "egressaudit_dir=/x", "--out", str(out))
     assert r.returncode == 2 and "--proxy-set" in r.stderr
     assert _leftovers() == {"netns": [], "rules": [], "records": []}
 
@@ -527,7 +531,8 @@ def test_capture_interface_gone_mid_session(tmp_path: Path) -> None:
             assert time.monotonic() < deadline
             time.sleep(0.1)
         time.sleep(1.0)
-        ns.run(sys.executable, "-c", f"import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); [s.sendto(b'x' * 64, ('{ns.host_ip}', 9)) for _ in range(3)]")
+        send = f"import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); [s.sendto(b'x' * 64, ('{ns.host_ip}', 9)) for _ in range(3)]"
+        ns.run(sys.executable, "-c", send)
         subprocess.run(["ip", "link", "del", ns.host_if], check=True)
         stdout, stderr = proc.communicate(timeout=120)
     finally:
