@@ -65,6 +65,11 @@ def exchange(**kw: Any) -> dict[str, Any]:
         "rule": "none",
         "evidence": "",
         "error": None,
+        "flow_id": None,
+        "pid": None,
+        "process": None,
+        "cmdline_hash": None,
+        "attributed_by": "none",
     }
     assert set(defaults) == {c.name for c in HTTP}
     unknown = set(kw) - set(defaults)
