@@ -15,7 +15,10 @@ backend, whichever the host uses):
 * ``filter FORWARD``: QUIC (UDP 443) from the namespace is rejected unless allowed, so browsers fall back to TCP and
   are seen by the proxy; the rest is forwarded (and only what ``allow`` lists, when given);
 * ``nat POSTROUTING``: what is forwarded leaves masqueraded behind the host's address;
-* ``net.ipv4.ip_forward`` is switched on while a namespace needs it (and back to what it was after the last one);
+* ``net.ipv4.ip_forward`` is switched on while a namespace needs it and back to what it was after the last one (the
+  value before the first is kept once for the host, in ``/run/egressaudit/netns/ip_forward.orig``);
+* ``filter INPUT``: from the namespace the host accepts the proxy's port and replies, nothing else (a resolver or
+  another service listening on the host is not reachable from the client);
 * ``/etc/netns/NAME/resolv.conf`` gives programs run with ``ip netns exec`` the resolvers to use (the host's, or
   ``dns``); a host whose resolver listens on loopback (systemd-resolved's 127.0.0.53) cannot serve the namespace:
   its upstream servers are used then.
@@ -29,6 +32,7 @@ and iptables; :func:`unavailable` says why not.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import random
@@ -37,7 +41,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +52,9 @@ STATE_DIR = Path("/run/egressaudit/netns")
 """Where each namespace's record lives while it exists (tmpfs: a reboot clears both)."""
 PREFIX = "eacall"
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
+FORWARD_ORIG = STATE_DIR / "ip_forward.orig"
+"""ip_forward as it was before the first namespace switched it on; restored by the last one to go."""
+STATE_LOCK = STATE_DIR / ".lock"
 REDIRECTED_PORTS = (80, 443)
 
 
@@ -107,7 +114,7 @@ class Record:
     host_ip: str
     ns_ip: str
     rules: list[list[str]] = field(default_factory=list)  # iptables arguments after -A/-I, each with its table and chain
-    forward_was: str | None = None  # ip_forward before this namespace switched it on (None: it did not)
+    forwarding: bool = False  # this namespace needs ip_forward on
     resolv: str | None = None
 
     def save(self) -> None:
@@ -120,9 +127,48 @@ class Record:
     @classmethod
     def load(cls, path: Path) -> Record | None:
         try:
-            return cls(**json.loads(path.read_text(encoding="utf-8")))
+            data = json.loads(path.read_text(encoding="utf-8"))
+            data.pop("forward_was", None)  # (written by the first version of this module)
+            return cls(**data)
         except (OSError, ValueError, TypeError):
             return None
+
+
+@contextlib.contextmanager
+def _state_locked() -> Iterator[None]:
+    """One process at a time changes the host's forwarding switch and its record."""
+    STATE_DIR.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(STATE_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _forwarding_on() -> None:
+    """ip_forward on, its value before kept once for the host (a second namespace finds it on and the record there)."""
+    with _state_locked():
+        now = IP_FORWARD.read_text().strip()
+        if now != "1":
+            if not FORWARD_ORIG.exists():
+                FORWARD_ORIG.write_text(now + "\n")
+            IP_FORWARD.write_text("1\n")
+
+
+def _forwarding_off(leaving: str) -> None:
+    """ip_forward back to what it was before the first namespace, when no other live one needs it."""
+    with _state_locked():
+        if _others_need_forwarding(leaving):
+            return
+        try:
+            before = FORWARD_ORIG.read_text().strip()
+        except OSError:
+            return  # (it was on before any namespace: it stays on)
+        with contextlib.suppress(OSError):
+            IP_FORWARD.write_text(before + "\n")
+        with contextlib.suppress(OSError):
+            FORWARD_ORIG.unlink()
 
 
 class Namespace:
@@ -192,10 +238,16 @@ class Namespace:
         _run(["ip", "-n", self.name, "route", "add", "default", "via", self.host_ip])
         tag = ["-m", "comment", "--comment", f"egressaudit:{self.name}"]
         rules: list[list[str]] = []
+        # INPUT rules are inserted at the top too: from the namespace only the proxy's port and replies reach the host
+        rules.append(["filter", "INPUT", "-i", self.host_if, "-j", "REJECT", *tag])
+        rules.append(["filter", "INPUT", "-i", self.host_if, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT", *tag])
         if proxy_port is not None:
             ports = ",".join(str(p) for p in REDIRECTED_PORTS)
-            rules.append(["nat", "PREROUTING", "-i", self.host_if, "-p", "tcp", "-m", "multiport", "--dports", ports,
-                          "-j", "REDIRECT", "--to-ports", str(proxy_port), *tag])  # fmt: skip
+            dests: list[str | None] = list(allow) or [None]
+            for dest in dests:  # (with an allow-list only those destinations reach the proxy: the rest is rejected)
+                to = ["-d", dest] if dest else []
+                rules.append(["nat", "PREROUTING", "-i", self.host_if, *to, "-p", "tcp", "-m", "multiport", "--dports", ports,
+                              "-j", "REDIRECT", "--to-ports", str(proxy_port), *tag])  # fmt: skip
             rules.append(["filter", "INPUT", "-i", self.host_if, "-p", "tcp", "--dport", str(proxy_port), "-j", "ACCEPT", *tag])
         # FORWARD rules are inserted at the top, so the last one here is checked first
         rules.append(["filter", "FORWARD", "-o", self.host_if, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT", *tag])
@@ -209,14 +261,12 @@ class Namespace:
         rules.append(["nat", "POSTROUTING", "-s", self.subnet, "!", "-o", self.host_if, "-j", "MASQUERADE", *tag])
         self.record.rules = rules
         self.record.resolv = str(self._resolv_path())
-        if IP_FORWARD.read_text().strip() != "1":
-            self.record.forward_was = IP_FORWARD.read_text().strip()
+        self.record.forwarding = True
         self.record.save()  # (written before any is made)
         for table, chain, *spec in rules:
             op = "-I" if chain in ("FORWARD", "INPUT") else "-A"
             _run(["iptables", "-w", "5", "-t", table, op, chain, *spec], f"iptables -t {table} {op} {chain}")
-        if self.record.forward_was is not None:
-            IP_FORWARD.write_text("1\n")
+        _forwarding_on()
         self._write_resolv(dns)
 
     def _resolv_path(self) -> Path:
@@ -225,8 +275,12 @@ class Namespace:
     def _write_resolv(self, dns: Sequence[str]) -> None:
         servers = list(dns) or host_resolvers()
         path = self._resolv_path()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # readable by everyone, whatever the umask: `ip netns exec` mounts it over /etc/resolv.conf for every user's client
+        for d in (path.parent.parent, path.parent):
+            d.mkdir(exist_ok=True)
+            os.chmod(d, 0o755)
         path.write_text("".join(f"nameserver {s}\n" for s in servers) or "# no resolver reachable from the namespace\n", encoding="utf-8")
+        os.chmod(path, 0o644)
 
     # -- running programs inside ---------------------------------------------------------------------------------------
 
@@ -290,9 +344,6 @@ def _undo(rec: Record) -> None:
         for _ in range(8):  # (a rule added twice by a retried start is removed twice)
             if not _quiet(["iptables", "-w", "5", "-t", table, "-D", chain, *spec]):
                 break
-    if rec.forward_was is not None and not _others_need_forwarding(rec.name):
-        with contextlib.suppress(OSError):
-            IP_FORWARD.write_text(f"{rec.forward_was}\n")
     _quiet(["ip", "netns", "del", rec.name])
     _quiet(["ip", "link", "del", rec.host_if])  # (deleting the namespace deletes the pair: this is for a half-made one)
     if rec.resolv:
@@ -302,12 +353,15 @@ def _undo(rec: Record) -> None:
             Path(rec.resolv).parent.rmdir()
     with contextlib.suppress(OSError):
         (STATE_DIR / f"{rec.name}.json").unlink()
+    if rec.forwarding:
+        with contextlib.suppress(OSError):
+            _forwarding_off(rec.name)
 
 
 def _others_need_forwarding(name: str) -> bool:
     for path in STATE_DIR.glob("*.json"):
         rec = Record.load(path)
-        if rec is not None and rec.name != name and rec.rules and _alive(rec.owner):
+        if rec is not None and rec.name != name and rec.forwarding and _alive(rec.owner):
             return True
     return False
 

@@ -41,8 +41,13 @@ class Server:
     def __init__(self, tmp: Path) -> None:
         self.ns = Netns.create()
         self.ip = self.ns.ns_ip
+        # a second address there, outside the sessions' --netns-allow (the sink answers on it too)
+        third = self.ip.split(".")[2]
+        self.other_ip = f"10.97.{third}.1"
+        self.ns.run("ip", "addr", "add", f"{self.other_ip}/32", "dev", "lo")
+        subprocess.run(["ip", "route", "add", f"{self.other_ip}/32", "via", self.ip], check=True)
         self.sink = self.ns.popen(
-            [sys.executable, "-m", "tests.support.sink", str(tmp), self.ip, "443"], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+            [sys.executable, "-m", "tests.support.sink", str(tmp), "0.0.0.0", "443"], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE
         )
         assert self.sink.stdout is not None
         assert self.sink.stdout.readline().strip() == b"443"
@@ -79,6 +84,7 @@ class Server:
         return http, udp
 
     def close(self) -> None:
+        subprocess.run(["ip", "route", "del", f"{self.other_ip}/32"], capture_output=True)
         for p in (self.sink, self.udp):
             if p.poll() is None:
                 p.kill()
@@ -98,15 +104,27 @@ def server(tmp_path: Path) -> Iterator[Server]:
         s.close()
 
 
-def _leftovers() -> dict[str, Any]:
-    """What a session's namespace leaves on the host, if anything."""
+NONE_LEFT = {"netns": [], "rules": [], "records": [], "resolv": []}
+
+
+def _ns_of(out: Path) -> str:
+    """The namespace a session (finished or killed) was given, from its manifest."""
+    name = json.loads((out / "session.json").read_text())["call"]["netns"]
+    assert isinstance(name, str) and name.startswith("eacall-")
+    return name
+
+
+def _leftovers(*names: str) -> dict[str, Any]:
+    """What these sessions' namespaces leave on the host, if anything (other sessions may run meanwhile: only these)."""
     ns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     rules = subprocess.run(["iptables", "-S"], capture_output=True, text=True).stdout
     rules += subprocess.run(["iptables", "-t", "nat", "-S"], capture_output=True, text=True).stdout
+    state = Path("/run/egressaudit/netns")
     return {
-        "netns": [ln.split()[0] for ln in ns.splitlines() if ln.startswith("eacall-")],
-        "rules": [ln for ln in rules.splitlines() if "egressaudit:eacall-" in ln],
-        "records": sorted(p.name for p in Path("/run/egressaudit/netns").glob("eacall-*.json")) if Path("/run/egressaudit/netns").is_dir() else [],
+        "netns": [ln.split()[0] for ln in ns.splitlines() if ln.split() and ln.split()[0] in names],
+        "rules": [ln for ln in rules.splitlines() if any(f"egressaudit:{n}" in ln for n in names)],
+        "records": [n for n in names if (state / f"{n}.json").exists()],
+        "resolv": [n for n in names if Path("/etc/netns", n).exists()],
     }
 
 
@@ -210,8 +228,9 @@ def test_netns_session_end_to_end(tmp_path: Path, server: Server) -> None:
     for p in out.iterdir():
         if p.is_file():
             assert p.stat().st_mode & 0o077 == 0, p
-    assert _leftovers() == {"netns": [], "rules": [], "records": []}
-    assert Path("/proc/sys/net/ipv4/ip_forward").read_text() == before
+    assert _leftovers(call["netns"]) == NONE_LEFT
+    if not list(Path("/run/egressaudit/netns").glob("eacall-*.json")):  # (no other session runs: forwarding is as it was)
+        assert Path("/proc/sys/net/ipv4/ip_forward").read_text() == before
 
     r = subprocess.run([*EGRESSAUDIT, "report", str(out)], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr
@@ -235,7 +254,7 @@ def test_signals_and_duration_finish_the_session(tmp_path: Path, server: Server,
     s = ea.open_session(out)
     assert s.manifest.state == "complete" and (s.manifest.call or {})["stopped_by"] == f"signal:{sig.name}"
     assert len(s.http) >= 1 and len(s.flows) >= 1
-    assert _leftovers() == {"netns": [], "rules": [], "records": []}
+    assert _leftovers(_ns_of(out)) == NONE_LEFT
 
     if sig == signal.SIGINT:
         out2 = tmp_path / "timed"
@@ -276,16 +295,16 @@ def test_sigkill_then_cleanup_then_recover(tmp_path: Path, server: Server) -> No
     _kill_tree(proc.pid)
     proc.communicate()
     assert json.loads((out / "session.json").read_text())["state"] == "recording"
-    left = _leftovers()
-    assert left["netns"] and left["rules"]  # SIGKILL leaves them: nothing ran to remove them
+    left = _leftovers(_ns_of(out))
+    assert left["netns"] and left["rules"] and left["records"]  # SIGKILL leaves them: nothing ran to remove them
 
     # a second session starts anyway: the dead session's namespace is removed first
     out2 = tmp_path / "second"
     proc2 = _start(out2, server, _client_script(server.ip, requests=1, pause=0))
     text2, _ = proc2.communicate(timeout=120)
     assert proc2.returncode == 0, text2
-    assert "removed the leftovers of an earlier session's namespace" in text2
-    assert _leftovers() == {"netns": [], "rules": [], "records": []}
+    assert f"removed the leftovers of an earlier session's namespace {_ns_of(out)}" in text2
+    assert _leftovers(_ns_of(out), _ns_of(out2)) == NONE_LEFT
 
     # `session cleanup` when a killed session left things behind
     proc3 = _start(tmp_path / "third", server, _client_script(server.ip, requests=1000, pause=0.1))
@@ -294,10 +313,11 @@ def test_sigkill_then_cleanup_then_recover(tmp_path: Path, server: Server) -> No
     time.sleep(1.0)
     _kill_tree(proc3.pid)
     proc3.communicate()
-    assert _leftovers()["netns"]
+    third = _ns_of(tmp_path / "third")
+    assert _leftovers(third)["netns"] == [third]
     r = subprocess.run([*EGRESSAUDIT, "session", "cleanup"], capture_output=True, text=True, cwd=ROOT)
-    assert r.returncode == 0 and "eacall-" in r.stdout, r.stdout + r.stderr
-    assert _leftovers() == {"netns": [], "rules": [], "records": []}
+    assert r.returncode == 0 and third in r.stdout, r.stdout + r.stderr
+    assert _leftovers(third) == NONE_LEFT
 
     # recover the first one
     r = subprocess.run([*EGRESSAUDIT, "session", "recover", str(out)], capture_output=True, text=True, cwd=ROOT)
@@ -348,7 +368,7 @@ def test_chromium_in_the_namespace(tmp_path: Path, server: Server) -> None:
     got = h[(h["host"] == "meet.example.test") & (h["path"] == "/room")]
     assert len(got) == 1 and got["status"].iloc[0] == 200, h[["host", "path", "status"]]
     assert (s.manifest.call or {})["stopped_by"] == "client_exited"
-    assert "chromium" in str((s.manifest.call or {}).get("client_version", "")).lower() or (s.manifest.call or {}).get("client_version") is None
+    assert "chromium" in str((s.manifest.call or {})["client_version"]).lower()
     assert set(s.flows["attributed_by"]) == {"netns"}
 
 
@@ -487,7 +507,23 @@ def test_a_session_that_cannot_start_leaves_nothing(tmp_path: Path) -> None:
     assert r.returncode == 2 and "duration" in r.stderr
     r = _run("session", "start", "--proxy-set", "egressaudit_dir=/x", "--out", str(out))
     assert r.returncode == 2 and "--proxy-set" in r.stderr
-    assert _leftovers() == {"netns": [], "rules": [], "records": []}
+    r = _run("session", "start", "--netns", "--dns", "resolver.example", "--out", str(out))
+    assert r.returncode == 2 and "not an IP address" in r.stderr
+    r = _run("session", "start", "--netns", "--netns-allow", "meet.example.org", "--out", str(out))
+    assert r.returncode == 2 and "not a network" in r.stderr
+
+    # with --netns: a filter that cannot be compiled, after the namespace and the proxy are up
+    proc = subprocess.Popen([*EGRESSAUDIT, "session", "start", "--netns", "--filter", "not a filter (", "--out", str(out), "--", "true"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 3 and stderr.strip().splitlines()[-1].startswith("error:") and "Traceback" not in stderr, stderr
+    assert not out.exists()
+    prefix = f"eacall-{proc.pid}-"  # (the namespace's name starts with its owner's pid)
+    assert not [n for n in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split() if n.startswith(prefix)]
+    rules = subprocess.run(["iptables", "-S"], capture_output=True, text=True).stdout
+    rules += subprocess.run(["iptables", "-t", "nat", "-S"], capture_output=True, text=True).stdout
+    assert f"egressaudit:{prefix}" not in rules
+    assert not list(Path("/run/egressaudit/netns").glob(f"{prefix}*"))
 
 
 def test_a_terminal_that_hangs_up(tmp_path: Path, server: Server) -> None:
@@ -543,3 +579,112 @@ def test_capture_interface_gone_mid_session(tmp_path: Path) -> None:
     s = ea.open_session(out)
     assert s.manifest.state == "complete" and (s.manifest.capture or {})["stopped_by"] == "interface_error"
     assert (s.manifest.call or {})["stopped_by"] == "capture_ended" and len(s.flows) >= 1
+
+
+def test_allow_list_holds_for_https_too(tmp_path: Path, server: Server) -> None:
+    """--netns-allow: HTTPS to an address outside the list is neither forwarded nor handed to the proxy (which would
+    connect to it from the host); the host's own services are not reachable from the namespace either."""
+    out = tmp_path / "allow"
+    code = textwrap.dedent(
+        f"""
+        import socket, ssl, urllib.request
+        ctx = ssl.create_default_context(); ctx.check_hostname = False
+        results = []
+        for url in ("https://{server.ip}/v1/allowed", "https://{server.other_ip}/v1/forbidden"):
+            try:
+                urllib.request.urlopen(urllib.request.Request(url, data=b"x"), context=ctx, timeout=5).read()
+                results.append("ok")
+            except Exception as e:
+                results.append(type(e).__name__)
+        gw = next(int(c[2], 16) for c in (ln.split() for ln in open("/proc/net/route").read().splitlines()[1:]) if c[1] == "00000000")
+        host_ip = socket.inet_ntoa(gw.to_bytes(4, "little"))  # the host's end of the pair, the namespace's gateway
+        s = socket.socket()
+        s.settimeout(3)
+        try:
+            s.connect((host_ip, HOST_PORT)); results.append("host reachable")
+        except OSError as e:
+            results.append("host refused")
+        print(results, flush=True)
+        assert results[0] == "ok" and results[1] != "ok" and results[2] == "host refused", results
+        """
+    )
+    import socket
+
+    listener = socket.socket()  # a service of the host's, on every address: the namespace must not reach it
+    listener.bind(("0.0.0.0", 0))
+    listener.listen(4)
+    try:
+        proc = _start(out, server, [sys.executable, "-c", code.replace("HOST_PORT", str(listener.getsockname()[1]))])
+        text, _ = proc.communicate(timeout=120)
+    finally:
+        listener.close()
+    assert proc.returncode == 0, text
+    http_received, _ = server.received()
+    assert [r["path"] for r in http_received] == ["/v1/allowed"]
+    s = ea.open_session(out)
+    assert list(s.http["path"]) == ["/v1/allowed"]
+    assert "'ok'" in text and (s.manifest.call or {})["client_exit"] == 0
+
+
+def test_a_second_signal_while_finishing_and_goodbye_traffic(tmp_path: Path, server: Server) -> None:
+    """The client's goodbye (an HTTPS request it sends when told to quit) is recorded, packets and exchange; a second
+    Ctrl-C while the session finishes is said and otherwise ignored: the session still completes, nothing is left."""
+    out = tmp_path / "bye"
+    code = textwrap.dedent(
+        f"""
+        import signal, ssl, sys, time, urllib.request
+        ctx = ssl.create_default_context(); ctx.check_hostname = False
+        def post(path):
+            urllib.request.urlopen(urllib.request.Request("https://{server.ip}" + path, data=b'{{"bye": 1}}'), context=ctx, timeout=10).read()
+        def bye(signum, frame):
+            time.sleep(0.5)  # (a client takes its time to say goodbye)
+            post("/v1/goodbye")
+            sys.exit(0)
+        signal.signal(signal.SIGTERM, bye)
+        post("/v1/hello")
+        while True:
+            time.sleep(0.1)
+        """
+    )
+    proc = _start(out, server, [sys.executable, "-c", code])
+    deadline = time.monotonic() + 60
+    while not (out / ".parts").exists() or not any((out / ".parts").rglob("*.parquet")):
+        assert proc.poll() is None, proc.communicate()[0]
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)  # while the client says goodbye
+    text, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, text
+    assert "finishing the session; please wait" in text
+    s = ea.open_session(out)
+    assert s.manifest.state == "complete" and (s.manifest.call or {})["stopped_by"] == "signal:SIGINT"
+    h = s.http.set_index("path")
+    assert set(h.index) == {"/v1/hello", "/v1/goodbye"}
+    assert h["flow_id"].notna().all()  # the goodbye's packets were captured too
+    assert _leftovers(_ns_of(out)) == NONE_LEFT
+
+
+def test_stdin_not_a_terminal(tmp_path: Path, server: Server) -> None:
+    """Output on a terminal, input from elsewhere (a script, </dev/null): the live view runs, without keys."""
+    import pty
+    import select as sel
+
+    out = tmp_path / "nokeys"
+    master, slave = pty.openpty()
+    cmd = [*EGRESSAUDIT, "session", "start", "--netns", "--netns-allow", f"{server.ip}/32", "--dns", server.ip, "--proxy-set",
+           "ssl_insecure=true", "--out", str(out), "--", *_client_script(server.ip, requests=2, pause=1.0)]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, preexec_fn=as_in_a_terminal,
+                            env={**os.environ, "COLUMNS": "160", "TERM": "xterm"})  # fmt: skip
+    os.close(slave)
+    seen = b""
+    while proc.poll() is None:
+        if sel.select([master], [], [], 0.2)[0]:
+            try:
+                seen += os.read(master, 65536)
+            except OSError:
+                break
+    os.close(master)
+    assert proc.wait(60) == 0, seen[-3000:]
+    assert b"Traceback" not in seen and b"top destinations" in seen

@@ -47,7 +47,8 @@ import pyarrow as pa
 
 from egressaudit.audit.analyze import AnalyzeOptions, analyze, flow_facts
 from egressaudit.audit.files import packet_section, signature_info
-from egressaudit.capture.live import CAPTURE_FILE, LiveStats, capture, capture_files, off_the_terminal
+from egressaudit.audit.live import capture_section
+from egressaudit.capture.live import CAPTURE_FILE, CaptureSetupError, LiveStats, capture, capture_files, off_the_terminal
 from egressaudit.classify.engine import classify
 from egressaudit.classify.party import first_party_vendors
 from egressaudit.errors import InputError, OutputError, UsageError
@@ -110,7 +111,49 @@ class Live:
     top: list[tuple[str, str, str, int]] = field(default_factory=list)  # (destination, vendor, party, egress bytes)
     exchanges: int = 0
     markers: list[tuple[str, str]] = field(default_factory=list)  # (HH:MM:SS, state), every source
-    notes: list[str] = field(default_factory=list)
+
+
+class Signals:
+    """SIGINT, SIGTERM and SIGHUP from before the session starts until it is finished: the first ends the session
+    (``ending``); later ones are said and otherwise ignored, so that a second Ctrl-C cannot leave a namespace, its
+    rules or a half-written folder behind (SIGKILL still can: ``session recover`` and ``session cleanup`` are for that).
+    Signals ignored when the command started (``nohup``) stay ignored."""
+
+    def __init__(self, say: Callable[[str], None]) -> None:
+        self.say = say
+        self.ending = threading.Event()
+        self.stopped_by = ""
+        self.previous: dict[int, Any] = {}
+        self.terminal = [fd for fd in (1, 2) if os.isatty(fd)]  # (asked now: a hung-up terminal may no longer say it is one)
+        self.said = False
+
+    def __enter__(self) -> Signals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                handler = signal.getsignal(sig)
+                if handler is not signal.SIG_IGN and handler is not None:
+                    self.previous[sig] = signal.signal(sig, self._on_signal)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        if signum == signal.SIGHUP:  # the terminal is gone: what the view and the summary would print there goes nowhere
+            off_the_terminal(self.terminal)
+        if not self.ending.is_set():
+            self.stopped_by = f"signal:{signal.Signals(signum).name}"
+            self.ending.set()
+        elif not self.said:
+            self.said = True
+            with contextlib.suppress(OSError):
+                self.say("finishing the session; please wait (killed now, it is left for `egressaudit session recover`)")
+
+    def check(self) -> None:
+        """During start: a signal there ends the command before anything is recorded."""
+        if self.ending.is_set():
+            raise KeyboardInterrupt
 
 
 @dataclass
@@ -120,7 +163,7 @@ class Running:
     opts: CallOptions
     db: SignatureDB
     out: Path
-    ending: threading.Event = field(default_factory=threading.Event)  # the session is to end (wait() returns)
+    signals: Signals
     stop: threading.Event = field(default_factory=threading.Event)  # the capture is to stop (after the client and the proxy)
     stopped_by: str = ""
     proxy: subprocess.Popen[bytes] | None = None
@@ -136,6 +179,11 @@ class Running:
     salt: bytes = b""
     part_rows: dict[str, int] = field(default_factory=dict)
     markers_mtime: int = 0
+
+    @property
+    def ending(self) -> threading.Event:
+        """The session is to end: a signal, the capture's end, or :func:`wait` deciding so."""
+        return self.signals.ending
 
 
 # -- setting up ------------------------------------------------------------------------------------------------------
@@ -170,13 +218,19 @@ def client_version(command: Sequence[str]) -> str | None:
 
 
 def default_iface() -> str:
-    """The interface of the default route (what leaves the host), or ``lo`` when there is none."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/net/route").read_text().splitlines()[1:]:
-            cols = line.split()
-            if len(cols) > 2 and cols[1] == "00000000":
-                return cols[0]
-    return "lo"
+    """The interface a packet to the internet would leave by (the kernel's route lookup, as ``ip route get`` asks
+    it: metrics, policy rules and a VPN's split routes included; nothing is sent); UsageError when there is none."""
+    import json
+
+    for probe in ("192.0.2.1", "2001:db8::1"):  # (documentation addresses: only looked up, never sent to)
+        try:
+            r = subprocess.run(["ip", "-j", "route", "get", probe], capture_output=True, text=True, timeout=10)
+            dev = json.loads(r.stdout)[0].get("dev") if r.returncode == 0 else None
+        except (OSError, subprocess.TimeoutExpired, ValueError, IndexError, AttributeError):
+            dev = None
+        if dev and dev != "lo":
+            return str(dev)
+    raise UsageError("no route out of this host to capture on: give --iface (or --netns)")
 
 
 def _free_port(host: str) -> int:
@@ -232,10 +286,10 @@ def instructions(r: Running, listen: str, port: int, ca: Path) -> list[str]:
     return lines
 
 
-def start(opts: CallOptions, say: Callable[[str], None], claim: Any, db: SignatureDB) -> Running:
+def start(opts: CallOptions, say: Callable[[str], None], claim: Any, db: SignatureDB, signals: Signals) -> Running:
     """Everything of a session up and running (the folder already claimed and locked by the caller); on a failure
     what was started is stopped again (no namespace, rule or process is left) before the error goes on."""
-    r = Running(opts, db, opts.out)
+    r = Running(opts, db, opts.out, signals)
     try:
         _start(r, say, claim)
     except BaseException:
@@ -246,7 +300,7 @@ def start(opts: CallOptions, say: Callable[[str], None], claim: Any, db: Signatu
 
 def _start(r: Running, say: Callable[[str], None], claim: Any) -> None:
     from egressaudit.audit.attribution import SocketSampler
-    from egressaudit.http.proxy import _die_with_parent, ensure_ca, mitmdump_args
+    from egressaudit.http.proxy import ensure_ca, mitmdump_args
     from egressaudit.http.recorder import load_salt
     from egressaudit.netns import Namespace
 
@@ -305,11 +359,16 @@ def _start(r: Running, say: Callable[[str], None], claim: Any) -> None:
         opts.out, conf, port=port, listen_host=listen, modes=modes, client=opts.client, keep_values=opts.keep_values,
         keep_query=opts.keep_query, keep_bodies=opts.keep_bodies, extra=extra,
     )  # fmt: skip
-    cmd = [sys.executable, "-c", "import sys; sys.argv[0] = 'mitmdump'; from mitmproxy.tools.main import mitmdump; mitmdump()", *args]
-    me = os.getpid()
-    r.proxy = subprocess.Popen(cmd, pass_fds=(lock_fd,), start_new_session=True, preexec_fn=lambda: _die_with_parent(me))  # noqa: PLW1509
+    # (the child asks for SIGTERM when this process dies, however it dies, itself: no preexec_fn, which is unsafe once
+    # threads run, as the live view's do)
+    boot = (
+        f"from egressaudit.http.proxy import _die_with_parent; _die_with_parent({os.getpid()}); "
+        "import sys; sys.argv[0] = 'mitmdump'; from mitmproxy.tools.main import mitmdump; mitmdump()"
+    )
+    r.proxy = subprocess.Popen([sys.executable, "-c", boot, *args], pass_fds=(lock_fd,), start_new_session=True)
     deadline = time.monotonic() + PROXY_START_S
     while not _listening(r.proxy.pid, port):
+        r.signals.check()
         if r.proxy.poll() is not None:
             raise OutputError(f"{opts.out}: the proxy (mitmdump) did not start (exit {r.proxy.returncode}; its message is above)")
         if time.monotonic() > deadline:
@@ -373,7 +432,7 @@ def _start(r: Running, say: Callable[[str], None], claim: Any) -> None:
         except BaseException as e:  # (reported by finish)
             r.capture_error = e
         finally:
-            if not r.stop.is_set():
+            if not r.stop.is_set() and not r.ending.is_set():
                 r.stopped_by = r.stopped_by or "capture_ended"
                 r.ending.set()
 
@@ -384,6 +443,7 @@ def _start(r: Running, say: Callable[[str], None], claim: Any) -> None:
         time.sleep(0.02)  # the capture's first progress: the socket is open, packets are recorded from here on
     if r.capture_error is not None:
         raise r.capture_error
+    r.signals.check()
 
     if r.ns is None:
         r.sampler = SocketSampler(opts.out / SOCKETS_FILE, salt=r.salt)
@@ -439,23 +499,8 @@ def read_markers(r: Running) -> None:
 
 
 def wait(r: Running, tick: Callable[[Running], None] | None = None) -> None:
-    """Until a signal, the duration, the client's exit, or the proxy's or the capture's end; ``tick`` each second."""
-    signals = [s for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)]
-    previous: dict[int, Any] = {}
-
-    terminal = [fd for fd in (1, 2) if os.isatty(fd)]  # (asked now: a hung-up terminal may no longer say it is one)
-
-    def on_signal(signum: int, frame: object) -> None:
-        r.stopped_by = r.stopped_by or f"signal:{signal.Signals(signum).name}"
-        r.ending.set()
-        if signum == signal.SIGHUP:  # the terminal is gone: what the view and the summary would print there goes nowhere
-            off_the_terminal(terminal)
-
-    if threading.current_thread() is threading.main_thread():
-        for s in signals:
-            handler = signal.getsignal(s)
-            if handler is not signal.SIG_IGN and handler is not None:  # (nohup ignores SIGHUP: so do we)
-                previous[s] = signal.signal(s, on_signal)
+    """Until a signal (:class:`Signals`), the duration, the client's exit, or the proxy's or the capture's end; ``tick``
+    each second."""
     deadline = time.monotonic() + r.opts.duration if r.opts.duration else None
     try:
         next_tick = time.monotonic()
@@ -480,27 +525,34 @@ def wait(r: Running, tick: Callable[[Running], None] | None = None) -> None:
             r.ending.wait(0.1)
     finally:
         r.ending.set()
-        for sig, h in previous.items():
-            signal.signal(sig, h)
+        r.stopped_by = r.stopped_by or r.signals.stopped_by
 
 
 # -- finishing -------------------------------------------------------------------------------------------------------
 
 
 def _stop_client(r: Running) -> None:
+    """SIGTERM to the client's process group (what a launcher left running after it exited too), SIGKILL after
+    :data:`CLIENT_GRACE_S`."""
     p = r.client
-    if p is None or p.poll() is not None:
-        if p is not None:
-            r.client_code = p.returncode
+    if p is None:
         return
-    with contextlib.suppress(ProcessLookupError):
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(p.pid, signal.SIGTERM)
+    deadline = time.monotonic() + CLIENT_GRACE_S
+    while time.monotonic() < deadline and (p.poll() is None or _group_alive(p.pid)):
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(p.pid, signal.SIGKILL)
+    r.client_code = p.wait()
+
+
+def _group_alive(pgid: int) -> bool:
     try:
-        r.client_code = p.wait(CLIENT_GRACE_S)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(p.pid, signal.SIGKILL)
-        r.client_code = p.wait()
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
 
 
 def _stop_proxy(r: Running) -> None:
@@ -549,22 +601,13 @@ def finish(r: Running, say: Callable[[str], None]) -> Manifest:
     stats = r.capture_stats
     return finalise(
         r.out, r.db, client=r.opts.client, process=r.opts.process, netns=r.opts.netns,
-        capture=_capture_section(stats) if stats else {"stopped_by": "error", "error": str(r.capture_error)},
+        capture=capture_section(stats, r.opts.bpf) if stats else {"stopped_by": "error", "error": str(r.capture_error)},
         call={"stopped_by": r.stopped_by or "stop", "ended": now_iso(), "client_exit": r.client_code, "proxy_exit": r.proxy_code,
               "client_pid": r.client.pid if r.client is not None else None},
         state="complete", say=say, client_pid=r.client.pid if r.client is not None else None,
         client_name=Path(r.opts.command[0]).name if r.opts.command else None, salt=r.salt,
         cmdline=r.opts.command, proxy_pid=r.proxy.pid if r.proxy is not None else None,
     )  # fmt: skip
-
-
-def _capture_section(stats: LiveStats) -> dict[str, Any]:
-    return {
-        "iface": stats.iface, "elapsed_s": round(stats.elapsed, 3), "frames": stats.frames, "kernel_packets": stats.kernel_packets,
-        "kernel_drops": stats.kernel_drops, "decode_skips": stats.decode_skips, "stopped_by": stats.stopped_by,
-        "rcvbuf": stats.rcvbuf, "mode": stats.mode, "flow_updates_skipped": stats.flow_updates_skipped, "ring_freezes": stats.ring_freezes,
-        "files": [p.name for p in stats.files], "error": stats.error or None,
-    }  # fmt: skip
 
 
 def problems(m: Manifest) -> list[str]:
@@ -609,7 +652,7 @@ def finalise(
         opts = AnalyzeOptions(local_nets=m.local_nets, client=client, idle_timeout=m.idle_timeout_s or 120.0, session_id=session_id_for(out))
         result = analyze(pcaps, opts, db)
         flows = result.table
-    http = _read(out, "http")
+    http = read_rows(out, "http")
     dropped: dict[str, int] = {}
     attributed: dict[str, dict[str, int]] = {}
     if netns:
@@ -660,11 +703,6 @@ def finalise(
     if dropped:
         say(f"--process {process}: left out {dropped.get('flows', 0):,} flows and {dropped.get('http', 0):,} exchanges of other processes")
     return m
-
-
-def _read(out: Path, table: str) -> pa.Table | None:
-    t = read_rows(out, table)
-    return t if t is not None and t.num_rows else (t if t is not None else None)
 
 
 def _netns_attribution(t: pa.Table | None, table: str, pid: int | None, name: str | None, cmd_hash: str | None) -> pa.Table | None:
@@ -739,8 +777,10 @@ def record_call(
             raise NetnsError(f"--netns: {why}")
         for name in cleanup():
             say(f"removed the leftovers of an earlier session's namespace {name} (its owner is gone)")
-    with claimed(opts.out, force=opts.force) as claim:
-        r = start(opts, say, claim, db)  # (a failure here stops what started; the claim removes the folder)
+    if opts.iface and not opts.netns:
+        check_iface(opts.iface)
+    with Signals(say) as signals, claimed(opts.out, force=opts.force) as claim:
+        r = start(opts, say, claim, db, signals)  # (a failure here stops what started; the claim removes the folder)
         claim.keep()  # recording: whatever happens now, what reached the folder stays
         try:
             wait(r, tick)
@@ -748,6 +788,14 @@ def record_call(
             _abandon(r)
             raise
         return finish(r, say)
+
+
+def check_iface(iface: str) -> None:
+    """CaptureSetupError (one line, exit 3) for an interface this host does not have, before anything starts."""
+    try:
+        socket.if_nametoindex(iface)
+    except OSError:
+        raise CaptureSetupError(f"{iface}: no such interface (see `ip link`)") from None
 
 
 def _abandon(r: Running) -> None:
@@ -785,10 +833,15 @@ def recover(folder: Path, announce: Callable[[str], None] | None = None) -> Mani
     say = announce or (lambda s: None)
     say(f"{folder}: the session did not finish (killed?); recovering what reached disk")
     from egressaudit.http.recorder import load_salt
-    from egressaudit.netns import cleanup
 
-    for name in cleanup():
-        say(f"removed the namespace {name} the killed session left")
+    if call.get("netns") and os.geteuid() == 0:  # the killed session's namespace, rules and forwarding, if still there
+        from egressaudit.netns import cleanup
+
+        try:
+            for name in cleanup():
+                say(f"removed the namespace {name} a killed session left")
+        except OSError as e:
+            say(f"warning: could not look for namespaces killed sessions left: {e}")
     with claimed(folder, add=True) as claim:
         http_note = _recover_http(folder, claim, client)
         pcaps = capture_files(folder)

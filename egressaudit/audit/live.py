@@ -89,7 +89,7 @@ def capture_session(
         def finished(m: Manifest) -> None:
             packet_section(m, result.session)
             m.state = "complete"
-            m.capture = {**(m.capture or {}), **_capture_section(stats, bpf)}
+            m.capture = {**(m.capture or {}), **capture_section(stats, bpf)}
 
         manifest.update(out, finished)
         settle_party(out, db, client)
@@ -97,11 +97,13 @@ def capture_session(
     return Captured(stats, m)
 
 
-def _capture_section(stats: LiveStats, bpf: str | None) -> dict[str, Any]:
+def capture_section(stats: LiveStats, bpf: str | None) -> dict[str, Any]:
+    """The manifest's ``capture`` section from a capture's counters (``capture`` and ``session start``)."""
     return {
         "iface": stats.iface, "elapsed_s": round(stats.elapsed, 3), "frames": stats.frames, "kernel_packets": stats.kernel_packets,
         "kernel_drops": stats.kernel_drops, "decode_skips": stats.decode_skips, "stopped_by": stats.stopped_by, "filter": bpf,
         "rcvbuf": stats.rcvbuf, "mode": stats.mode, "flow_updates_skipped": stats.flow_updates_skipped, "ring_freezes": stats.ring_freezes,
+        "files": [p.name for p in stats.files], "error": stats.error or None,
     }  # fmt: skip
 
 

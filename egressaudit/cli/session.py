@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import re
 import select
@@ -18,7 +19,22 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from egressaudit.cli.common import Client, Force, Label, LocalNet, Quiet, Signatures, console, err, fail, handled, say, signature_files, warn
+from egressaudit.cli.common import (
+    Client,
+    Force,
+    Label,
+    LocalNet,
+    Quiet,
+    Signatures,
+    check_cidr,
+    console,
+    err,
+    fail,
+    handled,
+    say,
+    signature_files,
+    warn,
+)
 from egressaudit.errors import EXIT_INCOMPLETE, EXIT_USAGE
 from egressaudit.taxonomy import CallState
 
@@ -52,14 +68,23 @@ def _duration(text: str | None) -> float | None:
     return total
 
 
+def _check_ips(values: list[str] | None) -> list[str] | None:
+    for v in values or ():
+        try:
+            ipaddress.ip_address(v)
+        except ValueError as e:
+            raise typer.BadParameter(f"{v!r} is not an IP address") from e
+    return values
+
+
 def _size(text: str | None) -> int | None:
-    """``500m``, ``2g``, ``100000`` as bytes."""
+    """``500m``, ``2G``, ``100000`` as bytes."""
     if text is None:
         return None
     from mitmproxy.utils.human import parse_size
 
     try:
-        n = parse_size(text)
+        n = parse_size(text.strip().lower())
     except ValueError:
         n = None
     if not n or n <= 0:
@@ -93,9 +118,12 @@ def start(
     ] = False,
     allow_quic: Annotated[bool, typer.Option("--allow-quic", help="With --netns: let QUIC (UDP 443) through (default: blocked).")] = False,
     netns_allow: Annotated[
-        list[str] | None, typer.Option("--netns-allow", help="With --netns: forward only to these networks (CIDR; repeatable).")
+        list[str] | None,
+        typer.Option("--netns-allow", help="With --netns: let the client reach only these networks (CIDR; repeatable).", callback=check_cidr),
     ] = None,
-    dns: Annotated[list[str] | None, typer.Option("--dns", help="With --netns: resolver for the client (default: the host's).")] = None,
+    dns: Annotated[
+        list[str] | None, typer.Option("--dns", help="With --netns: resolver address for the client (default: the host's).", callback=_check_ips)
+    ] = None,
     process: Annotated[
         str | None, typer.Option("--process", help="Without --netns: keep only flows and exchanges of processes named NAME and their children.")
     ] = None,
@@ -154,9 +182,7 @@ class _View:
         self.out, self.quiet = out, quiet
         self.tty = sys.stdout.isatty() and not quiet
         self.live: Live | None = None
-        self.keys: threading.Thread | None = None
         self.stop = threading.Event()
-        self.lines: list[str] = []
 
     def say(self, line: str) -> None:
         if self.quiet and not line.startswith(("removed", "warning")):
@@ -172,9 +198,8 @@ class _View:
             yield
             return
         with _cbreak(sys.stdin) as keyed:
-            if keyed:
-                self.keys = threading.Thread(target=self._read_keys, name="egressaudit-keys", daemon=True)
-                self.keys.start()
+            if keyed:  # (a daemon: it ends with the view, or is left blocked on a terminal that went away)
+                threading.Thread(target=self._read_keys, name="egressaudit-keys", daemon=True).start()
             try:
                 with Live(Text("starting..."), console=console, refresh_per_second=2, transient=False) as live:
                     self.live = live
@@ -262,6 +287,9 @@ def _cbreak(stream: Any) -> Iterator[bool]:
         fd = stream.fileno()
         old = termios.tcgetattr(fd)
     except (ImportError, OSError, ValueError, AttributeError):
+        yield False
+        return
+    except termios.error:  # (stdin is no terminal: no keys, the view still runs)
         yield False
         return
     try:
