@@ -47,7 +47,7 @@ import pyarrow as pa
 
 from egressaudit.audit.analyze import AnalyzeOptions, analyze, flow_facts
 from egressaudit.audit.files import packet_section, signature_info
-from egressaudit.audit.live import capture_section
+from egressaudit.audit.live import capture_section, recovery_inputs
 from egressaudit.capture.live import CAPTURE_FILE, CaptureSetupError, LiveStats, capture, capture_files, off_the_terminal
 from egressaudit.classify.engine import classify
 from egressaudit.classify.party import first_party_vendors
@@ -823,13 +823,8 @@ def recover(folder: Path, announce: Callable[[str], None] | None = None) -> Mani
     if pid is not None:
         raise InputError(f"{folder}: a session is still recording into this folder{f' (pid {pid})' if pid else ''}; stop it first")
     m, _ = manifest.read(folder)
-    files = [Path(n) for n in m.signature_files]
-    for f in files:
-        if not f.is_file():
-            raise InputError(f"{folder}: the session was started with the signature file {f}, which is gone; restore it to recover")
-    db = database(files)
+    db, client = recovery_inputs(folder, m)
     call = dict(m.call or {})
-    client = m.audited_client if m.audited_client_source == "option" else None
     say = announce or (lambda s: None)
     say(f"{folder}: the session did not finish (killed?); recovering what reached disk")
     from egressaudit.http.recorder import load_salt

@@ -116,6 +116,20 @@ def needs_recovery(folder: Path) -> bool:
     return m.state == "capturing"
 
 
+def recovery_inputs(folder: Path, m: Manifest) -> tuple[SignatureDB, str | None]:
+    """The signature database and the ``--client`` a killed recording was started with, to finish it as it would have
+    finished; InputError (one line) when a signature file is gone or no longer defines that client."""
+    files = [Path(n) for n in m.signature_files]
+    for f in files:
+        if not f.is_file():
+            raise InputError(f"{folder}: the recording was started with the signature file {f}, which is gone; restore it to finish it")
+    db = database(files)
+    client = m.audited_client if m.audited_client_source == "option" else None
+    if client and client not in db.vendors:
+        raise InputError(f"{folder}: the recording was started with --client {client}, which no signature file defines now")
+    return db, client
+
+
 def recover(folder: Path, announce: Callable[[str], None] | None = None) -> Manifest | None:
     """A folder whose capture was killed before it analysed: analyse what reached capture.pcapng now, with the options
     the capture was started with, and mark the session ``recovered``; None when there is nothing to recover.
@@ -129,14 +143,7 @@ def recover(folder: Path, announce: Callable[[str], None] | None = None) -> Mani
     pcap = folder / CAPTURE_FILE
     if not pcap.exists() or pcap.stat().st_size == 0:
         raise InputError(f"{folder}: the capture was stopped before it wrote any packet (no {CAPTURE_FILE})")
-    files = [Path(n) for n in m.signature_files]
-    for f in files:
-        if not f.is_file():
-            raise InputError(f"{folder}: the capture was started with the signature file {f}, which is gone; restore it to analyse")
-    db = database(files)
-    client = m.audited_client if m.audited_client_source == "option" else None
-    if client and client not in db.vendors:
-        raise InputError(f"{folder}: the capture was started with --client {client}, which no signature file defines now")
+    db, client = recovery_inputs(folder, m)
     if announce is not None:
         announce(f"{folder}: the capture did not finish (killed?); analysing what reached {CAPTURE_FILE}")
     started = dict(m.capture or {})
