@@ -1,10 +1,11 @@
-"""egressaudit benchmarks: offline ingest, live capture, pcapng writer, report time, proxy overhead.
+"""egressaudit benchmarks: offline ingest, live capture, pcapng writer, report time, proxy overhead, session footprint.
 
     python benchmarks/run.py                       # everything, full size (2M packets, 60 s per capture rate)
     python benchmarks/run.py --quick               # 300k packets, 5 s per capture rate
     python benchmarks/run.py --only ingest --packets 2000000
     python benchmarks/run.py --only capture --rates 10000,50000,100000,200000 --duration 60
     python benchmarks/run.py --only proxy --profile    # mitmdump with and without the addon; cProfile of the addon
+    python benchmarks/run.py --only session            # session start's CPU/RSS in a replayed call vs tcpdump; finalising 1 h
 
 Prints a table per part (rich) and refreshes benchmarks/RESULTS.md (machine, versions,
 command, results) from benchmarks/results.json, where each part's last run is kept.
@@ -21,6 +22,13 @@ and each (b) session folder must hold one http row per request after SIGINT.
 
 Each part's results are merged into results.json when that part ends (re-read first), so
 runs of different parts at the same time do not overwrite each other's results.
+
+The session part replays a recorded 1:1 WebRTC call (captures/janus-echo/call.pcapng) with tcpreplay from inside a
+network namespace of its own onto a veth pair whose host end `egressaudit session start -i` (and, in turn, a plain
+tcpdump) captures on: CPU time summed over the session's process tree and its peak RSS, for the call at its own timing
+(and sped up), and idle.  Then an hour's worth of the call's packets goes through a fresh session at a fixed rate and
+SIGINT to exit is timed, against tshark and NFStream reading the same capture.pcapng.  Nothing is routed: the frames end
+at the far end of the pair, which is deleted afterwards (also on failure).  Needs root.
 """
 
 from __future__ import annotations
@@ -40,7 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
@@ -514,6 +522,569 @@ def bench_capture(rates: list[int], duration: float) -> dict[str, Any]:
         "sender": "tcpreplay on lo (one process), 64 UDP flows, 214-byte frames",
         "buffers": "both 64 MiB (tcpdump -B 65536; capture() rcvbuf)",
     }
+
+
+# -- session footprint -----------------------------------------------------------------------------
+CALL = ROOT / "captures" / "janus-echo" / "call.pcapng"
+CALL_LOCAL_NET = "10.77.0.2/32"
+CALL_SIGNATURES = ROOT / "captures" / "janus-echo" / "selfhosted.yaml"
+CALL_WHY = ("a real 1:1 WebRTC call (headless Chromium and a Janus EchoTest: Opus audio and VP8 video both ways over one "
+            "ICE/DTLS-SRTP flow, plus signalling and an HTTPS getStats() telemetry channel), recorded by the project in two "
+            "namespaces; none of ../shared/captures holds a sustained call: they are trimmed test fixtures whose longest "
+            "stretch without a 1 s gap is at most 1,535 packets over 23 s (teams.pcap, 66 pkt/s, mostly TLS) or a few seconds "
+            "of media (zoom.pcap 685 packets in 5.4 s, zoom_p2p.pcapng 322 in 1.7 s)")  # fmt: skip
+
+
+class _Netns:
+    """A network namespace with one end of a veth pair; the other end (``host``) stays here to capture on.
+
+    Nothing is routed: neither end has an address, IPv6 is off on both (no router or neighbour solicitations), and the
+    replayed frames' MAC addresses are no one's here, so every frame ends at the far end of the pair.  Both ends take
+    frames up to 65,000 bytes: the call was captured on a veth with segmentation offload (28 frames of up to 34,818)."""
+
+    PREFIX = "eabench"
+
+    def __init__(self) -> None:
+        self.name = f"{self.PREFIX}{os.getpid()}"
+        tag = os.getpid() % 100_000
+        self.host, self.peer = f"eab{tag}h", f"eab{tag}n"
+        self._sweep()
+        try:
+            for cmd in (["ip", "netns", "add", self.name],
+                        ["ip", "link", "add", self.host, "mtu", "65000", "type", "veth", "peer", "name", self.peer, "mtu", "65000"],
+                        ["ip", "link", "set", self.peer, "netns", self.name],
+                        ["sysctl", "-qw", f"net.ipv6.conf.{self.host}.disable_ipv6=1"],
+                        ["ip", "netns", "exec", self.name, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"],
+                        ["ip", "netns", "exec", self.name, "sysctl", "-qw", f"net.ipv6.conf.{self.peer}.disable_ipv6=1"],
+                        ["ip", "link", "set", self.host, "up"],
+                        ["ip", "netns", "exec", self.name, "ip", "link", "set", self.peer, "up"]):  # fmt: skip
+                subprocess.run(cmd, check=True, capture_output=True, text=True)
+        except BaseException:
+            self.close()
+            raise
+
+    @classmethod
+    def _sweep(cls) -> None:
+        """Namespaces an earlier run of this benchmark left (killed before its ``finally``): theirs only, by name and dead pid."""
+        out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        for line in out.splitlines():
+            name = line.split()[0] if line.split() else ""
+            m = re.fullmatch(rf"{cls.PREFIX}(\d+)", name)
+            if m and not psutil.pid_exists(int(m.group(1))):
+                subprocess.run(["ip", "netns", "del", name], capture_output=True)
+                subprocess.run(["ip", "link", "del", f"eab{int(m.group(1)) % 100_000}h"], capture_output=True)
+
+    def exec(self, cmd: list[str]) -> list[str]:
+        return ["ip", "netns", "exec", self.name, *cmd]
+
+    def close(self) -> None:
+        subprocess.run(["ip", "link", "del", self.host], capture_output=True)  # (deletes the pair's other end too)
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
+
+
+class _Tree:
+    """CPU time and RSS of a process and all its descendants, sampled every ``every`` seconds in a thread.
+
+    CPU is each process's own user+system time (psutil cpu_times, in clock ticks of 10 ms), last seen, summed over every
+    process the tree held since ``mark()``; alongside, each thread's time on CPU from ``/proc/PID/task/TID/schedstat``
+    (nanoseconds: a tool using less than a tick per second still shows), which also splits the supervisor's time by
+    thread: its main thread, the capture thread (the one mostly blocked in poll on the ring) and the rest (the
+    socket-table sampler; its other threads sleep).  RSS is the sum over the tree's processes at each sample, and its
+    peak (shared pages counted once per process, so an upper bound); the same for PSS (shared pages split between the
+    processes that share them: sums to what the tree holds)."""
+
+    POLL_SYSCALLS = {"7", "271"}  # poll, ppoll (x86-64)
+
+    def __init__(self, pid: int, every: float = 0.5, root_role: str = "supervisor") -> None:
+        import threading
+
+        self.pid, self.every, self.root_role = pid, every, root_role
+        self.cpu: dict[tuple[int, float], tuple[str, float]] = {}  # (pid, create time) -> (role, user+system s), last seen
+        self.sched: dict[tuple[int, float, int], tuple[str, int]] = {}  # (pid, create time, tid) -> (role, ns on CPU), last seen
+        self.syscalls: dict[int, Counter[str]] = defaultdict(Counter)  # the supervisor's threads: what each was blocked in
+        self.base: dict[tuple[int, float], float] = {}
+        self.sched_base: dict[tuple[int, float, int], int] = {}
+        self.peak_rss = self.peak_pss = 0
+        self.peak_by_role: dict[str, int] = defaultdict(int)
+        self.host: list[tuple[int, int]] = []  # (processes, open fds) on the host every 2 s: what the socket-table sampler walks
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.sample()
+        self._thread.start()
+
+    def role(self, p: psutil.Process) -> str:
+        if p.pid == self.pid:
+            return self.root_role
+        try:
+            cmd = " ".join(p.cmdline())
+        except psutil.Error:
+            return "other"
+        if "mitmdump" in cmd:
+            return "mitmdump"
+        if "spawn_main" in cmd:
+            return "recorder worker"
+        if "resource_tracker" in cmd:
+            return "resource tracker"
+        return p.name()
+
+    def _tasks(self, pid: int) -> list[tuple[int, int, str]]:
+        """(tid, ns on CPU, current syscall) of each thread of ``pid``."""
+        out = []
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            return out
+        for t in tids:
+            try:
+                ns = int(Path(f"/proc/{pid}/task/{t}/schedstat").read_text().split()[0])
+                sc = Path(f"/proc/{pid}/task/{t}/syscall").read_text().split()[0] if pid == self.pid else ""
+            except (OSError, ValueError, IndexError):
+                continue
+            out.append((int(t), ns, sc))
+        return out
+
+    def sample(self) -> None:
+        try:
+            root = psutil.Process(self.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return
+        rss = pss_sum = 0
+        by_role: dict[str, int] = defaultdict(int)
+        with self._lock:
+            for p in procs:
+                try:
+                    with p.oneshot():
+                        t = p.cpu_times()
+                        m = p.memory_info().rss
+                        pss = getattr(p.memory_full_info(), "pss", 0)
+                        key = (p.pid, p.create_time())
+                        role = self.cpu[key][0] if key in self.cpu else self.role(p)
+                except psutil.Error:
+                    continue
+                self.cpu[key] = (role, t.user + t.system)
+                for tid, ns, sc in self._tasks(p.pid):
+                    self.sched[(*key, tid)] = (role, ns)
+                    if sc:
+                        self.syscalls[tid][sc] += 1
+                rss += m
+                pss_sum += pss
+                by_role[role] += m
+            self.peak_rss = max(self.peak_rss, rss)
+            self.peak_pss = max(self.peak_pss, pss_sum)
+            for k, v in by_role.items():
+                self.peak_by_role[k] = max(self.peak_by_role[k], v)
+
+    def _run(self) -> None:
+        n = 0
+        while not self._stop.wait(self.every):
+            self.sample()
+            n += 1
+            if n % 4 == 0:
+                self.host.append(_host_counts())
+
+    def mark(self) -> None:
+        """Start of the measured window: CPU counts from here, the RSS peak starts again."""
+        self.sample()
+        with self._lock:
+            self.base = {k: v for k, (_, v) in self.cpu.items()}
+            self.sched_base = {k: v for k, (_, v) in self.sched.items()}
+            self.peak_rss = self.peak_pss = 0
+            self.peak_by_role = defaultdict(int)
+            self.host = []
+        self.sample()
+
+    def _thread_role(self, role: str, pid: int, tid: int) -> str:
+        if role != "supervisor":
+            return role
+        if tid == pid:
+            return "supervisor: main thread"
+        top = self.syscalls[tid].most_common(1)
+        return "supervisor: capture thread" if top and top[0][0] in self.POLL_SYSCALLS else "supervisor: sampler, other threads"
+
+    def used(self) -> tuple[float, dict[str, float], float, dict[str, float]]:
+        """Since ``mark()``: CPU seconds (cpu_times) in total and by process role; on-CPU seconds (schedstat) in total
+        and by process role, the supervisor's split by thread."""
+        self.sample()
+        by_role: dict[str, float] = defaultdict(float)
+        by_thread: dict[str, float] = defaultdict(float)
+        with self._lock:
+            for k, (role, v) in self.cpu.items():
+                by_role[role] += v - self.base.get(k, 0.0)
+            for k, (role, ns) in self.sched.items():
+                by_thread[self._thread_role(role, k[0], k[2])] += (ns - self.sched_base.get(k, 0)) / 1e9
+        return sum(by_role.values()), dict(by_role), sum(by_thread.values()), dict(by_thread)
+
+    def quiet(self, cpu_s: float = 0.15, window: float = 1.0, limit: float = 30.0) -> float:
+        """Wait until the tree used less than ``cpu_s`` of CPU over ``window`` seconds (start-up done); seconds waited."""
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < limit:
+            self.mark()
+            time.sleep(window)
+            if self.used()[0] < cpu_s:
+                break
+        return time.monotonic() - t0
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _replay(ns: _Netns, args: list[str], path: Path) -> dict[str, Any]:
+    """tcpreplay from inside the namespace onto its end of the pair: the frames arrive on the captured host end."""
+    r = subprocess.run(ns.exec(["tcpreplay", "--intf1", ns.peer, *args, str(path)]), capture_output=True, text=True)
+    m = re.search(r"Actual: (\d+) packets \((\d+) bytes\) sent in ([\d.]+) seconds", r.stdout)
+    failed = re.search(r"Failed packets:\s+(\d+)", r.stdout)
+    if r.returncode != 0 or m is None:
+        raise RuntimeError(f"tcpreplay {' '.join(args)} exited {r.returncode}: {(r.stdout + r.stderr)[-1500:]}")
+    sent, nbytes, secs = int(m.group(1)), int(m.group(2)), float(m.group(3))
+    return {"sent": sent, "bytes": nbytes, "seconds": secs, "pps": sent / secs if secs else 0.0, "failed": int(failed.group(1)) if failed else 0}
+
+
+def _session_cmd(iface: str, out: Path) -> list[str]:
+    return ["egressaudit", "session", "start", "-i", iface, "--out", str(out), "--force", "-q", "--local-net", CALL_LOCAL_NET,
+            "--signatures", str(CALL_SIGNATURES)]  # fmt: skip
+
+
+def _start_session(iface: str, out: Path, log: Path) -> subprocess.Popen[bytes]:
+    """``egressaudit session start`` on ``iface``, once its proxy listens and its capture runs."""
+    exe = shutil.which("egressaudit")
+    cmd = _session_cmd(iface, out)
+    if exe is None:
+        cmd = [sys.executable, "-m", "egressaudit", *cmd[1:]]
+    with open(log, "wb") as lf:
+        proc = subprocess.Popen(cmd, stdout=lf, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode} while starting: {log.read_text(errors='replace')[-2000:]}")
+        try:
+            sj = json.loads((out / "session.json").read_text())
+        except (OSError, ValueError):
+            sj = {}
+        if (sj.get("call") or {}).get("proxy_pid") and (out / "capture.pcapng").exists():
+            return proc
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"{' '.join(cmd)} did not start within 90 s: {log.read_text(errors='replace')[-2000:]}")
+
+
+def _stop_session(proc: subprocess.Popen[bytes], out: Path, log: Path, timeout: float = 600) -> dict[str, Any]:
+    """SIGINT; seconds to exit, when its proxy (mitmdump) was gone, and what session.json says."""
+    try:
+        proxy = [p for p in psutil.Process(proc.pid).children() if "mitmdump" in " ".join(p.cmdline())]
+    except psutil.Error:
+        proxy = []
+    t0 = time.perf_counter()
+    proc.send_signal(signal.SIGINT)
+    proxy_gone = None
+    while proc.poll() is None:
+        if proxy_gone is None and not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in proxy):
+            proxy_gone = time.perf_counter() - t0
+        if time.perf_counter() - t0 > timeout:
+            proc.kill()
+            proc.wait()
+            break
+        time.sleep(0.01)
+    wall = time.perf_counter() - t0
+    res: dict[str, Any] = {"sigint_to_exit_s": wall, "proxy_gone_s": proxy_gone, "exit_code": proc.returncode}
+    try:
+        sj = json.loads((out / "session.json").read_text())
+    except (OSError, ValueError) as e:
+        sj = {}
+        res["error"] = f"session.json: {e}"
+    cap, call = sj.get("capture") or {}, sj.get("call") or {}
+    res.update({"state": sj.get("state"), "stopped_by": call.get("stopped_by"), "frames": cap.get("frames"), "kernel_drops": cap.get("kernel_drops"),
+                "kernel_packets": cap.get("kernel_packets"), "ring_freezes": cap.get("ring_freezes"),
+                "flow_updates_skipped": cap.get("flow_updates_skipped"), "flows": (sj.get("counts") or {}).get("flows"),
+                "packets_analysed": (sj.get("counts") or {}).get("packets")})  # fmt: skip
+    if proc.returncode != 0 or sj.get("state") != "complete":
+        res["log_tail"] = log.read_text(errors="replace")[-2000:]
+    return res
+
+
+def _footprint_run(tool: str, ns: _Netns, work: Path, load: str, seconds: float, multiplier: float, call: Path) -> dict[str, Any]:
+    """One tool capturing on the host end while the call replays (``load`` "call") or nothing happens ("idle")."""
+    out = work / f"{tool}-{load}-{multiplier:g}"
+    log = work / f"{tool}-{load}-{multiplier:g}.log"
+    if tool == "egressaudit":
+        proc = _start_session(ns.host, out, log)
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        with open(log, "wb") as lf:
+            proc = subprocess.Popen(["tcpdump", "-i", ns.host, "-w", str(out / "tcpdump.pcap")], stdout=lf, stderr=subprocess.STDOUT,
+                                    start_new_session=True)  # fmt: skip
+        time.sleep(1.0)
+    row: dict[str, Any] = {"tool": tool, "load": load, "multiplier": multiplier if load == "call" else None}
+    tree = _Tree(proc.pid, root_role="supervisor" if tool == "egressaudit" else tool)
+    try:
+        row["settle_s"] = tree.quiet()
+        tree.mark()
+        t0 = time.perf_counter()
+        if load == "call":
+            speed = [] if multiplier == 1 else [f"--multiplier={multiplier:g}"]
+            row["replay"] = _replay(ns, ["--loop=0", f"--duration={seconds:g}", *speed], call)
+        else:
+            time.sleep(seconds)
+        row["seconds"] = time.perf_counter() - t0
+        cpu, by_role, sched, by_thread = tree.used()
+        row.update({"cpu_s": cpu, "cpu_by_process_s": by_role, "cpu_pct_core": 100 * cpu / row["seconds"], "sched_cpu_s": sched,
+                    "sched_cpu_by_thread_s": by_thread, "sched_cpu_pct_core": 100 * sched / row["seconds"],
+                    "peak_rss_mb": tree.peak_rss / 2**20, "peak_pss_mb": tree.peak_pss / 2**20,
+                    "peak_rss_by_process_mb": {k: v / 2**20 for k, v in tree.peak_by_role.items()},
+                    "processes": sorted({r for r, _ in tree.cpu.values()}),
+                    "host_processes_fds_mean": [round(statistics.mean(x), 1) for x in zip(*tree.host, strict=True)] if tree.host else None,
+                    "host_processes_fds_max": [max(x) for x in zip(*tree.host, strict=True)] if tree.host else None})  # fmt: skip
+        time.sleep(1.0)  # the last frames out of the ring
+    finally:
+        tree.close()
+        if tool == "egressaudit":
+            row["stop"] = _stop_session(proc, out, log)
+        else:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            text = log.read_text(errors="replace")
+            c = re.search(r"(\d+) packets captured", text)
+            d = re.search(r"(\d+) packets dropped by kernel", text)
+            row["stop"] = {"frames": int(c.group(1)) if c else None, "kernel_drops": int(d.group(1)) if d else None, "exit_code": proc.returncode}
+        shutil.rmtree(out, ignore_errors=True)
+    return row
+
+
+def _drained(path: Path, quiet_s: float = 2.0, limit: float = 300.0) -> float:
+    """Wait until ``path`` (flushed every 0.5 s while capturing) stopped growing for ``quiet_s``: the ring is empty."""
+    t0 = time.monotonic()
+    last, since = -1, time.monotonic()
+    while time.monotonic() - t0 < limit:
+        size = path.stat().st_size if path.exists() else 0
+        if size != last:
+            last, since = size, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            break
+        time.sleep(0.1)
+    return time.monotonic() - t0
+
+
+def _finalise_hour(ns: _Netns, work: Path, call: Path, call_pps: float, hour_s: float, pps: int, tries: int) -> dict[str, Any]:
+    """An hour of the call through a session at ``pps`` (halved while the kernel drops frames), then SIGINT to exit."""
+    packets = round(call_pps * hour_s)
+    per_loop = _frames_in(call)
+    loops = -(-packets // per_loop)
+    res: dict[str, Any] = {"call_seconds": hour_s, "packets": packets, "loops": loops, "attempts": []}
+    out = work / "hour"
+    log = work / "hour.log"
+    for k in range(tries):
+        console.print(f"[bold]session[/] finalisation: {packets:,} packets ({hour_s / 3600:g} h of the call) at {pps:,} pkt/s, try {k + 1}")
+        shutil.rmtree(out, ignore_errors=True)
+        proc = _start_session(ns.host, out, log)
+        try:
+            time.sleep(2.0)
+            rep = _replay(ns, [f"--pps={pps}", f"--loop={loops}", f"--limit={packets}"], call)
+            drain_s = _drained(out / "capture.pcapng")
+        finally:
+            stop = _stop_session(proc, out, log)
+        att = {"pps_target": pps, "replay": rep, "drain_s": drain_s, **stop,
+               "pcapng_mb": (out / "capture.pcapng").stat().st_size / 2**20 if (out / "capture.pcapng").exists() else None}  # fmt: skip
+        res["attempts"].append(att)
+        if (stop.get("kernel_drops") or 0) == 0 and stop.get("state") == "complete":
+            break
+        pps //= 2
+    final = res["attempts"][-1]
+    pcap = out / "capture.pcapng"
+    if final.get("state") != "complete" or not pcap.exists():
+        res["error"] = final.get("log_tail", "no finished session")
+        return res
+    peers = []
+    console.print("[bold]session[/] finalisation peers on the same capture.pcapng")
+    analyse = work / "analyse"
+    for name, cmd in (("egressaudit analyze capture.pcapng", [sys.executable, "-m", "egressaudit", "analyze", str(pcap), "--out", str(analyse),
+                                                             "--local-net", CALL_LOCAL_NET, "--signatures", str(CALL_SIGNATURES), "--quiet"]),
+                      ("tshark -r capture.pcapng -q -z conv,udp", ["tshark", "-r", str(pcap), "-q", "-z", "conv,udp"]),
+                      ("NFStream (n_meters=1, no dissection)", [sys.executable, "-c", NFSTREAM_SCRIPT, str(pcap)])):  # fmt: skip
+        if cmd[0] == "tshark" and not shutil.which("tshark"):
+            continue
+        try:
+            m = measure(cmd, cwd=ROOT)
+            peers.append({"tool": name, "wall_s": m["wall_s"], "peak_rss_mb": m["peak_rss_mb"]})
+        except RuntimeError as e:
+            peers.append({"tool": name, "error": str(e)[:300]})
+    res["peers"] = peers
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.rmtree(analyse, ignore_errors=True)
+    return res
+
+
+def _host_counts() -> tuple[int, int]:
+    """Processes on the host and their open file descriptors (what psutil.net_connections walks)."""
+    procs = fds = 0
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            procs += 1
+            try:
+                fds += len(os.listdir(p / "fd"))
+            except OSError:
+                pass
+    return procs, fds
+
+
+def _frames_in(path: Path) -> int:
+    from egressaudit.capture.reader import ReadStats, iter_frames
+
+    return sum(1 for _ in iter_frames(path, ReadStats(path=str(path))))
+
+
+def bench_session(seconds: float, idle_s: float, multipliers: list[float], hour_s: float, fast_pps: int, tries: int = 3,
+                  call: Path = CALL) -> dict[str, Any]:  # fmt: skip
+    """The footprint of ``egressaudit session start`` (supervisor + mitmdump + recorder worker) while a replayed 1:1 call
+    runs through the interface it captures on, against a plain tcpdump; and its finalisation after an hour of the call."""
+    if os.geteuid() != 0:
+        return {"error": "session start and the namespace need root"}
+    for tool in ("tcpreplay", "tcpdump", "ip"):
+        if not shutil.which(tool):
+            return {"error": f"{tool} not installed"}
+    from egressaudit.capture.reader import ReadStats, iter_frames
+
+    ts = [f.ts for f in iter_frames(call, ReadStats(path=str(call)))]
+    call_s = ts[-1] - ts[0]
+    res: dict[str, Any] = {"call": str(call.relative_to(ROOT)) if call.is_relative_to(ROOT) else str(call), "call_packets": len(ts),
+                           "call_seconds": call_s, "call_pps": len(ts) / call_s, "why": CALL_WHY if call == CALL else "",
+                           "seconds": seconds, "idle_seconds": idle_s, "target_cpu_pct": 10.0, "target_finalise_s": 10.0,
+                           "session_command": " ".join(_session_cmd("IFACE", Path("OUT"))), "rows": []}  # fmt: skip
+    load0 = os.getloadavg()[0]
+    res["host_processes"], res["host_fds"] = _host_counts()
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # (started in the background by a shell) the tools would inherit it
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # and ignore the SIGINT that stops them
+
+    def on_term(signum: int, frame: object) -> None:
+        raise SystemExit(f"signal {signum}")  # the namespace and the processes are cleaned up on the way out
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    ns = _Netns()
+    work = Path(tempfile.mkdtemp(prefix="ea-bench-session-"))
+    try:
+        plan = [("egressaudit", "idle", 1.0), ("tcpdump", "idle", 1.0)]
+        for mult in multipliers:  # interleaved, and the order flips between multipliers (drift hits both alike)
+            pair = [("egressaudit", "call", mult), ("tcpdump", "call", mult)]
+            plan += pair if len(plan) % 4 == 2 else pair[::-1]
+        for tool, load, mult in plan:
+            secs = seconds if load == "call" else idle_s
+            what = f"the call at {mult:g}x" if load == "call" else "no traffic"
+            console.print(f"[bold]session[/] {tool}: {what} for {secs:g} s on {ns.host}")
+            res["rows"].append(_footprint_run(tool, ns, work, load, secs, mult, call))
+        res["finalisation"] = _finalise_hour(ns, work, call, res["call_pps"], hour_s, fast_pps, tries)
+    finally:
+        ns.close()
+        signal.signal(signal.SIGTERM, previous)
+        shutil.rmtree(work, ignore_errors=True)
+    res["loadavg_before_after"] = [round(load0, 2), round(os.getloadavg()[0], 2)]
+    return res
+
+
+def _session_tables(ss: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]], str]]:
+    if "rows" not in ss:
+        return [("Session footprint", ["status"], [[ss.get("error", "?")]], "")]
+    out = []
+    peer = {(r["load"], r["multiplier"]): r for r in ss["rows"] if r["tool"] == "tcpdump"}
+    rows = []
+    for r in ss["rows"]:
+        rep = r.get("replay") or {}
+        p = peer.get((r["load"], r["multiplier"]))
+        ratio = r["sched_cpu_s"] / p["sched_cpu_s"] if p and r["tool"] != "tcpdump" and p.get("sched_cpu_s") else None
+        load = "idle" if r["load"] == "idle" else f"call, {r['multiplier']:g}x"
+        threads = r["sched_cpu_by_thread_s"]
+        by = ", ".join(f"{k} {v:.2f}" for k, v in sorted(threads.items(), key=lambda kv: -kv[1]) if len(threads) > 1)
+        rss_by = ", ".join(f"{k} {v:.0f}" for k, v in sorted(r["peak_rss_by_process_mb"].items(), key=lambda kv: -kv[1])
+                           if len(r["peak_rss_by_process_mb"]) > 1)  # fmt: skip
+        st = r.get("stop") or {}
+        hm = r.get("host_processes_fds_mean")
+        hostc = f"{hm[0]:.0f} / {hm[1]:,.0f}" if hm else ""
+        name = "egressaudit session start" if r["tool"] == "egressaudit" else "tcpdump -i IFACE -w FILE"
+        rows.append([name, load, _f(r["seconds"], ".1f"), _f(rep.get("sent")), _f(rep.get("pps")), _f(r["cpu_s"], ".2f"),
+                     _f(r["cpu_pct_core"], ".2f"), _f(r["sched_cpu_s"], ".3f"), _f(r["sched_cpu_pct_core"], ".3f"),
+                     "" if ratio is None else f"{ratio:,.0f}x", _f(r["peak_rss_mb"]), _f(r.get("peak_pss_mb")), hostc, _f(st.get("frames")),
+                     _f(st.get("kernel_drops")), by, rss_by])  # fmt: skip
+    calls = [r for r in ss["rows"] if r["tool"] == "egressaudit" and r["load"] == "call"]
+    worst = max(calls, key=lambda r: r["cpu_pct_core"], default=None)
+    one = next((r for r in calls if r["multiplier"] == 1), None)
+    verdict = ""
+    if one is not None:
+        verdict = (
+            f"At the call's own rate ({one['replay']['pps']:.0f} pkt/s) the whole session uses {one['cpu_pct_core']:.1f}% of one core "
+            f"({'within' if one['cpu_pct_core'] < ss['target_cpu_pct'] else 'above'} the {ss['target_cpu_pct']:g}% target)"
+        )
+        cap = one["sched_cpu_by_thread_s"].get("supervisor: capture thread")
+        td = peer.get(("call", 1.0))
+        if cap is not None and td and td.get("sched_cpu_s"):
+            sampler = one["sched_cpu_by_thread_s"].get("supervisor: sampler, other threads", 0.0)
+            verdict += (
+                f"; its capture thread alone (ring, pcapng, live flow table with payload inspection) {cap:.2f} s = "
+                f"{100 * cap / one['seconds']:.2f}% of one core, {cap / td['sched_cpu_s']:.0f}x tcpdump's {td['sched_cpu_s']:.3f} s, and "
+                f"the socket-table sampler with the idle helper threads {sampler:.2f} s"
+            )
+        if worst is not None and worst is not one:
+            verdict += f"; at {worst['multiplier']:g}x ({worst['replay']['pps']:.0f} pkt/s) {worst['cpu_pct_core']:.1f}%"
+        verdict += ". "
+    note = (f"Replayed call: {ss['call']}, {ss['call_packets']:,} packets in {ss['call_seconds']:.1f} s = {ss['call_pps']:.0f} pkt/s: "
+            f"{ss['why']}. tcpreplay runs inside a network namespace made for the benchmark and sends the call, looped for "
+            f"{ss['seconds']:g} s at its recorded timing (or sped up by the multiplier), onto the namespace's end of a veth pair; "
+            f"the tool captures on the pair's host end. Command: `{ss['session_command']}`. " + verdict
+            + "'CPU s' is user+system time of every process of the tool's tree over the window (psutil cpu_times at its start "
+            "and end: the supervisor with its capture and socket-table threads, mitmdump and its recorder worker), after "
+            "start-up has quietened (under 0.15 CPU s per second); '% of one core' divides it by the window's seconds. "
+            "cpu_times count in clock ticks of 10 ms, too coarse for tcpdump (a few ms a minute), so the same window is also "
+            "measured as each thread's time on CPU from /proc/PID/task/TID/schedstat (nanoseconds), which splits the supervisor "
+            "by thread too: 'capture thread' is the one that waits in poll on the ring, 'sampler, other threads' the socket-table "
+            "sampler (psutil.net_connections every 0.25 s, which reads every process's file descriptors, and /proc counters every "
+            "0.02 s; its cost grows with the host's processes and sockets) with the supervisor's sleeping helper threads. "
+            "Peak RSS is sampled every 0.5 s and summed over the tree (shared pages counted once per process); peak PSS the same with "
+            "shared pages split between the processes sharing them (what the tree holds). "
+            "'CPU vs tcpdump' is on-CPU s over tcpdump's in the same load. Idle: no traffic on the interface for "
+            f"{ss['idle_seconds']:g} s. The host had {ss.get('host_processes', '?')} processes with {ss.get('host_fds', '?'):,} open file "
+            "descriptors at the start ('host processes / fds': the mean during each window, counted every 2 s; another user's work "
+            "on this shared machine moves it). "
+            f"Load average (1 min) before/after on {os.cpu_count()} cores: {ss.get('loadavg_before_after')}.")  # fmt: skip
+    out.append(("Session footprint (egressaudit session start vs tcpdump)",
+                ["tool", "load", "s", "packets replayed", "pkt/s", "CPU s", "% of one core", "on-CPU s (schedstat)", "% of one core (schedstat)",
+                 "CPU vs tcpdump (schedstat)", "peak RSS MB", "peak PSS MB", "host processes / fds (mean)", "frames captured", "kernel drops",
+                 "on-CPU s by process and thread", "peak RSS MB by process"], rows, note))  # fmt: skip
+    fin = ss.get("finalisation")
+    if fin:
+        a = fin["attempts"][-1] if fin.get("attempts") else {}
+        ours = a.get("sigint_to_exit_s")
+        rows = []
+        for t in fin["attempts"]:
+            rep = t.get("replay") or {}
+            rows.append(["egressaudit session start: SIGINT to exit", _f(t.get("sigint_to_exit_s"), ".2f"),
+                         "1.00x" if t is a else "", _f(rep.get("sent")), _f(rep.get("pps")), _f(t.get("frames")), _f(t.get("kernel_drops")),
+                         _f(t.get("flows")), str(t.get("state")),
+                         f"proxy gone after {t['proxy_gone_s']:.2f} s" if t.get("proxy_gone_s") is not None else ""])  # fmt: skip
+        for p in fin.get("peers", []):
+            if "wall_s" not in p:
+                rows.append([p["tool"], "", "", "", "", "", "", "", "failed", p.get("error", "")])
+                continue
+            rows.append([p["tool"], _f(p["wall_s"], ".2f"), f"{p['wall_s'] / ours:.2f}x" if ours else "", "", "", "", "", "", "",
+                         f"peak RSS {p['peak_rss_mb']:.0f} MB"])  # fmt: skip
+        ok = a.get("state") == "complete" and ours is not None
+        span = "An hour" if fin["call_seconds"] == 3600 else f"{fin['call_seconds'] / 60:g} minutes"
+        note = (f"{span} of the call is {fin['packets']:,} packets ({fin['call_seconds']:g} s at {ss['call_pps']:.1f} pkt/s): the call "
+                f"replayed {fin['loops']} times (cut at that count) at a fixed packet rate, not its timing, into a fresh session; once "
+                "capture.pcapng stopped growing, SIGINT, and the time until the process exited with the session finished "
+                "(proxy stopped, capture analysed, flows and exchanges attributed and joined, manifest complete). Packet times are "
+                "compressed accordingly, so no flow ends by idle timeout during the capture. Then the peers read the same "
+                "capture.pcapng; 'vs finalisation' is their wall time over the session's SIGINT-to-exit time. "
+                + (f"Target: under {ss['target_finalise_s']:g} s; measured {ours:.1f} s "
+                   f"({'within' if ours < ss['target_finalise_s'] else 'above'} target), kernel drops {a.get('kernel_drops')}."
+                   if ok else f"The session did not finish: {fin.get('error', '')[:300]}"))  # fmt: skip
+        title = "an hour" if fin["call_seconds"] == 3600 else f"{fin['call_seconds'] / 60:g} minutes"
+        out.append((f"Session finalisation after {title} of a 1:1 call",
+                    ["what", "wall s", "vs finalisation", "packets sent", "sent pkt/s", "frames captured", "kernel drops", "flows",
+                     "state", "note"], rows, note))  # fmt: skip
+    return out
 
 
 # -- proxy overhead ------------------------------------------------------------------------------
@@ -1173,6 +1744,9 @@ def tables(res: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]], s
     px = res.get("proxy")
     if px:
         out += _proxy_tables(px)
+    ss = res.get("session")
+    if ss:
+        out += _session_tables(ss)
     return out
 
 
@@ -1331,7 +1905,8 @@ def write_markdown(all_res: dict[str, Any]) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--packets", type=int, default=None, help="packets in the large capture (default 2,000,000; --quick 300,000)")
-    ap.add_argument("--only", choices=["ingest", "capture", "writer", "report", "proxy"], action="append", help="run only these parts (repeatable)")
+    parts_all = ["ingest", "capture", "writer", "report", "proxy", "session"]
+    ap.add_argument("--only", choices=parts_all, action="append", help="run only these parts (repeatable)")
     ap.add_argument("--quick", action="store_true", help="small capture, 5 s per live-capture rate")
     ap.add_argument("--duration", type=float, default=None, help="seconds per live-capture rate (default 60; --quick 5)")
     ap.add_argument("--rates", default="10000,50000,100000,200000", help="live-capture sender rates, packets/s")
@@ -1348,10 +1923,17 @@ def main() -> int:
         "--proxy-sustained-rounds", type=int, default=None, help="rounds of each no-pause group, in alternating orders (default 4; --quick 2)"
     )
     ap.add_argument("--profile", action="store_true", help="proxy part: one more run of the addon under cProfile, summarised")
+    ap.add_argument("--session-seconds", type=float, default=None, help="seconds of replayed call per footprint run (default 60; --quick 10)")
+    ap.add_argument("--session-idle", type=float, default=None, help="seconds of the idle footprint runs (default 30; --quick 5)")
+    ap.add_argument("--session-multipliers", default="1,2.5", help="replay speeds of the call for the footprint runs (1 = its own timing)")
+    ap.add_argument(
+        "--session-hour", type=float, default=None, help="seconds of call whose packets precede the finalisation (default 3600; --quick 300)"
+    )
+    ap.add_argument("--session-pps", type=int, default=20_000, help="packet rate of the finalisation's replay (halved while the kernel drops)")
     args = ap.parse_args()
     packets = args.packets or (300_000 if args.quick else 2_000_000)
     duration = args.duration or (5.0 if args.quick else 60.0)
-    parts = args.only or ["writer", "ingest", "report", "proxy", "capture"]
+    parts = args.only or ["writer", "ingest", "report", "proxy", "capture", "session"]
     env = environment()
     cmd = "python benchmarks/run.py " + " ".join(sys.argv[1:])
     session_dir: Path | None = None
@@ -1370,6 +1952,10 @@ def main() -> int:
             res = bench_proxy(args.proxy_requests or (300 if args.quick else 2000), args.proxy_rounds or (1 if args.quick else 3),
                               args.proxy_threads, args.profile, args.proxy_block, args.proxy_gap, not args.no_proxy_sustained,
                               args.proxy_sustained_rounds or (2 if args.quick else 4))  # fmt: skip
+        elif part == "session":
+            res = bench_session(args.session_seconds or (10.0 if args.quick else 60.0), args.session_idle or (5.0 if args.quick else 30.0),
+                                [float(x) for x in args.session_multipliers.split(",")], args.session_hour or (300.0 if args.quick else 3600.0),
+                                args.session_pps)  # fmt: skip
         # re-read: another run (another part) may have written its results since this one started
         all_res = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else {}
         earlier = all_res.get("proxy", {}).get("profile")
