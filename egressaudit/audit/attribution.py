@@ -1,13 +1,20 @@
 """Which process each flow and HTTP exchange belongs to, from the kernel's socket table (``attributed_by`` "socket-table").
 
 While a session runs, :class:`SocketSampler` reads the socket table (``psutil.net_connections``: every inet
-socket with its owner) every ``interval`` seconds and remembers, for each socket (owner, transport, local and
-remote address), when it was first and last seen, and for each owner (pid and start time, as pids are reused)
-its name, parent, executable and a salted hash of its command line.  Between two samples it reads the kernel's
-counters of opened TCP connections and of sockets in use (``/proc/net/snmp``, ``/proc/net/sockstat{,6}``,
-about 85 µs) every ``poll`` seconds and samples at once when they moved, no sooner than ``min_gap`` after the
-previous sample.  Each new observation is appended to a JSON-lines file at once, and the last-seen times once a
-second, so a supervisor killed with SIGKILL leaves what it had seen (:func:`load_observations` reads it back).
+socket with its owner) and remembers, for each socket (owner, transport, local and remote address), when it was
+first and last seen, and for each owner (pid and start time, as pids are reused) its name, parent, executable and a
+salted hash of its command line.  It polls the kernel's counters (``/proc/net/snmp``, ``/proc/net/sockstat{,6}``,
+about 85 µs) every ``poll`` seconds and reads the table:
+
+* at once when a socket opened or closed (TCP connections opened, sockets in use moved), no sooner than
+  ``min_gap`` after the previous read;
+* every ``interval`` seconds while there is traffic (segments or datagrams moved: one socket closing as another
+  opens moves no count of sockets);
+* every ``full_every`` seconds otherwise; in between, nothing opened, closed or sent, the sockets of the last read
+  are the open ones and only their last-seen times move.
+
+Each new observation is appended to a JSON-lines file at once, and the last-seen times once a second, so a
+supervisor killed with SIGKILL leaves what it had seen (:func:`load_observations` reads it back).
 
 Afterwards :func:`attribute_flows` gives each packet flow the process whose socket had the flow's local end
 (and its remote end, for a connected socket) while the flow was active, :func:`attribute_http` gives each
@@ -25,9 +32,10 @@ process forks belongs to the child too until the child closes it or execs: the o
 Cost, measured on the development VM (2 vCPUs, 70 processes, ``python -m timeit``): one
 ``psutil.net_connections(kind="inet")`` call takes 8.6-10.8 ms, about 7 ms of it the kernel walking its TCP hash
 table for ``/proc/net/tcp`` and ``tcp6`` (262,144 buckets there), the rest the scan of every process's file
-descriptors.  Sampling every 0.25 s with the polls cost 7 % of one CPU (``time.process_time`` over 6 s, no
-triggered samples); with samples triggered no sooner than 0.1 s apart, on that VM whose background opens about
-140 TCP connections a second, 9.6 %.
+descriptors.  Reading it every 0.25 s with the polls cost 7 % of one CPU (``time.process_time`` over 6 s, no
+triggered samples); with reads triggered no sooner than 0.1 s apart, on that VM whose background opens about
+140 TCP connections a second, 9.6 %.  Reading it only when something moved halved that (3.1 % over 10 s while the
+test suite ran beside it).
 """
 
 from __future__ import annotations
@@ -81,12 +89,17 @@ def _ip(text: str) -> str:
 
 
 def _kernel_counters() -> tuple[int, ...]:
-    """TCP connections opened (active, passive) and sockets in use, as the kernel counts them: they move when a socket opens."""
+    """TCP connections opened (active, passive) and sockets in use, as the kernel counts them: they move when a socket
+    opens; then the segments and datagrams sent and received (:data:`TRAFFIC` of them), which move with any traffic."""
     out: list[int] = []
-    for name, wanted in (("snmp", ("ActiveOpens", "PassiveOpens")), ("sockstat", ("inuse", "alloc")), ("sockstat6", ("inuse",))):
+    for name, wanted in (
+        ("snmp", ("ActiveOpens", "PassiveOpens", "InSegs", "OutSegs", "InDatagrams", "OutDatagrams")),
+        ("sockstat", ("inuse", "alloc")),
+        ("sockstat6", ("inuse",)),
+    ):
         try:
             with open(f"/proc/net/{name}") as f:
-                lines = [line.split() for line in f if line.startswith(("Tcp:", "TCP", "UDP:", "UDP6:"))]
+                lines = [line.split() for line in f if line.startswith(("Tcp:", "Udp:", "TCP", "UDP:", "UDP6:"))]
         except OSError:
             continue
         if name == "snmp":  # a line of names, then one of values
@@ -95,6 +108,14 @@ def _kernel_counters() -> tuple[int, ...]:
             pairs = [(f[i], f[i + 1]) for f in lines for i in range(1, len(f) - 1, 2)]
         out += [int(v) for k, v in pairs if k in wanted and v.isdigit()]
     return tuple(out)
+
+
+TRAFFIC = slice(2, 6)
+"""Where :func:`_kernel_counters`'s traffic counters are (the rest say which sockets exist)."""
+
+
+def _sockets_part(c: tuple[int, ...]) -> tuple[int, ...]:
+    return c[: TRAFFIC.start] + c[TRAFFIC.stop :]
 
 
 def _tcp_opened() -> int | None:
@@ -134,11 +155,20 @@ class SocketSampler:
     """
 
     def __init__(
-        self, path: Path, salt: bytes, *, interval: float = 0.25, poll: float = 0.02, min_gap: float = 0.1, ignore: Collection[int] = ()
+        self,
+        path: Path,
+        salt: bytes,
+        *,
+        interval: float = 0.25,
+        poll: float = 0.02,
+        min_gap: float = 0.1,
+        full_every: float = 2.0,
+        ignore: Collection[int] = (),
     ) -> None:
         self.path = path
         self.salt = salt
         self.interval = interval
+        self.full_every = max(full_every, interval)
         self.poll = min(poll, interval)
         self.min_gap = min_gap
         self.ignore = frozenset(ignore)
@@ -148,6 +178,7 @@ class SocketSampler:
             "sample_seconds": 0.0,
             "max_sample_seconds": 0.0,
             "skipped": Counter(),
+            "quiet": 0,
             "unowned": 0,
             "tcp_seen": 0,
             "tcp_opened": None,
@@ -161,6 +192,7 @@ class SocketSampler:
         self._socks: dict[tuple[Any, ...], list[Any]] = {}  # key -> [id, first_seen, last_seen]
         self._unowned: set[tuple[Any, ...]] = set()
         self._dirty: set[int] = set()
+        self._last: list[list[Any]] = []  # the sockets the last sample saw (their [id, first_seen, last_seen])
         self._opened_at_start: int | None = None
 
     def start(self) -> SocketSampler:
@@ -194,17 +226,26 @@ class SocketSampler:
         return Observations.from_records(procs, socks, self.interval)
 
     def _run(self) -> None:
-        last_sample = last_update = -1e9
+        last_sample = last_update = last_seen = -1e9
         counters: tuple[int, ...] = ()
         while True:
             now = time.monotonic()
             try:
                 current = _kernel_counters()
-                due = now - last_sample >= self.interval
-                if due or (current != counters and now - last_sample >= self.min_gap):
+                opened = _sockets_part(current) != _sockets_part(counters)
+                busy = current[TRAFFIC] != counters[TRAFFIC]
+                due = now - last_sample >= (self.interval if busy else self.full_every)
+                if due or (opened and now - last_sample >= self.min_gap):
                     self.stats["triggered"] += not due
                     counters, last_sample = current, now
+                    last_seen = now
                     self._sample()
+                elif not opened and not busy and now - last_seen >= self.interval:
+                    # No socket opened or closed and nothing sent since the last sample: the sockets it saw are the ones
+                    # open now, seen without reading the table again (which costs about 100 times more).  With traffic,
+                    # the table is read every `interval` as well: one socket closing as another opens moves no counter.
+                    last_seen = now
+                    self._still_open()
                 if now - last_update >= UPDATE_SECONDS:
                     last_update = now
                     self._write_seen()
@@ -224,6 +265,7 @@ class SocketSampler:
             return
         t1 = time.time()
         new: list[dict[str, Any]] = []
+        last: list[list[Any]] = []
         with self._lock:
             for c in conns:
                 transport = _TRANSPORTS.get(c.type)
@@ -246,12 +288,22 @@ class SocketSampler:
                 else:
                     seen[2] = t1
                     self._dirty.add(seen[0])
+                last.append(seen)
+            self._last = last
             self.stats["unowned"] = len(self._unowned - {k[2:] for k in self._socks})
         self._write(new)
         spent = time.time() - t0
         self.stats["samples"] += 1
         self.stats["sample_seconds"] += spent
         self.stats["max_sample_seconds"] = max(self.stats["max_sample_seconds"], spent)
+
+    def _still_open(self) -> None:
+        t = time.time()
+        with self._lock:
+            for seen in self._last:
+                seen[2] = t
+                self._dirty.add(seen[0])
+        self.stats["quiet"] += 1
 
     def _owner(self, pid: int, new: list[dict[str, Any]]) -> tuple[int, float] | None:
         """(pid, start time) of a socket's owner, recording it and its ancestors the first time; None when it is gone."""
