@@ -688,3 +688,35 @@ def test_stdin_not_a_terminal(tmp_path: Path, server: Server) -> None:
     os.close(master)
     assert proc.wait(60) == 0, seen[-3000:]
     assert b"Traceback" not in seen and b"top destinations" in seen
+
+
+def test_a_program_runs_the_session(tmp_path: Path, server: Server) -> None:
+    """The lab's way in: record_call with ``started`` (the namespace is known: a client is started in it by the
+    caller) and ``stop`` (set when the caller is done)."""
+    import threading
+
+    from egressaudit.audit.call import CallOptions, Running, record_call
+
+    out = tmp_path / "program"
+    stop = threading.Event()
+    clients: list[subprocess.Popen[bytes]] = []
+
+    def started(r: Running) -> None:
+        assert r.ns is not None
+        env = {**os.environ, "SSL_CERT_FILE": str(Path.home() / ".egressaudit" / "mitmproxy" / "mitmproxy-ca-cert.pem")}
+        cmd = ["ip", "netns", "exec", r.ns.name, *_client_script(server.ip, requests=2, pause=0.2)]
+        clients.append(subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL))
+
+        def later() -> None:
+            clients[0].wait(60)
+            stop.set()
+
+        threading.Thread(target=later, daemon=True).start()
+
+    opts = CallOptions(out=out, netns=True, netns_allow=[f"{server.ip}/32"], dns=[server.ip], proxy_options=["ssl_insecure=true"])
+    m = record_call(opts, say=lambda s: None, started=started, stop=stop)
+    assert clients[0].returncode == 0
+    assert m.state == "complete" and (m.call or {})["stopped_by"] == "stop"
+    s = ea.open_session(out)
+    assert len(s.http) == 2 and set(s.flows["attributed_by"]) == {"netns"}
+    assert _leftovers(_ns_of(out)) == NONE_LEFT

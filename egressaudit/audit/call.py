@@ -760,8 +760,13 @@ def record_call(
     *,
     say: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
     tick: Callable[[Running], None] | None = None,
+    started: Callable[[Running], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> Manifest:
-    """``egressaudit session start``: set up, run until stopped, finish; the finished session's manifest."""
+    """``egressaudit session start``: set up, run until stopped, finish; the finished session's manifest.
+
+    For a program that runs the session (the lab): ``started`` is called once everything runs (the namespace's name
+    is then in ``running.ns.name``), and setting ``stop`` ends the session as Ctrl-C would (``stopped_by`` "stop")."""
     from egressaudit.netns import cleanup
 
     db = database(list(opts.signature_files))
@@ -783,11 +788,23 @@ def record_call(
         r = start(opts, say, claim, db, signals)  # (a failure here stops what started; the claim removes the folder)
         claim.keep()  # recording: whatever happens now, what reached the folder stays
         try:
+            if stop is not None:
+                threading.Thread(target=_relay_stop, args=(stop, r), name="egressaudit-stop", daemon=True).start()
+            if started is not None:
+                started(r)
             wait(r, tick)
         except BaseException:
             _abandon(r)
             raise
         return finish(r, say)
+
+
+def _relay_stop(stop: threading.Event, r: Running) -> None:
+    while not r.ending.is_set():
+        if stop.wait(0.2):
+            r.stopped_by = r.stopped_by or "stop"
+            r.ending.set()
+            return
 
 
 def check_iface(iface: str) -> None:
