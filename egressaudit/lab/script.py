@@ -139,7 +139,7 @@ def play(
     script: Script,
     pages: Mapping[int, Page],
     *,
-    mark: Callable[[str, datetime, str], None],
+    mark: Callable[[str, datetime, str], object],
     start: float | None = None,
     say: Callable[[str], None] = lambda s: None,
     step_timeout: float = 60.0,
