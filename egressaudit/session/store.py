@@ -234,6 +234,24 @@ def read_rows(out: Path, table: str) -> pa.Table:
     """The table as recorded: the compacted file plus any parts not yet compacted, in this version's schema (older
     schemas migrated).  NewerSchemaError for a file of a newer egressaudit; ValueError (naming the file and what is
     wrong) for one that cannot be read or made to fit."""
+    for attempt in range(READ_ATTEMPTS):
+        try:
+            return _read_rows(out, table)
+        except _Vanished:
+            if attempt == READ_ATTEMPTS - 1:
+                raise ValueError(f"{out}: {table}'s files kept changing while they were read (a recorder compacting); try again") from None
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+READ_ATTEMPTS = 5
+
+
+class _Vanished(Exception):
+    """A part file listed a moment ago is gone: the recorder compacted it into the table meanwhile."""
+
+
+def _read_rows(out: Path, table: str) -> pa.Table:
     path = out / f"{table}.parquet"
     schema = arrow_schema(table)
     files = ([path] if path.exists() else []) + part_files(out, table)
@@ -241,7 +259,11 @@ def read_rows(out: Path, table: str) -> pa.Table:
     for f in files:
         try:
             t = pq.read_table(f)
+        except FileNotFoundError:
+            raise _Vanished from None
         except (OSError, pa.ArrowException) as e:
+            if not f.exists():  # (pyarrow's own error for a file that went away: read again, the table has its rows now)
+                raise _Vanished from None
             raise ValueError(f"{f}: unreadable: {e}") from None
         version = version_of(t)
         if _major(version) > _major(SCHEMA_VERSION):
