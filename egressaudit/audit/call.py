@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
@@ -168,6 +169,7 @@ class Running:
     stopped_by: str = ""
     proxy: subprocess.Popen[bytes] | None = None
     proxy_code: int | None = None
+    proxy_log: threading.Thread | None = None
     client: subprocess.Popen[bytes] | None = None
     client_code: int | None = None
     capture_thread: threading.Thread | None = None
@@ -365,7 +367,10 @@ def _start(r: Running, say: Callable[[str], None], claim: Any) -> None:
         f"from egressaudit.http.proxy import _die_with_parent; _die_with_parent({os.getpid()}); "
         "import sys; sys.argv[0] = 'mitmdump'; from mitmproxy.tools.main import mitmdump; mitmdump()"
     )
-    r.proxy = subprocess.Popen([sys.executable, "-c", boot, *args], pass_fds=(lock_fd,), start_new_session=True)
+    r.proxy = subprocess.Popen([sys.executable, "-c", boot, *args], pass_fds=(lock_fd,), start_new_session=True, stderr=subprocess.PIPE)
+    assert r.proxy.stderr is not None
+    r.proxy_log = threading.Thread(target=relay_proxy_stderr, args=(r.proxy.stderr, opts.out / PROXY_LOG, say), daemon=True)
+    r.proxy_log.start()
     deadline = time.monotonic() + PROXY_START_S
     while not _listening(r.proxy.pid, port):
         r.signals.check()
@@ -461,6 +466,41 @@ def _start(r: Running, say: Callable[[str], None], claim: Any) -> None:
             raise UsageError(f"{opts.command[0]}: cannot start the client: {e.strerror or e}") from None
         say(f"client started (pid {r.client.pid}): {' '.join(opts.command)}")
         manifest.update(opts.out, lambda m: setattr(m, "call", {**(m.call or {}), "client_pid": r.client.pid if r.client else None}))
+
+
+PROXY_LOG = "proxy.log"
+"""mitmdump's messages, all of them (0600): what the user is shown is its one-line messages."""
+_TRACEBACK_START = ("Traceback (most recent call last):", "Exception in callback", "Task exception was never retrieved", "Future exception")
+
+
+def relay_proxy_stderr(stream: Any, log_path: Path, say: Callable[[str], None]) -> None:
+    """mitmdump's stderr: every line to ``OUT/proxy.log``; the one-line messages (the addon's errors, mitmproxy's
+    warnings) to the user too, but not Python tracebacks (mitmproxy logs asyncio's cancelled connections as tracebacks
+    when it shuts down with clients connected): those are counted and said in one line at the end."""
+    tracebacks = 0
+    inside = False
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        for raw in iter(stream.readline, b""):
+            with contextlib.suppress(OSError):
+                os.write(fd, raw)
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            if line.startswith(_TRACEBACK_START):
+                inside = True
+                tracebacks += 1
+                continue
+            if inside and (not line or line[0].isspace() or line.startswith(("handle:", "During handling", "The above exception"))
+                           or re.match(r"^[\w.]+(Error|Exception|Interrupt|Exit)\b", line)):  # fmt: skip
+                continue
+            inside = False
+            with contextlib.suppress(OSError):
+                say(line)
+    finally:
+        os.close(fd)
+        stream.close()
+    if tracebacks:
+        with contextlib.suppress(OSError):
+            say(f"the proxy (mitmproxy) logged {tracebacks} internal traceback(s), e.g. connections cancelled as it stopped; see {log_path}")
 
 
 # -- running ---------------------------------------------------------------------------------------------------------
@@ -567,6 +607,8 @@ def _stop_proxy(r: Running) -> None:
             p.kill()
             p.wait()
     r.proxy_code = p.returncode
+    if r.proxy_log is not None:
+        r.proxy_log.join(10)
 
 
 def _stop_all(r: Running, linger: float = LINGER_S) -> None:

@@ -183,7 +183,8 @@ def session_files(folder: Path) -> list[str]:
     except (FileNotFoundError, NotADirectoryError):
         return []
     tables = {f"{t}.parquet" for t in TABLES}
-    known = {MANIFEST, ".parts", ".spool", "capture.pcapng", "flows.mitm", "report.html", "figures", "sockets.jsonl"} | tables
+    known = {MANIFEST, ".parts", ".spool", "capture.pcapng", "flows.mitm", "report.html", "figures", "sockets.jsonl", "proxy.log"}
+    known |= {"lab-sink.jsonl"} | tables
     return sorted(n for n in names if n in known or n.startswith(("capture-", ".spool")))
 
 
