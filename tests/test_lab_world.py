@@ -82,11 +82,11 @@ def test_two_participants_call_chat_upload_share_and_telemetry(tmp_path: Path) -
     uploads = kinds["upload"]
     assert len(uploads) == 1 and uploads[0]["host"] == "upload.lab.test" and uploads[0]["body_bytes"] > 150000
     sentry = kinds["sentry"]
-    assert {r["host"] for r in sentry} == {"o1.ingest.sentry.lab.test"}
+    assert {r["host"] for r in sentry} == {"o4509.ingest.sentry.io"}
     items = {i for r in sentry for i in r["items"]}
     assert {"session", "event"} <= items, items
     amp = kinds["amplitude"]
-    assert {r["host"] for r in amp} == {"api2.amplitude.lab.test"} and sum(r["events"] for r in amp) >= 10  # (one per hook)
+    assert {r["host"] for r in amp} == {"api2.amplitude.com"} and sum(r["events"] for r in amp) >= 10  # (one per hook)
     ws = kinds["websocket"]
     assert len(ws) == 2 and {r["host"] for r in ws} == {"telemetry.lab.test"} and all(r["messages"] > 5 for r in ws), ws
     assert PLANTED["email"] == "alice@lab.test"

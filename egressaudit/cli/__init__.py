@@ -13,6 +13,7 @@ session start      :mod:`egressaudit.cli.session`         :func:`egressaudit.aud
 session mark       :mod:`egressaudit.cli.session`         :func:`egressaudit.session.markers.add_marker`
 session recover    :mod:`egressaudit.cli.session`         :func:`egressaudit.audit.call.recover`
 session cleanup    :mod:`egressaudit.cli.session`         :func:`egressaudit.netns.cleanup`
+lab                :mod:`egressaudit.cli.lab`             :func:`egressaudit.audit.lab.run_lab`
 =================  =====================================  ==============================================
 
 Every expected failure is one line on stderr and a documented exit code (:mod:`egressaudit.errors`, and the README);
@@ -29,7 +30,7 @@ import typer
 from rich.text import Text
 
 from egressaudit import __version__
-from egressaudit.cli import audit, proxy, read, session
+from egressaudit.cli import audit, lab, proxy, read, session
 from egressaudit.cli.common import console, err
 from egressaudit.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, save_crash
 
@@ -46,7 +47,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-for sub in (audit.app, proxy.app, read.app):
+for sub in (audit.app, proxy.app, read.app, lab.app):
     app.add_typer(sub)
 app.add_typer(session.app)
 

@@ -64,6 +64,8 @@ class Browser:
         msg: dict[str, Any] = {"id": self._next, "method": method, "params": params or {}}
         if session:
             msg["sessionId"] = session
+        if self._w < 0:
+            raise CdpError(f"{method}: the browser was closed")
         try:
             os.write(self._w, json.dumps(msg).encode() + b"\0")
         except OSError as e:
@@ -142,7 +144,10 @@ class Browser:
         raise CdpError(f"{expression}: not true after {timeout:g} s{last}")
 
     def close(self, grace: float = 5.0) -> None:
-        """Ask the browser to close, then end its process group."""
+        """Ask the browser to close, then end its process group (a second call does nothing: the pipes' descriptor
+        numbers may belong to other files by then)."""
+        if self._r < 0:
+            return
         if self.proc.poll() is None:
             with contextlib.suppress(CdpError, OSError):
                 self.send("Browser.close", timeout=grace)
@@ -155,6 +160,7 @@ class Browser:
         for fd in (self._r, self._w):
             with contextlib.suppress(OSError):
                 os.close(fd)
+        self._r = self._w = -1
 
     def __enter__(self) -> Browser:
         return self

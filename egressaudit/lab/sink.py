@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gzip
 import json
 import mimetypes
 import re
@@ -97,6 +98,12 @@ class Sink:
     async def respond(self, method: str, target: str, host: str, headers: dict[str, str], body: bytes, writer: asyncio.StreamWriter) -> None:
         kind = kind_of(method, target)
         fields: dict[str, Any] = {"host": host, "method": method, "path": target, "kind": kind, "body_bytes": len(body)}
+        if headers.get("content-encoding", "").lower() == "gzip":  # (Amplitude's SDK compresses what it sends to amplitude.com)
+            fields["encoding"] = "gzip"
+            try:
+                body = gzip.decompress(body)
+            except (OSError, EOFError, ValueError):
+                fields["bad_gzip"] = True
         code, ctype, payload = 200, "application/json", b"{}"
         if kind == "sentry":
             payload = json.dumps({"id": uuid.uuid4().hex}).encode()

@@ -46,7 +46,10 @@ PREFIX = "ealab"
 NET = 96
 """Second octet of the lab's addresses (the session's namespaces use 199, the test suite's 98)."""
 DOMAIN = "lab.test"
-NAMES = ("meet.lab.test", "telemetry.lab.test", "o1.ingest.sentry.lab.test", "api2.amplitude.lab.test", "upload.lab.test")
+NAMES = ("meet.lab.test", "telemetry.lab.test", "upload.lab.test")
+VENDOR_NAMES = ("o4509.ingest.sentry.io", "api2.amplitude.com")
+"""The real hosts the page's Sentry and Amplitude SDKs report to, as in an app that embeds them: the lab's DNS answers
+them with the cloud (the namespaces have no other way out), so the shipped signatures name those vendors."""
 PAGE_DIR = Path(__file__).resolve().parent / "page"
 CHROMIUM = "/usr/lib/chromium/chromium"
 """The browser binary itself: Debian's /usr/bin/chromium wrapper adds Google API keys and remote extensions."""
@@ -162,10 +165,11 @@ class World:
             (self.workdir / "logs").mkdir(exist_ok=True)
             self.cloud = netns.Namespace.create(prefix=PREFIX, net=self.net)
             ip = self.cloud.ns_ip
-            self.pki = make_pki(self.workdir / "pki", [*NAMES, f"*.{DOMAIN}", f"*.ingest.sentry.{DOMAIN}"], [ip])
+            self.pki = make_pki(self.workdir / "pki", [*NAMES, f"*.{DOMAIN}", *VENDOR_NAMES], [ip])
             self._start("dnsmasq", ["dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--user=root", "--group=root",
                                     "--no-resolv", "--no-hosts", "--no-poll", "--bind-interfaces", f"--listen-address={ip}",
-                                    f"--address=/{DOMAIN}/{ip}", "--log-queries", f"--log-facility={self.workdir / 'logs' / 'dns.log'}",
+                                    f"--address=/{DOMAIN}/{ip}", *(f"--address=/{n}/{ip}" for n in VENDOR_NAMES),
+                                    "--log-queries", f"--log-facility={self.workdir / 'logs' / 'dns.log'}",
                                     f"--pid-file={self.workdir / 'dnsmasq.pid'}"])  # fmt: skip
             self._start("sink", [sys.executable, "-m", "egressaudit.lab.sink", "--bind", ip, "--port", "443", "--cert", str(self.pki.cert),
                                  "--key", str(self.pki.key), "--root", str(PAGE_DIR), "--records", str(self.records_file)])  # fmt: skip
