@@ -12,6 +12,7 @@ package catches them like any exception::
      │    ├── FlowFileError              a mitmproxy flow file or HAR that cannot be read at all
      │    ├── CaptureSetupError          an interface or a BPF filter that cannot be captured on
      │    │    └── NetnsError               the client's network namespace cannot be set up (--netns)
+     │    │         └── LabError               the lab cannot be built (a missing package, a server that does not start)
      │    ├── NotASessionError           a folder that is not a session folder (no session.json, no table)
      │    ├── NewerSchemaError           a session written by a newer egressaudit (a schema this version cannot read)
      │    ├── TableUnreadable            a session table that exists but cannot be read

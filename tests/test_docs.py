@@ -45,10 +45,14 @@ def test_the_exit_codes_are_the_same_in_the_readme_and_the_cli() -> None:
 
 
 def _import_every_error() -> None:
-    """The modules that define error classes (beside the code that raises them)."""
-    for name in ("audit.files", "audit.live", "capture.live", "capture.reader", "http.har", "http.inventory_report", "http.proxy",
-                 "http.recorder", "report", "session", "signatures"):  # fmt: skip
-        importlib.import_module(f"egressaudit.{name}")
+    """Every module of the package (error classes are defined beside the code that raises them)."""
+    import pkgutil
+
+    import egressaudit
+
+    for mod in pkgutil.walk_packages(egressaudit.__path__, "egressaudit."):
+        if mod.name not in ("egressaudit.__main__", "egressaudit.http.mitm_script"):  # (one runs the CLI, one is mitmdump's script)
+            importlib.import_module(mod.name)
 
 
 def _subclasses(cls: type) -> set[type]:
