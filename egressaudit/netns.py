@@ -231,10 +231,11 @@ class Namespace:
         allow_quic: bool = False,
         allow: Sequence[str] = (),
         dns: Sequence[str] = (),
+        redirect: Sequence[int] = (),
     ) -> None:
-        """Make the namespace a client's network: a default route through the host, NAT out, TCP 80/443 redirected to
-        a transparent proxy on ``host_ip:proxy_port``, QUIC rejected unless ``allow_quic``; with ``allow``, only
-        those destinations (CIDRs) are forwarded (the rest is rejected)."""
+        """Make the namespace a client's network: a default route through the host, NAT out, TCP 80/443 (and the
+        ``redirect`` ports) redirected to a transparent proxy on ``host_ip:proxy_port``, QUIC rejected unless
+        ``allow_quic``; with ``allow``, only those destinations (CIDRs) are forwarded (the rest is rejected)."""
         _run(["ip", "-n", self.name, "route", "add", "default", "via", self.host_ip])
         tag = ["-m", "comment", "--comment", f"egressaudit:{self.name}"]
         rules: list[list[str]] = []
@@ -242,7 +243,7 @@ class Namespace:
         rules.append(["filter", "INPUT", "-i", self.host_if, "-j", "REJECT", *tag])
         rules.append(["filter", "INPUT", "-i", self.host_if, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT", *tag])
         if proxy_port is not None:
-            ports = ",".join(str(p) for p in REDIRECTED_PORTS)
+            ports = ",".join(str(p) for p in sorted({*REDIRECTED_PORTS, *redirect}))
             dests: list[str | None] = list(allow) or [None]
             for dest in dests:  # (with an allow-list only those destinations reach the proxy: the rest is rejected)
                 to = ["-d", dest] if dest else []

@@ -45,8 +45,11 @@ def test_a_scripted_lab_call_is_an_audited_session_with_ground_truth(tmp_path: P
     assert by_host.loc["o4509.ingest.sentry.io"].tolist() == ["sentry", "third", "telemetry"]
     assert by_host.loc["api2.amplitude.com"].tolist() == ["amplitude", "third", "telemetry"]
     assert by_host.loc["telemetry.lab.test", "category"] == "telemetry"
-    signaling = egress[(egress["remote_port"] == 8989)]  # Janus's wss (not proxied: the flow's TLS name says it)
+    signaling = egress[(egress["remote_port"] == 8989)]  # Janus's wss, handed to the proxy too (--redirect-port)
     assert len(signaling) >= 1 and set(signaling["category"]) == {"signaling"}
+    ws = h[(h["kind"] == "websocket") & (h["host"] == "meet.lab.test") & (h["remote_port"] == 8989)]
+    assert len(ws) >= 10 and set(ws["category"]) == {"signaling"} and set(ws["direction"]) == {"in", "out"}
+    assert ws["flow_id"].notna().all()  # each message joined to the captured wss flow
     # every flow is the audited participant's, and the others' traffic is not in the session
     assert set(f["attributed_by"]) == {"netns"}
     # the planted identifiers are found by the inventory and stored only as salted hashes

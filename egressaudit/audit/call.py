@@ -96,6 +96,7 @@ class CallOptions:
     idle_timeout: float = 120.0
     local_nets: list[str] = field(default_factory=list)
     client_version: str | None = None
+    redirect_ports: list[int] = field(default_factory=list)  # with netns: TCP ports handed to the proxy besides 80 and 443
     rotate_bytes: int | None = None  # a new pcapng file after this many captured bytes ...
     rotate_seconds: float | None = None  # ... or this long
     proxy_options: list[str] = field(default_factory=list)  # mitmproxy KEY=VALUE options (--proxy-set), e.g. an upstream proxy
@@ -314,7 +315,7 @@ def _start(r: Running, say: Callable[[str], None], claim: Any) -> None:
         r.ns = Namespace.create()
         listen, modes = r.ns.host_ip, ["transparent"]
         port = opts.port or _free_port(listen)
-        r.ns.route_out(proxy_port=port, allow_quic=opts.allow_quic, allow=opts.netns_allow, dns=opts.dns)
+        r.ns.route_out(proxy_port=port, allow_quic=opts.allow_quic, allow=opts.netns_allow, dns=opts.dns, redirect=opts.redirect_ports)
         iface = r.ns.host_if
         local_nets = [f"{r.ns.ns_ip}/32", *opts.local_nets]  # the client; the host end (its gateway) is a remote on the local net
     else:
@@ -340,6 +341,7 @@ def _start(r: Running, say: Callable[[str], None], claim: Any) -> None:
             "netns": r.ns.name if r.ns is not None else None,
             "netns_subnet": r.ns.subnet if r.ns is not None else None,
             "allow_quic": opts.allow_quic,
+            "redirected_ports": sorted({80, 443, *opts.redirect_ports}) if r.ns is not None else None,
             "process": opts.process,
             "proxy": {"listen": f"{listen}:{port}", "mode": modes[0]},
             "attribution": "netns" if r.ns is not None else "socket-table",

@@ -46,6 +46,7 @@ def run_lab(
 ) -> LabRun:
     """One scripted lab call into the session folder ``out``; the finished session's manifest and the script's log."""
     from egressaudit.http.proxy import ensure_ca, spki_hash
+    from egressaudit.lab import janus
     from egressaudit.lab import script as lab_script
     from egressaudit.lab.cdp import Browser, CdpError
     from egressaudit.lab.world import World
@@ -97,7 +98,7 @@ def run_lab(
             opts = CallOptions(
                 out=out, netns=True, netns_allow=[world.subnet], dns=[world.dns], force=force, label=f"lab: {sc.name}",
                 proxy_options=[f"ssl_verify_upstream_trusted_ca={world.ca_file}"], signature_files=[world.signatures_file],
-                signatures_path=world.signatures_file, client="lab", command=[],
+                signatures_path=world.signatures_file, client="lab", command=[], redirect_ports=[janus.WSS_PORT],
             )  # fmt: skip
             record_call(opts, say=say, started=started, stop=stop)
             for b in browsers.values():

@@ -117,6 +117,10 @@ def start(
         ),
     ] = False,
     allow_quic: Annotated[bool, typer.Option("--allow-quic", help="With --netns: let QUIC (UDP 443) through (default: blocked).")] = False,
+    redirect_port: Annotated[
+        list[int] | None,
+        typer.Option("--redirect-port", min=1, max=65535, help="With --netns: also hand this TCP port to the proxy (TLS or HTTP there; repeatable)."),
+    ] = None,
     netns_allow: Annotated[
         list[str] | None,
         typer.Option("--netns-allow", help="With --netns: let the client reach only these networks (CIDR; repeatable).", callback=check_cidr),
@@ -159,7 +163,7 @@ def start(
         netns=netns, allow_quic=allow_quic, netns_allow=list(netns_allow or ()), dns=list(dns or ()), process=process, port=port,
         keep_values=keep_values, keep_query=keep_query, keep_bodies=keep_bodies, signature_files=files,
         signatures_path=extra_signatures[0] if extra_signatures else None, force=force, local_nets=list(local_net or ()),
-        client_version=client_version, proxy_options=list(proxy_set or ()), rotate_bytes=_size(rotate_size),
+        client_version=client_version, proxy_options=list(proxy_set or ()), redirect_ports=list(redirect_port or ()), rotate_bytes=_size(rotate_size),
         rotate_seconds=_duration(rotate_time),
     )  # fmt: skip
     view = _View(out, quiet)
