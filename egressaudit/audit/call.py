@@ -47,7 +47,7 @@ from typing import Any
 import pyarrow as pa
 
 from egressaudit.audit.analyze import AnalyzeOptions, analyze, flow_facts
-from egressaudit.audit.files import packet_section, signature_info
+from egressaudit.audit.files import join_http_to_flows, keep_signatures, packet_section, signature_info
 from egressaudit.audit.live import capture_section, recovery_inputs
 from egressaudit.capture.live import CAPTURE_FILE, CaptureSetupError, LiveStats, capture, capture_files, off_the_terminal
 from egressaudit.classify.engine import classify
@@ -351,6 +351,7 @@ def _start(r: Running, say: Callable[[str], None], claim: Any) -> None:
         }
 
     manifest.update(opts.out, started, session_id=session_id_for(opts.out))
+    keep_signatures(opts.out, opts.signature_files)
 
     # the proxy, sharing the folder's recording lock
     lock_fd = claim.lock.fileno()
@@ -760,40 +761,6 @@ def _netns_attribution(t: pa.Table | None, table: str, pid: int | None, name: st
     for k, v in cols.items():
         t = t.set_column(t.schema.get_field_index(k), t.schema.field(k), v)
     return t
-
-
-SLACK_S = 2.0
-"""Seconds an exchange's time may lie outside its flow's (the proxy's and the capture's clocks are one, but a flow's
-first packet can follow the request's time by the connection set-up)."""
-
-
-def join_http_to_flows(http: pa.Table, flows: pa.Table) -> pa.Table:
-    """``http.flow_id``: the flow that carried each exchange.  By Community ID when the capture saw the proxy's
-    upstream connection; otherwise (a transparent proxy: the capture sees the client's side) by the client's address
-    and port with the time of the exchange inside the flow's."""
-    import pandas as pd
-
-    SLACK = pd.Timedelta(seconds=SLACK_S)  # noqa: N806
-    f = flows.select(["flow_id", "community_id", "local_ip", "local_port", "transport", "ts_start", "ts_end"]).to_pandas()
-    f = f.rename(columns={"ts_start": "f_start", "ts_end": "f_end"})
-    h = http.select(["community_id", "client_ip", "client_port", "ts_start"]).to_pandas()
-    h["row"] = range(len(h))
-    ids = pd.Series([pd.NA] * len(h), dtype="Int64")
-    # by Community ID: the latest flow of that 5-tuple that began before the exchange (a port reused later is another flow)
-    m = h.dropna(subset=["community_id"]).merge(f.dropna(subset=["community_id"]), on="community_id")
-    m = m[m["f_start"] <= m["ts_start"] + SLACK]
-    m = m.sort_values("f_start").drop_duplicates("row", keep="last")
-    ids.iloc[m["row"].to_numpy()] = m["flow_id"].to_numpy()
-    # by the client's end: its port on the captured side, the exchange inside the flow's time
-    rest = h[ids.isna().to_numpy()].dropna(subset=["client_ip", "client_port"])
-    if len(rest):
-        tcp = f[f["transport"] == "tcp"]
-        m = rest.merge(tcp, left_on=["client_ip", "client_port"], right_on=["local_ip", "local_port"])
-        m = m[(m["ts_start"] >= m["f_start"] - SLACK) & (m["ts_start"] <= m["f_end"] + SLACK)]
-        m = m.sort_values("f_start").drop_duplicates("row", keep="last")
-        ids.iloc[m["row"].to_numpy()] = m["flow_id"].to_numpy()
-    i = http.schema.get_field_index("flow_id")
-    return http.set_column(i, http.schema.field("flow_id"), pa.array(ids.astype("object").where(ids.notna(), None).tolist(), pa.int64()))
 
 
 # -- the whole run ---------------------------------------------------------------------------------------------------

@@ -34,7 +34,10 @@ app = typer.Typer()
 def analyze(
     inputs: Annotated[
         list[Path],
-        typer.Argument(help="Capture files (pcap, pcapng), saved mitmproxy flows (.mitm, .flows) or HAR files (.har).", show_default=False),
+        typer.Argument(
+            help="Capture files (pcap, pcapng), saved mitmproxy flows (.mitm, .flows) or HAR files (.har); or one recorded session folder.",
+            show_default=False,
+        ),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Session folder to write (created; refused if it holds a session, see --force, --add).")],
     local_net: LocalNet = None,
@@ -52,6 +55,9 @@ def analyze(
 
     Captures give OUT/flows.parquet; mitmproxy flow files (.mitm, .flows) and HAR files (.har) give
     OUT/http.parquet and OUT/fields.parquet. OUT/session.json records inputs, versions and skipped counts.
+
+    A recorded session folder (session start, lab) is analysed again into OUT: its captures with this version and the
+    signature files it kept, its HTTP rows, fields and markers as recorded.
     """
     from egressaudit.audit.files import analyze_files
 

@@ -172,6 +172,8 @@ def recording_pid(out: Path) -> int | None:
 MANIFEST = "session.json"
 """The manifest (:mod:`egressaudit.session.manifest` reads and writes it)."""
 MANIFEST_LOCK = ".session.lock"
+SIGNATURES_DIR = "signatures"
+"""The extra signature files a session was analysed with, copied (``egressaudit.audit.files.keep_signatures``)."""
 BOOKKEEPING = frozenset({LOCK_FILE, MANIFEST_LOCK, ".salt"})
 """Files a command makes before it records anything: a folder holding only these holds no session."""
 
@@ -184,7 +186,7 @@ def session_files(folder: Path) -> list[str]:
         return []
     tables = {f"{t}.parquet" for t in TABLES}
     known = {MANIFEST, ".parts", ".spool", "capture.pcapng", "flows.mitm", "report.html", "figures", "sockets.jsonl", "proxy.log"}
-    known |= {"lab-sink.jsonl"} | tables
+    known |= {"lab-sink.jsonl", SIGNATURES_DIR} | tables
     return sorted(n for n in names if n in known or n.startswith(("capture-", ".spool")))
 
 
