@@ -279,6 +279,17 @@ async function stats() {
   return out;
 }
 
+// The SSRCs this participant sends with, by kind (ground truth for the capture's RTP streams: a sender keeps its SSRC
+// across replaceTrack, so mute and camera off show as gaps in these streams).
+async function ssrcs() {
+  const out = { audio: [], video: [] };
+  if (!pubPc) return out;
+  (await pubPc.getStats()).forEach((s) => {
+    if (s.type === 'outbound-rtp' && out[s.kind] && !out[s.kind].includes(s.ssrc)) out[s.kind].push(s.ssrc);
+  });
+  return out;
+}
+
 // -- the hooks ---------------------------------------------------------------------------------------------------------
 const step = (name, fn) => async (...args) => {
   try {
@@ -303,13 +314,16 @@ window.lab = {
     await chatroom();
     S.joined = true;
     Sentry.captureMessage(`joined meeting '${TITLE}' as ${EMAIL}`);
+    return { ssrcs: await ssrcs() };
   }),
+  // Muting stops the audio sender (no RTP at all, as Zoom's and Teams' clients do), rather than sending silence
+  // (track.enabled = false), so "what is sent while muted" has a sharp truth to check against.
   mute: step('mute', async () => {
-    camStream.getAudioTracks()[0].enabled = false;
+    await audioSender.replaceTrack(null);
     S.audio = false;
   }),
   unmute: step('unmute', async () => {
-    camStream.getAudioTracks()[0].enabled = true;
+    await audioSender.replaceTrack(camStream.getAudioTracks()[0]);
     S.audio = true;
   }),
   cameraOff: step('camera_off', async () => {
@@ -367,6 +381,7 @@ window.lab = {
       ...S,
       n: N, room: ROOM,
       audio: !!(a && a.enabled && audioSender && audioSender.track === a),
+      ssrcs: await ssrcs(),
       videoSending: !!(videoSender && videoSender.track),
       subscribed: Object.keys(S.feeds).length,
       stats: await stats(),
