@@ -109,8 +109,14 @@ def run_lab(
                 shutil.copyfile(world.records_file, run.sink_records)
                 run.sink_records.chmod(0o600)
 
+            # the audited page's own account of each step (the times it was asked and done, what it answered: the
+            # SSRCs it sends with, the upload's size), kept as the truth the session's tables are checked against
+            audited = sorted((e for e in run.log if e.get("participant") == lab_script.AUDITED), key=lambda e: e["asked"])
+            truth = [{k: e[k] for k in ("do", "at", "asked", "done", "result", "error") if k in e} for e in audited]
+
             def lab_section(mm: Manifest) -> None:
-                mm.call = {**(mm.call or {}), "lab": {"script": sc.model_dump(), "participants": sc.participants, "errors": run.errors}}
+                lab = {"script": sc.model_dump(), "participants": sc.participants, "errors": run.errors, "audited": truth}
+                mm.call = {**(mm.call or {}), "lab": lab}
 
             manifest.update(out, lab_section)
             run.manifest, _ = manifest.read(out)

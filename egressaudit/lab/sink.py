@@ -11,7 +11,8 @@ same listener serves every name the lab's DNS answers (the certificate names the
 * ``POST /upload``: a multipart file upload (``upload.lab.test``);
 * ``POST /lab/state``: a page's own report of its state (for checks without a debugger).
 
-Every request is written as one JSON line to ``--records`` when it has been read entirely (host, method, path,
+Every request is written as one JSON line to ``--records`` when it has been read entirely (host, method, path with
+the query's values left out (the page's URL carries the planted identifiers, and this file goes into the session),
 kind, body bytes, for WebSockets the messages and their bytes at close; for the page's state the JSON itself), so
 that checks read what really arrived.  CORS is allowed from any origin.  Nothing here opens a connection.
 """
@@ -38,6 +39,14 @@ MAX_BODY = 64 * 1024 * 1024
 MAX_HEAD = 64 * 1024
 
 
+def redact_query(target: str) -> str:
+    """``target`` with each query value replaced by an ellipsis (``/?room=…&email=…``), keys kept."""
+    bare, sep, query = target.partition("?")
+    if not sep:
+        return bare
+    return bare + "?" + "&".join(f"{k.partition('=')[0]}=…" if "=" in k else k for k in query.split("&"))
+
+
 def kind_of(method: str, path: str) -> str:
     """What a request is, by its method and path (the record's ``kind``)."""
     bare = path.split("?", 1)[0]
@@ -62,6 +71,8 @@ class Sink:
         self.out = records.open("a", encoding="utf-8", buffering=1)
 
     def record(self, **fields: Any) -> None:
+        if isinstance(fields.get("path"), str):
+            fields["path"] = redact_query(fields["path"])
         self.out.write(json.dumps({"t": round(time.time(), 3), **fields}, separators=(",", ":")) + "\n")
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
