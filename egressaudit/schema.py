@@ -24,10 +24,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-SCHEMA_VERSION = "2.1"
+SCHEMA_VERSION = "2.2"
 """2.0: http.parquet speaks the flows' vocabulary (local/remote, out/in, ts_start/ts_end, community_id); a markers table.
 2.1: which process each flow and exchange belongs to, and how that was known (:class:`egressaudit.taxonomy.Attribution`); http.flow_id, the
-packet flow an exchange was carried by.  A 2.0 table reads with these columns null."""
+packet flow an exchange was carried by.  A 2.0 table reads with these columns null.
+2.2: a streams table: what each UDP media flow carried per second, per RTP stream (:mod:`egressaudit.flows.streams`);
+sessions written before have none (read as an empty table)."""
 
 
 @dataclass(frozen=True)
@@ -236,7 +238,29 @@ MARKERS: list[Column] = [
     Column("source", pa.string(), 'Who set it: "cli" (egressaudit session mark), "live" (a key in the live view), "lab" (a scripted call).', False),
 ]
 
-TABLES: dict[str, list[Column]] = {"flows": FLOWS, "http": HTTP, "fields": FIELDS, "markers": MARKERS}
+STREAMS: list[Column] = [
+    Column("session_id", pa.string(), "Identifier of the session folder; join key across tables.", False),
+    Column("flow_id", pa.int64(), "flows.flow_id of the UDP media flow the packets belong to.", False),
+    Column("ts", TS, "Start of the one-second bin (whole UTC seconds) the packets fall in.", False),
+    Column("direction", pa.string(), '"out" (sent by the audited host) or "in" (received by it).', False),
+    Column(
+        "kind",
+        pa.string(),
+        'What the payloads were, by their first byte (RFC 7983): "rtp", "rtcp", "stun", "dtls" (handshake, alert), '
+        '"data_channel" (DTLS application data: SCTP), "turn_channel" (TURN ChannelData), "other" (anything else, '
+        "Zoom's encapsulated media included, or too short to read).",
+        False,
+    ),
+    Column("ssrc", pa.int64(), "RTP SSRC (rtp rows), the sender's SSRC (rtcp rows); null for the other kinds."),
+    Column("payload_type", pa.int16(), "RTP payload type (rtp rows), the first RTCP packet's type (rtcp rows: 200 SR, 201 RR, ...); null otherwise."),
+    Column("packets", pa.int64(), "Packets in the bin (IP fragments after the first counted with their first fragment's row).", False),
+    Column("bytes", pa.int64(), "IP bytes (headers included), as flows.bytes_out/bytes_in count them.", False),
+    Column("payload_bytes", pa.int64(), "UDP payload bytes, as flows.payload_bytes_out/_in count them.", False),
+    Column("marker_packets", pa.int64(), "RTP packets with the marker bit set (a video frame's last packet, a talk spurt's first).", False),
+]
+"""Per UDP media flow, one-second bin, direction and stream: sums that add up to the flow's counters."""
+
+TABLES: dict[str, list[Column]] = {"flows": FLOWS, "http": HTTP, "fields": FIELDS, "markers": MARKERS, "streams": STREAMS}
 
 HTTP_1_0_NAMES: dict[str, str] = {
     "ts": "ts_start",

@@ -7,6 +7,7 @@ A session folder holds::
     http.parquet        HTTP exchanges and WebSocket messages (HTTP path: the proxy, flow files, HAR)
     fields.parquet      the fields the HTTP bodies carried (hashed values unless kept)
     markers.parquet     call states over time (written by audited sessions)
+    streams.parquet     what each UDP media flow carried, per second and per RTP stream (packet path; none without media)
     capture.pcapng      the packets of ``egressaudit capture``
     flows.mitm          complete HTTP flows with bodies (only with ``--keep-bodies``)
     report.html, figures/
@@ -22,7 +23,7 @@ a command that fails leaves no folder and an existing session as it was) and wri
 Reading is :func:`open_session` / :func:`open_sessions`, the public API (``egressaudit.open_session``)::
 
     s = open_session("audits/zoom-call")
-    s.flows, s.http, s.fields, s.markers     # DataFrames, one column per schema column, Arrow-backed dtypes
+    s.flows, s.http, s.fields, s.markers, s.streams   # DataFrames, one column per schema column, Arrow-backed dtypes
     s.manifest.audited_client
 """
 
@@ -102,12 +103,17 @@ class _Tables:
     def markers(self) -> pd.DataFrame:
         return self.frame("markers")
 
+    @property
+    def streams(self) -> pd.DataFrame:
+        return self.frame("streams")
+
 
 class Session(_Tables):
     """One session folder, opened for reading (:func:`open_session`).
 
-    ``flows``, ``http``, ``fields`` and ``markers`` are DataFrames (see :func:`dataframe`), read when first used; a
-    table the session does not have is empty with its columns.  ``manifest`` is ``session.json``
+    ``flows``, ``http``, ``fields``, ``markers`` and ``streams`` are DataFrames (see :func:`dataframe`), read when
+    first used; a table the session does not have (``streams`` in a session written before schema 2.2, or without
+    media) is empty with its columns.  ``manifest`` is ``session.json``
     (:class:`~egressaudit.session.manifest.Manifest`); ``dropped_keys`` names its keys left out because their values
     had the wrong type, and ``has_manifest`` is False for a recording that never wrote one (a killed proxy).
     """
