@@ -1,4 +1,6 @@
-"""Offline audit: capture files -> flows -> classified ``flows.parquet`` + ``session.json``."""
+"""Offline audit: capture files -> flows -> classified ``flows.parquet`` + ``session.json``; then the media flows'
+per-second, per-stream split (``streams.parquet``, :mod:`egressaudit.flows.streams`), from a second pass over the
+captures that only sessions with UDP media flows pay for."""
 
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from egressaudit.classify.engine import FlowFacts, classify
 from egressaudit.classify.party import choose_audited_client, first_party_vendors, party_array
 from egressaudit.flows.columnar import ColumnarFlowTable, decode_batch
 from egressaudit.flows.orient import Orientation, Sides, community_id, sides
+from egressaudit.flows.streams import media_streams
 from egressaudit.flows.table import Flow, ip_str
 from egressaudit.signatures import SignatureDB, default_db
 from egressaudit.taxonomy import Category, DataClass
@@ -43,6 +46,7 @@ class AnalyzeResult:
     table: pa.Table  # flows.parquet (schema.FLOWS)
     session: dict[str, Any]
     inputs: list[ReadStats] = field(default_factory=list)
+    streams: pa.Table | None = None  # streams.parquet (schema.STREAMS); None when no flow is UDP media
 
     @property
     def rows(self) -> list[dict[str, Any]]:
@@ -115,6 +119,7 @@ def _analyze(inputs: Sequence[Path], opts: AnalyzeOptions, db: SignatureDB, prog
     flows_table = flows_table.append_column(pa.field("party", pa.string(), nullable=False), party_array(flows_table.column("vendor"), first))
     flows_table = schema_mod.with_attribution("flows", flows_table)  # a capture file does not say which process sent what
     flows_table = flows_table.select(schema_mod.column_names("flows")).cast(schema_mod.arrow_schema("flows"))
+    streams = media_streams(inputs, flows_table, session_id, idle_timeout=opts.idle_timeout)
     session = {
         "session_id": session_id,
         "audited_client": client,
@@ -154,7 +159,7 @@ def _analyze(inputs: Sequence[Path], opts: AnalyzeOptions, db: SignatureDB, prog
         },
         "elapsed_s": round(time.time() - started, 3),
     }
-    return AnalyzeResult(flows_table, session, stats_list)
+    return AnalyzeResult(flows_table, session, stats_list, streams)
 
 
 @dataclass

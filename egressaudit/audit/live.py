@@ -85,6 +85,8 @@ def capture_session(
             on_captured(stats)
         result = analyze([Path(stats.path)], opts, db)
         write_table(out, "flows", result.table)
+        if result.streams is not None:
+            write_table(out, "streams", result.streams)
 
         def finished(m: Manifest) -> None:
             packet_section(m, result.session)
@@ -151,6 +153,8 @@ def recover(folder: Path, announce: Callable[[str], None] | None = None) -> Mani
     with claimed(folder, add=True):
         result = analyze([pcap], opts, db)
         write_table(folder, "flows", result.table)
+        if result.streams is not None:
+            write_table(folder, "streams", result.streams)
 
         def recovered(m: Manifest) -> None:
             packet_section(m, result.session)
