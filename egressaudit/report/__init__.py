@@ -62,6 +62,12 @@ def load_markers(session_dir: Path) -> pd.DataFrame:
     return _load(session_dir, "markers")
 
 
+def load_streams(session_dir: Path) -> pd.DataFrame:
+    """The media flows' per-second streams (empty with its columns when the session has none: no media, or written
+    before schema 2.2); ReportError when unreadable."""
+    return _load(session_dir, "streams")
+
+
 def load_session(session_dir: Path) -> tuple[pd.DataFrame | None, dict[str, object]]:
     """(flows DataFrame, or None when the folder only has HTTP tables; the manifest as a dict) of a session folder,
     opened with :func:`egressaudit.session.open_session`.
@@ -164,7 +170,8 @@ def build_report(session_dir: Path, console: Console | None = None, redact: bool
     flows, session = load_session(session_dir)
     http, fields = load_http(session_dir) if has_http(session_dir) else (None, None)
     markers = load_markers(session_dir)
-    data = summarize(flows, session, redact=redact, http=http, fields=fields, markers=markers)
+    streams = load_streams(session_dir) if flows is not None and not markers.empty else None  # (only the per-state table reads it)
+    data = summarize(flows, session, redact=redact, http=http, fields=fields, markers=markers, streams=streams)
     if session.get("state") == "recovered":
         data.notes.append(_recovered_note(session))
     if session.get(DROPPED):

@@ -287,11 +287,13 @@ def summarize(
     http: pd.DataFrame | None = None,
     fields: pd.DataFrame | None = None,
     markers: pd.DataFrame | None = None,
+    streams: pd.DataFrame | None = None,
 ) -> ReportData:
     """All the report's tables from the flows and/or http (with fields) DataFrames and the session's metadata.
 
     ``flows`` None: a session without a flows table (recorded by the proxy);
-    ``http`` None: a session without HTTP tables.
+    ``http`` None: a session without HTTP tables; ``streams`` (the media flows' seconds) places media in the
+    per-state table.
     """
     has_flows = flows is not None
     if flows is None:
@@ -320,5 +322,5 @@ def summarize(
         skipped=skipped_counts(session),
         redacted=redact,
         redactor=red,
-        by_state=states.egress_by_state(egress(flows), markers if markers is not None else pd.DataFrame(), http),
+        by_state=states.egress_by_state(egress(flows), markers if markers is not None else pd.DataFrame(), http, streams),
     )
