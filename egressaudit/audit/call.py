@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from egressaudit.audit.analyze import AnalyzeOptions, analyze, flow_facts
 from egressaudit.audit.files import join_http_to_flows, keep_signatures, packet_section, signature_info
@@ -732,6 +733,8 @@ def finalise(
             attributed[name] = {str(k): int(v) for k, v in Counter(t.column("attributed_by").to_pylist()).items()}
     if flows is not None:
         write_table(out, "flows", flows)
+        if result is not None and result.streams is not None:  # (the rows of flows --process left out go with them)
+            write_table(out, "streams", result.streams.filter(pc.is_in(result.streams.column("flow_id"), flows.column("flow_id"))))
     if http is not None:
         write_table(out, "http", http)
 

@@ -196,6 +196,8 @@ def analyze_files(
                 flows = schema_mod.with_attribution("flows", flows.drop_columns(list(schema_mod.ATTRIBUTION_COLUMNS)), "netns")
                 flows = flows.select(schema_mod.column_names("flows"))
             write_table(out, "flows", flows)
+            if result.streams is not None:
+                write_table(out, "streams", result.streams)
             manifest.update(out, lambda m: packet_section(m, result.session))
         if flow_files:
             from egressaudit.http.recorder import RecorderOptions, record_files
