@@ -46,7 +46,8 @@ def test_two_participants_call_chat_upload_share_and_telemetry(tmp_path: Path) -
                 b.attach()
                 assert b.wait_for("window.lab && lab.ready", timeout=20)
             for b in browsers:
-                assert b.evaluate("lab.join()", timeout=30) is True
+                joined = b.evaluate("lab.join()", timeout=30)  # the SSRCs it sends with
+                assert len(joined["ssrcs"]["audio"]) == len(joined["ssrcs"]["video"]) == 1, joined
             # both see the other's feed and receive its media
             states: list[dict[str, Any]] = []
             for b in browsers:
