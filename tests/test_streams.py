@@ -14,6 +14,7 @@ import subprocess
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
@@ -26,9 +27,9 @@ from egressaudit.audit.analyze import AnalyzeOptions, analyze
 from egressaudit.audit.files import analyze_files
 from egressaudit.flows.streams import KINDS, media_streams
 from egressaudit.report.states import egress_by_state
-from egressaudit.report.summary import egress
+from egressaudit.report.summary import egress, egress_over_time
 from egressaudit.schema import arrow_schema
-from egressaudit.session import manifest, write_table
+from egressaudit.session import manifest
 from egressaudit.signatures import default_db
 from tests.factories import CLIENT, write_pcap
 
@@ -69,8 +70,7 @@ def janus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ea.Session, p
     """The shipped call analysed as the README says; its streams table written beside the flows, as analyze does."""
     out = tmp_path_factory.mktemp("streams") / "call"
     done = analyze_files([SAMPLE / "call.pcapng"], out, local_nets=["10.77.0.2/32"], signature_files=[SAMPLE / "selfhosted.yaml"])
-    assert done.flows is not None and done.flows.streams is not None
-    write_table(out, "streams", done.flows.streams)
+    assert done.flows is not None and done.flows.streams is not None and ea.open_session(out).has("streams")  # (analyze wrote it)
     s = ea.open_session(out)
     return out, s, s.streams
 
@@ -302,6 +302,24 @@ def test_a_mute_shows_as_media_that_stopped(tmp_path: Path, synthetic: tuple[pd.
     assert by.loc["talking", "customer_content"] > 0.5 * sent
 
 
+def test_the_time_figure_shows_the_mute_too(synthetic: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    """The report's egress-over-time series places the media flow's bytes where they were sent, like the state table."""
+    flows, st = synthetic
+    main = flows[flows["local_port"] == 50000]
+    placed, w = egress_over_time(main, bin_s=1, streams=st)
+    even, _ = egress_over_time(main, bin_s=1)
+    assert w == 1
+    sent = int(main["bytes_out"].sum())
+    for series in (placed, even):
+        assert abs(series.to_numpy().sum() - sent) < 1
+    sec = np.asarray([int(t.timestamp()) - int(T0) for t in placed.index])
+    cc = placed["customer_content"].to_numpy()
+    talking, muted = cc[(sec >= 0) & (sec < 10)].mean(), cc[(sec >= 10) & (sec < 15)].mean()
+    assert muted < 0.1 * talking, (talking, muted)
+    ev = even["customer_content"].to_numpy()
+    assert ev[(sec >= 10) & (sec < 15)].mean() > 0.5 * ev[(sec >= 0) & (sec < 10)].mean()  # spread evenly: no mute to see
+
+
 def test_the_report_reads_the_streams_for_its_state_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """egressaudit report: the session's streams reach the per-state table (the mute shows) through build_report."""
     import egressaudit.report as report_mod
@@ -309,8 +327,7 @@ def test_the_report_reads_the_streams_for_its_state_table(tmp_path: Path, monkey
     path = _call(tmp_path / "call.pcap")
     out = tmp_path / "s"
     done = analyze_files([path], out, local_nets=[f"{CLIENT}/32"], idle_timeout=10.0)
-    assert done.flows is not None and done.flows.streams is not None
-    write_table(out, "streams", done.flows.streams)
+    assert done.flows is not None and done.flows.streams is not None and ea.open_session(out).has("streams")  # (analyze wrote it)
     at = pd.Timestamp(int(T0), unit="s", tz="UTC")
     for state, dt in (("talking", 0.0), ("muted", 10.2), ("unmuted", 14.9)):
         ea.add_marker(out, state, ts=(at + pd.Timedelta(seconds=dt)).to_pydatetime())

@@ -170,7 +170,7 @@ def build_report(session_dir: Path, console: Console | None = None, redact: bool
     flows, session = load_session(session_dir)
     http, fields = load_http(session_dir) if has_http(session_dir) else (None, None)
     markers = load_markers(session_dir)
-    streams = load_streams(session_dir) if flows is not None and not markers.empty else None  # (only the per-state table reads it)
+    streams = load_streams(session_dir) if flows is not None else None
     data = summarize(flows, session, redact=redact, http=http, fields=fields, markers=markers, streams=streams)
     if session.get("state") == "recovered":
         data.notes.append(_recovered_note(session))

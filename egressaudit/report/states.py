@@ -59,7 +59,7 @@ def egress_by_state(
     a = iv["a"].to_numpy(dtype=np.float64)[None, :]
     b = iv["b"].to_numpy(dtype=np.float64)[None, :]
     classes = egress_flows["data_class"].astype(str).to_numpy() if len(egress_flows) else np.array([], dtype=str)
-    lo, hi, sent, unit_class = _pieces(egress_flows, fs, fe, classes, streams)
+    lo, hi, sent, unit_class = pieces(egress_flows, fs, fe, classes, streams)
     dur = (hi - lo)[:, None]
     overlap = np.clip(np.minimum(hi[:, None], b) - np.maximum(lo[:, None], a), 0, None)
     point = (lo[:, None] >= a) & ((lo[:, None] < b) | ((b == end) & (lo[:, None] <= b)))  # (zero-length pieces: where they are)
@@ -83,7 +83,7 @@ def egress_by_state(
     return out[COLUMNS]
 
 
-def _pieces(
+def pieces(
     flows: pd.DataFrame, fs: np.ndarray[Any, Any], fe: np.ndarray[Any, Any], classes: np.ndarray[Any, Any], streams: pd.DataFrame | None
 ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], np.ndarray[Any, Any], np.ndarray[Any, Any]]:
     """The bytes sent, as pieces of time each spread evenly over itself: (start, end, bytes, data class) per piece.

@@ -194,27 +194,32 @@ def choose_bin_width(span_s: float, max_bins: int = MAX_BINS) -> int:
     return int(math.ceil(span_s / max_bins / 86400.0)) * 86400
 
 
-def egress_over_time(flows: pd.DataFrame, bin_s: int | None = None) -> tuple[pd.DataFrame, int]:
+def egress_over_time(flows: pd.DataFrame, bin_s: int | None = None, streams: pd.DataFrame | None = None) -> tuple[pd.DataFrame, int]:
     """Egress bytes per time bin and data class, and the bin width in seconds.
 
     Each flow's ``bytes_out`` is spread evenly over its duration
     (``ts_start`` to ``ts_end``); a flow of zero duration falls into the bin
-    of its start.  The bin width is chosen from the session's length unless
-    given.  The frame is indexed by the bins' start times (UTC) with one
-    column per data class; it is empty when there is no egress.
+    of its start.  A UDP media flow with rows in ``streams`` (the session's
+    streams table) counts the bytes it sent in each second where that second
+    is instead (:func:`egressaudit.report.states.pieces`, as the per-state
+    table), so a mute or a camera turned off shows.  The bin width is chosen
+    from the session's length unless given.  The frame is indexed by the bins'
+    start times (UTC) with one column per data class; it is empty when there
+    is no egress.
     """
     eg = egress(flows)
     if eg.empty:
         return pd.DataFrame({d: pd.Series([], dtype="float64") for d in DATA_CLASS_ORDER}), bin_s or BIN_WIDTHS_S[0]
-    start = epoch_seconds(eg["ts_start"])
-    end = np.maximum(epoch_seconds(eg["ts_end"]), start)
+    fs = epoch_seconds(eg["ts_start"])
+    fe = np.maximum(epoch_seconds(eg["ts_end"]), fs)
+    names = eg["data_class"].astype(str).to_numpy()
+    start, end, bytes_out, piece_class = states.pieces(eg, fs, fe, names, streams)
     t0 = math.floor(float(start.min()))
     w = bin_s or choose_bin_width(float(end.max()) - t0)
     t0 = t0 - t0 % w
     nbins = int((float(end.max()) - t0) // w) + 1
-    bytes_out = eg["bytes_out"].to_numpy(dtype=np.float64)
-    classes = [d for d in DATA_CLASS_ORDER] + sorted(set(map(str, eg["data_class"])) - set(DATA_CLASS_ORDER))
-    cls = np.asarray([classes.index(str(d)) for d in eg["data_class"]], dtype=np.int64)
+    classes = [d for d in DATA_CLASS_ORDER] + sorted(set(map(str, names)) - set(DATA_CLASS_ORDER))
+    cls = np.asarray([classes.index(str(d)) for d in piece_class], dtype=np.int64)
     i0 = np.minimum(((start - t0) // w).astype(np.int64), nbins - 1)
     i1 = np.minimum(((end - t0) // w).astype(np.int64), nbins - 1)
     acc = np.zeros((len(classes), nbins + 1), dtype=np.float64)
@@ -292,15 +297,15 @@ def summarize(
     """All the report's tables from the flows and/or http (with fields) DataFrames and the session's metadata.
 
     ``flows`` None: a session without a flows table (recorded by the proxy);
-    ``http`` None: a session without HTTP tables; ``streams`` (the media flows' seconds) places media in the
-    per-state table.
+    ``http`` None: a session without HTTP tables; ``streams`` (the media flows' seconds) places media in time in
+    the per-state table and the time figure.
     """
     has_flows = flows is not None
     if flows is None:
         flows = empty_flows()
     clients = [] if http is None or http.empty else list(http["client_ip"].dropna().unique())
     red = Redactor(flows, session, enabled=redact, addresses=clients)
-    series, bin_s = egress_over_time(flows)
+    series, bin_s = egress_over_time(flows, streams=streams)
     http_report = None
     if http is not None:
         if fields is None:
