@@ -6,6 +6,7 @@ The public API, the one notebooks and comparisons use (everything else is the pa
     s = ea.open_session("audits/zoom-call")    # Session: .flows .http .fields .markers (DataFrames), .manifest
     many = ea.open_sessions(["audits/*"])      # the same tables over many sessions, with session_id, client, label
     ea.analyze_files(["call.pcapng"], "audits/call-1")   # what `egressaudit analyze` does
+    ea.check_policies(["audits/call-1"], ["policies/"])  # what `egressaudit check` does: one result per rule and session
 
 Errors are :class:`EgressAuditError` and its tree (:mod:`egressaudit.errors`); the tables' columns are
 :data:`egressaudit.schema.TABLES` (``egressaudit schema`` prints them).  Names are loaded when first used, so that
@@ -32,9 +33,11 @@ if TYPE_CHECKING:
         NewerSchemaError,
         NotASessionError,
         OutputError,
+        PolicyViolation,
         SessionExistsError,
         UsageError,
     )
+    from egressaudit.policy import PolicyError, check_policies
     from egressaudit.schema import SCHEMA_VERSION
     from egressaudit.session import Session, Sessions, open_session, open_sessions
     from egressaudit.session.manifest import Manifest
@@ -49,12 +52,13 @@ _WHERE = {
     "Party": "egressaudit.taxonomy", "EgressAuditError": "egressaudit.errors", "UsageError": "egressaudit.errors",
     "SessionExistsError": "egressaudit.errors", "InputError": "egressaudit.errors", "NotASessionError": "egressaudit.errors",
     "NewerSchemaError": "egressaudit.errors", "OutputError": "egressaudit.errors", "IncompleteError": "egressaudit.errors",
+    "PolicyViolation": "egressaudit.errors", "PolicyError": "egressaudit.policy", "check_policies": "egressaudit.policy",
 }  # fmt: skip
 
 __all__ = [
     "SCHEMA_VERSION", "Category", "DataClass", "EgressAuditError", "IncompleteError", "InputError", "Manifest", "NewerSchemaError",
-    "NotASessionError", "OutputError", "Party", "Session", "SessionExistsError", "Sessions", "UsageError", "__version__",
-    "add_marker", "analyze_files", "open_session", "open_sessions",
+    "NotASessionError", "OutputError", "Party", "PolicyError", "PolicyViolation", "Session", "SessionExistsError", "Sessions",
+    "UsageError", "__version__", "add_marker", "analyze_files", "check_policies", "open_session", "open_sessions",
 ]  # fmt: skip
 
 

@@ -6,7 +6,8 @@ package catches them like any exception::
 
     EgressAuditError                  any expected failure; str(e) is the one line for the user
      ├── UsageError                   2  wrong usage: a value that cannot be used, a folder that already holds a session
-     │    └── SessionExistsError         OUT holds a session and neither --force nor --add was given
+     │    ├── SessionExistsError         OUT holds a session and neither --force nor --add was given
+     │    └── PolicyError                a policy file that is missing or invalid (the message names file and rule)
      ├── InputError                   3  an input cannot be used
      │    ├── CaptureError               not a capture, empty, unreadable, damaged beyond its first records
      │    ├── FlowFileError              a mitmproxy flow file or HAR that cannot be read at all
@@ -25,8 +26,9 @@ package catches them like any exception::
      │    ├── ProxyError                 the proxy's CA cannot be set up
      │    └── CaptureWriteError          the capture file cannot be written (also an OSError, with its errno)
      ├── SignatureError               5  a signature file is missing or invalid
-     └── IncompleteError              6  the recording is incomplete: data was lost (the message says what); what
-                                         reached disk was kept
+     ├── IncompleteError              6  the recording is incomplete: data was lost (the message says what); what
+     │                                   reached disk was kept
+     └── PolicyViolation              7  a session breaks a policy (egressaudit check): the violations were printed
 
 Not errors of the tree: 0 (:data:`EXIT_OK`), success; 1 (:data:`EXIT_INTERNAL`), a bug: one line, the traceback in a
 crash file (:func:`save_crash`); 130 (:data:`EXIT_INTERRUPTED`), interrupted (Ctrl-C) where a command does not stop
@@ -49,6 +51,7 @@ EXIT_INPUT = 3
 EXIT_OUTPUT = 4
 EXIT_SIGNATURES = 5
 EXIT_INCOMPLETE = 6
+EXIT_VIOLATION = 7
 EXIT_INTERRUPTED = 130
 
 
@@ -92,6 +95,12 @@ class IncompleteError(EgressAuditError):
     """The recording is incomplete: data was lost; what reached disk was kept (exit 6)."""
 
     exit_code = EXIT_INCOMPLETE
+
+
+class PolicyViolation(EgressAuditError):
+    """A session breaks a policy (``egressaudit check``); the violations were printed with their evidence (exit 7)."""
+
+    exit_code = EXIT_VIOLATION
 
 
 CRASH_DIR = Path("~/.egressaudit/crashes")

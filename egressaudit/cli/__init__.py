@@ -14,6 +14,7 @@ session mark       :mod:`egressaudit.cli.session`         :func:`egressaudit.ses
 session recover    :mod:`egressaudit.cli.session`         :func:`egressaudit.audit.call.recover`
 session cleanup    :mod:`egressaudit.cli.session`         :func:`egressaudit.netns.cleanup`
 lab                :mod:`egressaudit.cli.lab`             :func:`egressaudit.audit.lab.run_lab`
+check              :mod:`egressaudit.cli.policy`          :func:`egressaudit.policy.check_policies`
 =================  =====================================  ==============================================
 
 Every expected failure is one line on stderr and a documented exit code (:mod:`egressaudit.errors`, and the README);
@@ -30,7 +31,7 @@ import typer
 from rich.text import Text
 
 from egressaudit import __version__
-from egressaudit.cli import audit, lab, proxy, read, session
+from egressaudit.cli import audit, lab, policy, proxy, read, session
 from egressaudit.cli.common import console, err
 from egressaudit.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, save_crash
 
@@ -47,7 +48,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-for sub in (audit.app, proxy.app, read.app, lab.app):
+for sub in (audit.app, proxy.app, read.app, lab.app, policy.app):
     app.add_typer(sub)
 app.add_typer(session.app)
 

@@ -104,6 +104,11 @@ def value_type(value: object) -> str:
 
 # -- detectors ---------------------------------------------------------------------
 
+DETECTORS = frozenset(
+    ("chat_text device_id email file_name ipv4 ipv6 mac meeting_id meeting_title phone seen_name serial transcript uuid").split()
+)
+"""Every name a detector gives a field (``fields.detectors``); policies name them (``egressaudit.policy``)."""
+
 
 _NORM_STRIP = re.compile(r"[\s_.\-]")
 _NORM_CACHE: dict[str, str] = {}
