@@ -44,7 +44,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from egressaudit.capture.live import CaptureSetupError
 
@@ -191,7 +191,7 @@ class Namespace:
         self.created = False
 
     @classmethod
-    def create(cls, prefix: str = PREFIX, net: int = 199) -> Namespace:
+    def create(cls, prefix: str = PREFIX, net: int = 199) -> Self:
         why = unavailable()
         if why is not None:
             raise NetnsError(f"--netns: {why}")

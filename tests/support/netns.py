@@ -11,6 +11,8 @@ Needs root and iproute2's ``ip netns``; :func:`netns_unavailable` says why not.
 
 from __future__ import annotations
 
+from typing import Self
+
 from egressaudit.netns import Namespace, unavailable
 
 
@@ -18,14 +20,8 @@ class Netns(Namespace):
     """Create with :meth:`create`; always :meth:`close` (it also ends whatever still runs inside)."""
 
     @classmethod
-    def create(cls, prefix: str = "eatest", net: int = 98) -> Netns:  # type: ignore[override]
-        ns = cls(prefix, net)
-        try:
-            ns._setup()
-        except BaseException:
-            ns.close()
-            raise
-        return ns
+    def create(cls, prefix: str = "eatest", net: int = 98) -> Self:
+        return super().create(prefix, net)
 
 
 def netns_unavailable() -> str | None:
