@@ -437,22 +437,21 @@ def _usable(obs: Observations, pids: Collection[int] | None) -> pd.DataFrame:
     return s[s["pid"].isin(list(pids))] if pids is not None else s
 
 
+def _frame(t: pa.Table, names: dict[str, str]) -> pd.DataFrame:
+    """The columns of a flows or http table that a match needs, renamed (new name: column), with the row number
+    (``_row``) and the start and end in epoch seconds (``t0``, ``t1``)."""
+    out: pd.DataFrame = t.select(list(names.values())).rename_columns(list(names)).to_pandas()
+    out.insert(0, "_row", range(t.num_rows))
+    out["t0"], out["t1"] = _seconds(t, "ts_start"), _seconds(t, "ts_end")
+    return out
+
+
 def attribute_flows(flows: pa.Table, obs: Observations, *, pids: Collection[int] | None = None) -> pa.Table:
     """Each flow's process: a socket of the flow's transport with its local end (any local address when bound to
     0.0.0.0 or ::) and remote end (any, for an unconnected socket), seen while the flow was active (give or take
     one ``obs.interval``).  Only sockets of ``pids`` when given.  Same schema as the input (``flows``)."""
-    f = pd.DataFrame(
-        {
-            "_row": range(flows.num_rows),
-            "transport": flows.column("transport").to_pandas(),
-            "local_port": flows.column("local_port").to_pandas(),
-            "f_local_ip": flows.column("local_ip").to_pandas(),
-            "f_remote_ip": flows.column("remote_ip").to_pandas(),
-            "f_remote_port": flows.column("remote_port").to_pandas(),
-            "t0": _seconds(flows, "ts_start"),
-            "t1": _seconds(flows, "ts_end"),
-        }
-    )
+    ends = {"f_local_ip": "local_ip", "f_remote_ip": "remote_ip", "f_remote_port": "remote_port"}
+    f = _frame(flows, {"transport": "transport", "local_port": "local_port", **ends})
     s = _usable(obs, pids)
     m = f.merge(s, on=["transport", "local_port"])
     any_local = m["local_ip"].isin(_ANY_IP)
@@ -470,15 +469,7 @@ def attribute_flows(flows: pa.Table, obs: Observations, *, pids: Collection[int]
 def attribute_http(http: pa.Table, obs: Observations, *, pids: Collection[int] | None = None) -> pa.Table:
     """Each exchange's process: the one whose connected TCP socket had the client's end of the connection to
     the proxy (``client_ip``, ``client_port``) while the exchange ran.  Same schema as the input (``http``)."""
-    h = pd.DataFrame(
-        {
-            "_row": range(http.num_rows),
-            "local_port": http.column("client_port").to_pandas(),
-            "h_ip": http.column("client_ip").to_pandas(),
-            "t0": _seconds(http, "ts_start"),
-            "t1": _seconds(http, "ts_end"),
-        }
-    ).dropna(subset=["local_port", "h_ip"])
+    h = _frame(http, {"local_port": "client_port", "h_ip": "client_ip"}).dropna(subset=["local_port", "h_ip"])
     s = _usable(obs, pids)
     s = s[(s["transport"] == "tcp") & s["remote_ip"].notna()]
     m = h.astype({"local_port": "int64"}).merge(s.astype({"local_port": "int64"}), on="local_port")
