@@ -346,3 +346,65 @@ def test_not_a_session_folder(tmp_path: Path) -> None:
     with pytest.raises(ReportError, match="flows.parquet"):
         build_report(tmp_path)
     assert not (tmp_path / "report.html").exists()
+
+
+# -- issue 15, point 6: how the report says things ------------------------------------------------------------------
+
+
+def test_words_plurals_durations() -> None:
+    assert [M.words(v) for v in ("customer_content", "service_generated", "service_operation", "content_upload", "config_update")] == [
+        "customer content",
+        "service-generated data",
+        "service operation",
+        "content upload",
+        "config update",
+    ]
+    assert M.words("meeting_title, device_id") == "meeting title, device id" and M.words(None) == "" and M.words("media") == "media"
+    assert [M.plural(n, "flow") for n in (0, 1, 2, 1234)] == ["0 flows", "1 flow", "2 flows", "1,234 flows"]
+    assert M.plural(1, "party", "parties") == "1 party" and M.plural(3, "party", "parties") == "3 parties"
+    assert [M.duration_adjective(s) for s in (0.4, 42.3, 117, 42 * 60, 9000, 3 * 86400)] == [
+        "0.4-second",
+        "42-second",
+        "2-minute",
+        "42-minute",
+        "2.5-hour",
+        "3-day",
+    ]
+    assert [M.duration(s) for s in (0.4, 42.3, 423, 7500, 200000)] == ["0.4 s", "42 s", "7 min 3 s", "2 h 5 min", "2 d 7 h"]
+    assert [M.short_percent(x) for x in (0, 0.00001, 0.051, 0.19, 0.995, 0.99999, 1)] == [
+        "0%",
+        "under 0.1%",
+        "5.1%",
+        "19%",
+        "99.5%",
+        "over 99.9%",
+        "100%",
+    ]
+    assert M.fields_text(M.FieldCounts(1, 1, 0)) == "1 of 1 distinct field"
+
+
+def test_the_sentence_in_other_sessions() -> None:
+    def sentence(rows: list[dict[str, Any]], tmp: Path) -> str:
+        df = pd.DataFrame(rows) if rows else S.empty_flows()
+        if rows:
+            df["ts_start"] = pd.to_datetime(df["ts_start"], unit="us", utc=True)
+            df["ts_end"] = pd.to_datetime(df["ts_end"], unit="us", utc=True)
+        h = S.headline(df)
+        return S.lead_sentence(h, None, S.capture_window(df), h.local_flows)
+
+    rows = sample_rows()
+    media = [r for r in rows if r["flow_id"] == 1]
+    assert sentence(media, Path()) == "In this 60-second session, none of the 6.0 kB that left the host was service-generated data."
+    tel = {"category": "telemetry", "data_class": "service_generated", "party": "third"}
+    third = [
+        flow(flow_id=1, bytes_out=1000, vendor="sentry", hostname="a.sentry.io", ts_end=T0 + 42 * 60 * 1_000_000, **tel),
+        flow(flow_id=2, bytes_out=500, vendor="amplitude", hostname="api2.amplitude.com", **tel),
+    ]
+    assert sentence(third, Path()) == (
+        "In this 42-minute session, all of the 1.5 kB that left the host was service-generated data, sent to 2 parties, all of them third parties."
+    )
+    unknown = [flow(flow_id=1, bytes_out=300, hostname="t.example", category="telemetry", data_class="service_generated"), *media]
+    assert sentence(unknown, Path()).endswith("4.8% of the 6.3 kB that left the host was service-generated data, sent to 1 unrecognised destination.")
+    one = [flow(flow_id=1, bytes_out=300, vendor="zoom", hostname="log.zoom.us", **{**tel, "party": "first"}), *media]
+    assert sentence(one, Path()).endswith("sent to 1 party, the first party.")
+    assert sentence([], Path()) == "In this session, nothing left the host: the session holds no flows."

@@ -22,12 +22,14 @@ from egressaudit.report.measures import (
     NONE,
     PARTY_ORDER,
     FieldCounts,
+    Recipients,
     Redactor,
     field_counts,
     field_table,
     joined,
     label,
     order,
+    recipients,
     share,
 )
 from egressaudit.taxonomy import Category, DataClass, Party
@@ -214,6 +216,8 @@ class HttpHeadline:
     content_hosts: list[str] = field(default_factory=list)
     telemetry: FieldCounts = FieldCounts(0, 0, 0)
     """The same counts for telemetry bodies alone: what ``egressaudit inventory`` lists by default."""
+    service_generated_recipients: Recipients = Recipients(0, 0, 0, 0)
+    """Who received the service-generated requests: vendors (first and third parties), hosts of no known vendor."""
 
     @property
     def field_counts(self) -> FieldCounts:
@@ -238,6 +242,9 @@ def headline(http: pd.DataFrame, fields: pd.DataFrame, inventory: pd.DataFrame |
     tpv = sorted({str(v) for v in df["vendor"][third] if isinstance(v, str) and v}) if not df.empty else []
     leak_rows = inv[inv["content"] != ""] if not inv.empty else inv
     counts = field_counts(fields)
+    sent = df[(df["data_class"] == DataClass.service_generated.value) & (df["direction"] == "out")] if not df.empty else df
+    host = sent["host"].astype(object).where(sent["host"].notna(), sent["remote_ip"].astype(object)) if not sent.empty else None
+    rec = recipients(sent["vendor"], sent["party"], host) if host is not None else Recipients(0, 0, 0, 0)
     return HttpHeadline(
         exchanges=int((df["kind"] == "http").sum()) if not df.empty else 0,
         websocket_messages=int((df["kind"] == "websocket").sum()) if not df.empty else 0,
@@ -259,6 +266,7 @@ def headline(http: pd.DataFrame, fields: pd.DataFrame, inventory: pd.DataFrame |
         third_party_vendors=tpv,
         content_hosts=sorted({str(h) for h in leak_rows["host"]}) if not leak_rows.empty else [],
         telemetry=field_counts(fields, Category.telemetry.value),
+        service_generated_recipients=rec,
     )
 
 

@@ -1,7 +1,8 @@
 """What the report's flows part (:mod:`~egressaudit.report.summary`), its HTTP part
 (:mod:`~egressaudit.report.http_summary`) and ``egressaudit inventory`` share: the orders, how a missing value is
-labelled, shares, byte and percent formats, the address redactor, and the field inventory (what one field is, and
-how many identify someone), so that the report and the inventory count the same fields the same way.
+labelled, how names read (:func:`words`, :func:`plural`), shares, byte, percent and duration formats, the address
+redactor, and the field inventory (what one field is, and how many identify someone), so that the report and the
+inventory count the same fields the same way and say them in the same words.
 
 It imports nothing of the report, so every part can import it: the parts no longer import each other to reach it.
 """
@@ -39,6 +40,32 @@ def label(s: pd.Series) -> pd.Series:
     return out.map(lambda v: NONE if v == "" else str(v))
 
 
+#: How the stored names of data classes and categories read in a report (display only: the tables keep the names).
+WORDS: dict[str, str] = {
+    DataClass.customer_content.value: "customer content",
+    DataClass.service_generated.value: "service-generated data",
+    DataClass.service_operation.value: "service operation",
+    Category.content_upload.value: "content upload",
+    Category.config_update.value: "config update",
+    Category.web_asset.value: "web asset",
+}
+
+
+def words(value: Any) -> str:
+    """A stored name as words: ``service_generated`` -> "service-generated data", ``content_upload`` -> "content
+    upload", a detector ``meeting_title`` -> "meeting title", a list ``device_id, email`` -> "device id, email"; null
+    -> ""."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return ""
+    text = str(value)
+    return WORDS.get(text) or text.replace("_", " ")
+
+
+def plural(n: int, one: str, many: str | None = None) -> str:
+    """``n`` with its noun: "1 flow", "2 flows", "1,204 flows"; ``many`` for the irregular ("party", "parties")."""
+    return f"{n:,} {one if n == 1 else (many or one + 's')}"
+
+
 def order(values: Iterable[Any], known: list[str]) -> list[int]:
     """The rank of each value in ``known`` (values not in it after all of them)."""
     rank = {v: i for i, v in enumerate(known)}
@@ -67,6 +94,75 @@ def human_bytes(n: float | int | None) -> str:
 def percent(x: float | None) -> str:
     """A share as "12.3%", or "-" when undefined."""
     return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def short_percent(x: float) -> str:
+    """A share for a sentence: "19%", "5.1%" below 10%, never a rounded "0%" or "100%" that is not exactly so
+    ("under 0.1%", "over 99.9%")."""
+    if x <= 0 or x >= 1:
+        return f"{100 * x:.0f}%"
+    if x < 0.0005:
+        return "under 0.1%"
+    if x > 0.9995:
+        return "over 99.9%"
+    if 0.095 <= x <= 0.99:
+        return f"{100 * x:.0f}%"
+    return f"{100 * x:.1f}%"
+
+
+def duration(seconds: float) -> str:
+    """A length of time to read: "0.4 s", "42 s", "7 min 3 s", "2 h 5 min", "3 d 4 h"."""
+    s = max(0.0, float(seconds))
+    if s < 10:
+        return f"{s:.1f} s".replace(".0 s", " s")
+    n = int(round(s))
+    if n < 60:
+        return f"{n} s"
+    for big, small, a, b in ((86400, 3600, "d", "h"), (3600, 60, "h", "min"), (60, 1, "min", "s")):
+        if n >= big:
+            hi, lo = divmod(n, big)
+            lo //= small
+            return f"{hi:,} {a}" + (f" {lo} {b}" if lo else "")
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def duration_adjective(seconds: float) -> str:
+    """A length of time before a noun: "0.4-second", "42-second", "2-minute" (from 90 s), "42-minute", "2.5-hour"
+    (from 2 hours), "3-day" (from 2 days)."""
+    s = max(0.0, float(seconds))
+    if s < 9.95:
+        return f"{s:.1f}".removesuffix(".0") + "-second"
+    for unit, name, start in ((86400, "day", 2 * 86400), (3600, "hour", 2 * 3600), (60, "minute", 90)):
+        if s >= start:
+            n = s / unit
+            if name != "minute" and n < 9.95:
+                return f"{n:.1f}".removesuffix(".0") + f"-{name}"
+            return f"{round(n):,}-{name}"
+    return f"{round(s):,}-second"
+
+
+@dataclass(frozen=True)
+class Recipients:
+    """Who received some bytes: the recognised vendors (parties), how many of them are first and third parties, and
+    the destinations no vendor was recognised for."""
+
+    parties: int
+    first: int
+    third: int
+    unrecognised: int
+
+
+def recipients(vendor: pd.Series, party: pd.Series, destination: pd.Series) -> Recipients:
+    """The :class:`Recipients` of rows (aligned series: each row's vendor, party, and destination host or address)."""
+    v = vendor.astype(object)
+    known = v.map(lambda x: isinstance(x, str) and bool(x)).astype(bool)
+    p = party.astype(object)
+
+    def vendors(mask: pd.Series) -> int:
+        return len(set(v[mask]))
+
+    unrec = {str(d) for d in destination.astype(object)[~known] if isinstance(d, str) and d}
+    return Recipients(vendors(known), vendors(known & (p == Party.first.value)), vendors(known & (p == Party.third.value)), len(unrec))
 
 
 class Redactor:
@@ -186,7 +282,7 @@ def field_counts(fields: pd.DataFrame, category: str | None = None) -> FieldCoun
 
 def fields_text(c: FieldCounts) -> str:
     """``7 of 14 distinct fields``: the identifying fields among all, as the report and the inventory both say it."""
-    return f"{c.identifying:,} of {c.fields:,} distinct fields"
+    return f"{c.identifying:,} of {plural(c.fields, 'distinct field')}"
 
 
 def epoch_seconds(ts: pd.Series) -> np.ndarray[Any, np.dtype[np.float64]]:

@@ -16,8 +16,24 @@ import numpy as np
 import pandas as pd
 
 from egressaudit.report import states
-from egressaudit.report.http_summary import HttpReport, summarize_http
-from egressaudit.report.measures import CATEGORY_ORDER, DATA_CLASS_ORDER, PARTY_ORDER, Redactor, epoch_seconds, label, order, share
+from egressaudit.report.http_summary import HttpHeadline, HttpReport, summarize_http
+from egressaudit.report.measures import (
+    CATEGORY_ORDER,
+    DATA_CLASS_ORDER,
+    PARTY_ORDER,
+    Recipients,
+    Redactor,
+    duration,
+    duration_adjective,
+    epoch_seconds,
+    human_bytes,
+    label,
+    order,
+    plural,
+    recipients,
+    share,
+    short_percent,
+)
 from egressaudit.schema import to_table
 from egressaudit.taxonomy import DataClass, Party
 
@@ -90,6 +106,19 @@ def by_vendor(flows: pd.DataFrame) -> pd.DataFrame:
     return g.sort_values(["bytes_out", "vendor", "service"], ascending=[False, True, True]).reset_index(drop=True)
 
 
+def by_vendor_data_class(flows: pd.DataFrame) -> pd.DataFrame:
+    """Egress by vendor, service, party and data class (what each vendor received, for the vendor figure): vendor,
+    service, party, data_class, flows, bytes_out, bytes_in, share; the vendors that received most first."""
+    eg = egress(flows)
+    total = int(eg["bytes_out"].sum()) if not eg.empty else 0
+    g = _grouped(eg, ["vendor", "service", "party", "data_class"], total)
+    if g.empty:
+        return g
+    rank = g.groupby(["vendor", "service", "party"], sort=False)["bytes_out"].transform("sum")
+    g = g.assign(_t=rank, _d=order(g["data_class"], DATA_CLASS_ORDER))
+    return g.sort_values(["_t", "vendor", "service", "_d"], ascending=[False, True, True, True]).drop(columns=["_t", "_d"]).reset_index(drop=True)
+
+
 def by_party(flows: pd.DataFrame) -> pd.DataFrame:
     """Egress by party (first, third, unknown): party, flows, bytes_out, bytes_in, share."""
     eg = egress(flows)
@@ -109,16 +138,18 @@ def top_destinations(flows: pd.DataFrame, n: int = 20) -> pd.DataFrame:
     """
     eg = egress(flows)
     total = int(eg["bytes_out"].sum()) if not eg.empty else 0
-    if not eg.empty:
-        host = eg["hostname"].astype(object)
-        has = host.notna() & (host != "")
-        eg = eg.assign(destination=host.where(has, eg["remote_ip"].astype(object)))
-    else:
-        eg = eg.assign(destination=pd.Series([], dtype=object))
+    eg = eg.assign(destination=destination(eg) if not eg.empty else pd.Series([], dtype=object))
     g = _grouped(eg, ["destination", "vendor", "party", "category"], total)
     if g.empty:
         return g
     return g.sort_values(["bytes_out", "destination"], ascending=[False, True]).head(n).reset_index(drop=True)
+
+
+def destination(flows: pd.DataFrame) -> pd.Series:
+    """Each flow's destination: its host name, or its remote address when no name was seen."""
+    host = flows["hostname"].astype(object)
+    has = host.notna() & (host != "")
+    return host.where(has, flows["remote_ip"].astype(object))
 
 
 def by_local_host(flows: pd.DataFrame) -> pd.DataFrame:
@@ -149,6 +180,8 @@ class Headline:
     local_bytes_out: int
     vendors: list[str] = field(default_factory=list)
     third_party_vendors: list[str] = field(default_factory=list)
+    service_generated_recipients: Recipients = Recipients(0, 0, 0, 0)
+    """Who received the service-generated data: vendors (first and third parties), unrecognised destinations."""
 
 
 def headline(flows: pd.DataFrame) -> Headline:
@@ -168,6 +201,8 @@ def headline(flows: pd.DataFrame) -> Headline:
     tp = out(third_mask) if third_mask is not None else 0
     vendors = sorted({str(v) for v in eg["vendor"] if isinstance(v, str) and v}) if not eg.empty else []
     tpv = sorted({str(v) for v in eg["vendor"][third_mask] if isinstance(v, str) and v}) if third_mask is not None else []
+    sg_rows = eg[eg["data_class"] == DataClass.service_generated.value] if not eg.empty else eg
+    rec = recipients(sg_rows["vendor"], sg_rows["party"], destination(sg_rows)) if not sg_rows.empty else Recipients(0, 0, 0, 0)
     return Headline(
         egress_bytes=total,
         ingress_bytes=int(eg["bytes_in"].sum()) if not eg.empty else 0,
@@ -183,7 +218,94 @@ def headline(flows: pd.DataFrame) -> Headline:
         local_bytes_out=int(local["bytes_out"].sum()) if not local.empty else 0,
         vendors=vendors,
         third_party_vendors=tpv,
+        service_generated_recipients=rec,
     )
+
+
+@dataclass(frozen=True)
+class CaptureWindow:
+    """When the session's traffic was seen: its first and last packet (or HTTP exchange), UTC."""
+
+    first: pd.Timestamp
+    last: pd.Timestamp
+    of: str
+    """What the ends are: "packet", "HTTP exchange" or "packet or HTTP exchange"."""
+
+    @property
+    def seconds(self) -> float:
+        return max(0.0, (self.last - self.first).total_seconds())
+
+    def text(self) -> str:
+        """``2026-11-25 01:56:36.7 to 01:57:18.1 UTC (41 s)``: tenths of seconds (so that the ends and the length
+        agree), the date once when both ends share it."""
+        a, b = (t.strftime("%Y-%m-%d %H:%M:%S.%f")[:-5] for t in (self.first, self.last))
+        if a[:10] == b[:10]:
+            b = b[11:]
+        return f"{a} to {b} UTC ({duration(self.seconds)})"
+
+
+def _ends(df: pd.DataFrame | None) -> list[pd.Timestamp]:
+    if df is None or df.empty:
+        return []
+    ts = pd.concat([pd.to_datetime(df["ts_start"], utc=True), pd.to_datetime(df["ts_end"], utc=True)]).dropna()
+    return [ts.min(), ts.max()] if len(ts) else []
+
+
+def capture_window(flows: pd.DataFrame | None, http: pd.DataFrame | None = None) -> CaptureWindow | None:
+    """From the first to the last packet of the flows (local ones too) and HTTP exchange; None without either."""
+    f, h = _ends(flows), _ends(http)
+    ends = f + h
+    if not ends:
+        return None
+    of = "packet or HTTP exchange" if f and h else ("packet" if f else "HTTP exchange")
+    return CaptureWindow(min(ends), max(ends), of)
+
+
+def _to_whom(r: Recipients) -> str:
+    """Who received it, to end the sentence: ``, sent to 3 parties, 2 of them third parties`` (and unrecognised
+    destinations), or nothing when no one did."""
+    if not r.parties:
+        return f", sent to {plural(r.unrecognised, 'unrecognised destination')}" if r.unrecognised else ""
+    text = f", sent to {plural(r.parties, 'party', 'parties')}"
+    if r.parties == 1:
+        text += ", a third party" if r.third else (", the first party" if r.first else "")
+    elif r.third == r.parties:
+        text += ", all of them third parties"
+    elif r.third == 0:
+        text += ", none of them a third party"
+    else:
+        text += f", {r.third:,} of them " + ("a third party" if r.third == 1 else "third parties")
+    if r.unrecognised:
+        text += f", and to {plural(r.unrecognised, 'unrecognised destination')}"
+    return text
+
+
+def lead_sentence(head: Headline | None, http: HttpHeadline | None, window: CaptureWindow | None, local_flows: int = 0) -> str:
+    """The one sentence the report opens with, answering its question from the session's numbers: how much of what
+    left the host was service-generated data, and to whom.  From the flows when the session has them (``head``),
+    else from the HTTP requests (``http``)."""
+    timed = window is not None and window.seconds >= 0.05  # (a single packet's session has no length to speak of)
+    when = f"In this {duration_adjective(window.seconds)} session, " if timed and window is not None else "In this session, "
+    if head is not None:
+        total, sg, to = head.egress_bytes, head.service_generated_bytes, head.service_generated_recipients
+        what = f"the {human_bytes(total)} that left the host"
+        if not total:
+            if not head.flows:
+                return when + "nothing left the host: the session holds no flows."
+            return (
+                when + "nothing left the host for a remote network" + (f" ({plural(local_flows, 'local flow')}, not egress)." if local_flows else ".")
+            )
+    elif http is not None:
+        total, sg, to = http.bytes_out, http.service_generated_bytes, http.service_generated_recipients
+        what = f"the {human_bytes(total)} the client sent in HTTP requests"
+        if not total:
+            return when + "the proxy recorded no HTTP request the client sent."
+    else:
+        return when + "nothing was recorded."
+    if not sg:
+        return f"{when}none of {what} was service-generated data."
+    amount = "all" if sg >= total else short_percent(sg / total)
+    return f"{when}{amount} of {what} was service-generated data{_to_whom(to)}."
 
 
 def choose_bin_width(span_s: float, max_bins: int = MAX_BINS) -> int:
@@ -265,6 +387,12 @@ class ReportData:
     notes: list[str] = field(default_factory=list)
     by_state: pd.DataFrame = field(default_factory=lambda: states.egress_by_state(pd.DataFrame(), pd.DataFrame()))
     """Egress per call-state interval (:mod:`egressaudit.report.states`); empty without markers."""
+    window: CaptureWindow | None = None
+    """First and last packet (or HTTP exchange); None when the session has neither."""
+    sentence: str = ""
+    """The sentence the report opens with (:func:`lead_sentence`)."""
+    by_vendor_data_class: pd.DataFrame = field(default_factory=lambda: by_vendor_data_class(empty_flows()))
+    """Egress by vendor, service, party and data class (the vendor figure)."""
 
 
 def skipped_counts(session: dict[str, Any]) -> dict[str, int]:
@@ -311,11 +439,17 @@ def summarize(
         if fields is None:
             fields = to_table("fields", []).to_pandas()
         http_report = summarize_http(http, fields, session, red, top)
+    head = headline(flows)
+    window = capture_window(flows if has_flows else None, http)
+    sentence = lead_sentence(head if has_flows else None, http_report.headline if http_report else None, window, head.local_flows)
     return ReportData(
         has_flows=has_flows,
         http=http_report,
         session=session,
-        headline=headline(flows),
+        headline=head,
+        window=window,
+        sentence=sentence,
+        by_vendor_data_class=by_vendor_data_class(flows),
         by_data_class=by_data_class(flows),
         by_data_class_category=by_data_class_category(flows),
         by_vendor=by_vendor(flows),
