@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -430,3 +431,37 @@ def test_the_walk_stops_at_max_containers(monkeypatch: pytest.MonkeyPatch) -> No
     assert row["key_path"] == "a[].x" and row["count"] < 100 and cuts == {"inventory_cut": 1}
     cuts.clear()
     assert inventory({"a": [{"x": i} for i in range(50)]}, salt=b"s", cuts=cuts)[0]["count"] == 50 and not cuts
+
+
+# -- `egressaudit inventory`: words, narrow terminals, machine-readable formats (issue 15, point 6) ---------------
+
+
+def _inventory(folder: Path, width: int, category: str | None = "telemetry") -> str:
+    import io
+
+    from rich.console import Console
+
+    from egressaudit.http.inventory_report import print_inventory
+
+    buf = io.StringIO()
+    print_inventory(folder, Console(file=buf, width=width, color_system=None), category=category)
+    return buf.getvalue()
+
+
+def test_inventory_in_a_narrow_terminal_and_in_words(tmp_path: Path) -> None:
+    from tests.test_report import _cells
+    from tests.test_report_http import make_http_session
+
+    folder = make_http_session(tmp_path / "s")
+    for width in (60, 80):
+        out = _inventory(folder, width)
+        assert "…" not in out and max(map(len, out.splitlines())) <= width
+        assert _cells(out, "telemetry exchanges by destination", 1) == ["log.zoom.us", "o1.ingest.sentry.io"]
+        assert "meeting_title" not in out and "device_id" not in out
+    out = _inventory(folder, 200)
+    assert "meeting title" in out and "device id" in out
+    out = _inventory(folder, 200, None)
+    assert "content upload" in out and "content_upload" not in out
+    assert "identifying fields: 4 of 6 distinct fields in telemetry bodies" in _inventory(folder, 200)
+    wide = _inventory(folder, 100_000)
+    assert any("o1.ingest.sentry.io" in line and "user.ip_address" in line for line in wide.splitlines())

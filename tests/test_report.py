@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import re
+import xml.etree.ElementTree as ET
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -10,9 +13,11 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-from egressaudit.report import ReportError, build_report
+from egressaudit.report import ReportError, build_report, load_report
+from egressaudit.report import figures as F
 from egressaudit.report import measures as M
 from egressaudit.report import summary as S
+from egressaudit.report.terminal import print_report
 from egressaudit.schema import FLOWS, column_names
 from egressaudit.session import read_rows, write_session_json, write_table
 
@@ -271,7 +276,8 @@ def test_report_page_figures_and_terminal(tmp_path: Path) -> None:
     for fig in ("data_class.png", "vendors.png", "over_time.png"):
         data = (folder / "figures" / fig).read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 1000
-        assert f'src="figures/{fig}"' in html
+        assert f"figures/{fig}" not in html  # the page holds its figures (self_contained below)
+    assert self_contained(html) == 3
     for text in (
         "zoom",
         "sentry",
@@ -287,7 +293,7 @@ def test_report_page_figures_and_terminal(tmp_path: Path) -> None:
         assert text in html, text
     assert "not_ip" not in html  # zero counts are left out
     out = buf.getvalue()
-    for text in ("service generated data", "3.0 kB (30.0% of egress)", "sentry", "log.zoom.us", "truncated_record", "6.0 kB"):
+    for text in ("service-generated data", "3.0 kB (30.0% of egress)", "sentry", "log.zoom.us", "truncated_record", "6.0 kB"):
         assert text in out, text
 
 
@@ -330,6 +336,7 @@ def test_only_local_traffic(tmp_path: Path) -> None:
     folder = make_session(tmp_path / "local", rows)
     html = build_report(folder).read_text(encoding="utf-8")
     assert "no egress" in html and "2 flows" in html
+    assert lead(html) == "In this session, nothing left the host for a remote network (2 local flows, not egress)."  # (both at T0)
 
 
 def test_not_a_session_folder(tmp_path: Path) -> None:
@@ -348,7 +355,65 @@ def test_not_a_session_folder(tmp_path: Path) -> None:
     assert not (tmp_path / "report.html").exists()
 
 
-# -- issue 15, point 6: how the report says things ------------------------------------------------------------------
+# -- issue 15, point 6: the report a new user finds lacking -------------------------------------------------------
+
+
+class _Page(HTMLParser):
+    """What a page refers to (src, href, url()), its ids, and its tags."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refs: list[str] = []
+        self.ids: list[str] = []
+        self.tags: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        for k, v in attrs:
+            if k in ("src", "href", "xlink:href", "srcset", "data", "poster", "action"):
+                self.refs.append(v or "")
+            if k == "id":
+                self.ids.append(v or "")
+            if k == "style" and v and "url(" in v:
+                self.refs += re.findall(r"url\(([^)]*)\)", v)
+
+
+def self_contained(html: str) -> int:
+    """Assert that the page needs nothing beside itself (no file, no network: every reference is a fragment of the
+    page), that its ids are unique and that each figure is well-formed SVG with a title; return the figures' count."""
+    page = _Page()
+    page.feed(html)
+    assert not {"img", "link", "script", "iframe", "object", "embed"} & set(page.tags), set(page.tags)
+    assert all(r.startswith("#") for r in page.refs), [r for r in page.refs if not r.startswith("#")]
+    assert all(u.startswith("#") for u in re.findall(r"url\(([^)]*)\)", html)), "a url() that is not a fragment"
+    assert "@import" not in html and "figures/" not in html
+    assert len(page.ids) == len(set(page.ids)), sorted(i for i in page.ids if page.ids.count(i) > 1)[:5]
+    ids = set(page.ids)
+    for ref in page.refs + re.findall(r"url\((#[^)]*)\)", html):
+        assert ref[1:] in ids, ref  # every reference resolves in the page
+    svgs = re.findall(r"<svg\b.*?</svg>", html, re.S)
+    for svg in svgs:
+        root = ET.fromstring(svg)
+        assert root.get("viewBox") and root.find("{http://www.w3.org/2000/svg}title") is not None
+    return len(svgs)
+
+
+def lead(html: str) -> str:
+    """The sentence the page opens with."""
+    m = re.search(r'<p class="lead">(.*?)</p>', html, re.S)
+    assert m is not None
+    from html import unescape
+
+    return unescape(m.group(1))
+
+
+def terminal(data: S.ReportData, width: int) -> str:
+    buf = io.StringIO()
+    print_report(data, Console(file=buf, width=width, color_system=None))
+    return buf.getvalue()
+
+
+SNAKE = {*M.DATA_CLASS_ORDER, *M.CATEGORY_ORDER} - {"media", "telemetry", "signaling", "auth", "dns", "other", "unknown"}
 
 
 def test_words_plurals_durations() -> None:
@@ -383,6 +448,35 @@ def test_words_plurals_durations() -> None:
     assert M.fields_text(M.FieldCounts(1, 1, 0)) == "1 of 1 distinct field"
 
 
+SENTENCE = re.compile(
+    r"In this (?P<n>\d+)-(?P<unit>second|minute) session, (?P<pct>[\d.]+)% of the (?P<bytes>[\d.]+ [kMGT]?B) that left the host was "
+    r"service-generated data, sent to (?P<parties>\d+) parties, "
+    r"(?:(?P<third>\d+) of them (?:a )?third part(?:y|ies)|(?P<all>all) of them third parties)\."
+)
+
+
+def test_the_sentence_answers_the_question_from_the_tables(tmp_path: Path) -> None:
+    folder = make_session(tmp_path / "s", sample_rows())
+    data = load_report(folder)
+    assert data.sentence == (
+        "In this 60-second session, 30% of the 10.0 kB that left the host was service-generated data, sent to 2 parties, 1 of them a third party."
+    )
+    m = SENTENCE.fullmatch(data.sentence)
+    assert m is not None
+    flows = read_rows(folder, "flows").to_pandas()
+    span = (flows["ts_end"].max() - flows["ts_start"].min()).total_seconds()
+    assert int(m["n"]) == round(span) == round(data.window.seconds if data.window else -1)
+    dc = data.by_data_class.set_index("data_class")
+    assert float(m["pct"]) == round(100 * dc.loc["service_generated", "share"])
+    assert m["bytes"] == M.human_bytes(int(dc["bytes_out"].sum()))
+    sg = flows[(flows["data_class"] == "service_generated") & ~flows["is_local"].astype(bool)]
+    assert int(m["parties"]) == sg["vendor"].nunique() and int(m["third"]) == sg.loc[sg["party"] == "third", "vendor"].nunique()
+    html = build_report(folder).read_text(encoding="utf-8")
+    assert lead(html) == data.sentence and html.index('class="lead"') < html.index('id="headline"')
+    out = terminal(data, 200)
+    assert out.splitlines()[1] == data.sentence  # right below the title
+
+
 def test_the_sentence_in_other_sessions() -> None:
     def sentence(rows: list[dict[str, Any]], tmp: Path) -> str:
         df = pd.DataFrame(rows) if rows else S.empty_flows()
@@ -408,3 +502,193 @@ def test_the_sentence_in_other_sessions() -> None:
     one = [flow(flow_id=1, bytes_out=300, vendor="zoom", hostname="log.zoom.us", **{**tel, "party": "first"}), *media]
     assert sentence(one, Path()).endswith("sent to 1 party, the first party.")
     assert sentence([], Path()) == "In this session, nothing left the host: the session holds no flows."
+
+
+def test_capture_window(tmp_path: Path) -> None:
+    folder = make_session(tmp_path / "s", sample_rows())
+    data = load_report(folder)
+    w = data.window
+    assert w is not None and (w.first, w.last, w.of) == (
+        pd.Timestamp(T0, unit="us", tz="UTC"),
+        pd.Timestamp(T0 + 60_000_000, unit="us", tz="UTC"),
+        "packet",
+    )
+    text = "2023-11-14 22:13:20.0 to 22:14:20.0 UTC (1 min), first to last packet"
+    assert w.text() + ", first to last packet" == text
+    assert f"Capture window: {text}." in build_report(folder).read_text(encoding="utf-8")
+    assert f"capture window: {text}" in terminal(data, 200)
+    assert S.capture_window(S.empty_flows()) is None
+    assert "Capture window: none (no traffic recorded)." in build_report(make_session(tmp_path / "e", [], skipped={})).read_text(encoding="utf-8")
+
+
+def test_page_is_one_file_with_sharp_figures(tmp_path: Path) -> None:
+    """report.html can be sent alone: the figures are in it, as SVG (sharp at any zoom); the PNG files beside it
+    are for other documents, at 200 dpi."""
+    rows = sample_rows()
+    rows[2] = {**rows[2], "vendor": "<script>alert(1)</script> $x$"}  # (escaped in the SVG; a dollar is not mathtext)
+    folder = make_session(tmp_path / "s", rows)
+    (folder / "markers.parquet").unlink(missing_ok=True)
+    from egressaudit.session.markers import add_marker
+
+    add_marker(folder, "muted", ts=pd.Timestamp(T0 + 20_000_000, unit="us", tz="UTC").to_pydatetime())
+    add_marker(folder, "<b>left</b>", ts=pd.Timestamp(T0 + 40_000_000, unit="us", tz="UTC").to_pydatetime())
+    html = build_report(folder).read_text(encoding="utf-8")
+    assert self_contained(html) == 3
+    assert "<script" not in html and "&lt;script&gt;alert(1)&lt;/script&gt; $x$" in html and "<b>left" not in html
+    png = (folder / "figures" / "over_time.png").read_bytes()
+    assert int.from_bytes(png[16:20], "big") >= 8 * 150  # 8 inches wide, at least 150 dpi
+    moved = tmp_path / "mail" / "report.html"  # sent on its own: the same page, nothing missing
+    moved.parent.mkdir()
+    moved.write_text(html, encoding="utf-8")
+    assert self_contained(moved.read_text(encoding="utf-8")) == 3
+
+
+def test_one_colour_per_class_and_category_and_legends_beside_the_data(tmp_path: Path) -> None:
+    from egressaudit.taxonomy import DATA_CLASS_OF, Category, DataClass
+
+    assert set(F.DATA_CLASS_COLORS) == {d.value for d in DataClass} and set(F.CATEGORY_COLORS) == {c.value for c in Category}
+    assert len(set(F.DATA_CLASS_COLORS.values())) == len(F.DATA_CLASS_COLORS)
+    assert len(set(F.CATEGORY_COLORS.values())) == len(F.CATEGORY_COLORS)
+    for d in DataClass:  # a class has the colour of one of its categories, and no colour of another class's categories
+        assert F.DATA_CLASS_COLORS[d.value] in {F.CATEGORY_COLORS[c.value] for c in Category if DATA_CLASS_OF[c] is d}
+        assert F.DATA_CLASS_COLORS[d.value] not in {F.CATEGORY_COLORS[c.value] for c in Category if DATA_CLASS_OF[c] is not d}
+    assert not set(F.PARTY_COLORS.values()) & (set(F.DATA_CLASS_COLORS.values()) | set(F.CATEGORY_COLORS.values()))
+
+    from matplotlib.colors import to_hex
+
+    data = load_report(make_session(tmp_path / "s", sample_rows()))
+    states = pd.DataFrame({"state": ["talking", "muted"], "from": [data.over_time.index[0]] * 2, "seconds": [20.0, 40.0]})
+    drawn = {
+        "classes": (F.data_class_figure(data.by_data_class_category), F.CATEGORY_COLORS),
+        "vendors": (F.vendor_figure(data.by_vendor_data_class), F.DATA_CLASS_COLORS),
+        "time": (F.over_time_figure(data.over_time, data.bin_s, states), F.DATA_CLASS_COLORS),
+    }
+    for name, (fig, palette) in drawn.items():
+        fig.draw_without_rendering()
+        (ax,) = fig.axes
+        legends = [*fig.legends, *([ax.get_legend()] if ax.get_legend() else [])]
+        assert legends, name
+        for lg in legends:
+            assert not lg.get_window_extent().overlaps(ax.get_window_extent()), f"{name}: a legend over the data"
+            for text, handle in zip(lg.get_texts(), lg.legend_handles, strict=True):
+                want = {M.words(k): v for k, v in palette.items()}[text.get_text()]
+                assert handle is not None and to_hex(handle.get_facecolor()) == want, (name, text.get_text())
+
+
+def test_plurals(tmp_path: Path) -> None:
+    folder = tmp_path / "one"
+    make_session(folder, [sample_rows()[2]])  # one flow: sentry telemetry
+    from egressaudit.session import write_session_json
+
+    doc = {"session_id": "one", "local_hosts": [CLIENT], "counts": {"packets": 1, "flows": 1, "skipped": {"not_ip": 1}}}
+    write_session_json(folder, doc, {"version": "v", "vendors": 1, "rules": 1})
+    html = build_report(folder).read_text(encoding="utf-8")
+    out = terminal(load_report(folder), 200)
+    bad = re.compile(r"(?<![\d.,])1 (flows|hosts|exchanges|fields|vendors|rules|parties|destinations|messages|segments|rows)\b")
+    for text in (re.sub(r"<[^>]+>", " ", html), out):
+        assert not bad.search(text), bad.search(text)
+    assert "(1 vendor, 1 rule)" in html and "1 of 1 flow)" in html and "1 of 1 flow" in out and "sent to 1 party, a third party." in out
+
+
+def test_class_and_category_names_in_words(tmp_path: Path) -> None:
+    rows = [*sample_rows(), flow(flow_id=7, bytes_out=700, vendor="zoom", category="content_upload", data_class="customer_content")]
+    folder = make_session(tmp_path / "s", rows)
+    html = build_report(folder).read_text(encoding="utf-8")
+    cells = {c.strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", html, re.S)}
+    assert {"customer content", "service-generated data", "service operation", "content upload"} <= cells
+    assert not cells & SNAKE, cells & SNAKE
+    svg_text = set(re.findall(r"<text[^>]*>([^<]*)</text>", html))
+    assert "service-generated data" in svg_text and not svg_text & SNAKE
+    out = terminal(load_report(folder), 200)
+    assert not {w for w in re.findall(r"[a-z]+_[a-z_]+", out)} & SNAKE
+    assert "content upload" in out and "service-generated data" in out
+
+
+def _cells(out: str, title: str, column: int) -> list[str]:
+    """The cells of one column of the terminal table that follows ``title``, each row's folded lines joined."""
+    lines = out.splitlines()
+    i = next(n for n, line in enumerate(lines) if line.startswith(title))
+    body = lines[next(n for n in range(i, len(lines)) if lines[n].startswith("┡")) + 1 :]
+    rows: list[list[str]] = []
+    for line in body:
+        if not line.startswith("│"):
+            break
+        cells = [c.strip() for c in line.strip("│").split("│")]
+        if rows and not cells[-1]:  # a continuation: the last column (a number) is empty
+            rows[-1] = [a + b for a, b in zip(rows[-1], cells, strict=True)]
+        else:
+            rows.append(cells)
+    return [r[column] for r in rows]
+
+
+LONG_HOST = "a-rather-long-telemetry-endpoint.eu-west-1.analytics.example.com"
+V6 = "2001:db8:ffff:1234:5678:9abc:def0:1234"
+
+
+def test_terminal_tables_never_cut_names(tmp_path: Path) -> None:
+    rows = [
+        *sample_rows(),
+        flow(flow_id=8, hostname=LONG_HOST, bytes_out=5000, vendor="example", category="telemetry", data_class="service_generated", party="third"),
+        flow(flow_id=9, ip_version=6, remote_ip=V6, bytes_out=4000, local_ip="fd00::10"),
+    ]
+    data = load_report(make_session(tmp_path / "s", rows))
+    for width in (60, 80):
+        out = terminal(data, width)
+        assert "…" not in out and max(map(len, out.splitlines())) <= width
+        assert {LONG_HOST, V6} <= set(_cells(out, "top destinations", 0))
+    wide = terminal(data, 100_000)
+    assert "…" not in wide and any(LONG_HOST in line and "5.0 kB" in line for line in wide.splitlines())
+
+
+def test_layout_keeps_words_and_numbers_whole() -> None:
+    from egressaudit.report.terminal import Col, layout
+
+    cols = [Col("host", "name"), Col("category"), Col("exchanges", "number", 2), Col("sent", "number"), Col("fields", "number", 1)]
+    rows = [[LONG_HOST, "content upload", "12", "300.9 kB", "139"]]
+    assert layout(200, cols, rows) == ([0, 1, 2, 3, 4], None)  # fits: as wide as it needs
+    kept, widths = layout(50, cols, rows)
+    assert kept == [0, 1, 2, 3] and widths is not None  # an optional column left out: fields (1 first)
+    assert sum(widths) + 3 * len(kept) + 1 <= 50 and widths[1] >= len("content") and widths[3] >= len("300.9 kB")
+    kept, widths = layout(40, cols, rows)
+    assert kept == [0, 1, 3] and widths is not None  # then exchanges
+    assert sum(widths) + 3 * len(kept) + 1 <= 40 and widths[0] >= 12 and widths[2] >= len("300.9 kB")
+    kept, widths = layout(20, cols, rows)  # too narrow for anything: everything folds, nothing is cut
+    assert widths is not None and sum(widths) + 3 * len(kept) + 1 <= 20 + len(kept)
+
+
+def test_real_sessions_read_in_80_columns(tmp_path: Path) -> None:
+    """The shipped lab call and, when present, Webex's capture: the sentence's numbers are the tables', and at 80
+    columns every destination reads in full."""
+    import shutil
+
+    import egressaudit as ea
+    from tests.ndpi_expected import NDPI
+
+    lab = tmp_path / "lab-call"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "captures" / "lab-call", lab)
+    sessions = [lab]
+    webex = NDPI / "webex.pcap"
+    if webex.exists():
+        ea.analyze_files([webex], tmp_path / "webex")
+        sessions.append(tmp_path / "webex")
+    for folder in sessions:
+        data = load_report(folder)
+        m = SENTENCE.fullmatch(data.sentence)
+        assert m is not None, data.sentence
+        dc = data.by_data_class.set_index("data_class")
+        assert m["bytes"] == M.human_bytes(data.headline.egress_bytes) == M.human_bytes(int(dc["bytes_out"].sum()))
+        assert m["pct"] + "%" == M.short_percent(float(dc.loc["service_generated", "share"]))
+        f = ea.open_session(folder).flows
+        sg = f[(f["data_class"] == "service_generated") & ~f["is_local"].astype(bool)]
+        third = sg.loc[sg["party"] == "third", "vendor"].nunique()
+        assert (int(m["parties"]), int(m["parties"] if m["all"] else m["third"])) == (sg["vendor"].nunique(), third)
+        out = terminal(data, 80)
+        assert "…" not in out and max(map(len, out.splitlines())) <= 80
+        assert _cells(out, "top destinations", 0) == list(data.top_destinations["destination"])
+    assert load_report(lab).sentence == (
+        "In this 41-second session, 5.1% of the 1.2 MB that left the host was service-generated data, sent to 3 parties, 2 of them third parties."
+    )
+    if len(sessions) > 1:
+        assert load_report(sessions[1]).sentence.endswith(
+            "6.0% of the 77.1 kB that left the host was service-generated data, sent to 3 parties, all of them third parties."
+        )

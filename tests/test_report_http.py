@@ -16,7 +16,7 @@ from egressaudit.report import http_summary as H
 from egressaudit.schema import FIELDS, HTTP
 from egressaudit.session import write_session_json, write_table
 from egressaudit.session.store import TableAppender, part_files, read_rows
-from tests.test_report import CLIENT, OTHER_LOCAL, PNG_MAGIC, make_session, sample_rows
+from tests.test_report import CLIENT, OTHER_LOCAL, PNG_MAGIC, lead, make_session, sample_rows, self_contained
 
 T0 = 1_700_000_000_000_000  # microseconds
 FLOW_FIGURES = ("data_class.png", "vendors.png", "over_time.png")
@@ -285,7 +285,7 @@ def test_http_only_session_gives_a_full_report(tmp_path: Path) -> None:
     folder = make_http_session(tmp_path / "s")
     html, out = report(folder)
     assert (folder / "figures" / "http_vendors.png").read_bytes().startswith(PNG_MAGIC)
-    assert 'src="figures/http_vendors.png"' in html
+    assert self_contained(html) == 1  # the HTTP figure, in the page
     for fig in FLOW_FIGURES:  # no flows: no flow figures, no flow sections
         assert not (folder / "figures" / fig).exists()
     assert 'id="headline"' not in html and "Skipped packets" not in html and 'id="http"' in html
@@ -293,7 +293,7 @@ def test_http_only_session_gives_a_full_report(tmp_path: Path) -> None:
         "log.zoom.us",
         "o1.ingest.sentry.io",
         "meeting.topic",
-        "meeting_title",
+        "meeting title",  # (a detector's name, in words)
         "user.email",
         "7.5 kB",  # HTTP egress
         "40.0%",  # service generated share
@@ -308,6 +308,12 @@ def test_http_only_session_gives_a_full_report(tmp_path: Path) -> None:
     assert "error:zero" not in html
     assert '<tr class="leak">' in html and html.count('<tr class="leak">') == 2  # per-host summary and per-field row of the leak
     assert "5 with 5 hosts; 2 WebSocket messages (1 sent)" in out and "7.5 kB" in out and "meeting.topic" in out and "40.0% of HTTP egress" in out
+    # the sentence, from the HTTP requests (every exchange at one instant: no length to speak of)
+    said = (
+        "In this session, 40% of the 7.5 kB the client sent in HTTP requests was service-generated data, sent to 2 parties, 1 of them a third party."
+    )
+    assert lead(html) == said and said in out
+    assert "first to last HTTP exchange" in html
 
 
 def test_http_redaction_and_values(tmp_path: Path) -> None:
@@ -351,7 +357,8 @@ def test_html_escapes_and_is_self_contained(tmp_path: Path) -> None:
     html, out = report(folder)
     assert "<script" not in html.lower() and "&lt;script&gt;" in html
     assert "<link" not in html and 'src="http' not in html and "@import" not in html
-    assert "chat_text" in html and "a.<script>alert(1)</script>" in out  # the terminal shows it as text, not markup
+    assert self_contained(html) == 1
+    assert "chat text" in html and "a.<script>alert(1)</script>" in out  # the terminal shows it as text, not markup
 
 
 def test_crash_left_session_with_only_part_files(tmp_path: Path) -> None:
@@ -379,7 +386,9 @@ def test_flows_and_http(tmp_path: Path) -> None:
     html, out = report(folder)
     for fig in (*FLOW_FIGURES, "http_vendors.png"):
         assert (folder / "figures" / fig).read_bytes().startswith(PNG_MAGIC)
-        assert f'src="figures/{fig}"' in html
+    assert self_contained(html) == 4
+    assert lead(html).startswith("In this 60-second session, 30% of the 10.0 kB that left the host")  # the flows answer first
+    assert "first to last packet or HTTP exchange" in html
     assert 'id="headline"' in html and 'id="http"' in html and html.index('id="headline"') < html.index('id="http"')
     assert "10.0 kB" in html and "30.0%" in html  # flows egress and its service generated share, unchanged by HTTP
     assert "7.5 kB" in html and "40.0%" in html

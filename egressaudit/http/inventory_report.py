@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 from rich.console import Console
-from rich.table import Table
 
 from egressaudit.errors import InputError
-from egressaudit.report.measures import CONTENT_DETECTORS, field_counts, field_table, fields_text, joined, label
+from egressaudit.report.measures import CONTENT_DETECTORS, field_counts, field_table, fields_text, joined, label, words
 from egressaudit.session.store import TableUnreadable, read_rows_checked
 
 
@@ -74,29 +73,32 @@ def load_inventory(session_dir: Path, category: str | None = "telemetry") -> tup
 
 
 def print_inventory(session_dir: Path, console: Console, *, all_fields: bool = False, category: str | None = "telemetry") -> None:
+    """The inventory's tables in the terminal (cells wrap, never cut; names of categories and detectors in words)."""
+    from egressaudit.report.terminal import Col, print_fitted
+
     http, fields = _tables(session_dir)
     scoped = _of(fields, category)
     per_field, per_host = _per_field(scoped), _per_host(_of(http, category))
-    what = category or "all"
-    t = Table(title=f"{what} exchanges by destination")
+    what = words(category) if category else "all"
     ws = bool(per_host["ws_messages"].sum()) if not per_host.empty else False  # (a column only when there are any)
-    for c in ("vendor", "host", "exchanges", *(["websocket messages"] if ws else []), "bytes out", "fields"):
-        t.add_column(c, justify="left" if c in ("vendor", "host") else "right")
-    for r in per_host.itertuples():
-        counts = [f"{r.exchanges:,}", *([f"{r.ws_messages:,}"] if ws else []), f"{r.bytes_out:,}", f"{r.fields:,}"]
-        t.add_row(str(r.vendor), str(r.host), *counts)
-    console.print(t)
+    cols = [Col("vendor"), Col("host", "name"), Col("exchanges", "number", 2), *([Col("websocket messages", "number", 1)] if ws else [])]
+    cols += [Col("bytes out", "number"), Col("fields", "number", 3)]
+    rows = [
+        [str(r.vendor), str(r.host), f"{r.exchanges:,}", *([f"{r.ws_messages:,}"] if ws else []), f"{r.bytes_out:,}", f"{r.fields:,}"]
+        for r in per_host.itertuples()
+    ]
+    print_fitted(console, f"{what} exchanges by destination", cols, rows)
     shown = per_field if all_fields else per_field[per_field["detectors"] != ""]
-    t = Table(title=f"fields in {what} bodies" + ("" if all_fields else " that identify someone or carry content (--all for every field)"))
-    cols = ["vendor", "host", *([] if category else ["category"]), "field", "type", "exchanges", "distinct values", "looks like"]
-    for c in cols:
-        t.add_column(c)
+    title = f"fields in {what} bodies" + ("" if all_fields else " that identify someone or carry content (--all for every field)")
+    cols = [Col("vendor"), Col("host", "name"), *([] if category else [Col("category", drop=4)]), Col("field", "name")]
+    cols += [Col("type", drop=1), Col("exchanges", "number", 3), Col("distinct values", "number", 2), Col("looks like")]
+    rows, styles = [], []
     for r in shown.itertuples():
         dets = str(r.detectors)
-        style = "bold red" if set(dets.split(", ")) & CONTENT_DETECTORS else ("yellow" if dets else "")
-        cells = [str(r.vendor), str(r.host), *([] if category else [str(r.category)]), str(r.key_path), str(r.value_type)]
-        t.add_row(*cells, f"{r.exchanges:,}", f"{r.distinct_values:,}", dets or "-", style=style)
-    console.print(t)
+        styles.append("bold red" if set(dets.split(", ")) & CONTENT_DETECTORS else ("yellow" if dets else None))
+        cells = [str(r.vendor), str(r.host), *([] if category else [words(r.category)]), str(r.key_path), str(r.value_type)]
+        rows.append([*cells, f"{r.exchanges:,}", f"{r.distinct_values:,}", words(dets) or "-"])
+    print_fitted(console, title, cols, rows, styles)
     mine, every = field_counts(scoped), field_counts(fields)
     line = f"identifying fields: {fields_text(mine)} in {what} bodies"
     if category:

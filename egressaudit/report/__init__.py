@@ -1,9 +1,10 @@
-"""``egressaudit report``: a session folder's numbers as terminal tables, ``report.html`` and PNG figures.
+"""``egressaudit report``: a session folder's numbers as terminal tables (or CSV, JSON), ``report.html`` and figures.
 
 The numbers come from :mod:`egressaudit.report.summary` (pure pandas on the
 flows table) and :mod:`egressaudit.report.http_summary` (the http and fields
 tables, when the session has them), the figures from :mod:`egressaudit.report.figures`, the page
-from :mod:`egressaudit.report.render`.
+from :mod:`egressaudit.report.render` (one self-contained file: the figures are in it), the terminal's tables from
+:mod:`egressaudit.report.terminal`, the machine-readable tables from :mod:`egressaudit.report.export`.
 """
 
 from __future__ import annotations
@@ -11,17 +12,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+from matplotlib.figure import Figure
 from rich.console import Console
 
 from egressaudit.errors import InputError, NotASessionError
 from egressaudit.report import figures as fig
+from egressaudit.report.measures import plural
 from egressaudit.report.render import render_html
 from egressaudit.report.summary import ReportData, summarize
 from egressaudit.report.terminal import print_report
 from egressaudit.session import atomic_write, open_session, private_dir
 from egressaudit.session.store import SPOOL, TableUnreadable, part_files, read_rows_checked, unrecorded
 
-__all__ = ["ReportError", "build_report", "load_session", "load_http", "ReportData"]
+__all__ = ["ReportError", "build_report", "load_report", "load_session", "load_http", "ReportData"]
 
 #: Key of the minimal session dict made up for a folder without session.json.
 INCOMPLETE = "_incomplete"
@@ -31,6 +34,10 @@ DROPPED = "_dropped"
 
 class ReportError(InputError):
     """The folder is not a usable session folder; one line for the user."""
+
+
+def _holds(n: int) -> str:
+    return "holds" if n == 1 else "hold"
 
 
 def _one_line(msg: str) -> str:
@@ -86,7 +93,7 @@ def load_session(session_dir: Path) -> tuple[pd.DataFrame | None, dict[str, obje
         left = unrecorded(session_dir)
         if left and not (session_dir / "session.json").exists():
             raise ReportError(
-                f"{session_dir}: nothing recorded yet: {left} spool segment(s) hold exchanges the proxy's recorder did not record "
+                f"{session_dir}: nothing recorded yet: {plural(left, 'spool segment')} {_holds(left)} exchanges the proxy's recorder did not record "
                 f"(was it killed?); run `egressaudit proxy --out {session_dir} --add` to record them"
             ) from None
         raise ReportError(_one_line(str(e))) from None
@@ -131,17 +138,17 @@ def recording_notes(session_dir: Path, session: dict[str, object]) -> list[str]:
         reasons = rec.get("lost_by_reason") if isinstance(rec.get("lost_by_reason"), dict) else {}
         text = "The HTTP recording is incomplete"
         if isinstance(lost, int) and isinstance(handed, int):
-            text += f": {lost:,} of the {handed:,} exchanges handed to the recorder were lost"
+            text += f": {lost:,} of the {plural(handed, 'exchange')} handed to the recorder {'was' if lost == 1 else 'were'} lost"
         if reasons:
             text += " (" + "; ".join(f"{k}: {v}" for k, v in reasons.items()) + ")"
         if isinstance(rec.get("stopped_by"), str):
             text += f"; {rec['stopped_by']}"
         if isinstance(rec.get("unwritten_rows"), int) and rec["unwritten_rows"]:
-            text += f"; {rec['unwritten_rows']:,} rows could not be written to disk"
+            text += f"; {plural(rec['unwritten_rows'], 'row')} could not be written to disk"
         earlier = rec.get("lost_from_earlier_runs")
         if isinstance(earlier, int) and earlier:
             by = rec.get("lost_from_earlier_runs_by_reason")
-            text += f"; {earlier:,} exchanges an earlier run left in the spool were lost" + (
+            text += f"; {plural(earlier, 'exchange')} an earlier run left in the spool {'was' if earlier == 1 else 'were'} lost" + (
                 " (" + "; ".join(f"{k}: {v}" for k, v in by.items()) + ")" if isinstance(by, dict) and by else ""
             )
         if isinstance(rec.get("not_compacted"), str):
@@ -150,28 +157,22 @@ def recording_notes(session_dir: Path, session: dict[str, object]) -> list[str]:
     left = unrecorded(session_dir)
     if left:
         notes.append(
-            f"{left} spool segment(s) in {session_dir / SPOOL} hold exchanges (bodies included) the recorder did not record: "
+            f"{plural(left, 'spool segment')} in {session_dir / SPOOL} {_holds(left)} exchanges (bodies included) the recorder did not record: "
             f"run `egressaudit proxy --out {session_dir} --add` to record them, or delete that folder."
         )
     return notes
 
 
-def build_report(session_dir: Path, console: Console | None = None, redact: bool = True) -> Path:
-    """Write ``session_dir/report.html`` and ``session_dir/figures/*.png``; print the tables to ``console`` (when given).
-
-    The session may hold flows, HTTP tables (http.parquet, fields.parquet, or
-    the part files of a recording that did not finish), or both.  Local
-    addresses (HTTP client addresses included) are replaced by ``local-N``
-    tokens, and field values are never shown, unless ``redact`` is false.
-    Returns the page's path.  Raises ReportError when the folder is not a
-    session folder, OSError when the report cannot be written.
-    """
+def load_report(session_dir: Path, redact: bool = True, top: int = 20) -> ReportData:
+    """The report's numbers of a session folder (:class:`ReportData`, the ``top`` destinations and endpoints), with
+    the notes on what the session lost, and nothing written.  Raises ReportError when the folder is not a session
+    folder."""
     session_dir = Path(session_dir)
     flows, session = load_session(session_dir)
     http, fields = load_http(session_dir) if has_http(session_dir) else (None, None)
     markers = load_markers(session_dir)
     streams = load_streams(session_dir) if flows is not None else None
-    data = summarize(flows, session, redact=redact, http=http, fields=fields, markers=markers, streams=streams)
+    data = summarize(flows, session, redact=redact, top=top, http=http, fields=fields, markers=markers, streams=streams)
     if session.get("state") == "recovered":
         data.notes.append(_recovered_note(session))
     if session.get(DROPPED):
@@ -181,19 +182,44 @@ def build_report(session_dir: Path, console: Console | None = None, redact: bool
         data.notes.append("No session.json: the recording did not finish. Rows were read from the part files it left behind.")
     if part_files(session_dir, "http") or part_files(session_dir, "fields"):
         data.notes.append("Some HTTP rows come from part files not yet merged (the recorder was stopped before it compacted its tables).")
+    return data
+
+
+def _figures(figdir: Path, drawn: list[tuple[str, str, Figure]]) -> dict[str, str]:
+    """Each figure written to ``figdir/NAME.png``; {its title: its inline SVG} for the page."""
+    out = {}
+    for name, title, figure in drawn:
+        fig.write_png(figure, figdir / f"{name}.png")
+        out[title] = fig.inline_svg(figure, f"fig-{name.replace('_', '-')}", title)
+    return out
+
+
+def build_report(session_dir: Path, console: Console | None = None, redact: bool = True) -> Path:
+    """Write ``session_dir/report.html`` (figures embedded) and ``session_dir/figures/*.png``; print the tables to
+    ``console`` (when given).
+
+    The session may hold flows, HTTP tables (http.parquet, fields.parquet, or
+    the part files of a recording that did not finish), or both.  Local
+    addresses (HTTP client addresses included) are replaced by ``local-N``
+    tokens, and field values are never shown, unless ``redact`` is false.
+    Returns the page's path.  Raises ReportError when the folder is not a
+    session folder, OSError when the report cannot be written.
+    """
+    session_dir = Path(session_dir)
+    data = load_report(session_dir, redact)
     private_dir(session_dir)  # (a session folder written by an older version, or copied with a permissive umask)
     figdir = session_dir / "figures"
     private_dir(figdir)
     if data.has_flows:
-        made = {
-            "Egress by data class and category": fig.data_class_figure(data.by_data_class_category, figdir / "data_class.png"),
-            "Egress by vendor and service, coloured by party": fig.vendor_figure(data.by_vendor, figdir / "vendors.png"),
-            "Egress over time by data class": fig.over_time_figure(data.over_time, data.bin_s, figdir / "over_time.png", data.by_state),
-        }
-        data.figures = {alt: p.relative_to(session_dir).as_posix() for alt, p in made.items()}
+        data.figures = _figures(figdir, [
+            ("data_class", "Egress by data class and category", fig.data_class_figure(data.by_data_class_category)),
+            ("vendors", "Egress by vendor and service, by data class", fig.vendor_figure(data.by_vendor_data_class)),
+            ("over_time", "Egress over time by data class", fig.over_time_figure(data.over_time, data.bin_s, data.by_state)),
+        ])  # fmt: skip
     if data.http is not None:
-        p = fig.http_vendor_figure(data.http.by_vendor_category, figdir / "http_vendors.png")
-        data.http.figures = {"HTTP request bytes sent per vendor, by category": p.relative_to(session_dir).as_posix()}
+        data.http.figures = _figures(figdir, [
+            ("http_vendors", "HTTP request bytes sent per vendor, by category", fig.http_vendor_figure(data.http.by_vendor_category)),
+        ])  # fmt: skip
     page = render_html(data)
     path = atomic_write(session_dir / "report.html", lambda tmp: tmp.write_text(page, encoding="utf-8"))
     if console is not None:

@@ -1,38 +1,70 @@
-"""The report's PNG figures, drawn with matplotlib's object API (no pyplot, no display needed)."""
+"""The report's figures, drawn with matplotlib's object API (no pyplot, no display needed).
+
+Each function draws one :class:`~matplotlib.figure.Figure`; :func:`inline_svg` turns it into the markup the page
+embeds (so that ``report.html`` is one file that can be sent on its own, sharp at any zoom), :func:`write_png` into
+a PNG for other documents (``figures/*.png``, at :data:`DPI`).
+
+One colour means one thing everywhere: each data class has one colour (:data:`DATA_CLASS_COLORS`), each category
+one colour (:data:`CATEGORY_COLORS`), a shade of its class's hue (a class has the colour of its main category), and
+no figure colours anything else with them: parties are named in words, call states shaded in greys.  Legends sit
+beside the plot, never over the data.
+"""
 
 from __future__ import annotations
 
+import io
+import re
+import textwrap
 from collections.abc import Sequence
+from html import escape
 from pathlib import Path
 
+import matplotlib
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from egressaudit.report.measures import CATEGORY_ORDER, DATA_CLASS_ORDER, NONE, human_bytes
+from egressaudit.report.measures import CATEGORY_ORDER, DATA_CLASS_ORDER, NONE, human_bytes, words
 from egressaudit.session import atomic_write
 
 DATA_CLASS_COLORS: dict[str, str] = {
     "customer_content": "#1f77b4",
     "service_generated": "#d62728",
-    "service_operation": "#7f7f7f",
-    "unknown": "#c7c7c7",
+    "service_operation": "#2ca02c",
+    "unknown": "#969696",
 }
-PARTY_COLORS: dict[str, str] = {"first": "#1f77b4", "third": "#d62728", "unknown": "#9e9e9e"}
 CATEGORY_COLORS: dict[str, str] = {
+    # customer content: blues
     "media": "#1f77b4",
-    "content_upload": "#6baed6",
+    "content_upload": "#9ecae1",
+    # service-generated data: red
     "telemetry": "#d62728",
+    # service operation: greens
     "signaling": "#2ca02c",
-    "auth": "#98df8a",
-    "config_update": "#9467bd",
-    "web_asset": "#c5b0d5",
-    "dns": "#8c564b",
-    "other": "#e0e0e0",
-    "unknown": "#c7c7c7",
+    "auth": "#a1d99b",
+    "config_update": "#00441b",
+    "web_asset": "#d9f0d3",
+    "dns": "#5aae61",
+    # unknown: greys
+    "other": "#d9d9d9",
+    "unknown": "#969696",
 }
+#: Parties, for figures that must colour them (the report's name them in words instead): hues no class or category
+#: uses.
+PARTY_COLORS: dict[str, str] = {"first": "#6a51a3", "third": "#e6550d", "unknown": "#bdbdbd"}
 FALLBACK = "#bcbd22"
-DPI = 100
+#: Resolution of the PNG files: sharp on a laptop's screen.
+DPI = 200
+#: Call states: alternate bands in these greys (with a line where each begins), numbered above the plot.
+STATE_BANDS = ("#000000", "#ffffff")
+STATE_ALPHA = 0.06
+TEXT = "#333333"
+MUTED = "#666666"
+
+
+def _t(s: object) -> str:
+    """Text for matplotlib: a ``$`` in a name is a dollar sign, never the start of mathtext."""
+    return str(s).replace("$", r"\$")
 
 
 def _unit(max_value: float) -> tuple[float, str]:
@@ -42,102 +74,103 @@ def _unit(max_value: float) -> tuple[float, str]:
     return 1.0, "B"
 
 
-def _empty(ax: Axes, title: str, message: str = "no egress in this session") -> None:
+def _figure(height: float) -> tuple[Figure, Axes]:
+    fig = Figure(figsize=(8, height), layout="constrained")
+    ax = fig.add_subplot()
+    ax.spines[["top", "right"]].set_visible(False)
+    return fig, ax
+
+
+def _empty(fig: Figure, ax: Axes, title: str, message: str = "no egress in this session") -> Figure:
     ax.set_title(title)
-    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, color="#666666")
+    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, color=MUTED)
     ax.set_xticks([])
     ax.set_yticks([])
+    return fig
 
 
-def _save(fig: Figure, path: Path) -> Path:
-    """Write the figure atomically: a full disk leaves no empty or partial PNG behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI, metadata={"Software": None}))
+def _legend_beside(fig: Figure, ax: Axes, title: str | None = None) -> None:
+    """The legend to the right of the plot, outside it (constrained layout makes room)."""
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside right upper", fontsize=8, frameon=False, title=title, title_fontsize=8)
 
 
-def data_class_figure(by_class_category: pd.DataFrame, path: Path) -> Path:
-    """Horizontal stacked bars: egress per data class, stacked by category."""
-    fig = Figure(figsize=(8, 3.2), layout="constrained")
-    ax = fig.add_subplot()
-    title = "Egress by data class and category"
-    df = by_class_category[by_class_category["bytes_out"] > 0] if not by_class_category.empty else by_class_category
-    if df.empty:
-        _empty(ax, title)
-        return _save(fig, path)
-    pivot = df.pivot_table(index="data_class", columns="category", values="bytes_out", aggfunc="sum", fill_value=0)
-    classes = [d for d in DATA_CLASS_ORDER if d in pivot.index] + [d for d in pivot.index if d not in DATA_CLASS_ORDER]
-    cats = [c for c in CATEGORY_ORDER if c in pivot.columns] + [c for c in pivot.columns if c not in CATEGORY_ORDER]
-    pivot = pivot.reindex(index=classes, columns=cats)
-    left, unit = _stacked_by_category(ax, pivot, cats, [str(c).replace("_", " ") for c in classes])
-    ax.invert_yaxis()
-    ax.set_xlabel(f"bytes sent ({unit})")
-    ax.set_xlim(0, max(left) * 1.2)
-    ax.set_title(title)
-    ax.legend(loc="lower right", fontsize=7, ncols=2, frameon=False)
-    return _save(fig, path)
+def _ordered(values: Sequence[object], known: list[str]) -> list[str]:
+    present = [str(v) for v in values]
+    return [k for k in known if k in present] + [v for v in present if v not in known]
 
 
-def _stacked_by_category(ax: Axes, pivot: pd.DataFrame, cats: Sequence[object], labels: list[str]) -> tuple[list[float], str]:
-    """Horizontal bars, one per pivot row, stacked by category column and labelled with their totals.
-
-    Returns the bar lengths (in the chosen unit) and the unit's name.
-    """
+def _stacked(ax: Axes, pivot: pd.DataFrame, colors: dict[str, str], labels: list[str]) -> tuple[list[float], float, str]:
+    """Horizontal bars, one per pivot row, stacked by column (each in its colour, named in words in the legend) and
+    labelled with their totals.  Returns the bar lengths (in the chosen unit), the unit's divisor and its name."""
     div, unit = _unit(float(pivot.to_numpy().sum(axis=1).max()))
     y = list(range(len(labels)))
     left = [0.0] * len(labels)
-    for cat in cats:
-        vals = [float(v) / div for v in pivot[cat]]
-        ax.barh(y, vals, left=left, color=CATEGORY_COLORS.get(str(cat), FALLBACK), label=str(cat), edgecolor="white", linewidth=0.5)
+    for col in pivot.columns:
+        vals = [float(v) / div for v in pivot[col]]
+        ax.barh(y, vals, left=left, color=colors.get(str(col), FALLBACK), label=_t(words(col)), edgecolor="white", linewidth=0.5)
         left = [a + b for a, b in zip(left, vals, strict=True)]
     for yi, total in zip(y, left, strict=True):
-        ax.text(total, yi, " " + human_bytes(total * div), va="center", fontsize=8)
-    ax.set_yticks(y, labels)
-    return left, unit
-
-
-def vendor_figure(by_vendor: pd.DataFrame, path: Path, top: int = 15) -> Path:
-    """Horizontal bars: egress per vendor and service, coloured by party."""
-    fig = Figure(figsize=(8, 1.2 + 0.32 * max(1, min(top, len(by_vendor)))), layout="constrained")
-    ax = fig.add_subplot()
-    title = "Egress by vendor and service (colour: party)"
-    df = by_vendor[by_vendor["bytes_out"] > 0].head(top) if not by_vendor.empty else by_vendor
-    if df.empty:
-        _empty(ax, title)
-        return _save(fig, path)
-    div, unit = _unit(float(df["bytes_out"].max()))
-    labels = [v if s == NONE else f"{v} / {s}" for v, s in zip(df["vendor"], df["service"], strict=True)]
-    vals = [float(v) / div for v in df["bytes_out"]]
-    colors = [PARTY_COLORS.get(str(p), FALLBACK) for p in df["party"]]
-    y = list(range(len(df)))
-    ax.barh(y, vals, color=colors)
-    for yi, v in zip(y, df["bytes_out"], strict=True):
-        ax.text(float(v) / div, yi, " " + human_bytes(int(v)), va="center", fontsize=8)
-    ax.set_yticks(y, labels)
+        ax.text(total, yi, " " + human_bytes(total * div), va="center", fontsize=8, color=TEXT)
+    ax.set_yticks(y, [_t(lb) for lb in labels])
     ax.invert_yaxis()
-    ax.set_xlabel(f"bytes sent ({unit})")
-    ax.set_xlim(0, max(vals) * 1.25)
+    ax.set_xlim(0, max(left) * 1.2 or 1)
+    return left, div, unit
+
+
+def data_class_figure(by_class_category: pd.DataFrame) -> Figure:
+    """Horizontal bars: egress per data class, stacked by category."""
+    title = "Egress by data class and category"
+    df = by_class_category[by_class_category["bytes_out"] > 0] if not by_class_category.empty else by_class_category
+    fig, ax = _figure(3.0)
+    if df.empty:
+        return _empty(fig, ax, title)
+    pivot = df.pivot_table(index="data_class", columns="category", values="bytes_out", aggfunc="sum", fill_value=0)
+    classes = _ordered(list(pivot.index), DATA_CLASS_ORDER)
+    pivot = pivot.reindex(index=classes, columns=_ordered(list(pivot.columns), CATEGORY_ORDER))
+    _, _, unit = _stacked(ax, pivot, CATEGORY_COLORS, [words(c) for c in classes])
+    ax.set_xlabel(f"bytes sent to remote networks ({unit})")
     ax.set_title(title)
-    from matplotlib.patches import Patch
-
-    present = [p for p in PARTY_COLORS if p in set(map(str, df["party"]))]
-    ax.legend(
-        handles=[Patch(color=PARTY_COLORS[p], label=f"{p} party" if p != "unknown" else "unknown") for p in present], loc="lower right", fontsize=8
-    )
-    return _save(fig, path)
+    _legend_beside(fig, ax, "category")
+    return fig
 
 
-STATE_SHADES = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c")
+def _vendor_label(vendor: object, service: object, party: object) -> str:
+    name = str(vendor) if service in (NONE, vendor, None) else f"{vendor} / {service}"
+    return name if party in (None, "unknown", NONE) else f"{name} ({party} party)"
 
 
-def over_time_figure(series: pd.DataFrame, bin_s: int, path: Path, states: pd.DataFrame | None = None) -> Path:
-    """Stacked area: egress rate over time per data class; the call states (``states``: the report's per-state table,
-    :mod:`egressaudit.report.states`) shaded behind, each labelled at the top."""
-    fig = Figure(figsize=(8, 3.2), layout="constrained")
-    ax = fig.add_subplot()
+def vendor_figure(by_vendor_data_class: pd.DataFrame, top: int = 15) -> Figure:
+    """Horizontal bars: egress per vendor and service (its party in words), stacked by data class; the ``top``
+    vendors."""
+    title = "Egress by vendor and service, by data class"
+    df = by_vendor_data_class[by_vendor_data_class["bytes_out"] > 0] if not by_vendor_data_class.empty else by_vendor_data_class
+    keys = ["vendor", "service", "party"]
+    names = list(dict.fromkeys(zip(df["vendor"], df["service"], df["party"], strict=True)))[:top] if not df.empty else []
+    fig, ax = _figure(1.3 + 0.3 * max(1, len(names)))
+    if not names:
+        return _empty(fig, ax, title)
+    pivot = df.pivot_table(index=keys, columns="data_class", values="bytes_out", aggfunc="sum", fill_value=0)
+    pivot = pivot.reindex(index=pd.MultiIndex.from_tuples(names, names=keys), columns=_ordered(list(pivot.columns), DATA_CLASS_ORDER))
+    _, _, unit = _stacked(ax, pivot.fillna(0), DATA_CLASS_COLORS, [_vendor_label(*n) for n in names])
+    ax.set_xlabel(f"bytes sent to remote networks ({unit})")
+    ax.set_title(title)
+    _legend_beside(fig, ax, "data class")
+    return fig
+
+
+def _state_key(numbered: list[str], width: int = 120) -> str:
+    return "\n".join(textwrap.wrap("call states: " + ", ".join(numbered), width=width))
+
+
+def over_time_figure(series: pd.DataFrame, bin_s: int, states: pd.DataFrame | None = None) -> Figure:
+    """Stacked areas: egress rate over time per data class; the call states (``states``: the report's per-state table,
+    :mod:`egressaudit.report.states`) as bands behind, numbered above the plot and named below it."""
     title = "Egress over time by data class"
+    fig, ax = _figure(3.4)
     if series.empty or float(series.to_numpy().sum()) <= 0:
-        _empty(ax, title)
-        return _save(fig, path)
+        return _empty(fig, ax, title)
     cols = [c for c in series.columns if float(series[c].sum()) > 0]
     rate = series[cols] / bin_s
     div, unit = _unit(float(rate.to_numpy().sum(axis=1).max()))
@@ -149,45 +182,85 @@ def over_time_figure(series: pd.DataFrame, bin_s: int, path: Path, states: pd.Da
     else:
         x = [xi + bin_s / 2 for xi in x]
         ys = [[float(v) / div for v in rate[c]] for c in cols]
-    ax.stackplot(x, ys, labels=[c.replace("_", " ") for c in cols], colors=[DATA_CLASS_COLORS.get(c, FALLBACK) for c in cols], alpha=0.85)
+    ax.stackplot(x, ys, labels=[_t(words(c)) for c in cols], colors=[DATA_CLASS_COLORS.get(c, FALLBACK) for c in cols], alpha=0.9, zorder=2)
     lo, hi = min(x), max(x)
+    xlabel = f"seconds since {t0.strftime('%Y-%m-%d %H:%M:%S')} UTC (bins of {bin_s} s)"
     if states is not None and not states.empty:
-        colour: dict[str, str] = {}
+        spans = []
         for rec in states.to_dict("records"):
             a = (pd.Timestamp(rec["from"]) - t0).total_seconds()
-            b = a + float(rec["seconds"])
-            c = colour.setdefault(str(rec["state"]), STATE_SHADES[len(colour) % len(STATE_SHADES)])
-            ax.axvspan(a, b, color=c, alpha=0.12, linewidth=0, zorder=0)
-            ax.text(a, 1.0, f" {rec['state']}", transform=ax.get_xaxis_transform(), fontsize=7, va="top", ha="left", color=c, clip_on=True)
-            lo, hi = min(lo, a), max(hi, b)
-    ax.set_xlabel(f"seconds since {t0.strftime('%Y-%m-%d %H:%M:%S')} UTC (bins of {bin_s} s)")
+            spans.append((a, a + float(rec["seconds"]), str(rec["state"])))
+        lo, hi = min(lo, *(a for a, _, _ in spans)), max(hi, *(b for _, b, _ in spans))
+        numbered = []
+        last_x: list[float] = []  # per label row, where its last number was put (so that numbers do not overlap)
+        gap = (hi - lo) * 0.025
+        for i, (a, b, state) in enumerate(spans, 1):
+            ax.axvspan(a, b, color=STATE_BANDS[i % 2], alpha=STATE_ALPHA, linewidth=0, zorder=0)
+            ax.axvline(a, color=MUTED, linewidth=0.6, zorder=3)
+            row = next((r for r, xr in enumerate(last_x) if a - xr >= gap), len(last_x))
+            if row == len(last_x):
+                last_x.append(a)
+            last_x[row] = a
+            ax.annotate(
+                str(i), (a, 1.0), xycoords=ax.get_xaxis_transform(), xytext=(1, 2 + 9 * row), textcoords="offset points",
+                fontsize=7, color=TEXT, ha="left", va="bottom", annotation_clip=False,
+            )  # fmt: skip
+            numbered.append(f"{i} {_t(state)}")
+        xlabel += "\n" + _state_key(numbered)
+    ax.set_xlabel(xlabel, fontsize=8)
     ax.set_ylabel(f"{unit}/s sent")
     ax.set_xlim(lo, hi)
     ax.set_ylim(bottom=0)
-    ax.set_title(title)
-    ax.legend(loc="upper right", fontsize=8)
-    return _save(fig, path)
+    ax.set_title(title, pad=14 if states is not None and not states.empty else 6)
+    _legend_beside(fig, ax, "data class")
+    return fig
 
 
-def http_vendor_figure(by_vendor_category: pd.DataFrame, path: Path, top: int = 15) -> Path:
-    """Horizontal stacked bars: HTTP request bytes sent per vendor, stacked by category (the ``top`` vendors)."""
+def http_vendor_figure(by_vendor_category: pd.DataFrame, top: int = 15) -> Figure:
+    """Horizontal bars: HTTP request bytes sent per vendor, stacked by category (the ``top`` vendors)."""
+    title = "HTTP requests: bytes sent per vendor, by category"
     df = by_vendor_category[by_vendor_category["bytes_out"] > 0] if not by_vendor_category.empty else by_vendor_category
     totals = df.groupby("vendor", sort=False)["bytes_out"].sum().sort_values(ascending=False, kind="stable") if not df.empty else None
-    n = 0 if totals is None else min(top, len(totals))
-    fig = Figure(figsize=(8, 1.4 + 0.32 * max(1, n)), layout="constrained")
-    ax = fig.add_subplot()
-    title = "HTTP requests: bytes sent per vendor, by category"
-    if totals is None or df.empty:
-        _empty(ax, title, "no HTTP requests in this session")
-        return _save(fig, path)
-    vendors = list(totals.index[:n])
+    vendors = [] if totals is None else list(totals.index[:top])
+    fig, ax = _figure(1.4 + 0.3 * max(1, len(vendors)))
+    if not vendors:
+        return _empty(fig, ax, title, "no HTTP requests in this session")
     pivot = df.pivot_table(index="vendor", columns="category", values="bytes_out", aggfunc="sum", fill_value=0).reindex(index=vendors)
-    cats = [c for c in CATEGORY_ORDER if c in pivot.columns] + [c for c in pivot.columns if c not in CATEGORY_ORDER]
-    pivot = pivot.reindex(columns=cats).fillna(0)
-    left, unit = _stacked_by_category(ax, pivot, cats, [str(v) for v in vendors])
-    ax.invert_yaxis()
+    pivot = pivot.reindex(columns=_ordered(list(pivot.columns), CATEGORY_ORDER)).fillna(0)
+    _, _, unit = _stacked(ax, pivot, CATEGORY_COLORS, [str(v) for v in vendors])
     ax.set_xlabel(f"request bytes sent, head and body as on the wire ({unit})")
-    ax.set_xlim(0, max(left) * 1.25)
     ax.set_title(title)
-    ax.legend(loc="lower right", fontsize=7, ncols=2, frameon=False)
-    return _save(fig, path)
+    _legend_beside(fig, ax, "category")
+    return fig
+
+
+def write_png(fig: Figure, path: Path) -> Path:
+    """Write the figure as a PNG at :data:`DPI`, atomically: a full disk leaves no empty or partial file behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI, metadata={"Software": None}))
+
+
+_XML_HEAD = re.compile(r"\A.*?(?=<svg\b)", re.S)
+_METADATA = re.compile(r"\s*<metadata>.*?</metadata>", re.S)
+_SIZE = re.compile(r'<svg\b([^>]*?)\s+width="[^"]*"\s+height="[^"]*"')
+
+
+def inline_svg(fig: Figure, key: str, title: str) -> str:
+    """The figure as an ``<svg>`` element to put in a page: text as text (sharp, searchable, in the page's fonts'
+    fallbacks), sized by the page (``class="figure"``), its ids prefixed with ``key`` so that several figures can
+    share a page, its stylesheet scoped to itself, titled for screen readers.  The same figure gives the same
+    markup."""
+    buf = io.StringIO()
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": key}):
+        fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None})
+    svg = _METADATA.sub("", _XML_HEAD.sub("", buf.getvalue(), count=1), count=1)
+
+    def prefixed(tag: re.Match[str]) -> str:  # (in tags only: text, a vendor's name, is left as it is)
+        t = re.sub(r'(\sid=")', rf"\1{key}-", tag.group(0))
+        t = re.sub(r"url\(#", f"url(#{key}-", t)
+        return re.sub(r'(href="#)', rf"\1{key}-", t)
+
+    svg = re.sub(r"<[^>]+>", prefixed, svg)
+    svg = svg.replace('<style type="text/css">*{', f'<style type="text/css">#{key} *{{', 1)
+    svg = _SIZE.sub(rf'<svg\1 id="{key}" class="figure" role="img" aria-labelledby="{key}-title"', svg, count=1)
+    return re.sub(r"(<svg\b[^>]*>)", lambda m: f'{m.group(1)}<title id="{key}-title">{escape(title)}</title>', svg, count=1).strip()

@@ -1,4 +1,6 @@
-"""The self-contained ``report.html``: inline CSS, figures as relative ``figures/*.png`` links, every value escaped."""
+"""The self-contained ``report.html``: one file that can be sent on its own (inline CSS, the figures as inline SVG,
+no link to anything), opening with the sentence that answers the report's question; every value escaped, names of
+data classes and categories in words."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import pandas as pd
 
 from egressaudit import __version__
 from egressaudit.report.http_summary import http_meta
-from egressaudit.report.measures import CONTENT_ORDER, fields_text, human_bytes, percent
+from egressaudit.report.measures import CONTENT_ORDER, fields_text, human_bytes, percent, plural, words
 from egressaudit.report.summary import ReportData
 
 CSS = """
@@ -25,7 +27,8 @@ td.mono,code{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;fo
 .card{border:1px solid #ddd;border-radius:6px;padding:.6em 1em;min-width:11em;background:#fafafa}
 .card .v{font-size:1.5em;font-weight:600}.card .l{color:#555;font-size:.85em}
 .sg{color:#b31b1b}.cc{color:#1f5f99}
-figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}
+figure{margin:1em 0;max-width:980px}svg.figure{display:block;width:100%;height:auto;border:1px solid #eee}
+p.lead{font-size:1.2em;margin:.6em 0 .3em;max-width:60em}p.window{color:#444;margin:0 0 1em}
 .note{color:#555;font-size:.9em}
 .warn{color:#8a5a00;background:#fff8e1;padding:.4em .8em;border-left:3px solid #e0a800}
 tr.leak td{background:#fdecea}.leak{color:#b31b1b;font-weight:600}h3{font-size:1.05em;margin-top:1.4em}
@@ -73,6 +76,11 @@ FORMATS: dict[str, Formatter] = {
     "seconds": lambda v: f"{float(v):,.0f}",
     "service_generated_per_min": lambda v: f"{human_bytes(v)}/min",
     "from": lambda v: "" if v is None else pd.Timestamp(v).strftime("%H:%M:%S"),
+    # names in words (the tables keep the stored names: CSV and JSON show those)
+    "data_class": words,
+    "category": words,
+    "detectors": words,
+    "content": words,
 }
 HEADERS: dict[str, str] = {
     "data_class": "data class",
@@ -92,9 +100,9 @@ HEADERS: dict[str, str] = {
     "identifying_paths": "identifying fields",
     "content_paths": "content-leak fields",
     "customer_content": "customer content",
-    "service_generated": "service generated",
+    "service_generated": "service-generated data",
     "service_operation": "service operation",
-    "service_generated_per_min": "service generated per minute",
+    "service_generated_per_min": "service-generated data per minute",
     "http_exchanges": "HTTP exchanges",
     "from": "from (UTC)",
 }
@@ -145,6 +153,11 @@ def table(
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
 
 
+def _count(n: Any, noun: str) -> str:
+    """``3 vendors`` / ``1 vendor``, or ``? vendors`` when the number is missing."""
+    return plural(n, noun) if isinstance(n, int) else f"? {noun}s"
+
+
 def _kv(rows: Sequence[tuple[str, Any]]) -> str:
     body = "".join(f"<tr><th>{escape(k)}</th><td>{escape(_text(v))}</td></tr>" for k, v in rows)
     return f"<table>{body}</table>"
@@ -153,6 +166,12 @@ def _kv(rows: Sequence[tuple[str, Any]]) -> str:
 def _card(value: str, label: str, cls: str = "") -> str:
     c = f" {cls}" if cls else ""
     return f'<div class="card"><div class="v{c}">{escape(value)}</div><div class="l">{escape(label)}</div></div>'
+
+
+def window_text(data: ReportData) -> str:
+    """``2026-11-25 01:56:36 to 01:57:18 UTC (42 s), first to last packet``, or "none" for a session without traffic."""
+    w = data.window
+    return "none (no traffic recorded)" if w is None else f"{w.text()}, first to last {w.of}"
 
 
 def metadata_rows(data: ReportData) -> list[tuple[str, Any]]:
@@ -171,9 +190,11 @@ def metadata_rows(data: ReportData) -> list[tuple[str, Any]]:
     hosts = s.get("local_hosts") or []
     sig_text = str(sigs.get("version") or "unknown")
     if sigs.get("vendors") is not None or sigs.get("rules") is not None:
-        sig_text += f" ({sigs.get('vendors', '?')} vendors, {sigs.get('rules', '?')} rules)"
+        sig_text += f" ({_count(sigs.get('vendors'), 'vendor')}, {_count(sigs.get('rules'), 'rule')})"
     rows: list[tuple[str, Any]] = [
         ("session", s.get("session_id")),
+        *([("label", s["label"])] if s.get("label") else []),
+        ("capture window", window_text(data)),
         ("analysed", s.get("created")),
         ("analysed with", f"{tool.get('name', 'egressaudit')} {tool.get('version', '?')}"),
         ("signature database", sig_text),
@@ -205,7 +226,8 @@ def metadata_rows(data: ReportData) -> list[tuple[str, Any]]:
             ("HTTP recorded", hm.get("updated") or ("unfinished (no session.json)" if s.get("_incomplete") else "-")),
             (
                 "HTTP exchanges",
-                f"{hh.exchanges:,} exchanges, {hh.websocket_messages:,} WebSocket messages, {hh.fields:,} distinct fields inventoried",
+                f"{plural(hh.exchanges, 'exchange')}, {plural(hh.websocket_messages, 'WebSocket message')}, "
+                f"{plural(hh.fields, 'distinct field')} inventoried",
             ),
         ]
         if mode:
@@ -273,7 +295,7 @@ is not on the local network. Traffic between local hosts is not egress and is le
 uploads (<code>content_upload</code>). This follows <i>Customer Content</i> in Zoom's terms of service (2023), defined in section 10.1 and the
 subject of section 10.4, which names audio, video, chat, screen sharing, attachments and other communications-like Customer Content such as
 poll results, whiteboards and reactions.</dd>
-<dt><b class="sg">service generated data</b></dt>
+<dt><b class="sg">service-generated data</b></dt>
 <dd>What the service produces about its use (category <code>telemetry</code>). Section 10.2 of Zoom's terms of service (2023) defines it:
 <blockquote>Customer Content does not include any telemetry data, product usage data, diagnostic data, and similar content or data
 that Zoom collects or generates in connection with your or your End Users' use of the Services or Software
@@ -305,16 +327,14 @@ device id, serial number, meeting id, a name seen elsewhere in the session). <i>
 of the first value at the path in each body: equal values join across exchanges without being stored.</dd>
 <dt><b class="sg">content leaks</b></dt>
 <dd>Fields whose values look like customer content (meeting titles, chat text, file names, transcripts) found in bodies that are not
-content uploads, such as telemetry: customer content travelling as service generated data.</dd>
+content uploads, such as telemetry: customer content travelling as service-generated data.</dd>
 </dl>
 """
 
 
 def _figures(figures: dict[str, str]) -> str:
-    return "".join(
-        f'<figure><img src="{escape(src)}" alt="{escape(alt)}"><figcaption class="note">{escape(alt)}</figcaption></figure>'
-        for alt, src in figures.items()
-    )
+    """The figures, {title: inline SVG markup (:func:`egressaudit.report.figures.inline_svg`, escaped there)}."""
+    return "".join(f'<figure>{svg}<figcaption class="note">{escape(title)}</figcaption></figure>' for title, svg in figures.items())
 
 
 def _leak_row(rec: Mapping[Any, Any]) -> str:
@@ -330,19 +350,25 @@ def http_sections(data: ReportData) -> list[str]:
     hd = HTTP_HEADERS
     ws = f"{h.websocket_messages:,} ({h.websocket_out:,} sent by the client)"
     cards = [
-        _card(f"{h.exchanges:,}", f"HTTP exchanges with {h.hosts:,} hosts" + (f" ({h.errors:,} with errors)" if h.errors else "")),
-        _card(ws, "WebSocket messages"),
+        _card(
+            f"{h.exchanges:,}",
+            f"HTTP {'exchange' if h.exchanges == 1 else 'exchanges'} with {plural(h.hosts, 'host')}"
+            + (f" ({h.errors:,} with errors)" if h.errors else ""),
+        ),
+        _card(ws, "WebSocket message" if h.websocket_messages == 1 else "WebSocket messages"),
         _card(human_bytes(h.bytes_out), "HTTP requests sent (HTTP egress)"),
-        _card(human_bytes(h.service_generated_bytes), f"service generated data: {percent(h.service_generated_share)} of HTTP egress", "sg"),
+        _card(human_bytes(h.service_generated_bytes), f"service-generated data: {percent(h.service_generated_share)} of HTTP egress", "sg"),
         _card(human_bytes(h.customer_content_bytes), f"customer content: {percent(h.customer_content_share)} of HTTP egress", "cc"),
         _card(human_bytes(h.third_party_bytes), f"to third parties: {percent(h.third_party_share)} of HTTP egress"),
         _card(
             f"{h.identifying_paths:,}",
-            f"identifying fields in request bodies, of {h.fields:,} distinct fields inventoried (telemetry: {fields_text(h.telemetry)})",
+            f"identifying {'field' if h.identifying_paths == 1 else 'fields'} in request bodies, of {plural(h.fields, 'distinct field')} "
+            f"inventoried (telemetry: {fields_text(h.telemetry)})",
         ),
         _card(
             f"{h.content_paths:,}",
-            "content-leak fields" + (f": {', '.join(h.content_hosts)}" if h.content_hosts else ""),
+            ("content-leak field" if h.content_paths == 1 else "content-leak fields")
+            + (f": {', '.join(h.content_hosts)}" if h.content_hosts else ""),
             "sg" if h.content_paths else "",
         ),
     ]
@@ -379,7 +405,7 @@ def http_sections(data: ReportData) -> list[str]:
         ),
         '<h3 id="field-inventory">Field inventory: identifiers and content in request bodies</h3>',
         '<p class="note">Per host, the fields whose names or values look like identifiers or personal data; '
-        f'rows in <span class="leak">red</span> carry content-leak detectors ({escape(", ".join(CONTENT_ORDER))}). '
+        f'rows in <span class="leak">red</span> carry content-leak detectors ({escape(", ".join(map(words, CONTENT_ORDER)))}). '
         f"{escape(values_note)}</p>",
         table(
             hr.inventory_by_host,
@@ -409,18 +435,19 @@ def flow_sections(data: ReportData) -> list[str]:
     """The flows part of the page: headline, egress by data class, figures, vendors, destinations, local hosts, skipped packets."""
     h = data.headline
     cards = [
-        _card(human_bytes(h.egress_bytes), f"sent to remote networks ({h.egress_flows:,} of {h.flows:,} flows)"),
-        _card(human_bytes(h.service_generated_bytes), f"service generated data: {percent(h.service_generated_share)} of egress", "sg"),
+        _card(human_bytes(h.egress_bytes), f"sent to remote networks ({h.egress_flows:,} of {plural(h.flows, 'flow')})"),
+        _card(human_bytes(h.service_generated_bytes), f"service-generated data: {percent(h.service_generated_share)} of egress", "sg"),
         _card(human_bytes(h.customer_content_bytes), f"customer content: {percent(h.customer_content_share)} of egress", "cc"),
         _card(human_bytes(h.third_party_bytes), f"to third parties: {percent(h.third_party_share)} of egress"),
         _card(human_bytes(h.ingress_bytes), "received from remote networks"),
-        _card(f"{len(h.vendors)}", "vendors: " + (", ".join(h.vendors) or "none recognised")),
+        _card(f"{len(h.vendors)}", ("vendor: " if len(h.vendors) == 1 else "vendors: ") + (", ".join(h.vendors) or "none recognised")),
     ]
     skipped_total = sum(data.skipped.values())
     return [
         '<h2 id="headline">Headline</h2>',
         f'<div class="headline">{"".join(cards)}</div>',
-        f'<p class="note">Local traffic (not egress, left out of the totals): {h.local_flows:,} flows, {escape(human_bytes(h.local_bytes_out))} sent.'
+        f'<p class="note">Local traffic (not egress, left out of the totals): {plural(h.local_flows, "flow")}, '
+        f"{escape(human_bytes(h.local_bytes_out))} sent."
         + (f" Third-party vendors: {escape(', '.join(h.third_party_vendors))}." if h.third_party_vendors else "")
         + "</p>",
         '<h2 id="data-class">Egress by data class</h2>',
@@ -463,7 +490,8 @@ def render_html(data: ReportData) -> str:
         f"<title>egressaudit report: {escape(sid)}</title>",
         f"<style>{CSS}</style></head><body>",
         f"<h1>egressaudit report: {escape(sid)}</h1>",
-        '<p class="note">What the audited host sent, to whom, and of what kind: customer content or service generated data.</p>',
+        f'<p class="lead">{escape(data.sentence)}</p>',
+        f'<p class="window">Capture window: {escape(window_text(data))}.</p>',
         notes,
         *(flow_sections(data) if data.has_flows else []),
         *http_sections(data),
