@@ -465,3 +465,43 @@ def test_inventory_in_a_narrow_terminal_and_in_words(tmp_path: Path) -> None:
     assert "identifying fields: 4 of 6 distinct fields in telemetry bodies" in _inventory(folder, 200)
     wide = _inventory(folder, 100_000)
     assert any("o1.ingest.sentry.io" in line and "user.ip_address" in line for line in wide.splitlines())
+
+
+def test_inventory_formats(tmp_path: Path) -> None:
+    import csv
+    import io
+    import json
+
+    from typer.testing import CliRunner
+
+    from egressaudit.cli import app
+    from tests.test_report_http import make_http_session
+
+    folder = make_http_session(tmp_path / "s")
+    runner = CliRunner()
+    r = runner.invoke(app, ["inventory", str(folder), "--format", "csv"])
+    assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader(io.StringIO(r.stdout)))
+    assert list(rows[0]) == [
+        "vendor",
+        "host",
+        "category",
+        "key_path",
+        "value_type",
+        "exchanges",
+        "occurrences",
+        "distinct_values",
+        "detectors",
+        "content",
+    ]
+    assert {(x["key_path"], x["detectors"]) for x in rows} == {
+        ("device.id", "device_id"), ("user.email", "email"), ("meeting.topic", "meeting_title"), ("user.ip_address", "ipv4"),
+    }  # fmt: skip
+    r = runner.invoke(app, ["inventory", str(folder), "--format", "csv", "--table", "hosts", "--all"])
+    hosts = list(csv.DictReader(io.StringIO(r.stdout)))
+    assert [(x["host"], int(x["exchanges"]), int(x["bytes_out"])) for x in hosts] == [("log.zoom.us", 2, 2500), ("o1.ingest.sentry.io", 1, 500)]
+    r = runner.invoke(app, ["inventory", str(folder), "--format", "json", "--all", "--category", "any"])
+    doc = json.loads(r.stdout)
+    assert doc["category"] is None and doc["field_counts"] == {"fields": 7, "identifying": 5, "content": 1}
+    assert list(doc["tables"]) == ["hosts", "fields"] and len(doc["tables"]["fields"]) == 7
+    assert runner.invoke(app, ["inventory", str(folder), "--format", "csv", "--table", "nope"]).exit_code == 2

@@ -656,6 +656,63 @@ def test_layout_keeps_words_and_numbers_whole() -> None:
     assert widths is not None and sum(widths) + 3 * len(kept) + 1 <= 20 + len(kept)
 
 
+def test_report_formats(tmp_path: Path) -> None:
+    """--format csv: one of the report's tables (--table), stored names and raw numbers; json: all of them with the
+    sentence, the window and the headline; both on stdout, redacted as the table is, and nothing written."""
+    import csv
+    import json
+
+    from typer.testing import CliRunner
+
+    from egressaudit.cli import app
+
+    folder = make_session(tmp_path / "s", sample_rows())
+    runner = CliRunner()
+    r = runner.invoke(app, ["report", str(folder), "--format", "csv"])
+    assert r.exit_code == 0, r.output
+    got = list(csv.DictReader(io.StringIO(r.stdout)))
+    assert list(got[0]) == ["data_class", "category", "flows", "bytes_out", "bytes_in", "share"]
+    assert [(g["data_class"], g["category"], int(g["bytes_out"])) for g in got] == [
+        ("customer_content", "media", 6000),
+        ("service_generated", "telemetry", 3000),
+        ("service_operation", "signaling", 1000),
+    ]
+    assert float(got[1]["share"]) == 0.3
+    assert not (folder / "report.html").exists() and not (folder / "figures").exists()
+
+    r = runner.invoke(app, ["report", str(folder), "--format", "csv", "--table", "local_hosts"])
+    assert r.exit_code == 0 and CLIENT not in r.stdout and "local-1" in r.stdout
+    assert list(csv.DictReader(io.StringIO(r.stdout)))[0].keys() == {"local_ip", "flows", "bytes_out", "bytes_in", "share"}
+    r = runner.invoke(app, ["report", str(folder), "--format", "csv", "--table", "local_hosts", "--no-redact"])
+    assert r.exit_code == 0 and CLIENT in r.stdout
+
+    r = runner.invoke(app, ["report", str(folder), "--format", "json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    data = load_report(folder, top=10**9)
+    assert doc["sentence"] == data.sentence and doc["capture_window"]["first"] == "2023-11-14T22:13:20+00:00"
+    assert doc["capture_window"]["seconds"] == 60.0 and doc["headline"]["egress_bytes"] == 10_000 and doc["http_headline"] is None
+    assert doc["headline"]["service_generated_recipients"] == {"parties": 2, "first": 1, "third": 1, "unrecognised": 0}
+    assert list(doc["tables"]) == [
+        "data_class", "data_class_category", "party", "vendors", "vendor_data_class", "destinations", "local_hosts", "over_time",
+        "states", "skipped", "inputs",
+    ]  # fmt: skip
+    assert [(x["data_class"], x["bytes_out"]) for x in doc["tables"]["data_class_category"]] == [(g["data_class"], int(g["bytes_out"])) for g in got]
+    assert doc["tables"]["destinations"][0] == {
+        "destination": "203.0.113.50", "vendor": "zoom", "party": "first", "category": "media", "flows": 1, "bytes_out": 6000,
+        "bytes_in": 9000, "share": 0.6,
+    }  # fmt: skip
+    assert sum(x["customer_content"] for x in doc["tables"]["over_time"]) == pytest.approx(6000)
+    assert CLIENT not in r.stdout and "/home/alice" not in r.stdout
+    r = runner.invoke(app, ["report", str(folder), "--format", "json", "--table", "party"])
+    assert list(json.loads(r.stdout)["tables"]) == ["party"]
+
+    r = runner.invoke(app, ["report", str(folder), "--format", "csv", "--table", "nope"])
+    assert r.exit_code == 2 and "data_class_category" in r.output and "destinations" in r.output
+    r = runner.invoke(app, ["report", str(folder), "--table", "party"])
+    assert r.exit_code == 2 and "--format csv or json" in r.output
+
+
 def test_real_sessions_read_in_80_columns(tmp_path: Path) -> None:
     """The shipped lab call and, when present, Webex's capture: the sentence's numbers are the tables', and at 80
     columns every destination reads in full."""
@@ -692,3 +749,31 @@ def test_real_sessions_read_in_80_columns(tmp_path: Path) -> None:
         assert load_report(sessions[1]).sentence.endswith(
             "6.0% of the 77.1 kB that left the host was service-generated data, sent to 3 parties, all of them third parties."
         )
+
+
+def test_the_command_in_80_columns_and_wide(tmp_path: Path) -> None:
+    """`egressaudit report` as a user runs it in an 80-column terminal: nothing cut; --wide: one line per row."""
+    import os
+    import subprocess
+    import sys
+
+    from typer.testing import CliRunner
+
+    from egressaudit.cli import app
+
+    rows = [
+        *sample_rows(),
+        flow(flow_id=8, hostname=LONG_HOST, bytes_out=5000, vendor="example", category="telemetry", data_class="service_generated"),
+    ]
+    folder = make_session(tmp_path / "s", rows)
+    env = {**os.environ, "COLUMNS": "80"}
+    r = subprocess.run([sys.executable, "-m", "egressaudit", "report", str(folder)], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    *lines, said = r.stdout.splitlines()
+    assert said == f"report: {folder / 'report.html'}"  # (a path, never wrapped: it is copied)
+    assert "…" not in r.stdout and max(map(len, lines)) <= 80
+    assert lines[1].startswith("In this 60-second session, ") and LONG_HOST in _cells(r.stdout, "top destinations", 0)
+    assert not any(LONG_HOST in line for line in lines)  # (folded)
+    wide = CliRunner().invoke(app, ["report", str(folder), "--wide"])
+    assert wide.exit_code == 0 and "…" not in wide.stdout
+    assert any(LONG_HOST in line and "5.0 kB" in line for line in wide.stdout.splitlines())

@@ -419,3 +419,39 @@ def test_not_a_session_folder_still_fails(tmp_path: Path) -> None:
     (tmp_path / "bare").mkdir()
     with pytest.raises(ReportError, match="session.json"):
         build_report(tmp_path / "bare")
+
+
+def test_http_formats(tmp_path: Path) -> None:
+    """An HTTP-only session crash-left in part files: JSON on stdout parses (the notes go to stderr), with the HTTP
+    tables and headline; CSV's default table is HTTP egress by data class and category."""
+    import csv
+
+    from typer.testing import CliRunner
+
+    from egressaudit.cli import app
+
+    folder = tmp_path / "crashed"
+    app_http = TableAppender(folder, "http", flush_interval=3600)
+    app_http.append(http_rows())
+    app_http.flush()
+    write_table(folder, "fields", field_rows())
+    runner = CliRunner()
+    r = runner.invoke(app, ["report", str(folder), "--format", "json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert "recording did not finish" in r.stderr and any("recording did not finish" in n for n in doc["notes"])
+    assert doc["headline"] is None and doc["http_headline"]["bytes_out"] == 7500
+    assert doc["sentence"].startswith("In this session, 40% of the 7.5 kB the client sent in HTTP requests")
+    assert {"http_hosts", "http_fields", "http_fields_by_host", "states", "inputs"} <= set(doc["tables"]) and "destinations" not in doc["tables"]
+    topic = next(x for x in doc["tables"]["http_fields"] if x["key_path"] == "meeting.topic")
+    assert (topic["detectors"], topic["content"], topic["exchanges"]) == ("meeting_title", "meeting_title", 2)  # stored names
+    assert CLIENT not in r.stdout and "local-1" in json.dumps(doc["tables"]["http_clients"])
+    r = runner.invoke(app, ["report", str(folder), "--format", "csv"])
+    rows = list(csv.DictReader(io.StringIO(r.stdout)))
+    assert list(rows[0]) == ["data_class", "category", "exchanges", "ws_messages", "bytes_out", "bytes_in", "fields", "identifier_fields", "share"]
+    assert [(x["category"], int(x["bytes_out"])) for x in rows] == [
+        ("content_upload", 4000),
+        ("telemetry", 3000),
+        ("signaling", 200),
+        ("unknown", 300),
+    ]

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from egressaudit.cli.common import console, err, fail, handled, say, warn
 from egressaudit.errors import EXIT_INPUT, EXIT_OUTPUT
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 app = typer.Typer()
 
@@ -29,20 +36,77 @@ def _recover(folder: Path) -> None:
             live.recover(folder, announce)
 
 
+class Format(StrEnum):
+    """How ``report`` and ``inventory`` write their tables."""
+
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+#: ``--format``: the report's tables in the terminal (and report.html), or machine-readable on stdout.
+FormatOption = Annotated[
+    Format,
+    typer.Option(
+        "--format",
+        help="table: the tables in the terminal; csv: one table (--table) on stdout; json: every table and the headline on stdout.",
+        case_sensitive=False,
+    ),
+]
+TableOption = Annotated[str | None, typer.Option("--table", help="The table --format csv writes (the only one JSON holds); a wrong name lists them.")]
+WideOption = Annotated[bool, typer.Option("--wide", help="Never wrap a table row, however wide (for `less -S` or a file).")]
+#: How wide a console is that never wraps (``--wide``).
+WIDE = 100_000
+
+
+def _console(wide: bool) -> Console:
+    return Console(emoji=False, width=WIDE) if wide else console
+
+
+def _write(fmt: Format, doc: Callable[[], dict[str, Any]], tables: dict[str, pd.DataFrame], table: str | None, default: str) -> None:
+    """Write ``tables`` to stdout as CSV (``table``, else ``default``) or as the JSON document ``doc()``."""
+    from egressaudit.report.export import write_csv, write_json
+
+    if table is not None and table not in tables:
+        raise typer.BadParameter(f"no table {table!r} in this session; its tables: {', '.join(tables)}", param_hint="--table")
+    if fmt is Format.csv:
+        write_csv(tables[table or default], sys.stdout)
+    else:
+        write_json(doc(), sys.stdout)
+    sys.stdout.flush()
+
+
 @app.command()
 def report(
     session_dir: Annotated[Path, typer.Argument(help="Session folder written by `egressaudit analyze`.", show_default=False)],
     no_redact: Annotated[bool, typer.Option("--no-redact", help="Show local addresses instead of redacted tokens.")] = False,
+    fmt: FormatOption = Format.table,
+    table: TableOption = None,
+    wide: WideOption = False,
 ) -> None:
-    """Print the audit's tables and write SESSION_DIR/report.html with PNG figures."""
-    from egressaudit.report import build_report
+    """Print the audit's tables and write SESSION_DIR/report.html (one self-contained page) and figures/*.png.
 
+    With --format csv or json, write the report's tables to stdout instead (nothing is written into the folder)."""
+    from egressaudit.report import build_report, load_report
+
+    if table is not None and fmt is Format.table:
+        raise typer.BadParameter("goes with --format csv or json", param_hint="--table")
     if not session_dir.is_dir():
         raise fail(f"{session_dir}: not a folder", EXIT_INPUT)
     _recover(session_dir)
+    if fmt is not Format.table:
+        from egressaudit.report.export import default_table, report_document, report_tables
+
+        with handled():
+            data = load_report(session_dir, redact=not no_redact, top=sys.maxsize)
+        tables = report_tables(data)
+        _write(fmt, lambda: report_document(data, {table: tables[table]} if table else tables), tables, table, default_table(data))
+        for note in data.notes:
+            warn(note)
+        return
     try:
         with handled():
-            path = build_report(session_dir, console=console, redact=not no_redact)
+            path = build_report(session_dir, console=_console(wide), redact=not no_redact)
     except OSError as e:
         raise fail(f"{session_dir}: cannot write the report: {e.strerror or e}", EXIT_OUTPUT) from None
     say(f"report: {path}")
@@ -53,12 +117,23 @@ def inventory(
     session_dir: Annotated[Path, typer.Argument(help="Session folder with http.parquet / fields.parquet.", show_default=False)],
     all_fields: Annotated[bool, typer.Option("--all", help="List every field, not only those that look like identifiers or content.")] = False,
     category: Annotated[str, typer.Option("--category", help="Only fields of exchanges of this category ('any' for all).")] = "telemetry",
+    fmt: FormatOption = Format.table,
+    table: TableOption = None,
+    wide: WideOption = False,
 ) -> None:
     """Which fields the telemetry carries, and which of them identify someone or leak content."""
-    from egressaudit.http.inventory_report import print_inventory
+    from egressaudit.http.inventory_report import inventory_document, inventory_tables, print_inventory
 
-    with handled():
-        print_inventory(session_dir, console, all_fields=all_fields, category=None if category == "any" else category)
+    if table is not None and fmt is Format.table:
+        raise typer.BadParameter("goes with --format csv or json", param_hint="--table")
+    scope = None if category == "any" else category
+    if fmt is Format.table:
+        with handled():
+            print_inventory(session_dir, _console(wide), all_fields=all_fields, category=scope)
+    else:
+        with handled():
+            tables = inventory_tables(session_dir, all_fields=all_fields, category=scope)
+        _write(fmt, lambda: inventory_document(session_dir, tables, category=scope), tables, table, "fields")
     _warn_incomplete(session_dir)
 
 

@@ -72,6 +72,29 @@ def load_inventory(session_dir: Path, category: str | None = "telemetry") -> tup
     return _per_field(_of(fields, category)), _per_host(_of(http, category))
 
 
+def inventory_tables(session_dir: Path, *, all_fields: bool = False, category: str | None = "telemetry") -> dict[str, pd.DataFrame]:
+    """The inventory's two tables, as the terminal shows them: ``hosts`` (the exchanges of ``category`` per vendor
+    and host) and ``fields`` (their fields; only those a detector fired on unless ``all_fields``), stored names kept."""
+    per_field, per_host = load_inventory(session_dir, category)
+    shown = per_field if all_fields else per_field[per_field["detectors"] != ""].reset_index(drop=True)
+    return {"hosts": per_host, "fields": shown}
+
+
+def inventory_document(session_dir: Path, tables: dict[str, pd.DataFrame], *, category: str | None = "telemetry") -> dict[str, object]:
+    """What ``inventory --format json`` writes: the scope, the field counts (of the scope and of every inventoried
+    body, as ``egressaudit report`` counts them) and the tables ({name: [row, ...]})."""
+    from egressaudit.report.export import records
+
+    _, fields = _tables(session_dir)
+    return {
+        "category": category,
+        "field_counts": field_counts(_of(fields, category)),
+        "field_counts_every_body": field_counts(fields),
+        "values": "salted hashes unless recorded with --keep-values",
+        "tables": {name: records(df) for name, df in tables.items()},
+    }
+
+
 def print_inventory(session_dir: Path, console: Console, *, all_fields: bool = False, category: str | None = "telemetry") -> None:
     """The inventory's tables in the terminal (cells wrap, never cut; names of categories and detectors in words)."""
     from egressaudit.report.terminal import Col, print_fitted
