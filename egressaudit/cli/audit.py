@@ -92,6 +92,8 @@ def analyze(
 
 
 def _print_flows_summary(session: dict[str, Any], client: str | None, out: Path) -> None:
+    from egressaudit.report.measures import words
+
     counts = session["counts"]
     t = Table(title=Text(f"egressaudit analyze -> {out}"), show_header=False)
     t.add_row("packets", f"{counts['packets']:,}")
@@ -100,7 +102,7 @@ def _print_flows_summary(session: dict[str, Any], client: str | None, out: Path)
     skipped = counts.get("skipped") or {}
     t.add_row("skipped packets", ", ".join(f"{k}: {v:,}" for k, v in skipped.items() if v) or "none")
     for k, v in (counts.get("by_data_class_bytes_out") or {}).items():
-        t.add_row(f"egress {k}", f"{v:,} B")
+        t.add_row(f"egress: {words(k)}", f"{v:,} B")
     console.print(t)
 
 
