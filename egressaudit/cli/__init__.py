@@ -15,6 +15,7 @@ session recover    :mod:`egressaudit.cli.session`         :func:`egressaudit.aud
 session cleanup    :mod:`egressaudit.cli.session`         :func:`egressaudit.netns.cleanup`
 lab                :mod:`egressaudit.cli.lab`             :func:`egressaudit.audit.lab.run_lab`
 check              :mod:`egressaudit.cli.policy`          :func:`egressaudit.policy.check_policies`
+compare, dataset   :mod:`egressaudit.cli.compare`         :func:`egressaudit.report.compare.compare`, :func:`egressaudit.dataset.export_dataset`
 =================  =====================================  ==============================================
 
 Every expected failure is one line on stderr and a documented exit code (:mod:`egressaudit.errors`, and the README);
@@ -31,7 +32,7 @@ import typer
 from rich.text import Text
 
 from egressaudit import __version__
-from egressaudit.cli import audit, lab, policy, proxy, read, session
+from egressaudit.cli import audit, compare, lab, policy, proxy, read, session
 from egressaudit.cli.common import console, err
 from egressaudit.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, save_crash
 
@@ -48,7 +49,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-for sub in (audit.app, proxy.app, read.app, lab.app, policy.app):
+for sub in (audit.app, proxy.app, read.app, lab.app, policy.app, compare.app):
     app.add_typer(sub)
 app.add_typer(session.app)
 

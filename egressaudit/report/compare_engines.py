@@ -22,6 +22,8 @@ interpreters are kept here instead.
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -233,6 +235,21 @@ def _micros(ts: pd.Series) -> np.ndarray[Any, Any]:
     return np.asarray((pd.to_datetime(ts, utc=True) - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(microseconds=1), dtype="int64")
 
 
+#: Session files per Dask partition.
+FILES_PER_PARTITION = 32
+
+
+def _read_partial(files: list[str], r: Reduction) -> pd.DataFrame:
+    """:func:`partial` over a batch of a table's files, read with pyarrow (only the columns the reduction needs)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    t = pa.concat_tables([pq.read_table(f, columns=r.columns) for f in files])
+    df = t.to_pandas()
+    assert isinstance(df, pd.DataFrame)
+    return partial(df, r)
+
+
 def run_dask(ds: Dataset, reductions: Sequence[Reduction] = REDUCTIONS) -> dict[str, pd.DataFrame]:
     """The reductions with ``dask.dataframe`` on the current scheduler (a ``distributed.Client`` when one is active)."""
     import dask.dataframe as dd
@@ -244,9 +261,10 @@ def run_dask(ds: Dataset, reductions: Sequence[Reduction] = REDUCTIONS) -> dict[
         if not files:
             out[r.name] = empty(r)
             continue
-        ddf = dd.read_parquet(files, columns=r.columns)
-        meta = empty(r)
-        parts = ddf.map_partitions(partial, r, meta=meta)
+        # one partition per batch of files, each read with pyarrow and reduced where it is read (a session's files are
+        # small: one partition each would cost more to schedule than to read)
+        batches = [files[i : i + FILES_PER_PARTITION] for i in range(0, len(files), FILES_PER_PARTITION)]
+        parts = dd.from_map(_read_partial, batches, r=r, meta=empty(r), enforce_metadata=False)  # type: ignore[no-untyped-call]
         aggs = {**{c: "sum" for c in (*r.sums, r.count)}, **{n: "min" for n, _ in r.first}, **{n: "max" for n, _ in r.last}}
         lazy[r.name] = parts.groupby(list(r.keys), sort=False).agg(aggs, split_out=1).reset_index()
     names = list(lazy)
@@ -271,6 +289,10 @@ ACTIVITY_COLUMNS = ["session_id", "active_s"]
 MAX_GAP_S = 120.0
 
 Reader = Callable[[str, list[str]], pd.DataFrame]
+
+#: From this many sessions on, the DuckDB engine's per-session pass runs in a pool of processes (one per core): it is
+#: pandas work, about 70 ms a session of 1,000 flows on this project's machine, held to one core by the GIL.
+POOL_FROM = 64
 
 
 @dataclass(frozen=True)
@@ -360,14 +382,19 @@ def session_pass(job: SessionJob, bin_s: int, horizon_s: float, read: Reader = r
     return states, timeline, activity
 
 
-def run_sessions(jobs: Sequence[SessionJob], bin_s: int, horizon_s: float, engine: Engine) -> PerSession:
-    """:func:`session_pass` for every job: in this process through DuckDB, or one Dask task per session."""
+def run_sessions(jobs: Sequence[SessionJob], bin_s: int, horizon_s: float, engine: Engine, workers: int | None = None) -> PerSession:
+    """:func:`session_pass` for every job: with Dask, one task per session on its scheduler; with DuckDB, on this
+    machine: in this process, reading through DuckDB, or, from :data:`POOL_FROM` sessions on, in a pool of
+    ``workers`` processes (default: one per core) reading with pyarrow."""
     results: list[tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]]
+    workers = workers if workers is not None else (os.cpu_count() or 1) if len(jobs) >= POOL_FROM else 1
     if engine == "dask":
         from dask.delayed import delayed
 
         with quiet_dask():
             results = list(_compute(*(delayed(session_pass)(j, bin_s, horizon_s) for j in jobs)))
+    elif workers > 1 and (pooled := _pooled(jobs, bin_s, horizon_s, workers)) is not None:
+        results = pooled
     else:
         con = _connect()
 
@@ -385,6 +412,22 @@ def run_sessions(jobs: Sequence[SessionJob], bin_s: int, horizon_s: float, engin
     parts = [[r[i] for r in results if len(r[i])] for i in range(3)]
     frames = [pd.concat(p, ignore_index=True) if p else e for p, e in zip(parts, (empty_.states, empty_.timeline, empty_.activity), strict=True)]
     return PerSession(*frames)
+
+
+def _pooled(jobs: Sequence[SessionJob], bin_s: int, horizon_s: float, workers: int) -> list[tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]] | None:
+    """:func:`session_pass` in a pool of processes; None when no pool can be had here (a program run from standard
+    input cannot spawn children that import its main module): the caller does the work itself."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    work = functools.partial(session_pass, bin_s=bin_s, horizon_s=horizon_s)
+    try:
+        # (spawned, not forked: DuckDB's threads may hold locks a forked child would inherit)
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            return list(pool.map(work, jobs, chunksize=max(1, len(jobs) // (workers * 8))))
+    except (BrokenProcessPool, OSError):
+        return None
 
 
 def run(ds: Dataset, engine: Engine) -> dict[str, pd.DataFrame]:
