@@ -185,6 +185,18 @@ def load_report(session_dir: Path, redact: bool = True, top: int = 20) -> Report
     return data
 
 
+def report_figures(data: ReportData) -> dict[str, tuple[str, Figure]]:
+    """The report's figures, drawn: {name: (title, matplotlib Figure)}, what the page shows and a notebook displays."""
+    drawn: dict[str, tuple[str, Figure]] = {}
+    if data.has_flows:
+        drawn["data_class"] = ("Egress by data class and category", fig.data_class_figure(data.by_data_class_category))
+        drawn["vendors"] = ("Egress by vendor and service, by data class", fig.vendor_figure(data.by_vendor_data_class))
+        drawn["over_time"] = ("Egress over time by data class", fig.over_time_figure(data.over_time, data.bin_s, data.by_state))
+    if data.http is not None:
+        drawn["http_vendors"] = ("HTTP request bytes sent per vendor, by category", fig.http_vendor_figure(data.http.by_vendor_category))
+    return drawn
+
+
 def _figures(figdir: Path, drawn: list[tuple[str, str, Figure]]) -> dict[str, str]:
     """Each figure written to ``figdir/NAME.png``; {its title: its inline SVG} for the page."""
     out = {}
@@ -210,16 +222,11 @@ def build_report(session_dir: Path, console: Console | None = None, redact: bool
     private_dir(session_dir)  # (a session folder written by an older version, or copied with a permissive umask)
     figdir = session_dir / "figures"
     private_dir(figdir)
+    drawn = [(name, title, figure) for name, (title, figure) in report_figures(data).items()]
     if data.has_flows:
-        data.figures = _figures(figdir, [
-            ("data_class", "Egress by data class and category", fig.data_class_figure(data.by_data_class_category)),
-            ("vendors", "Egress by vendor and service, by data class", fig.vendor_figure(data.by_vendor_data_class)),
-            ("over_time", "Egress over time by data class", fig.over_time_figure(data.over_time, data.bin_s, data.by_state)),
-        ])  # fmt: skip
+        data.figures = _figures(figdir, [d for d in drawn if d[0] != "http_vendors"])
     if data.http is not None:
-        data.http.figures = _figures(figdir, [
-            ("http_vendors", "HTTP request bytes sent per vendor, by category", fig.http_vendor_figure(data.http.by_vendor_category)),
-        ])  # fmt: skip
+        data.http.figures = _figures(figdir, [d for d in drawn if d[0] == "http_vendors"])
     page = render_html(data)
     path = atomic_write(session_dir / "report.html", lambda tmp: tmp.write_text(page, encoding="utf-8"))
     if console is not None:
