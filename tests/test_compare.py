@@ -284,7 +284,7 @@ def test_cli_json_and_csv(real: Path) -> None:
     assert doc["sentence"].startswith("Across 2 vendors and 3 sessions")
     r = _run("compare", str(real / "zoom*"), "--format", "csv", "--table", "third_parties")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.splitlines()[0] == "client,vendor,sessions,of,bytes_out,requests,categories,operators,countries,hosts"
+    assert r.stdout.splitlines()[0] == "client,vendor,sessions,of,bytes_out,requests,category,categories,operators,countries,hosts"
 
 
 def test_cli_errors_are_one_line_with_their_exit_codes(synthetic: Path, tmp_path: Path) -> None:

@@ -414,8 +414,16 @@ def _joined(values: Iterable[Any]) -> str | None:
     return ", ".join(vs) if vs else None
 
 
+def _main(g: pd.DataFrame, column: str) -> str | None:
+    """The value of ``column`` with the most bytes sent (then the most requests; then the first in order)."""
+    by = g.groupby(column, dropna=True)[["bytes_out", "requests"]].sum()
+    if by.empty:
+        return None
+    return str(by.sort_values(["bytes_out", "requests"], ascending=False, kind="stable").index[0])
+
+
 def _third_parties(egress: pd.DataFrame, requests: pd.DataFrame, idx: pd.DataFrame, places: pd.DataFrame, n_of: dict[str, int]) -> pd.DataFrame:
-    cols = ["client", "vendor", "sessions", "of", "bytes_out", "requests", "categories", "operators", "countries", "hosts"]
+    cols = ["client", "vendor", "sessions", "of", "bytes_out", "requests", "category", "categories", "operators", "countries", "hosts"]
     e = egress[egress["party"] == "third"].assign(requests=0, host=egress["hostname"])
     r = requests[requests["party"] == "third"].assign(flows=0, bytes_out=0)
     both = pd.concat([e[["session_id", "vendor", "remote_ip", "host", "category", "bytes_out", "requests"]],
@@ -428,7 +436,8 @@ def _third_parties(egress: pd.DataFrame, requests: pd.DataFrame, idx: pd.DataFra
     for (client, vendor), g in both.groupby(["client", "vendor"], sort=True):
         rows.append({
             "client": client, "vendor": vendor, "sessions": int(g["session_id"].nunique()), "of": n_of.get(str(client), 0),
-            "bytes_out": int(g["bytes_out"].sum()), "requests": int(g["requests"].sum()), "categories": _joined(g["category"]),
+            "bytes_out": int(g["bytes_out"].sum()), "requests": int(g["requests"].sum()), "category": _main(g, "category"),
+            "categories": _joined(g["category"]),
             "operators": _joined(g["operator"]), "countries": _joined(g["country"]), "hosts": _joined(g["host"]),
         })  # fmt: skip
     return _sorted(pd.DataFrame(rows, columns=cols), ["client", "sessions", "bytes_out"], [True, False, False])

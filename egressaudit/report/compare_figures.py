@@ -155,7 +155,7 @@ def third_parties_figure(c: Comparison) -> Figure:
             rows.append((client, "no third party", 0.0, "", ""))
             continue
         for r in g.to_dict("records"):
-            cat = r["categories"].split(", ")[0] if isinstance(r["categories"], str) and r["categories"] else "unknown"
+            cat = r["category"] if isinstance(r["category"], str) and r["category"] else "unknown"
             ops = r["operators"] if isinstance(r["operators"], str) and r["operators"] else None
             note = f"in {r['sessions']} of {r['of']} sessions" + (f"; {ops}" if ops else "")
             rows.append((client, str(r["vendor"]), float(r["bytes_out"]) / max(n_of.get(client, 1), 1), cat, note))

@@ -157,7 +157,8 @@ def _session(root: Path, i: int, client: str, n_flows: int, n_http: int, rng: np
     hk = rng.integers(0, len(web), n_http)
     hs = [web[k] for k in hk]
     cats_h = [h.category for h in hs]
-    cats_h[-1] = "content_upload"
+    cats_h[-1] = "content_upload"  # (to the vendor's own signalling host)
+    hs[-1] = next(h for h in hosts if h.category == "signaling")
     hts = np.sort(rng.integers(t0, t0 + length, n_http))
     hb = rng.integers(300, 8_000, n_http)
     hb[-1] = 2_000_000
