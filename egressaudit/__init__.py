@@ -7,6 +7,8 @@ The public API, the one notebooks and comparisons use (everything else is the pa
     many = ea.open_sessions(["audits/*"])      # the same tables over many sessions, with session_id, client, label
     ea.analyze_files(["call.pcapng"], "audits/call-1")   # what `egressaudit analyze` does
     ea.check_policies(["audits/call-1"], ["policies/"])  # what `egressaudit check` does: one result per rule and session
+    data = ea.load_report("audits/call-1")               # the report's numbers: data.sentence, ea.report_tables(data),
+    ea.report_figures(data)                               # and its figures (what notebooks/audit-one-session.ipynb shows)
 
 Errors are :class:`EgressAuditError` and its tree (:mod:`egressaudit.errors`); the tables' columns are
 :data:`egressaudit.schema.TABLES` (``egressaudit schema`` prints them).  Names are loaded when first used, so that
@@ -38,6 +40,8 @@ if TYPE_CHECKING:
         UsageError,
     )
     from egressaudit.policy import PolicyError, check_policies
+    from egressaudit.report import load_report, report_figures
+    from egressaudit.report.export import report_tables
     from egressaudit.schema import SCHEMA_VERSION
     from egressaudit.session import Session, Sessions, open_session, open_sessions
     from egressaudit.session.manifest import Manifest
@@ -53,12 +57,14 @@ _WHERE = {
     "SessionExistsError": "egressaudit.errors", "InputError": "egressaudit.errors", "NotASessionError": "egressaudit.errors",
     "NewerSchemaError": "egressaudit.errors", "OutputError": "egressaudit.errors", "IncompleteError": "egressaudit.errors",
     "PolicyViolation": "egressaudit.errors", "PolicyError": "egressaudit.policy", "check_policies": "egressaudit.policy",
+    "load_report": "egressaudit.report", "report_figures": "egressaudit.report", "report_tables": "egressaudit.report.export",
 }  # fmt: skip
 
 __all__ = [
     "SCHEMA_VERSION", "Category", "DataClass", "EgressAuditError", "IncompleteError", "InputError", "Manifest", "NewerSchemaError",
     "NotASessionError", "OutputError", "Party", "PolicyError", "PolicyViolation", "Session", "SessionExistsError", "Sessions",
-    "UsageError", "__version__", "add_marker", "analyze_files", "check_policies", "open_session", "open_sessions",
+    "UsageError", "__version__", "add_marker", "analyze_files", "check_policies", "load_report", "open_session", "open_sessions",
+    "report_figures", "report_tables",
 ]  # fmt: skip
 
 
