@@ -9,6 +9,7 @@ The public API, the one notebooks and comparisons use (everything else is the pa
     ea.check_policies(["audits/call-1"], ["policies/"])  # what `egressaudit check` does: one result per rule and session
     data = ea.load_report("audits/call-1")               # the report's numbers: data.sentence, ea.report_tables(data),
     ea.report_figures(data)                               # and its figures (what notebooks/audit-one-session.ipynb shows)
+    c = ea.compare("audits/*")                           # what `egressaudit compare` does: c.sentence, c.tables, ea.compare_figures(c)
 
 Errors are :class:`EgressAuditError` and its tree (:mod:`egressaudit.errors`); the tables' columns are
 :data:`egressaudit.schema.TABLES` (``egressaudit schema`` prints them).  Names are loaded when first used, so that
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
     )
     from egressaudit.policy import PolicyError, check_policies
     from egressaudit.report import load_report, report_figures
+    from egressaudit.report.compare import Comparison, compare
+    from egressaudit.report.compare_figures import compare_figures
     from egressaudit.report.export import report_tables
     from egressaudit.schema import SCHEMA_VERSION
     from egressaudit.session import Session, Sessions, open_session, open_sessions
@@ -58,13 +61,14 @@ _WHERE = {
     "NewerSchemaError": "egressaudit.errors", "OutputError": "egressaudit.errors", "IncompleteError": "egressaudit.errors",
     "PolicyViolation": "egressaudit.errors", "PolicyError": "egressaudit.policy", "check_policies": "egressaudit.policy",
     "load_report": "egressaudit.report", "report_figures": "egressaudit.report", "report_tables": "egressaudit.report.export",
+    "compare": "egressaudit.report.compare", "Comparison": "egressaudit.report.compare", "compare_figures": "egressaudit.report.compare_figures",
 }  # fmt: skip
 
 __all__ = [
-    "SCHEMA_VERSION", "Category", "DataClass", "EgressAuditError", "IncompleteError", "InputError", "Manifest", "NewerSchemaError",
+    "SCHEMA_VERSION", "Category", "Comparison", "DataClass", "EgressAuditError", "IncompleteError", "InputError", "Manifest", "NewerSchemaError",
     "NotASessionError", "OutputError", "Party", "PolicyError", "PolicyViolation", "Session", "SessionExistsError", "Sessions",
-    "UsageError", "__version__", "add_marker", "analyze_files", "check_policies", "load_report", "open_session", "open_sessions",
-    "report_figures", "report_tables",
+    "UsageError", "__version__", "add_marker", "analyze_files", "check_policies", "compare", "compare_figures", "load_report",
+    "open_session", "open_sessions", "report_figures", "report_tables",
 ]  # fmt: skip
 
 

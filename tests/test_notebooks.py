@@ -89,3 +89,29 @@ def test_audit_one_session_on_a_real_capture(tmp_path: Path) -> None:
     nb = _run("audit-one-session.ipynb", tmp_path / "t.ipynb", session=str(tmp_path / "teams"))
     text = _text(nb)
     assert "left the host" in text and "microsoft" in text
+
+
+def test_compare_vendors_on_the_shipped_sessions(tmp_path: Path) -> None:
+    """As the README runs it: ``-p sessions 'captures/*'`` (a pattern; captures/janus-echo is not a session folder)."""
+    a = _run("compare-vendors.ipynb", tmp_path / "a.ipynb", sessions="captures/*")
+    b = _run("compare-vendors.ipynb", tmp_path / "b.ipynb", sessions="captures/*")
+    assert _outputs(a) == _outputs(b)
+    text = _text(a)
+    assert "Across 1 vendor and 1 session, service-generated data was 5.1%" in text and "amplitude" in text
+    html = _html(tmp_path / "a.ipynb")
+    assert "Across 1 vendor" in html and html.count("data:image/png;base64,") >= 4
+
+
+def test_compare_vendors_on_real_captures_with_both_engines(tmp_path: Path) -> None:
+    if not (NDPI / "teams.pcap").exists():
+        pytest.skip(f"the real captures are not here ({NDPI})")
+    for name in ("teams", "webex", "zoom2"):
+        analyze_files([NDPI / f"{name}.pcap"], tmp_path / "sessions" / name)
+    analyze_files([LAB], tmp_path / "sessions" / "lab")
+    pattern = str(tmp_path / "sessions" / "*")
+    duck = _run("compare-vendors.ipynb", tmp_path / "duck.ipynb", sessions=pattern)
+    dask = _run("compare-vendors.ipynb", tmp_path / "dask.ipynb", sessions=pattern, engine="dask")
+    tables = [o for o in _outputs(duck)[:-1] if "image/png" not in o]  # (the figures and the last cell name the engine)
+    assert tables == [o for o in _outputs(dask)[:-1] if "image/png" not in o] and len(tables) >= 7  # the same tables
+    text = _text(duck)
+    assert "Across 4 vendors and 4 sessions" in text and "crittercism" in text and "'name': 'dask'" in _text(dask)

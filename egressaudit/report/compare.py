@@ -132,13 +132,16 @@ def _scheduler(engine: Engine, address: str | None) -> Iterator[str]:
             yield "dask threads (local)"
 
 
-def compare(inputs: Sequence[str | Path], *, engine: Engine = "duckdb", scheduler: str | None = None) -> Comparison:
-    """Compare the sessions named by ``inputs`` (session folders, glob patterns, or one dataset folder).
+def compare(inputs: str | Path | Sequence[str | Path], *, engine: Engine = "duckdb", scheduler: str | None = None) -> Comparison:
+    """Compare the sessions named by ``inputs`` (session folders, glob patterns, or one dataset folder; one of them
+    alone as a string, as papermill passes ``-p sessions 'audits/*'``).
 
     Raises the package's errors: NotASessionError when nothing matches or a folder named outright is not a session,
     UsageError for an unknown engine or two sessions sharing an id, InputError for a dataset that cannot be read."""
     if engine not in engines.ENGINES:
         raise UsageError(f"unknown engine {engine!r}; known: {', '.join(engines.ENGINES)}")
+    if isinstance(inputs, str | Path):
+        inputs = [inputs]
     with dataset_of(inputs) as ds, _scheduler(engine, scheduler) as where:
         reduced = engines.run(ds, engine)
         index = ds.sessions
@@ -155,7 +158,7 @@ def compare(inputs: Sequence[str | Path], *, engine: Engine = "duckdb", schedule
     comparison.manifest = {
         "tool": {"name": "egressaudit", "version": __version__},
         "created": now_iso(),
-        "engine": {"name": engine, "versions": _engine_versions(engine), "where": where},
+        "engine": {"name": engine, "versions": _engine_versions(engine), "where": f"{where}; {per.where}"},
         "sessions": len(index),
         "vendors": int(comparison.tables["measures"]["client"].nunique()),
         "inputs": inputs_meta,

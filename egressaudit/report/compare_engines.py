@@ -167,7 +167,8 @@ def _connect(threads: int | None = None) -> Any:
     import duckdb
 
     con = duckdb.connect(":memory:", config={"threads": threads} if threads else {})
-    con.execute("SET enable_progress_bar = false")
+    with contextlib.suppress(duckdb.Error):  # (in a Jupyter kernel without ipywidgets, DuckDB refuses to touch the setting at all)
+        con.execute("SET enable_progress_bar = false")
     return con
 
 
@@ -311,6 +312,7 @@ class PerSession:
     states: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=STATE_COLUMNS))
     timeline: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=TIMELINE_COLUMNS))
     activity: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=ACTIVITY_COLUMNS))
+    where: str = ""  # how the pass ran
 
 
 def read_arrow(path: str, columns: list[str]) -> pd.DataFrame:
@@ -387,6 +389,7 @@ def run_sessions(jobs: Sequence[SessionJob], bin_s: int, horizon_s: float, engin
     machine: in this process, reading through DuckDB, or, from :data:`POOL_FROM` sessions on, in a pool of
     ``workers`` processes (default: one per core) reading with pyarrow."""
     results: list[tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]]
+    where = "one task per session" if engine == "dask" else "in this process"
     workers = workers if workers is not None else (os.cpu_count() or 1) if len(jobs) >= POOL_FROM else 1
     if engine == "dask":
         from dask.delayed import delayed
@@ -394,7 +397,7 @@ def run_sessions(jobs: Sequence[SessionJob], bin_s: int, horizon_s: float, engin
         with quiet_dask():
             results = list(_compute(*(delayed(session_pass)(j, bin_s, horizon_s) for j in jobs)))
     elif workers > 1 and (pooled := _pooled(jobs, bin_s, horizon_s, workers)) is not None:
-        results = pooled
+        results, where = pooled, f"in {workers} processes"
     else:
         con = _connect()
 
@@ -411,7 +414,7 @@ def run_sessions(jobs: Sequence[SessionJob], bin_s: int, horizon_s: float, engin
     empty_ = PerSession()
     parts = [[r[i] for r in results if len(r[i])] for i in range(3)]
     frames = [pd.concat(p, ignore_index=True) if p else e for p, e in zip(parts, (empty_.states, empty_.timeline, empty_.activity), strict=True)]
-    return PerSession(*frames)
+    return PerSession(frames[0], frames[1], frames[2], where=f"per-session pass {where}")
 
 
 def _pooled(jobs: Sequence[SessionJob], bin_s: int, horizon_s: float, workers: int) -> list[tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]] | None:

@@ -266,9 +266,16 @@ def svg(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
+def compare_figures(c: Comparison) -> dict[str, tuple[str, Figure]]:
+    """Every figure drawn: {name: (title, matplotlib Figure)} (:data:`FIGURES`), what a notebook displays."""
+    return {name: (title, DRAW[name](c)) for name, title in FIGURES}
+
+
 def draw_all(c: Comparison) -> dict[str, bytes]:
     """Every figure as SVG bytes, by name (:data:`FIGURES`)."""
     return {name: svg(DRAW[name](c)) for name, _ in FIGURES}
 
 
-__all__: Sequence[str] = ["FIGURES", "data_class_figure", "draw_all", "states_figure", "svg", "third_parties_figure", "timeline_figure"]
+__all__: Sequence[str] = [
+    "FIGURES", "compare_figures", "data_class_figure", "draw_all", "states_figure", "svg", "third_parties_figure", "timeline_figure",
+]  # fmt: skip
