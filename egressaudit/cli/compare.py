@@ -43,9 +43,12 @@ class TableChoice(StrEnum):
 def compare(
     sessions: Annotated[
         list[str],
-        typer.Argument(help="Session folders or glob patterns (quoted: 'audits/zoom-*'), or one dataset folder (egressaudit dataset).",
-                       show_default=False),
-    ],  # fmt: skip
+        typer.Argument(
+            metavar="SESSIONS...",
+            help="Session folders or glob patterns (quoted: 'audits/zoom-*'), or one dataset folder (egressaudit dataset).",
+            show_default=False,
+        ),
+    ],
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Folder for the tables (CSV, Parquet), figures (SVG), compare.html and compare.json.")
     ] = None,
