@@ -6,6 +6,7 @@
     python benchmarks/run.py --only capture --rates 10000,50000,100000,200000 --duration 60
     python benchmarks/run.py --only proxy --profile    # mitmdump with and without the addon; cProfile of the addon
     python benchmarks/run.py --only session            # session start's CPU/RSS in a replayed call vs tcpdump; finalising 1 h
+    python benchmarks/run.py --only compare            # egressaudit compare over 1,000 made-up sessions, DuckDB and Dask (compare_bench.py)
 
 Prints a table per part (rich) and refreshes benchmarks/RESULTS.md (machine, versions,
 command, results) from benchmarks/results.json, where each part's last run is kept.
@@ -1748,6 +1749,9 @@ def tables(res: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]], s
     ss = res.get("session")
     if ss:
         out += _session_tables(ss)
+    from compare_bench import tables as compare_tables
+
+    out += compare_tables(res)
     return out
 
 
@@ -1906,7 +1910,7 @@ def write_markdown(all_res: dict[str, Any]) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--packets", type=int, default=None, help="packets in the large capture (default 2,000,000; --quick 300,000)")
-    parts_all = ["ingest", "capture", "writer", "report", "proxy", "session"]
+    parts_all = ["ingest", "capture", "writer", "report", "proxy", "session", "compare"]
     ap.add_argument("--only", choices=parts_all, action="append", help="run only these parts (repeatable)")
     ap.add_argument("--quick", action="store_true", help="small capture, 5 s per live-capture rate")
     ap.add_argument("--duration", type=float, default=None, help="seconds per live-capture rate (default 60; --quick 5)")
@@ -1931,6 +1935,7 @@ def main() -> int:
         "--session-hour", type=float, default=None, help="seconds of call whose packets precede the finalisation (default 3600; --quick 300)"
     )
     ap.add_argument("--session-pps", type=int, default=20_000, help="packet rate of the finalisation's replay (halved while the kernel drops)")
+    ap.add_argument("--compare-sessions", type=int, default=None, help="made-up sessions the compare part compares (default 1,000; --quick 100)")
     args = ap.parse_args()
     packets = args.packets or (300_000 if args.quick else 2_000_000)
     duration = args.duration or (5.0 if args.quick else 60.0)
@@ -1957,6 +1962,10 @@ def main() -> int:
             res = bench_session(args.session_seconds or (10.0 if args.quick else 60.0), args.session_idle or (5.0 if args.quick else 30.0),
                                 [float(x) for x in args.session_multipliers.split(",")], args.session_hour or (300.0 if args.quick else 3600.0),
                                 args.session_pps)  # fmt: skip
+        elif part == "compare":
+            from compare_bench import bench_compare
+
+            res = bench_compare(measure, args.compare_sessions or (100 if args.quick else 1000))
         # re-read: another run (another part) may have written its results since this one started
         all_res = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else {}
         earlier = all_res.get("proxy", {}).get("profile")
