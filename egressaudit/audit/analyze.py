@@ -318,6 +318,8 @@ def flow_facts(f: Flow, sd: Sides, orient: Orientation) -> FlowFacts:
         duration_s=f.ts_last - f.ts_first,
         packets_out=sd.packets_out,
         packets_in=sd.packets_in,
+        payload_bytes_out=sd.payload_bytes_out,
+        payload_bytes_in=sd.payload_bytes_in,
         stun=f.stun,
         rtp=f.rtp,
         rtcp=f.rtcp,
@@ -326,4 +328,5 @@ def flow_facts(f: Flow, sd: Sides, orient: Orientation) -> FlowFacts:
         vendor_hints=tuple(sorted(f.vendor_hints)),
         is_local=orient.remote_is_local(rip),
         alpn=f.alpn,
+        quic=f.quic.form if f.quic is not None else None,
     )

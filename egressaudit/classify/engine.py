@@ -7,7 +7,19 @@ telemetry?" and get an answer.
 
 Media is recognised without any signature too: STUN/TURN, DTLS, RTP/RTCP and
 Zoom's media encapsulation seen in the payload, or the flow's shape
-(sustained UDP at audio/video packet rates).
+(sustained, two-way UDP at audio/video packet rates).
+
+Media is decided on evidence (issue 16, point 3):
+
+- The shape alone never makes media of QUIC (recognised from its headers, on
+  any port), of anything on UDP 443, of a one-sided flow or of TCP
+  (:func:`shape_veto` says why, and the flow's evidence repeats it).
+- A signature rule that says ``media`` decides only where the transport can
+  carry media: a host-name rule never makes a TCP flow media (Discord's voice
+  WebSocket to ``*.discord.media`` on TCP 443 is signalling), and no rule makes
+  a QUIC flow media unless its vendor is known to carry calls over QUIC
+  (:data:`MEDIA_OVER_QUIC`).  Media evidence in the payload (RTP/RTCP over TCP
+  or multiplexed with QUIC, STUN/TURN) still makes such a flow media.
 """
 
 from __future__ import annotations
@@ -30,6 +42,29 @@ SHAPE_MIN_PACKETS = 50
 SHAPE_MIN_RATE_PPS = 8.0
 SHAPE_MIN_DURATION_S = 1.0
 SHAPE_MEAN_PAYLOAD = (40, 1400)
+#: The smaller direction's least share of a flow's payload bytes for its shape to be media.  In a call each side
+#: sends its own audio and usually video, so the two directions stay within a factor of a few (a group call receives
+#: a few streams for the one it sends: 1:3 to 1:5).  A bulk transfer's return direction carries only
+#: acknowledgements: a few per cent (the YouTube download over QUIC in ../shared/captures/calls: 7% of the payload
+#: bytes; the browser's HTTP/3 download of issue 16: 7%).  0.15 (at most about 1:5.7) keeps both apart.  What falls
+#: below it, receive-only media (a webinar, a participant who only listens) and one-way relays (Telegram sends and
+#: receives a call through different reflectors), is left to payload evidence (RTP headers stay in clear under SRTP;
+#: STUN, DTLS) and to vendor rules, never to the shape.
+SHAPE_MIN_BYTE_SHARE = 0.15
+#: HTTP/3's port (RFC 9114 section 3.1).  Real-time media there shows its STUN/DTLS/RTP headers, which the dissectors
+#: count; without them, sustained UDP on 443 is QUIC the dissector could not name (greased bits, empty connection
+#: IDs), so the shape is not enough (the port alone says little either way: draft-ietf-quic-manageability, "UDP 443").
+QUIC_PORT = 443
+#: Vendors known to carry call media over QUIC, with the source that says so: a QUIC flow that their signature rules
+#: call media is media.  Snapchat multiplexes RTP/RTCP with QUIC: Google QUIC Q046 without a server name (nDPI pull
+#: request 1147, 2021: "AFAIK Snapchat is the first application using QUIC this way"), then QUIC v1 to *.addlive.io
+#: (nDPI pull request 1858, 2023; nDPI quic.c eval_extra_processing).  No other calling vendor was found doing so in
+#: the sources read (2026-11-25): Zoom's web client carries media over WebSockets and WebRTC data channels
+#: (webrtcHacks, "How Zoom's web client avoids using WebRTC"); Meet, Teams, Webex, WhatsApp and Discord use RTP over
+#: UDP (their signature files' sources).
+MEDIA_OVER_QUIC: dict[str, str] = {
+    "snap": "Snapchat calls multiplex RTP/RTCP with QUIC (nDPI pull requests 1147 and 1858, https://github.com/ntop/nDPI/pull/1858)",
+}
 
 
 @dataclass
@@ -48,6 +83,8 @@ class FlowFacts:
     duration_s: float = 0.0
     packets_out: int = 0
     packets_in: int = 0
+    payload_bytes_out: int = 0
+    payload_bytes_in: int = 0
     stun: int = 0
     rtp: int = 0
     rtcp: int = 0
@@ -56,6 +93,7 @@ class FlowFacts:
     vendor_hints: tuple[str, ...] = ()
     is_local: bool = False
     alpn: tuple[str, ...] = ()
+    quic: str | None = None  # how the flow was recognised as QUIC ("long header v1", "short headers (...)")
 
 
 @dataclass
@@ -76,7 +114,13 @@ class Verdict:
 
 def media_evidence(f: FlowFacts) -> tuple[str, str] | None:
     """(heuristic rule, evidence) when the flow carries real-time media, else None."""
-    if f.media_kinds:
+    if f.app_protocol == "quic":
+        # the QUIC dissector claims the flow's QUIC packets: what is left is RTP/RTCP multiplexed with it (Snapchat)
+        if f.rtp >= 2 or f.rtcp >= 2:
+            return "heuristic/rtp-in-quic", f"rtp={f.rtp} rtcp={f.rtcp} multiplexed with QUIC"
+        return None
+    if f.media_kinds and f.rtp + f.rtcp >= 2:
+        # (two packets at least: one random datagram in about 1,500 parses as Zoom's peer-to-peer media)
         return "heuristic/zoom-media", f"zoom media encapsulation ({', '.join(sorted(f.media_kinds))})"
     if f.rtp >= 2 or f.rtcp >= 2:
         return "heuristic/rtp", f"rtp={f.rtp} rtcp={f.rtcp}"
@@ -84,16 +128,30 @@ def media_evidence(f: FlowFacts) -> tuple[str, str] | None:
         return "heuristic/dtls", f"dtls={f.dtls} stun={f.stun}"
     if f.stun:
         return "heuristic/stun", f"stun/turn={f.stun}"
-    if f.app_protocol in MEDIA_PROTOCOLS:
+    if f.app_protocol in MEDIA_PROTOCOLS and not (f.transport == "tcp" and f.app_protocol in ("rtp", "rtcp")):
+        # (one RTP-looking segment of a TCP stream is too little: RTP over TCP needs two, above)
         return f"heuristic/{f.app_protocol}", f"payload recognised as {f.app_protocol}"
     if shape_is_media(f):
-        rate = f.packets / f.duration_s
-        return "heuristic/udp-shape", f"sustained UDP: {f.packets} packets at {rate:.0f}/s, mean payload {f.payload_bytes // max(f.packets, 1)} B"
+        return "heuristic/udp-shape", f"sustained two-way UDP: {_shape_text(f)}"
     return None
 
 
-def shape_is_media(f: FlowFacts) -> bool:
-    if f.transport != "udp" or f.app_protocol in ("dns", "quic") or f.remote_port in DNS_PORTS:
+def _shape_text(f: FlowFacts) -> str:
+    rate = f.packets / f.duration_s if f.duration_s > 0 else 0.0
+    text = f"{f.packets} packets at {rate:.0f}/s, mean payload {f.payload_bytes // max(f.packets, 1)} B"
+    if f.payload_bytes_out + f.payload_bytes_in:
+        text += f", {_smaller_share(f):.0%} of the payload bytes the smaller way"
+    return text
+
+
+def _smaller_share(f: FlowFacts) -> float:
+    total = f.payload_bytes_out + f.payload_bytes_in
+    return min(f.payload_bytes_out, f.payload_bytes_in) / total if total else 0.0
+
+
+def shape_matches(f: FlowFacts) -> bool:
+    """The flow has the shape of real-time media: sustained UDP at audio/video packet rates, packets both ways."""
+    if f.transport != "udp" or f.app_protocol == "dns" or f.remote_port in DNS_PORTS:
         return False
     if f.packets < SHAPE_MIN_PACKETS or f.duration_s < SHAPE_MIN_DURATION_S:
         return False
@@ -104,6 +162,34 @@ def shape_is_media(f: FlowFacts) -> bool:
         return False
     mean = f.payload_bytes / max(f.packets, 1)
     return SHAPE_MEAN_PAYLOAD[0] <= mean <= SHAPE_MEAN_PAYLOAD[1]
+
+
+def shape_veto(f: FlowFacts) -> str | None:
+    """Why the flow's shape alone cannot make it media (see the module docstring), or None."""
+    if f.transport != "udp":
+        return f"{f.transport}: the shape is a UDP rule"
+    if f.app_protocol == "quic":
+        return f"QUIC ({f.quic or 'recognised'}) carries media only with RTP/RTCP in it"
+    if QUIC_PORT in (f.remote_port, f.local_port):
+        return f"UDP {QUIC_PORT} (HTTP/3's port) without media headers in the payload"
+    if f.payload_bytes_out + f.payload_bytes_in and _smaller_share(f) < SHAPE_MIN_BYTE_SHARE:
+        return f"one-sided: {_smaller_share(f):.0%} of the payload bytes the smaller way, under {SHAPE_MIN_BYTE_SHARE:.0%}"
+    return None
+
+
+def shape_is_media(f: FlowFacts) -> bool:
+    return shape_matches(f) and shape_veto(f) is None
+
+
+def _media_rule_veto(f: FlowFacts, db: SignatureDB, m: Match) -> str | None:
+    """Why a signature rule that says media cannot make this flow media without payload evidence, or None."""
+    if f.app_protocol == "quic":
+        if m.vendor in MEDIA_OVER_QUIC:
+            return None
+        return f"QUIC ({f.quic or 'recognised'}), and {m.vendor} is not known to carry calls over QUIC: no media without RTP/RTCP in it"
+    if f.transport == "tcp" and "domain" in _rule_conditions(db, m):
+        return "a host-name rule makes no TCP flow media: media over TCP needs RTP/RTCP or STUN/TURN in the payload"
+    return None
 
 
 def classify(f: FlowFacts, db: SignatureDB) -> Verdict:
@@ -146,6 +232,8 @@ def classify(f: FlowFacts, db: SignatureDB) -> Verdict:
         ):
             m = pm
     media = media_evidence(f)
+    if f.app_protocol == "quic" and f.quic:
+        ev.append(f"quic: {f.quic}")
     if m is not None:
         ev.append(f"{m.reason} [{m.rule_id}: {m.source}]")
         category = m.category
@@ -155,9 +243,18 @@ def classify(f: FlowFacts, db: SignatureDB) -> Verdict:
                 rule = f"{m.rule_id}+{media[0]}"
             category = Category.media
             ev.append(media[1])
+        elif category == Category.media and media is None:
+            veto = _media_rule_veto(f, db, m)
+            if veto is not None:
+                category = Category.signaling
+                rule = f"{m.rule_id}+heuristic/signaling"
+                ev.append(veto)
+            elif f.app_protocol == "quic":
+                ev.append(f"media over QUIC: {MEDIA_OVER_QUIC[m.vendor]}")
         if category is None:
             category = _fallback_category(f)
             rule = f"{m.rule_id}+heuristic/{category.value}"
+            _note_not_media(f, ev)
         return Verdict(m.vendor, m.service, category, rule, "; ".join(ev), m.kind)
 
     if media is not None:
@@ -171,7 +268,18 @@ def classify(f: FlowFacts, db: SignatureDB) -> Verdict:
         return Verdict(vendor, None, Category.media, media[0], "; ".join(ev), kind)
     category = _fallback_category(f)
     ev.append("no signature matched")
+    _note_not_media(f, ev)
     return Verdict(None, None, category, f"heuristic/{category.value}", "; ".join(ev))
+
+
+def _note_not_media(f: FlowFacts, ev: list[str]) -> None:
+    """Say why a flow that looks a little like media is not called media (a user asks "why is this not media?")."""
+    if f.transport == "tcp" and f.app_protocol in ("rtp", "rtcp"):
+        ev.append(f"rtp={f.rtp} rtcp={f.rtcp} over TCP: one RTP-looking segment is not media evidence")
+    if shape_matches(f):
+        veto = shape_veto(f)
+        if veto is not None:
+            ev.append(f"shaped like media ({_shape_text(f)}) but not media by its shape: {veto}")
 
 
 def _rule_conditions(db: SignatureDB, m: Match) -> set[str]:
@@ -191,4 +299,4 @@ def _fallback_category(f: FlowFacts) -> Category:
     return Category.unknown
 
 
-__all__ = ["FlowFacts", "Verdict", "classify", "media_evidence", "shape_is_media"]
+__all__ = ["MEDIA_OVER_QUIC", "FlowFacts", "Verdict", "classify", "media_evidence", "shape_is_media", "shape_matches", "shape_veto"]

@@ -14,12 +14,13 @@ The bindings of :data:`~egressaudit.dissect.registry.REGISTRY`, in the order the
 binding                transport  ports               first bytes
 =====================  =========  ==================  ======================================
 dns                    UDP        53, 5353, 5355      any
-quic                   UDP        443                 any (a long header starts it)
+quic                   UDP        443                 any (a long header, a public header or short headers start it)
 zoom_sfu               UDP        8801-8810           1-5 (SFU types)
 dns_tcp                TCP        53, 5353, 5355      any (claims the stream)
 stun                   UDP        any                 0-3
 zrtp                   UDP        any                 16-19
 dtls                   UDP        any                 20-63
+quic_any               UDP        any                 64-127, 192-255 (a known version's long header starts it)
 turn_channel           UDP        any                 64-79
 rtp_rtcp               UDP        any                 128-191
 ms_turn                UDP        any                 255

@@ -55,7 +55,7 @@ class Evidence:
         self.vendor_hints: AbstractSet[str] = _EMPTY
         self.tls_buf = b""
         self.tls_done = False
-        self.quic: quic_d.QuicClientHelloAssembler | None = None
+        self.quic: quic_d.QuicWire | None = None  # UDP 443, or once a flow is QUIC
         self.http_host: str | None = None
         self.dns_query: str | None = None
 

@@ -16,6 +16,19 @@ data by offset until the handshake message is complete, then parses it with
 :func:`egressaudit.dissect.tls.parse_client_hello_message`.
 
 Google QUIC (Q0xx/T0xx versions) uses other crypto and is not decrypted.
+
+:class:`QuicWire` recognises a flow as QUIC from its wire image alone, whatever
+it carries (RFC 8999's invariants, RFC 9000 section 17): a long header naming a
+version that is QUIC's (IETF v1/v2 and drafts, Google QUIC ``Q0xx``/``T0xx``,
+Facebook's mvfst), Google QUIC's older public header naming its version (flag
+0x01, the version after an 8-byte connection ID), or, for a flow caught after
+its handshake, short headers: three datagrams in a row from one side that
+start with the same eight bytes after the first byte (the connection ID the
+peer chose; nDPI looks for the same, ``may_be_sh`` in its quic.c).  The fixed
+bit (0x40) puts QUIC's first bytes apart from STUN, DTLS and RTP (64-127 and
+192-255 against 0-63 and 128-191: the "QUIC bit" is there for that), so RTP
+multiplexed with QUIC on one port, as Snapchat's calls do, is still told apart
+(:func:`names_version`).
 """
 
 from __future__ import annotations
@@ -35,9 +48,15 @@ __all__ = [
     "VERSION_1",
     "VERSION_2",
     "QuicClientHelloAssembler",
+    "QuicWire",
+    "gquic_public_version",
     "initial_keys",
+    "is_known_version",
     "is_quic_long_header",
+    "long_header_version",
+    "names_version",
     "read_varint",
+    "version_name",
 ]
 
 VERSION_1 = 0x00000001
@@ -309,3 +328,125 @@ class QuicClientHelloAssembler:
         if ch is None:
             self.done = True  # complete but malformed
         return ch
+
+
+# -- the wire image: is this flow QUIC at all? ---------------------------------------------------------------------
+
+_GQUIC = re.compile(rb"[QT]0[0-9][0-9]")  # Google QUIC's versions: "Q046", "T051" in ASCII
+_MVFST = 0xFACEB000  # Facebook's mvfst: 0xfaceb001, 0xfaceb002, 0xfaceb00e ...
+SHORT_RUN = 3  # short-header datagrams in a row from one side, with the same connection ID, that make a flow QUIC
+_CID_PREFIX = 8  # bytes of connection ID compared (nDPI's QUIC_SERVER_CID_HEURISTIC_LENGTH; Chrome and Google use 8)
+
+
+def is_known_version(version: int) -> bool:
+    """A version number that is QUIC's: IETF v1, v2 and drafts (0xff0000xx), Google QUIC (Q0xx/T0xx), mvfst.
+
+    Greased versions (0x?a?a?a?a) are left out on purpose: one 4-byte value in 65,536 matches them, too often for
+    random encrypted payloads of other protocols.
+    """
+    if version in (VERSION_1, VERSION_2) or version >> 8 == 0xFF0000 or version & 0xFFFFFF00 == _MVFST:
+        return True
+    return _GQUIC.fullmatch(version.to_bytes(4, "big")) is not None
+
+
+def version_name(version: int | None) -> str:
+    if version is None:
+        return "unknown version"
+    if version == VERSION_1:
+        return "v1"
+    if version == VERSION_2:
+        return "v2"
+    if version >> 8 == 0xFF0000:
+        return f"draft-{version & 0xFF}"
+    if version & 0xFFFFFF00 == _MVFST:
+        return f"mvfst {version:#x}"
+    raw = version.to_bytes(4, "big")
+    return raw.decode("ascii") if _GQUIC.fullmatch(raw) else f"{version:#010x}"
+
+
+def long_header_version(datagram: bytes) -> int | None:
+    """The version of a long-header packet (first bit set) when it is one of QUIC's (:func:`is_known_version`), else None.
+
+    IETF versions must also hold RFC 8999's connection-ID lengths (at most 20 bytes each, within the datagram);
+    Google QUIC's Q046 packs both lengths in one byte, so only its version is checked.
+    """
+    if len(datagram) < 7 or not datagram[0] & 0x80:
+        return None
+    version = int(_U32.unpack_from(datagram, 1)[0])
+    if not is_known_version(version):
+        return None
+    if _GQUIC.fullmatch(datagram[1:5]) is not None:
+        return version
+    return version if is_quic_long_header(datagram) else None
+
+
+def gquic_public_version(datagram: bytes) -> int | None:
+    """The version named by Google QUIC's public header (Q043 and older): flags with 0x01 (version) and 0x08 (an
+    8-byte connection ID) set and the two top bits clear, the version right after the connection ID; else None."""
+    if len(datagram) < 14 or datagram[0] & 0xC9 != 0x09:
+        return None
+    return int(_U32.unpack_from(datagram, 9)[0]) if _GQUIC.fullmatch(datagram[9:13]) is not None else None
+
+
+def names_version(datagram: bytes, version: int | None) -> bool:
+    """True when the datagram is a long header of ``version`` (a packet of that QUIC connection whose fixed bit may
+    be greased, RFC 9287), False for anything else: with a first byte of 128-191, RTP or RTCP multiplexed with QUIC."""
+    return version is not None and len(datagram) >= 5 and _U32.unpack_from(datagram, 1)[0] == version
+
+
+class QuicWire:
+    """What one UDP flow's datagrams say about QUIC (see the module docstring), and its client's ClientHello.
+
+    :meth:`see` takes datagrams until the flow is recognised; ``form`` then says how (for the flow's evidence),
+    ``version`` which version (None when only short headers were seen) and ``hello`` assembles the client's
+    ClientHello when its Initial packets can be decrypted (IETF versions).
+    """
+
+    __slots__ = ("_runs", "form", "hello", "version")
+
+    def __init__(self) -> None:
+        self.form: str | None = None
+        self.version: int | None = None
+        self.hello: QuicClientHelloAssembler | None = None
+        self._runs: list[tuple[bytes, int]] = [(b"", 0), (b"", 0)]  # per side (server, client): connection ID, datagrams in a row
+
+    def see(self, datagram: bytes, from_client: bool, short_headers: bool, any_long_header: bool = False) -> bool:
+        """Look at one datagram of a flow not recognised yet; True once the flow is QUIC.
+
+        ``short_headers``: runs of short headers count too (the flow is on UDP 443, HTTP/3's port: elsewhere a short
+        header is too little to go on).  ``any_long_header``: a long header of any version holding RFC 8999's
+        invariants counts (on 443, as before).
+        """
+        version = long_header_version(datagram)
+        if version is None and any_long_header and is_quic_long_header(datagram):
+            version = int(_U32.unpack_from(datagram, 1)[0])
+        if version is not None:
+            self._recognised(f"long header {version_name(version)}", version)
+            if from_client and version in _VERSIONS:
+                self.hello = QuicClientHelloAssembler()
+            return True
+        version = gquic_public_version(datagram)
+        if version is not None:
+            self._recognised(f"public header {version_name(version)}", version)
+            return True
+        if not short_headers:
+            return False
+        side = int(from_client)
+        b0 = datagram[0]
+        # an IETF/Q046 short header (fixed bit set, form bit clear), or Google QUIC's public header with an 8-byte ID
+        if len(datagram) < 1 + _CID_PREFIX or (b0 & 0xC0 != 0x40 and b0 & 0xC8 != 0x08):
+            self._runs[side] = (b"", 0)
+            return False
+        cid = datagram[1 : 1 + _CID_PREFIX]
+        last, run = self._runs[side]
+        run = run + 1 if run and cid == last else 1
+        if run < SHORT_RUN:
+            self._runs[side] = (cid, run)
+            return False
+        self._recognised(f"short headers (connection ID {cid.hex()} in {SHORT_RUN} datagrams)", None)
+        return True
+
+    def _recognised(self, form: str, version: int | None) -> None:
+        self.form = form
+        self.version = version
+        self._runs = []

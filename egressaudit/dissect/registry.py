@@ -57,6 +57,8 @@ TLS_BUFFER_MAX = 16384  # bytes of a TCP stream kept while its ClientHello is in
 DNS_PORTS = dns_d.PORTS  # (dissected: DNS in clear)
 ZOOM_PORTS = range(8801, 8811)
 ANY_BYTE = range(256)
+#: QUIC's first bytes with the fixed bit set: short headers (64-127) and long headers (192-255), RFC 9000 section 17
+QUIC_FIRST_BYTES = (*range(64, 128), *range(192, 256))
 
 #: (the inspector, for the DNS answers it keeps; the flow's evidence; the payload; sent by the client) -> claimed
 Handler = Callable[[AnswerSink, Evidence, bytes, bool], bool]
@@ -158,19 +160,40 @@ def dns_tcp(insp: AnswerSink, flow: Evidence, payload: bytes, from_client: bool)
     return True
 
 
-def quic_initial(insp: AnswerSink, flow: Evidence, payload: bytes, from_client: bool) -> bool:
-    """QUIC on 443: a client long header starts the ClientHello assembly, which takes the client's datagrams until done."""
-    if flow.app_protocol is not None and flow.app_protocol != "quic":
-        return False
-    if flow.quic is None and from_client and quic_d.is_quic_long_header(payload):
-        flow.quic = quic_d.QuicClientHelloAssembler()
+def _quic(flow: Evidence, payload: bytes, from_client: bool, on_443: bool) -> bool:
+    """Recognise QUIC (:class:`~egressaudit.dissect.quic.QuicWire`), then claim the flow's QUIC packets and read the
+    client's ClientHello from its Initials.  RTP and RTCP multiplexed with QUIC (first byte 128-191 that is not a
+    long header of the flow's version: Snapchat's calls) are left to the next bindings."""
+    w = flow.quic
+    if flow.app_protocol != "quic":
+        if flow.app_protocol is not None:
+            return False
+        if w is None:
+            if not on_443 and quic_d.long_header_version(payload) is None:
+                return False  # elsewhere only a long header of a known version starts QUIC: no state kept for others
+            w = flow.quic = quic_d.QuicWire()
+        if not w.see(payload, from_client, short_headers=on_443, any_long_header=on_443):
+            return False
         flow.app_protocol = "quic"
-    if flow.quic is not None and from_client and flow.hostname is None:
-        ch = flow.quic.feed(payload)
+    elif w is not None and 0x80 <= payload[0] < 0xC0 and not quic_d.names_version(payload, w.version):
+        return False
+    if w is not None and w.hello is not None and from_client and flow.hostname is None:
+        ch = w.hello.feed(payload)
         if ch is not None:
             flow.set_hostname(ch.sni, "quic_sni")
             flow.alpn = ch.alpn
-    return flow.app_protocol == "quic"
+    return True
+
+
+def quic_443(insp: AnswerSink, flow: Evidence, payload: bytes, from_client: bool) -> bool:
+    """QUIC on UDP 443 (HTTP/3's port): long headers, Google QUIC's public header, or runs of short headers."""
+    return _quic(flow, payload, from_client, on_443=True)
+
+
+def quic_any(insp: AnswerSink, flow: Evidence, payload: bytes, from_client: bool) -> bool:
+    """QUIC on any other port: a long header of a known version starts it; the flow's short headers are then claimed
+    before TURN ChannelData (64-79) could misread one."""
+    return _quic(flow, payload, from_client, on_443=False)
 
 
 def _note_zoom(flow: Evidence, zp: zoom_d.ZoomPacket) -> None:
@@ -367,13 +390,14 @@ REGISTRY = Registry()
 _ = REGISTRY.bind
 # bound to ports: tried first
 _("dns", UDP, dns_udp, ports=DNS_PORTS)
-_("quic", UDP, quic_initial, ports=[443])
+_("quic", UDP, quic_443, ports=[443])
 _("zoom_sfu", UDP, zoom_server, ports=ZOOM_PORTS, first=zoom_d.SFU_TYPES)
 _("dns_tcp", TCP, dns_tcp, ports=DNS_PORTS)
 # UDP on any port: WebRTC's demultiplexing by first byte (RFC 7983), then what the first bytes of other media name
 _("stun", UDP, stun_udp, first=webrtc.FIRST_BYTES["stun"])
 _("zrtp", UDP, zrtp, first=webrtc.FIRST_BYTES["zrtp"])
 _("dtls", UDP, dtls, first=webrtc.FIRST_BYTES["dtls"])
+_("quic_any", UDP, quic_any, first=QUIC_FIRST_BYTES)
 _("turn_channel", UDP, turn_channel, first=webrtc.FIRST_BYTES["turn_channel"])
 _("rtp_rtcp", UDP, rtp_rtcp, first=webrtc.FIRST_BYTES["rtp"])
 _("ms_turn", UDP, ms_turn, first=webrtc.FIRST_BYTES["ms_turn"])
