@@ -203,6 +203,15 @@ def _rtp_over_tcp(segments: int) -> list[Packet]:
     return pkts
 
 
+def test_a_websocket_message_to_a_voice_gateway_is_signalling() -> None:
+    from egressaudit.classify.http import ExchangeFacts, classify_exchange
+
+    f = ExchangeFacts("gateway-eu.discord.media", "162.159.130.234", 443, "GET", "/?v=4", None, "json", 120, websocket=True)
+    v = classify_exchange(f, default_db())
+    assert (v.vendor, v.category, v.rule) == ("discord", "signaling", "discord/voice-by-name+heuristic/signaling")
+    assert "not real-time media" in v.evidence
+
+
 def test_rtp_over_tcp_is_media_on_two_packets_not_on_one(tmp_path: Path) -> None:
     (r,) = _rows(tmp_path, _rtp_over_tcp(5))
     assert (r["category"], r["rule"]) == ("media", "heuristic/rtp"), r

@@ -12,7 +12,8 @@ Order of decisions, first that applies wins:
    envelopes, Bond-encoded Aria events, ``events``/``batch`` arrays of event
    objects) and telemetry-ish paths (``/collect``, ``/track``, ``/log``,
    ``/metrics``, ``/stats`` ...);
-5. the host rule's category otherwise; then ``unknown``.
+5. the host rule's category otherwise (``signaling`` where it says ``media``: an
+   HTTP exchange carries no real-time media); then ``unknown``.
 
 Vendor and service always come from the signature files (host, then
 address); the party is assigned like flows, relative to the audited client.
@@ -103,6 +104,11 @@ def classify_exchange(f: ExchangeFacts, db: SignatureDB) -> Verdict:
         return Verdict(vendor, service, Category.telemetry, "heuristic/event-batch", "; ".join([*ev, "body is a batch of events"]), kind)
     if upload and f.body_bytes > 0 and TELEMETRY_PATH.search(path):
         return Verdict(vendor, service, Category.telemetry, "heuristic/telemetry-path", "; ".join([*ev, f"path {path}"]), kind)
+    if m is not None and m.category == Category.media:
+        # a host-name rule's "media" speaks of the host's UDP flows: an HTTP exchange (a WebSocket to a voice gateway
+        # such as *.discord.media) carries no real-time media (issue 16, point 3)
+        why = "an HTTP exchange is not real-time media: the rule's media means the host's UDP flows"
+        return Verdict(vendor, service, Category.signaling, f"{m.rule_id}+heuristic/signaling", "; ".join([*ev, why]), kind)
     if m is not None and m.category is not None:
         return Verdict(vendor, service, m.category, m.rule_id, "; ".join(ev), kind)
     if f.websocket:
