@@ -42,14 +42,13 @@ def _udp(src: str, dst: str, sport: int, dport: int, payload: bytes, t: float) -
     return p
 
 
-def _exchange(sport: int, dport: int, seconds: float, pps: int, up: Any, down: Any, every_down: int = 1) -> list[Packet]:
-    """``pps`` datagrams a second from the client (``up(i)``) and, every ``every_down``-th, one back (``down(i)``)."""
+def _exchange(sport: int, dport: int, seconds: float, pps: int, up: Any, down: Any, server: str = SERVER) -> list[Packet]:
+    """``pps`` datagrams a second from the client (``up(i)``) and as many back (``down(i)``)."""
     pkts = []
     for i in range(int(seconds * pps)):
         t = i / pps
-        pkts.append(_udp(factories.CLIENT, SERVER, sport, dport, up(i), t))
-        if i % every_down == 0:
-            pkts.append(_udp(SERVER, factories.CLIENT, dport, sport, down(i), t + 0.002))
+        pkts.append(_udp(factories.CLIENT, server, sport, dport, up(i), t))
+        pkts.append(_udp(server, factories.CLIENT, dport, sport, down(i), t + 0.002))
     return pkts
 
 
@@ -160,11 +159,12 @@ def _seal_initial(frames: bytes, dcid: bytes) -> bytes:
     return bytes([head[0] ^ (mask[0] & 0x0F)]) + head[1:] + bytes(b ^ mask[1 + i] for i, b in enumerate(pn)) + sealed
 
 
-def _quic_call(sni: str, dport: int = 443) -> list[Packet]:
+def _quic_call(sni: str, server: str = SERVER, sport: int = 40000) -> list[Packet]:
     hello = factories.client_hello(sni)[5:]  # the handshake message, without its TLS record header
     initial = _seal_initial(b"\x06\x00" + struct.pack("!H", 0x4000 | len(hello)) + hello, CLIENT_CID)
     # upload-heavy, ~50 packets/s (issue 16): QUIC datagrams, no RTP visible
-    return _exchange(40000, dport, 4.0, 50, lambda i: initial if i == 0 else _short(SERVER_CID, 700), lambda i: _short(CLIENT_CID, 200))
+    up = lambda i: initial if i == 0 else _short(SERVER_CID, 700)  # noqa: E731
+    return _exchange(sport, 443, 4.0, 50, up, lambda i: _short(CLIENT_CID, 200), server)
 
 
 def test_media_over_quic_to_snapchats_call_servers_is_media(tmp_path: Path) -> None:

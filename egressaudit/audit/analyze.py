@@ -22,6 +22,7 @@ from egressaudit import schema as schema_mod
 from egressaudit.capture.frames import PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, SUPPORTED_LINKTYPES
 from egressaudit.capture.reader import TS_MAX_S, TS_MIN_S, CaptureError, ReadStats, iter_batches
 from egressaudit.classify.engine import FlowFacts, classify
+from egressaudit.classify.memory import AddressMemory
 from egressaudit.classify.party import choose_audited_client, first_party_vendors, party_array
 from egressaudit.flows.columnar import ColumnarFlowTable, decode_batch
 from egressaudit.flows.orient import Orientation, Sides, community_id, sides
@@ -246,6 +247,7 @@ def _flow_table(flows: list[Flow], orient: Orientation, db: SignatureDB) -> tupl
     rows: list[FlowRow] = []
     tally = _Tally()
     local_text: dict[bytes, str] = {}  # the few local addresses, as text
+    memory = AddressMemory()  # names flows carried, for the later flows to their address and port that carry none
 
     def to_arrow() -> None:
         cols = zip(*rows, strict=True)
@@ -260,10 +262,12 @@ def _flow_table(flows: list[Flow], orient: Orientation, db: SignatureDB) -> tupl
         i += 1
         sd = sides(f, orient.a_is_local(f))
         facts = flow_facts(f, sd, orient)
+        memory.recall(facts)
         transport, is_local, hostname, hsource = facts.transport, facts.is_local, facts.hostname, facts.hostname_source
         remote_ip = facts.remote_ip or ""
         media_kinds = list(facts.media_kinds)
         v = classify(facts, db)
+        memory.learn(facts)
         data_class = v.data_class.value
         tally.by_vendor.append((v.vendor, v.category, sd.bytes_out + sd.bytes_in))
         local_ip = local_text.get(sd.local_ip)

@@ -30,6 +30,8 @@ from egressaudit.dissect import dns
 from egressaudit.signatures import Match, SignatureDB
 from egressaudit.taxonomy import Category, DataClass, Party, data_class_of
 
+#: ``hostname_source`` of a name recalled from an earlier flow to the same address and port (:mod:`egressaudit.classify.memory`)
+RECALLED_PREFIX = "earlier_"
 #: payloads that belong to a real-time media path (set-up included: STUN, Zoom P2P hole punching, Discord IP discovery)
 MEDIA_PROTOCOLS = frozenset({"stun", "turn", "dtls", "rtp", "rtcp", "zoom_media", "zoom_p2p", "discord_voice"})
 #: categories that media evidence may override (a telemetry host stays telemetry)
@@ -195,7 +197,10 @@ def _media_rule_veto(f: FlowFacts, db: SignatureDB, m: Match) -> str | None:
 def classify(f: FlowFacts, db: SignatureDB) -> Verdict:
     """Vendor, service, category, rule and evidence of one flow (party is decided per session: :mod:`egressaudit.classify.party`)."""
     ev: list[str] = []
-    if f.hostname:
+    recalled = f.hostname_source is not None and f.hostname_source.startswith(RECALLED_PREFIX)
+    if f.hostname and recalled:
+        ev.append(f"{f.hostname_source}={f.hostname} (the name an earlier flow to {f.remote_ip}:{f.remote_port} carried)")
+    elif f.hostname:
         ev.append(f"{f.hostname_source or 'host'}={f.hostname}")
     if f.alpn:
         ev.append(f"alpn={','.join(f.alpn)}")
@@ -237,23 +242,25 @@ def classify(f: FlowFacts, db: SignatureDB) -> Verdict:
     if m is not None:
         ev.append(f"{m.reason} [{m.rule_id}: {m.source}]")
         category = m.category
-        rule = m.rule_id
+        # a host-name rule that matched a name recalled from an earlier flow says so
+        base = f"{m.rule_id}+heuristic/address-memory" if recalled and m.reason.startswith("host ") else m.rule_id
+        rule = base
         if media is not None and category in OVERRIDABLE_BY_MEDIA:
             if category != Category.media:
-                rule = f"{m.rule_id}+{media[0]}"
+                rule = f"{base}+{media[0]}"
             category = Category.media
             ev.append(media[1])
         elif category == Category.media and media is None:
             veto = _media_rule_veto(f, db, m)
             if veto is not None:
                 category = Category.signaling
-                rule = f"{m.rule_id}+heuristic/signaling"
+                rule = f"{base}+heuristic/signaling"
                 ev.append(veto)
             elif f.app_protocol == "quic":
                 ev.append(f"media over QUIC: {MEDIA_OVER_QUIC[m.vendor]}")
         if category is None:
             category = _fallback_category(f)
-            rule = f"{m.rule_id}+heuristic/{category.value}"
+            rule = f"{base}+heuristic/{category.value}"
             _note_not_media(f, ev)
         return Verdict(m.vendor, m.service, category, rule, "; ".join(ev), m.kind)
 
@@ -299,4 +306,6 @@ def _fallback_category(f: FlowFacts) -> Category:
     return Category.unknown
 
 
-__all__ = ["MEDIA_OVER_QUIC", "FlowFacts", "Verdict", "classify", "media_evidence", "shape_is_media", "shape_matches", "shape_veto"]
+__all__ = [
+    "MEDIA_OVER_QUIC", "RECALLED_PREFIX", "FlowFacts", "Verdict", "classify", "media_evidence", "shape_is_media", "shape_matches", "shape_veto",
+]  # fmt: skip
