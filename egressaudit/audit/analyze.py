@@ -23,7 +23,7 @@ from egressaudit.capture.frames import PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROT
 from egressaudit.capture.reader import TS_MAX_S, TS_MIN_S, CaptureError, ReadStats, iter_batches
 from egressaudit.classify.engine import FlowFacts, classify
 from egressaudit.classify.memory import AddressMemory
-from egressaudit.classify.party import choose_audited_client, first_party_vendors, party_array
+from egressaudit.classify.party import decide_audited_client, first_party_vendors, party_array
 from egressaudit.flows.columnar import ColumnarFlowTable, decode_batch
 from egressaudit.flows.orient import Orientation, Sides, community_id, sides
 from egressaudit.flows.streams import media_streams
@@ -112,7 +112,8 @@ def _analyze(inputs: Sequence[Path], opts: AnalyzeOptions, db: SignatureDB, prog
     orient = Orientation(finished, opts.local_nets)
     flows_table, tally = _flow_table(finished, orient, db)
     _release_memory()
-    client = opts.client or choose_audited_client(tally.by_vendor, db)
+    choice = decide_audited_client(tally.by_vendor, db)
+    client = opts.client or choice.vendor
     first = first_party_vendors(client, db)
     session_id = opts.session_id or "session"
     n = flows_table.num_rows
@@ -125,6 +126,7 @@ def _analyze(inputs: Sequence[Path], opts: AnalyzeOptions, db: SignatureDB, prog
         "session_id": session_id,
         "audited_client": client,
         "audited_client_source": "option" if opts.client else ("auto" if client else None),
+        "audited_client_reason": "named with --client" if opts.client else choice.reason,
         "local_nets": list(opts.local_nets),
         "local_hosts": [ip for ip, _ in tally.local_hosts.most_common(8)],
         "idle_timeout_s": opts.idle_timeout,

@@ -30,6 +30,14 @@ from egressaudit.dissect import dns
 from egressaudit.signatures import Match, SignatureDB
 from egressaudit.taxonomy import Category, DataClass, Party, data_class_of
 
+#: Vendor hints that name the software of the client rather than who runs the other end.  Google's GOOG-* STUN
+#: attributes are libwebrtc's, in Chrome and in the many apps built on it (Discord, Slack, Signal, Jitsi, Janus's
+#: pages ...): they made every browser call's media "google", and Google the audited client of sessions that never
+#: spoke to Google (the shipped lab call, a self-hosted Janus echo; issue 16, point 5).  Microsoft's MS-TURN and Zoom's
+#: attributes are their servers' protocol extensions, and still name the vendor.
+CLIENT_STACK_HINTS = {
+    "google": "STUN attributes of libwebrtc (Google's WebRTC stack, in Chrome and many apps) name the client's software",
+}
 #: ``hostname_source`` of a name recalled from an earlier flow to the same address and port (:mod:`egressaudit.classify.memory`)
 RECALLED_PREFIX = "earlier_"
 #: payloads that belong to a real-time media path (set-up included: STUN, Zoom P2P hole punching, Discord IP discovery)
@@ -268,7 +276,9 @@ def classify(f: FlowFacts, db: SignatureDB) -> Verdict:
         ev.append(media[1])
         vendor = None
         kind = None
-        if len(f.vendor_hints) == 1:
+        if len(f.vendor_hints) == 1 and f.vendor_hints[0] in CLIENT_STACK_HINTS:
+            ev.append(f"{CLIENT_STACK_HINTS[f.vendor_hints[0]]}: no vendor from them")
+        elif len(f.vendor_hints) == 1:
             vendor = f.vendor_hints[0]
             kind = db.vendor_kind(vendor)
             ev.append(f"vendor from protocol attributes: {vendor}")
@@ -307,5 +317,6 @@ def _fallback_category(f: FlowFacts) -> Category:
 
 
 __all__ = [
-    "MEDIA_OVER_QUIC", "RECALLED_PREFIX", "FlowFacts", "Verdict", "classify", "media_evidence", "shape_is_media", "shape_matches", "shape_veto",
+    "CLIENT_STACK_HINTS", "MEDIA_OVER_QUIC", "RECALLED_PREFIX", "FlowFacts", "Verdict", "classify", "media_evidence",
+    "shape_is_media", "shape_matches", "shape_veto",
 ]  # fmt: skip
