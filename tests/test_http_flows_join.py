@@ -51,7 +51,7 @@ def test_http_rows_join_the_flows_of_the_proxys_upstream_connections(tmp_path: P
             assert t.is_alive() and not errors, errors
             assert time.monotonic() < deadline, "the capture did not start"
             time.sleep(0.05)
-        proxy = audit_proxy(tmp_path, sink.port, out)
+        proxy = audit_proxy(tmp_path, sink.port, out, "egressaudit_keep_bodies=true")  # (flows.mitm: for analyze below)
         try:
             for i in range(2):  # two curls: two client connections, so two upstream connections
                 r = subprocess.run(
@@ -91,3 +91,11 @@ def test_http_rows_join_the_flows_of_the_proxys_upstream_connections(tmp_path: P
             (r["remote_ip"], r["remote_port"]),
         }
         assert f["bytes_out"] + f["bytes_in"] > r["bytes_out"]  # TLS and TCP around the decrypted request
+
+    # offline, as a user with the two files runs it: analyze joins each exchange to the flow that carried it
+    from egressaudit.audit.files import analyze_files
+
+    both = analyze_files([pcap_dir / CAPTURE_FILE, out / "flows.mitm"], tmp_path / "offline")
+    offline = pq.read_table(both.out / "http.parquet").to_pylist()
+    flow_ids = {f["community_id"]: f["flow_id"] for f in pq.read_table(both.out / "flows.parquet").to_pylist()}
+    assert len(offline) == 2 and all(r["flow_id"] is not None and r["flow_id"] == flow_ids[r["community_id"]] for r in offline), offline
