@@ -17,6 +17,7 @@ from scapy.packet import Packet, Raw
 from egressaudit.audit.analyze import AnalyzeOptions, analyze
 from egressaudit.classify.engine import FlowFacts
 from egressaudit.classify.memory import AddressMemory
+from egressaudit.dissect.tls import server_certificate_name
 from tests import factories
 from tests.ndpi_expected import NDPI
 from tests.test_media_evidence import _quic_call
@@ -93,6 +94,80 @@ def test_a_quic_sni_names_a_later_quic_flow_caught_without_its_handshake(tmp_pat
         ("sfu-eu.addlive.io", "earlier_quic_sni", "quic"),
     ]
     assert rows[1]["rule"] == "snap/call-media+heuristic/address-memory" and rows[1]["category"] == "media"
+
+
+def _certificate(cn: str) -> bytes:
+    """A self-signed DER certificate for ``cn``, with a subjectAltName after the subject (as real ones have)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Example Calls"), x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    now = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key()).serial_number(7)
+        .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=90))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(cn)]), critical=False).sign(key, hashes.SHA256())
+    )  # fmt: skip
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+def _server_flight(cn: str) -> bytes:
+    """TLS 1.2 ServerHello and Certificate in one record."""
+    hello = b"\x03\x03" + os.urandom(32) + b"\x00" + b"\xc0\x2f" + b"\x00"
+    der = _certificate(cn)
+    certs = len(der).to_bytes(3, "big") + der
+    body = b"\x02" + len(hello).to_bytes(3, "big") + hello + b"\x0b" + (len(certs) + 3).to_bytes(3, "big") + len(certs).to_bytes(3, "big") + certs
+    return b"\x16\x03\x03" + len(body).to_bytes(2, "big") + body
+
+
+def _tls_without_sni(server: str, sport: int, t: float, cn: str | None) -> list[Packet]:
+    """A TLS connection whose ClientHello has no SNI; the server answers with its certificate when ``cn`` is given."""
+    from scapy.layers.tls.handshake import TLSClientHello
+    from scapy.layers.tls.record import TLS
+
+    pkts = factories.tls_flow(server, None, sport, t)
+    pkts[3][Raw].load = bytes(TLS(msg=[TLSClientHello(ciphers=[0x1301, 0xC02F])]))
+    if cn is not None:
+        reply = pkts[-3].copy()  # a server segment: its payload becomes the handshake flight
+        reply[Raw].load = _server_flight(cn)
+        reply.time = float(pkts[3].time) + 0.005
+        pkts.insert(4, reply)
+    return pkts
+
+
+def test_a_server_certificate_names_an_sni_less_flow_and_later_ones(tmp_path: Path) -> None:
+    pkts = _tls_without_sni(SERVER, 40001, 0.0, "*.webex.com") + _tls_without_sni(SERVER, 40002, 5.0, None)
+    first, later = _rows(tmp_path, pkts)
+    assert (first["hostname"], first["hostname_source"], first["vendor"], first["rule"]) == ("webex.com", "tls_cert", "cisco", "cisco/web")
+    assert (later["hostname"], later["hostname_source"], later["rule"]) == ("webex.com", "earlier_tls_cert", "cisco/web+heuristic/address-memory")
+
+
+def test_a_certificate_gives_way_to_dns_and_to_an_earlier_sni(tmp_path: Path) -> None:
+    pkts = factories.tls_flow(SERVER, "meetings.example.org", 40001, 0.0)
+    pkts += _tls_without_sni(SERVER, 40002, 1.0, "*.example.org")  # the earlier SNI is more specific than the wildcard
+    pkts += factories.dns_exchange("resolved.example.net", SERVER, 53001, 2.0)
+    pkts += _tls_without_sni(SERVER, 40003, 3.0, "*.example.org")  # what the client resolved comes first
+    rows = [r for r in _rows(tmp_path, pkts) if r["remote_port"] == 443]
+    assert [(r["hostname"], r["hostname_source"]) for r in rows] == [
+        ("meetings.example.org", "tls_sni"), ("meetings.example.org", "earlier_tls_sni"), ("resolved.example.net", "dns"),
+    ]  # fmt: skip
+
+
+def test_the_certificate_reader_never_raises() -> None:
+    flight = _server_flight("calls.example.com")
+    assert server_certificate_name(flight) == "calls.example.com"
+    rnd = __import__("random").Random(7)
+    for _ in range(3000):
+        data = bytearray(flight[: rnd.randrange(1, len(flight) + 1)])
+        for _ in range(rnd.randrange(0, 4)):
+            data[rnd.randrange(len(data))] = rnd.randrange(256)
+        name = server_certificate_name(bytes(data))
+        assert name is None or isinstance(name, str)
 
 
 def test_the_memory_alone() -> None:

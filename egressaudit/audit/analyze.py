@@ -309,7 +309,7 @@ def flow_facts(f: Flow, sd: Sides, orient: Orientation) -> FlowFacts:
     rip = sd.remote_ip
     remote_ip = ip_str(rip) if len(rip) == 4 else str(orient.addr(rip))  # (ipaddress's IPv6 text, as before)
     hostname, hsource = f.hostname, f.hostname_source
-    if hostname is None and f.dns_name:
+    if (hostname is None or hsource == "tls_cert") and f.dns_name:  # a certificate's name is the least specific
         hostname, hsource = f.dns_name, "dns"
     return FlowFacts(
         transport=transport,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from egressaudit.capture.frames import PROTO_TCP, PROTO_UDP
 from egressaudit.dissect.evidence import Evidence
-from egressaudit.dissect.registry import DNS_PORTS, REGISTRY, TLS_BUFFER_MAX, ZOOM_PORTS, Dispatch, tls_more
+from egressaudit.dissect.registry import DNS_PORTS, REGISTRY, TLS_BUFFER_MAX, ZOOM_PORTS, Dispatch, tls_more, tls_server
 
 __all__ = ["DNS_PORTS", "TLS_BUFFER_MAX", "ZOOM_PORTS", "Evidence", "Inspector"]
 
@@ -66,8 +66,13 @@ class Inspector:
             for handler in chains[payload[0]]:
                 if handler(self, flow, payload, from_client):
                     return
-        # the stream: the client's bytes until decided
-        if not from_client or flow.tls_done:
+        # the stream: the client's bytes until decided; of the server's, a TLS flow's handshake records when the client
+        # sent no server name (the certificate names the server, up to TLS 1.2)
+        if not from_client:
+            if flow.hostname is None and flow.app_protocol == "tls" and payload[:2] == b"\x16\x03":
+                tls_server(flow, payload)
+            return
+        if flow.tls_done:
             return
         if flow.tls_buf:
             tls_more(flow, payload)

@@ -17,7 +17,8 @@ is given (the first packets of a flow, then a sample: see
 
 1. The bindings to a port of the packet, in the order of :data:`REGISTRY`.
 2. UDP: the bindings to any port, in that order.
-   TCP: only the client's bytes, and only until the stream is *decided*
+   TCP: only the client's bytes (and, of a TLS flow whose client sent no server
+   name, the server's handshake records: :func:`tls_server`), and only until the stream is *decided*
    (``Evidence.tls_done``): a ClientHello being reassembled takes the next
    bytes whatever they start with; otherwise the bindings to any port, in that
    order; when none claims the first bytes, the stream is decided with nothing
@@ -51,7 +52,7 @@ from egressaudit.dissect import webrtc
 from egressaudit.dissect import zoom as zoom_d
 from egressaudit.dissect.evidence import AnswerSink, Evidence
 
-__all__ = ["DNS_PORTS", "REGISTRY", "TLS_BUFFER_MAX", "ZOOM_PORTS", "Binding", "Dispatch", "Handler", "Registry", "tls_more"]
+__all__ = ["DNS_PORTS", "REGISTRY", "TLS_BUFFER_MAX", "ZOOM_PORTS", "Binding", "Dispatch", "Handler", "Registry", "tls_more", "tls_server"]
 
 TLS_BUFFER_MAX = 16384  # bytes of a TCP stream kept while its ClientHello is incomplete
 DNS_PORTS = dns_d.PORTS  # (dissected: DNS in clear)
@@ -324,6 +325,11 @@ def tls_more(flow: Evidence, payload: bytes) -> None:
     else:
         flow.tls_done = True
         flow.tls_buf = b""
+
+
+def tls_server(flow: Evidence, payload: bytes) -> None:
+    """The server's handshake records of a TLS flow without SNI: the certificate's subject names the server."""
+    flow.set_hostname(tls_d.server_certificate_name(payload), "tls_cert")
 
 
 def tls(insp: AnswerSink, flow: Evidence, payload: bytes, from_client: bool) -> bool:

@@ -13,6 +13,11 @@ cookie after the session id).
 
 An SSLv2-compatible ClientHello (old clients, e.g. the 2014 Skype capture)
 is recognised too; it has no extensions, hence no SNI or ALPN.
+
+:func:`server_certificate_name` reads the other direction: the server's
+Certificate message (RFC 5246 section 7.4.2), in clear up to TLS 1.2 (TLS 1.3
+encrypts it), and gives its first certificate's subject common name, the name
+of an SNI-less flow's server.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ __all__ = [
     "parse_client_hello",
     "parse_client_hello_message",
     "parse_hello_body",
+    "server_certificate_name",
 ]
 
 _U16 = struct.Struct("!H")
@@ -249,3 +255,77 @@ def needs_more(data: bytes) -> bool:
         return len(joined) < 4 + mlen
     except (struct.error, IndexError, ValueError):
         return False
+
+
+# -- the server's certificate (TLS 1.2 and older) -------------------------------------------------------------------
+
+HS_CERTIFICATE = 11
+_OID_COMMON_NAME = b"\x06\x03\x55\x04\x03"  # 2.5.4.3
+_STRING_TAGS = frozenset((0x0C, 0x13, 0x14, 0x16, 0x1E))  # UTF8String, PrintableString, T61String, IA5String, BMPString
+
+
+def _der(buf: bytes, off: int) -> tuple[int, int, int]:
+    """(tag, start of the value, end of the value) of the DER element at ``off``; IndexError/ValueError when cut."""
+    tag = buf[off]
+    first = buf[off + 1]
+    off += 2
+    if first < 0x80:
+        length = first
+    else:
+        size = first & 0x7F
+        if not 1 <= size <= 3:
+            raise ValueError("DER length")
+        length = int.from_bytes(buf[off : off + size], "big")
+        off += size
+    return tag, off, off + length
+
+
+def _common_name(cert: bytes) -> str | None:
+    """The subject's common name of a DER certificate of which only the start may be here (the subject comes before
+    the key and the extensions)."""
+    tag, body, _ = _der(cert, 0)  # Certificate
+    if tag != 0x30:
+        return None
+    tag, off, _ = _der(cert, body)  # TBSCertificate
+    if tag != 0x30:
+        return None
+    fields: list[tuple[int, int, int]] = []
+    while len(fields) < 6:
+        tag, start, end = _der(cert, off)
+        if tag == 0xA0 and not fields:  # [0] version: not a field of the count below
+            off = end
+            continue
+        fields.append((tag, start, end))
+        off = end
+    tag, start, end = fields[4]  # serialNumber, signature, issuer, validity, subject
+    if tag != 0x30 or end > len(cert):
+        return None
+    at = cert.find(_OID_COMMON_NAME, start, end)
+    if at < 0:
+        return None
+    tag, vstart, vend = _der(cert, at + len(_OID_COMMON_NAME))
+    if tag not in _STRING_TAGS or vend > end:
+        return None
+    raw = cert[vstart:vend]
+    name = raw.decode("utf-16-be" if tag == 0x1E else "latin-1", errors="replace").strip().lower()
+    if name.startswith("*."):
+        name = name[2:]
+    return _hostname(name.encode("ascii", errors="replace")) if "." in name and " " not in name else None
+
+
+def server_certificate_name(data: bytes) -> str | None:
+    """The subject common name of the first certificate in the server's handshake records that start ``data`` (one
+    segment is enough when it holds the certificate's start: ServerHello, then Certificate), or None."""
+    try:
+        hs = _handshake_bytes(data)
+        off = 0
+        while hs is not None and off + 4 <= len(hs):
+            mtype, mlen = hs[off], int.from_bytes(hs[off + 1 : off + 4], "big")
+            if mtype == HS_CERTIFICATE:
+                first = off + 4 + 3  # the certificate_list's length, then the first certificate's
+                clen = int.from_bytes(hs[first : first + 3], "big")
+                return _common_name(hs[first + 3 : first + 3 + clen]) if clen else None
+            off += 4 + mlen
+    except (IndexError, ValueError):
+        pass
+    return None

@@ -248,6 +248,21 @@ def _renumber(side: dict[int, bytes], sel: I64) -> dict[int, bytes]:
     return {int(n): side[int(o)] for o, n, h in zip(old, new, hit, strict=True) if h}
 
 
+def _starts_tls_handshake(pk: Packets, order: I64) -> BOOL:
+    """Per packet (in ``order``): the payload may start a TLS handshake record (0x16 0x03), as the per-packet path
+    (:meth:`~egressaudit.dissect.inspect.Inspector.inspect`) checks for a server's bytes; payloads kept aside (decoded
+    frame by frame) are left to it."""
+    off, size = pk.pay_off[order], pk.pay_len[order]
+    mem = np.frombuffer(pk.buf, np.uint8)
+    aside: BOOL = off < 0
+    if not len(mem):
+        return aside
+    first = mem[np.clip(off, 0, len(mem) - 1)]
+    second = mem[np.clip(off + 1, 0, len(mem) - 1)]
+    out: BOOL = aside | ((size >= 2) & (first == 0x16) & (second == 0x03))
+    return out
+
+
 def _packed(version: int, hi: int, lo: int) -> bytes:
     return hi.to_bytes(8, "big") + lo.to_bytes(8, "big") if version == 6 else lo.to_bytes(4, "big")
 
@@ -452,7 +467,10 @@ class ColumnarFlowTable(Inspector):
         client = from_a == ~sfb
         bound = self._tcp_ports
         tcp_plain = tcp & ~(np.isin(sp_s, bound) | np.isin(dp_s, bound))  # a stream's first bytes: read from the client only, until decided
-        rows = np.flatnonzero(inspect & (tcp | (proto == PROTO_UDP)) & ~(tcp_plain & ~client))
+        server = inspect & tcp_plain & ~client
+        if server.any():  # ... and the server's TLS handshake records (its certificate, when the client sent no SNI)
+            server &= ~_starts_tls_handshake(pk, order)
+        rows = np.flatnonzero(inspect & (tcp | (proto == PROTO_UDP)) & ~server)
         if len(rows):
             buf, side = pk.buf, pk.side
             on_tcp, on_udp = self._inspect_tcp, self._inspect_udp
@@ -462,7 +480,7 @@ class ColumnarFlowTable(Inspector):
             )  # fmt: skip
             for s, o, po, pl, spt, dpt, fc, p, is_tcp, plain in cols:
                 f = flows[s]
-                if plain and f.tls_done:
+                if plain and fc and f.tls_done:
                     continue
                 self._pos = p
                 payload = buf[po : po + pl] if po >= 0 else side[o]
