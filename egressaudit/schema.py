@@ -94,7 +94,12 @@ FLOWS: list[Column] = [
     Column("duration_s", pa.float64(), "ts_end - ts_start in seconds.", False),
     Column("fragments", pa.int64(), "IP fragments counted in this flow (first fragments carry the ports).", False),
     Column("hostname", pa.string(), "Remote host name, from the first of: TLS or QUIC SNI, HTTP Host, DNS answer seen earlier."),
-    Column("hostname_source", pa.string(), '"tls_sni", "quic_sni", "http_host", "dns" or null.'),
+    Column(
+        "hostname_source",
+        pa.string(),
+        '"tls_sni", "quic_sni", "http_host", "tls_cert" (the server\'s certificate, TLS 1.2 and older), "dns", or "earlier_<source>" '
+        "(the name an earlier flow to the same address and port carried); null otherwise.",
+    ),
     Column("alpn", pa.string(), "ALPN protocols offered in the ClientHello, comma-separated."),
     Column(
         "app_protocol",

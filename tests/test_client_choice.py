@@ -128,3 +128,18 @@ def test_media_outweighs_signalling_and_ties_go_to_telemetry_then_order() -> Non
 
 def test_analytics_vendors_are_never_the_client() -> None:
     assert choose_audited_client([("amplitude", "signaling", 10**6), ("sentry", "media", 10**6)], default_db()) is None
+
+
+def test_the_manifest_says_why_that_client(tmp_path: Path) -> None:
+    """session.json records the reason beside the client: decided from the session, or named with --client."""
+    import egressaudit as ea
+    from egressaudit.audit.files import analyze_files
+
+    sample = Path(__file__).resolve().parents[1] / "captures" / "janus-echo"
+    auto = analyze_files([sample / "call.pcapng"], tmp_path / "auto", signature_files=[sample / "selfhosted.yaml"], local_nets=["10.77.0.2/32"])
+    m = ea.open_session(auto.out).manifest
+    assert m.audited_client == "selfhosted" and m.audited_client_source == "auto"
+    assert m.audited_client_reason and m.audited_client_reason.startswith("selfhosted: ") and "media" in m.audited_client_reason
+    named = analyze_files([sample / "call.pcapng"], tmp_path / "named", client="zoom", local_nets=["10.77.0.2/32"])
+    m = ea.open_session(named.out).manifest
+    assert (m.audited_client, m.audited_client_source, m.audited_client_reason) == ("zoom", "option", "named by the user (--client)")

@@ -264,13 +264,14 @@ def settle_party(folder: Path, db: SignatureDB, client: str | None = None) -> st
     Runs under the manifest lock, and rewrites a table only if no other process replaced it meanwhile (a capture and a
     proxy finishing into one folder at the same time each settle; the later one sees both tables).  Reads only the
     columns the decision needs, and a whole table only when its party column changes."""
-    from egressaudit.classify.party import choose_audited_client, first_party_vendors, party_array
+    from egressaudit.classify.party import decide_audited_client, first_party_vendors, party_array
 
     with manifest.locked(folder):
         m, _ = manifest.read(folder) if (folder / manifest.MANIFEST).exists() else (None, [])
         source = "option" if client else None
+        reason = "named by the user (--client)" if client else None
         if client is None and m is not None and m.audited_client_source == "option":
-            client, source = m.audited_client, "option"
+            client, source, reason = m.audited_client, "option", m.audited_client_reason or "named by the user (--client)"
         # (a table still in part files is being recorded: its recorder settles the party when it compacts them)
         names = [t for t in ("flows", "http") if (folder / f"{t}.parquet").exists() and not part_files(folder, t)]
         stamps = {t: _stamp(folder / f"{t}.parquet") for t in names}
@@ -285,7 +286,8 @@ def settle_party(folder: Path, db: SignatureDB, client: str | None = None) -> st
                     pc.add(sums.column("bytes_out_sum"), sums.column("bytes_in_sum")).to_pylist(),
                     strict=True,
                 )
-            client = choose_audited_client(usage, db)
+            choice = decide_audited_client(usage, db)
+            client, reason = choice.vendor, choice.reason
             source = "auto" if client else None
         first = first_party_vendors(client, db)
         for name, t in parts.items():
@@ -297,6 +299,7 @@ def settle_party(folder: Path, db: SignatureDB, client: str | None = None) -> st
 
         def record(m: Manifest) -> None:
             m.audited_client, m.audited_client_source = client, source  # type: ignore[assignment]
+            m.audited_client_reason = reason
 
         manifest.update(folder, record, lock=False)
     return client

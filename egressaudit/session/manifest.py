@@ -72,6 +72,8 @@ class Manifest(BaseModel):
     audited_client: str | None = None
     """The vendor of the client under audit, for the whole session."""
     audited_client_source: Literal["option", "auto"] | None = None
+    audited_client_reason: str | None = None
+    """Why that client (or none): the user named it, or which vendor's media and signalling the session carries."""
     local_nets: list[str] = Field(default_factory=list)
     local_hosts: list[str] = Field(default_factory=list)
     idle_timeout_s: float | None = None
