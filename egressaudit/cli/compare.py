@@ -91,7 +91,8 @@ def dataset(
 ) -> None:
     """Lay sessions out as one Parquet dataset, hive-partitioned by client vendor and session (for compare, DuckDB, Dask)."""
     from egressaudit.dataset import export_dataset
+    from egressaudit.report.measures import plural
 
     with handled(out):
         ds = export_dataset(sessions, out, copy=copy)
-    say(f"{len(ds):,} session{'' if len(ds) == 1 else 's'} -> {ds.root} ({'copies' if copy else 'links'})")
+    say(f"{plural(len(ds), 'session')} -> {ds.root} ({'copies' if copy else 'links'})")

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from egressaudit.policy.model import ContentDestinations, MaxRate, NoCountries, NoIdentifiers, NoThirdParty, Policy
+from egressaudit.report.measures import plural, words
 from egressaudit.session import Session
 
 Status = Literal["pass", "fail", "not_applicable"]
@@ -48,19 +49,8 @@ class Result:
     source: dict[str, str] | None = None
 
 
-WORDS = {"customer_content": "customer content", "service_generated": "service-generated data", "service_operation": "service operation"}
-
-
-def _words(cls: str) -> str:
-    return WORDS.get(cls, cls.replace("_", " "))
-
-
 def _kb(n: float) -> str:
     return f"{n / 1000:,.1f} kB"
-
-
-def _plural(n: int, one: str, many: str | None = None) -> str:
-    return f"{n:,} {one if n == 1 else (many or one + 's')}"
 
 
 def _egress(s: Session) -> pd.DataFrame:
@@ -107,20 +97,20 @@ def _by_destination(flows: pd.DataFrame, http: pd.DataFrame, what: Callable[[str
         cats = sorted(set(ff["category"].astype(str)) | set(hh["category"].astype(str)))
         parts = []
         if len(ff):
-            parts.append(f"{_plural(len(ff), 'flow')} ({_kb(float(ff['bytes_out'].sum()))} sent)")
+            parts.append(f"{plural(len(ff), 'flow')} ({_kb(float(ff['bytes_out'].sum()))} sent)")
         if len(hh):
             ex = hh.sort_values("ts_start").iloc[0]
             eg = f"{ex['method']} {ex['path']}" if isinstance(ex["method"], str) else str(ex["kind"])
-            parts.append(f"{_plural(len(hh), 'request')} ({_kb(float(hh['bytes_out'].sum()))} sent; e.g. {eg})")
-        summary = f"{what(vendor, dest)}: {', '.join(_words(c) for c in cats)}, {' and '.join(parts)}"
+            parts.append(f"{plural(len(hh), 'request')} ({_kb(float(hh['bytes_out'].sum()))} sent; e.g. {eg})")
+        summary = f"{what(vendor, dest)}: {', '.join(words(c) for c in cats)}, {' and '.join(parts)}"
         out.append(Violation(summary, _flow_evidence(ff) + _http_evidence(hh)))
     return out
 
 
 def _checked(s: Session, flows: pd.DataFrame, http: pd.DataFrame) -> str:
-    parts = [f"{_plural(len(flows), 'flow')} leaving the host"] if s.has("flows") else []
+    parts = [f"{plural(len(flows), 'flow')} leaving the host"] if s.has("flows") else []
     if s.has("http"):
-        parts.append(f"{_plural(len(http), 'HTTP request and WebSocket message', 'HTTP requests and WebSocket messages')} sent")
+        parts.append(f"{plural(len(http), 'HTTP request and WebSocket message', 'HTTP requests and WebSocket messages')} sent")
     return " and ".join(parts)
 
 
@@ -171,11 +161,11 @@ def check_max_rate(s: Session, r: MaxRate) -> tuple[Status, str, str | None, lis
         t0, t1 = float(epoch_seconds(flows["ts_start"]).min()), float(epoch_seconds(flows["ts_end"]).max())
         minutes = max(t1 - t0, 1.0) / 60
         sent = float(flows.loc[flows["data_class"] == cls, "bytes_out"].sum())
-        checked = f"{_words(cls)} over the whole session ({minutes:.1f} min)"
+        checked = f"{words(cls)} over the whole session ({minutes:.1f} min)"
         if sent / minutes <= limit:
             return "pass", checked, None, []
         rows = flows[flows["data_class"] == cls]
-        summary = f"{_kb(sent / minutes)}/min of {_words(cls)} over {minutes:.1f} min (limit {r.max_kb_per_min:g} kB/min)"
+        summary = f"{_kb(sent / minutes)}/min of {words(cls)} over {minutes:.1f} min (limit {r.max_kb_per_min:g} kB/min)"
         return "fail", checked, None, [Violation(summary, _flow_evidence(rows))]
     if s.markers.empty:
         return "not_applicable", "", f"the session has no call-state markers, so 'while {', '.join(r.while_)}' cannot be checked", []
@@ -194,9 +184,9 @@ def check_max_rate(s: Session, r: MaxRate) -> tuple[Status, str, str | None, lis
                 {"row": "state", "state": state, "from": str(x["from"]), "seconds": round(float(x["seconds"]), 1), "bytes_out": int(x[cls])}
                 for x in g.to_dict("records")
             ]
-            summary = f"while {state}: {_kb(rate)}/min of {_words(cls)} over {seconds:.0f} s (limit {r.max_kb_per_min:g} kB/min)"
+            summary = f"while {state}: {_kb(rate)}/min of {words(cls)} over {seconds:.0f} s (limit {r.max_kb_per_min:g} kB/min)"
             out.append(Violation(summary, ev[:EXAMPLES]))
-    checked = f"{_words(cls)} while {', '.join(r.while_)} ({float(by['seconds'].sum()):.0f} s)"
+    checked = f"{words(cls)} while {', '.join(r.while_)} ({float(by['seconds'].sum()):.0f} s)"
     return ("fail" if out else "pass"), checked, None, out
 
 
@@ -211,9 +201,9 @@ def check_no_identifiers(s: Session, r: NoIdentifiers) -> tuple[Status, str, str
     for (host, key), g in hit.groupby(["host", "key_path"], sort=True):
         found = sorted({d for ds in g["detectors"] for d in ds} & wanted)
         ev = [{"row": "field", "exchange_id": _opt(x), "host": host, "key_path": key, "detectors": found} for x in g["exchange_id"].head(EXAMPLES)]
-        summary = f"{', '.join(found)} in {key} sent to {host} ({_plural(int(g['count'].sum()), 'value')} in {_plural(len(g), 'body', 'bodies')})"
+        summary = f"{', '.join(found)} in {key} sent to {host} ({plural(int(g['count'].sum()), 'value')} in {plural(len(g), 'body', 'bodies')})"
         out.append(Violation(summary, ev))
-    checked = f"{_plural(len(f), 'field')} of {', '.join(sorted(cats))} bodies"
+    checked = f"{plural(len(f), 'field')} of {', '.join(sorted(cats))} bodies"
     return ("fail" if out else "pass"), checked, None, out
 
 
@@ -240,7 +230,7 @@ def check_no_countries(s: Session, r: NoCountries) -> tuple[Status, str, str | N
 
     v = _by_destination(bad(flows), bad(http), what)
     known = sum(1 for c in country.values() if isinstance(c, str))
-    checked = f"{_plural(len(country), 'remote address', 'remote addresses')} ({known:,} with a country)"
+    checked = f"{plural(len(country), 'remote address', 'remote addresses')} ({known:,} with a country)"
     return ("fail" if v else "pass"), checked, None, v
 
 

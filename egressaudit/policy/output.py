@@ -16,6 +16,7 @@ from xml.etree import ElementTree as ET
 
 from egressaudit import __version__
 from egressaudit.policy.checks import Result, Violation
+from egressaudit.report.measures import plural
 
 FORMATS = ("text", "json", "junit")
 
@@ -62,8 +63,7 @@ def text(results: Sequence[Result]) -> str:
         elif r.status == "not_applicable":
             lines.append(f"{what}: {r.reason}")
         else:
-            n = len(r.violations)
-            lines.append(f"{what}: {n} violation{'s' if n != 1 else ''} in {r.checked}" + (f" ({r.why})" if r.why else ""))
+            lines.append(f"{what}: {plural(len(r.violations), 'violation')} in {r.checked}" + (f" ({r.why})" if r.why else ""))
             for v in r.violations:
                 lines += _violation_lines(v, "      ")
         if r.source and r.status != "not_applicable":
@@ -71,8 +71,8 @@ def text(results: Sequence[Result]) -> str:
     c = counts(results)
     sessions = len({r.session for r in results})
     lines.append(
-        f"{c['fail']} of {c['rules']} rule checks failed ({c['violations']} violation{'s' if c['violations'] != 1 else ''}) "
-        f"in {sessions} session{'s' if sessions != 1 else ''}; {c['pass']} passed, {c['not_applicable']} could not be checked"
+        f"{c['fail']} of {c['rules']} rule checks failed ({plural(c['violations'], 'violation')}) "
+        f"in {plural(sessions, 'session')}; {c['pass']} passed, {c['not_applicable']} could not be checked"
     )
     return "\n".join(lines) + "\n"
 
@@ -98,7 +98,7 @@ def junit(results: Sequence[Result]) -> str:
             if r.status == "fail":
                 body = "\n".join(line for v in r.violations for line in _violation_lines(v, ""))
                 first = r.violations[0].summary if r.violations else ""
-                msg = f"{len(r.violations)} violation{'s' if len(r.violations) != 1 else ''}: {first}"
+                msg = f"{plural(len(r.violations), 'violation')}: {first}"
                 ET.SubElement(case, "failure", message=msg, type=r.kind).text = body
             elif r.status == "not_applicable":
                 ET.SubElement(case, "skipped", message=r.reason or "")

@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from egressaudit.report.compare import Comparison, state_order
-from egressaudit.report.figures import CATEGORY_COLORS, DATA_CLASS_COLORS, FALLBACK
+from egressaudit.report.figures import CATEGORY_COLORS, DATA_CLASS_COLORS, FALLBACK, byte_unit, mpl_text
 from egressaudit.report.measures import DATA_CLASS_ORDER, human_bytes, words
 
 MUTED = "#666666"
@@ -30,25 +30,13 @@ WIDTH = 9.0
 STATE_GREYS = ("#000000", "#808080")
 
 
-def _t(s: object) -> str:
-    """Text for matplotlib: a ``$`` in a name is a dollar sign, never the start of mathtext."""
-    return str(s).replace("$", r"\$")
-
-
-def _unit(max_value: float) -> tuple[float, str]:
-    for div, name in ((1e12, "TB"), (1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
-        if max_value >= div:
-            return div, name
-    return 1.0, "B"
-
-
 def _source(fig: Figure, c: Comparison, what: str) -> None:
     """The figure's foot: what data it is drawn from, how many sessions, by which engine and version."""
     n = c.manifest.get("sessions", len(c.tables["sessions"]))
     engine = c.manifest.get("engine", {}).get("name", "?")
     version = c.manifest.get("tool", {}).get("version", "?")
     text = f"Source: {what}; {n:,} session{'s' if n != 1 else ''} (n per vendor in the labels); egressaudit {version} compare, {engine}."
-    fig.supxlabel("\n".join(textwrap.wrap(_t(text), 150)), fontsize=7, color=MUTED, x=0.01, ha="left")
+    fig.supxlabel("\n".join(textwrap.wrap(mpl_text(text), 150)), fontsize=7, color=MUTED, x=0.01, ha="left")
 
 
 def _empty(ax: Axes, title: str, message: str) -> None:
@@ -82,16 +70,16 @@ def data_class_figure(c: Comparison) -> Figure:
     pivot = df.pivot_table(index="client", columns="data_class", values="bytes_per_min", aggfunc="sum", fill_value=0).reindex(index=clients)
     classes = [d for d in DATA_CLASS_ORDER if d in pivot.columns] + [d for d in pivot.columns if d not in DATA_CLASS_ORDER]
     pivot = pivot.reindex(columns=classes).fillna(0)
-    div, unit = _unit(float(pivot.to_numpy().sum(axis=1).max()))
+    div, unit = byte_unit(float(pivot.to_numpy().sum(axis=1).max()))
     y = np.arange(len(clients))
     left = np.zeros(len(clients))
     for d in classes:
         vals = pivot[d].to_numpy(dtype=float) / div
-        ax.barh(y, vals, left=left, color=DATA_CLASS_COLORS.get(d, FALLBACK), label=_t(words(d)), edgecolor="white", linewidth=0.5)
+        ax.barh(y, vals, left=left, color=DATA_CLASS_COLORS.get(d, FALLBACK), label=mpl_text(words(d)), edgecolor="white", linewidth=0.5)
         left += vals
     for yi, total in zip(y.tolist(), left.tolist(), strict=True):
         ax.text(total, yi, " " + human_bytes(total * div) + "/min", va="center", fontsize=8)
-    ax.set_yticks(y, [_t(_n_label(cl, n_of.get(cl, 0))) for cl in clients])
+    ax.set_yticks(y, [mpl_text(_n_label(cl, n_of.get(cl, 0))) for cl in clients])
     ax.invert_yaxis()
     ax.set_xlim(0, max(float(left.max()), 1e-9) * 1.25)
     ax.set_xlabel(f"bytes sent per minute of a participant's session ({unit}/min)")
@@ -114,7 +102,7 @@ def states_figure(c: Comparison) -> Figure:
         return fig
     fig.suptitle(title, fontsize=11)
     colour = DATA_CLASS_COLORS["service_generated"]
-    div, unit = _unit(float(pd.to_numeric(df["service_generated_per_min_max"]).max() or 1))
+    div, unit = byte_unit(float(pd.to_numeric(df["service_generated_per_min_max"]).max() or 1))
     widths = [max(2, int((df["client"] == cl).sum())) for cl in clients]
     axes = fig.subplots(1, len(clients), sharey=True, squeeze=False, width_ratios=widths)[0]
     n_of = _sessions_of(c)
@@ -130,14 +118,14 @@ def states_figure(c: Comparison) -> Figure:
                 ax.plot([x, x], [float(r["service_generated_per_min_min"]) / div, float(r["service_generated_per_min_max"]) / div], color="#222222",
                         linewidth=1)  # fmt: skip
             ax.text(x, med, " " + human_bytes(med * div) + "/min", ha="center", va="bottom", fontsize=6, rotation=90)
-        ax.set_xticks(range(len(states)), [_t(f"{st} ({int(g.loc[st, 'sessions'])}/{int(g.loc[st, 'of'])})") for st in states], rotation=60,
+        ax.set_xticks(range(len(states)), [mpl_text(f"{st} ({int(g.loc[st, 'sessions'])}/{int(g.loc[st, 'of'])})") for st in states], rotation=60,
                       ha="right", fontsize=7)  # fmt: skip
-        ax.set_title(_t(_n_label(client, n_of.get(client, 0))), fontsize=9)
+        ax.set_title(mpl_text(_n_label(client, n_of.get(client, 0))), fontsize=9)
         ax.margins(y=0.25)
     axes[0].set_ylabel(f"{unit}/min: median over sessions\n(line: min to max)", fontsize=8)
     axes[0].set_xlabel("state (sessions with it / all)", fontsize=7)
     axes[0].set_ylim(bottom=0)
-    fig.legend(handles=[Patch(color=colour, label=_t(words("service_generated")))], loc="outside right upper", fontsize=8, frameon=False,
+    fig.legend(handles=[Patch(color=colour, label=mpl_text(words("service_generated")))], loc="outside right upper", fontsize=8, frameon=False,
                title="data class", title_fontsize=8)  # fmt: skip
     return fig
 
@@ -164,7 +152,7 @@ def third_parties_figure(c: Comparison) -> Figure:
     ax = fig.add_subplot()
     ax.spines[["top", "right"]].set_visible(False)
     _source(fig, c, "packet flows and HTTP requests whose vendor is a third party to the audited client; operators from geoip2fast's data")
-    div, unit = _unit(max([b for _, _, b, _, _ in rows] + [1.0]))
+    div, unit = byte_unit(max([b for _, _, b, _, _ in rows] + [1.0]))
     y = np.arange(len(rows))
     cats = []
     for yi, (_, vendor, b, cat, note) in zip(y.tolist(), rows, strict=True):
@@ -173,15 +161,15 @@ def third_parties_figure(c: Comparison) -> Figure:
             continue
         ax.barh(yi, b / div, color=CATEGORY_COLORS.get(cat, FALLBACK))
         cats.append(cat)
-        ax.text(b / div, yi, f" {human_bytes(b)}  ({_t(note)})", va="center", fontsize=7)
+        ax.text(b / div, yi, f" {human_bytes(b)}  ({mpl_text(note)})", va="center", fontsize=7)
     names = [_n_label(cl, n_of.get(cl, 0)) + (f": {v}" if v != "no third party" else "") for cl, v, *_ in rows]
-    ax.set_yticks(y, [_t(s) for s in names], fontsize=8)
+    ax.set_yticks(y, [mpl_text(s) for s in names], fontsize=8)
     ax.invert_yaxis()
     biggest = max([b / div for _, _, b, _, _ in rows] + [1e-9])
     ax.set_xlim(0, biggest * 2.2)
     ax.set_xlabel(f"bytes sent per participant ({unit}; packet flows)")
     ax.set_title(title)
-    handles = [Patch(color=CATEGORY_COLORS.get(k, FALLBACK), label=_t(words(k))) for k in dict.fromkeys(cats)]
+    handles = [Patch(color=CATEGORY_COLORS.get(k, FALLBACK), label=mpl_text(words(k))) for k in dict.fromkeys(cats)]
     if handles:
         fig.legend(handles=handles, loc="outside right upper", fontsize=8, frameon=False, title="category", title_fontsize=8)
     return fig
@@ -201,13 +189,13 @@ def timeline_figure(c: Comparison) -> Figure:
     _source(fig, c, f"packet flows of service-generated data, each flow's bytes spread over its duration, bins of {w} s from each session's start")
     colour = DATA_CLASS_COLORS["service_generated"]
     peak = float((tl["service_generated"] / w).max()) if len(tl) else 0.0
-    div, unit = _unit(peak or 1.0)
+    div, unit = byte_unit(peak or 1.0)
     intervals = c.state_intervals
     horizon = c.horizon_s
     for ax, client in zip(axes, clients or ["(none)"], strict=True):
         ax.spines[["top", "right"]].set_visible(False)
         n = n_of.get(client, 0)
-        ax.set_title(_t(_n_label(client, n)), fontsize=9, loc="left")
+        ax.set_title(mpl_text(_n_label(client, n)), fontsize=9, loc="left")
         g = tl[tl["client"] == client] if len(tl) else tl
         ids = sorted(c.tables["sessions"].loc[c.tables["sessions"]["client"] == client, "session_id"])
         if len(g):
@@ -219,7 +207,7 @@ def timeline_figure(c: Comparison) -> Figure:
                 if 0 <= j < len(grid) and sid in pos:
                     m[pos[sid], j] += float(v) / w / div
             x = grid + w / 2
-            ax.plot(x, np.median(m, axis=0), color=colour, linewidth=1.2, label=_t(words("service_generated")))
+            ax.plot(x, np.median(m, axis=0), color=colour, linewidth=1.2, label=mpl_text(words("service_generated")))
             if len(ids) > 1:
                 ax.fill_between(x, m.min(axis=0), m.max(axis=0), color=colour, alpha=0.2, linewidth=0)
         else:
@@ -244,9 +232,9 @@ def _shade_states(ax: Axes, intervals: pd.DataFrame, client: str) -> None:
         a, b = float(r["start_s"]), float(r["start_s"]) + float(r["seconds"])
         ax.axvspan(a, b, color=STATE_GREYS[i % 2], alpha=0.07, linewidth=0, zorder=0)
         ax.axvline(a, color=MUTED, linewidth=0.5, zorder=1)
-        ax.text(a, 1.0, " " + _t(r["state"]), transform=ax.get_xaxis_transform(), fontsize=6, va="top", ha="left", color=MUTED, rotation=90,
+        ax.text(a, 1.0, " " + mpl_text(r["state"]), transform=ax.get_xaxis_transform(), fontsize=6, va="top", ha="left", color=MUTED, rotation=90,
                 clip_on=True)  # fmt: skip
-    ax.text(1.0, 1.02, _t(f"states of session {first}"), transform=ax.transAxes, fontsize=6, ha="right", va="bottom", color=MUTED)
+    ax.text(1.0, 1.02, mpl_text(f"states of session {first}"), transform=ax.transAxes, fontsize=6, ha="right", va="bottom", color=MUTED)
 
 
 FIGURES: tuple[tuple[str, str], ...] = (

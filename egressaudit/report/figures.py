@@ -62,12 +62,12 @@ TEXT = "#333333"
 MUTED = "#666666"
 
 
-def _t(s: object) -> str:
+def mpl_text(s: object) -> str:
     """Text for matplotlib: a ``$`` in a name is a dollar sign, never the start of mathtext."""
     return str(s).replace("$", r"\$")
 
 
-def _unit(max_value: float) -> tuple[float, str]:
+def byte_unit(max_value: float) -> tuple[float, str]:
     for div, name in ((1e12, "TB"), (1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
         if max_value >= div:
             return div, name
@@ -104,16 +104,16 @@ def _ordered(values: Sequence[object], known: list[str]) -> list[str]:
 def _stacked(ax: Axes, pivot: pd.DataFrame, colors: dict[str, str], labels: list[str]) -> tuple[list[float], float, str]:
     """Horizontal bars, one per pivot row, stacked by column (each in its colour, named in words in the legend) and
     labelled with their totals.  Returns the bar lengths (in the chosen unit), the unit's divisor and its name."""
-    div, unit = _unit(float(pivot.to_numpy().sum(axis=1).max()))
+    div, unit = byte_unit(float(pivot.to_numpy().sum(axis=1).max()))
     y = list(range(len(labels)))
     left = [0.0] * len(labels)
     for col in pivot.columns:
         vals = [float(v) / div for v in pivot[col]]
-        ax.barh(y, vals, left=left, color=colors.get(str(col), FALLBACK), label=_t(words(col)), edgecolor="white", linewidth=0.5)
+        ax.barh(y, vals, left=left, color=colors.get(str(col), FALLBACK), label=mpl_text(words(col)), edgecolor="white", linewidth=0.5)
         left = [a + b for a, b in zip(left, vals, strict=True)]
     for yi, total in zip(y, left, strict=True):
         ax.text(total, yi, " " + human_bytes(total * div), va="center", fontsize=8, color=TEXT)
-    ax.set_yticks(y, [_t(lb) for lb in labels])
+    ax.set_yticks(y, [mpl_text(lb) for lb in labels])
     ax.invert_yaxis()
     ax.set_xlim(0, max(left) * 1.2 or 1)
     return left, div, unit
@@ -173,7 +173,7 @@ def over_time_figure(series: pd.DataFrame, bin_s: int, states: pd.DataFrame | No
         return _empty(fig, ax, title)
     cols = [c for c in series.columns if float(series[c].sum()) > 0]
     rate = series[cols] / bin_s
-    div, unit = _unit(float(rate.to_numpy().sum(axis=1).max()))
+    div, unit = byte_unit(float(rate.to_numpy().sum(axis=1).max()))
     t0 = series.index[0]
     x = [(t - t0).total_seconds() for t in series.index]
     if len(x) == 1:  # one bin: draw it as a step of the bin's width
@@ -182,7 +182,7 @@ def over_time_figure(series: pd.DataFrame, bin_s: int, states: pd.DataFrame | No
     else:
         x = [xi + bin_s / 2 for xi in x]
         ys = [[float(v) / div for v in rate[c]] for c in cols]
-    ax.stackplot(x, ys, labels=[_t(words(c)) for c in cols], colors=[DATA_CLASS_COLORS.get(c, FALLBACK) for c in cols], alpha=0.9, zorder=2)
+    ax.stackplot(x, ys, labels=[mpl_text(words(c)) for c in cols], colors=[DATA_CLASS_COLORS.get(c, FALLBACK) for c in cols], alpha=0.9, zorder=2)
     lo, hi = min(x), max(x)
     xlabel = f"seconds since {t0.strftime('%Y-%m-%d %H:%M:%S')} UTC (bins of {bin_s} s)"
     if states is not None and not states.empty:
@@ -205,7 +205,7 @@ def over_time_figure(series: pd.DataFrame, bin_s: int, states: pd.DataFrame | No
                 str(i), (a, 1.0), xycoords=ax.get_xaxis_transform(), xytext=(1, 2 + 9 * row), textcoords="offset points",
                 fontsize=7, color=TEXT, ha="left", va="bottom", annotation_clip=False,
             )  # fmt: skip
-            numbered.append(f"{i} {_t(state)}")
+            numbered.append(f"{i} {mpl_text(state)}")
         xlabel += "\n" + _state_key(numbered)
     ax.set_xlabel(xlabel, fontsize=8)
     ax.set_ylabel(f"{unit}/s sent")
